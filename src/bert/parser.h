@@ -1,0 +1,29 @@
+// parser.h: Erlang term syntax -> Term, for Ernie .cfg files and command-line
+// arguments. Literal terms only (no expressions, no variables); errors carry the
+// line and column where the text went wrong.
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "bert/term.h"
+
+namespace bert {
+
+struct ParseError {
+    std::string message;  // empty on success
+    size_t line = 0;      // 1-based
+    size_t column = 0;    // 1-based, in bytes
+    explicit operator bool() const { return !message.empty(); }
+};
+
+// Parses exactly one term, optionally followed by a single '.', then only
+// whitespace and comments.
+ParseError parse(std::string_view text, Term& out);
+
+// Parses a sequence of dotted terms ("T1. T2. ..."), as in an Ernie config file.
+ParseError parse_dotted(std::string_view text, std::vector<Term>& out);
+
+}  // namespace bert

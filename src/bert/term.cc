@@ -1,0 +1,247 @@
+// term.cc: Term construction, structural equality, Erlang term order and the BERT
+// complex types. No I/O and no encoding here.
+#include "bert/term.h"
+
+#include <algorithm>
+
+namespace bert {
+
+bool Tuple::operator==(const Tuple& o) const { return items == o.items; }
+bool List::operator==(const List& o) const { return improper == o.improper && items == o.items; }
+bool Map::operator==(const Map& o) const { return pairs == o.pairs; }
+
+Term::Term(BigInt b) {
+    while (!b.magnitude.empty() && b.magnitude.back() == '\0') b.magnitude.pop_back();
+    if (b.magnitude.size() <= 8) {
+        uint64_t m = 0;
+        for (size_t i = b.magnitude.size(); i-- > 0;)
+            m = (m << 8) | static_cast<unsigned char>(b.magnitude[i]);
+        if (!b.negative && m <= uint64_t(INT64_MAX)) {
+            v_ = int64_t(m);
+            return;
+        }
+        if (b.negative && m <= uint64_t(INT64_MAX) + 1) {
+            v_ = int64_t(-(m - 1)) - 1;
+            return;
+        }
+    }
+    v_ = std::move(b);
+}
+
+Term Term::string(std::string_view chars) {
+    std::vector<Term> items;
+    items.reserve(chars.size());
+    for (unsigned char c : chars) items.emplace_back(int64_t{c});
+    return list(std::move(items));
+}
+
+bool Term::is_atom(std::string_view name) const {
+    return kind() == Kind::Atom && std::get<bert::Atom>(v_).name == name;
+}
+bool Term::is_tuple(size_t arity) const {
+    return kind() == Kind::Tuple && std::get<bert::Tuple>(v_).items.size() == arity;
+}
+bool Term::is_nil() const {
+    return kind() == Kind::List && std::get<bert::List>(v_).items.empty();
+}
+bool Term::is_proper_list() const {
+    return kind() == Kind::List && !std::get<bert::List>(v_).improper;
+}
+const std::vector<Term>& Term::items() const {
+    if (kind() == Kind::Tuple) return std::get<bert::Tuple>(v_).items;
+    return std::get<bert::List>(v_).items;
+}
+std::vector<Term>& Term::items() {
+    if (kind() == Kind::Tuple) return std::get<bert::Tuple>(v_).items;
+    return std::get<bert::List>(v_).items;
+}
+
+namespace {
+
+// Rank in Erlang's term order; numbers share one rank, nil ranks before lists.
+int rank(const Term& t) {
+    switch (t.kind()) {
+        case Term::Kind::Int:
+        case Term::Kind::Big:
+        case Term::Kind::Float: return 0;
+        case Term::Kind::Atom: return 1;
+        case Term::Kind::Ref: return 2;
+        case Term::Kind::Port: return 4;
+        case Term::Kind::Pid: return 5;
+        case Term::Kind::Tuple: return 6;
+        case Term::Kind::Map: return 7;
+        case Term::Kind::List: return t.is_nil() ? 8 : 9;
+        case Term::Kind::Binary: return 10;
+    }
+    return 11;
+}
+
+template <class T>
+int three_way(const T& a, const T& b) {
+    return a < b ? -1 : (b < a ? 1 : 0);
+}
+
+int compare_big_magnitude(const std::string& a, const std::string& b) {
+    if (a.size() != b.size()) return a.size() < b.size() ? -1 : 1;
+    for (size_t i = a.size(); i-- > 0;) {
+        auto x = static_cast<unsigned char>(a[i]), y = static_cast<unsigned char>(b[i]);
+        if (x != y) return x < y ? -1 : 1;
+    }
+    return 0;
+}
+
+// Integers (small or big) against each other, exactly.
+int compare_integers(const Term& a, const Term& b) {
+    bool ab = a.kind() == Term::Kind::Big, bb = b.kind() == Term::Kind::Big;
+    if (!ab && !bb) return three_way(a.as_int(), b.as_int());
+    // A big integer is outside int64_t, so its sign decides against a small one.
+    if (ab && !bb) return std::get<BigInt>(a.value()).negative ? -1 : 1;
+    if (!ab && bb) return std::get<BigInt>(b.value()).negative ? 1 : -1;
+    const auto& x = std::get<BigInt>(a.value());
+    const auto& y = std::get<BigInt>(b.value());
+    if (x.negative != y.negative) return x.negative ? -1 : 1;
+    int c = compare_big_magnitude(x.magnitude, y.magnitude);
+    return x.negative ? -c : c;
+}
+
+double to_double(const Term& t) {
+    if (t.kind() == Term::Kind::Float) return t.as_float();
+    if (t.kind() == Term::Kind::Int) return static_cast<double>(t.as_int());
+    const auto& b = std::get<BigInt>(t.value());
+    double d = 0;
+    for (size_t i = b.magnitude.size(); i-- > 0;) d = d * 256 + static_cast<unsigned char>(b.magnitude[i]);
+    return b.negative ? -d : d;
+}
+
+int compare_numbers(const Term& a, const Term& b) {
+    bool af = a.kind() == Term::Kind::Float, bf = b.kind() == Term::Kind::Float;
+    if (!af && !bf) return compare_integers(a, b);
+    int c = three_way(to_double(a), to_double(b));
+    if (c != 0) return c;
+    return af == bf ? 0 : (af ? 1 : -1);  // 1 before 1.0, as map keys are ordered
+}
+
+int compare_seq(const std::vector<Term>& a, const std::vector<Term>& b) {
+    size_t n = std::min(a.size(), b.size());
+    for (size_t i = 0; i < n; ++i)
+        if (int c = compare(a[i], b[i])) return c;
+    return three_way(a.size(), b.size());
+}
+
+}  // namespace
+
+int compare(const Term& a, const Term& b) {
+    int ra = rank(a), rb = rank(b);
+    if (ra != rb) return ra < rb ? -1 : 1;
+    switch (a.kind()) {
+        case Term::Kind::Int:
+        case Term::Kind::Big:
+        case Term::Kind::Float: return compare_numbers(a, b);
+        case Term::Kind::Atom: return three_way(a.atom_name(), b.atom_name());
+        case Term::Kind::Binary: return three_way(a.bytes(), b.bytes());
+        case Term::Kind::Tuple:
+            if (a.size() != b.size()) return three_way(a.size(), b.size());
+            return compare_seq(a.items(), b.items());
+        case Term::Kind::List: {
+            // Element-wise; an improper tail compares as the last element.
+            return compare_seq(a.items(), b.items());
+        }
+        case Term::Kind::Map: {
+            const auto& x = std::get<Map>(a.value()).pairs;
+            const auto& y = std::get<Map>(b.value()).pairs;
+            if (x.size() != y.size()) return three_way(x.size(), y.size());
+            for (size_t i = 0; i < x.size(); ++i)
+                if (int c = compare(x[i].first, y[i].first)) return c;
+            for (size_t i = 0; i < x.size(); ++i)
+                if (int c = compare(x[i].second, y[i].second)) return c;
+            return 0;
+        }
+        case Term::Kind::Pid: {
+            const auto& x = std::get<Pid>(a.value());
+            const auto& y = std::get<Pid>(b.value());
+            if (int c = three_way(x.node, y.node)) return c;
+            if (int c = three_way(x.serial, y.serial)) return c;
+            return three_way(x.num, y.num);
+        }
+        case Term::Kind::Ref: {
+            const auto& x = std::get<Ref>(a.value());
+            const auto& y = std::get<Ref>(b.value());
+            if (int c = three_way(x.node, y.node)) return c;
+            return three_way(x.ids, y.ids);
+        }
+        case Term::Kind::Port: {
+            const auto& x = std::get<Port>(a.value());
+            const auto& y = std::get<Port>(b.value());
+            if (int c = three_way(x.node, y.node)) return c;
+            return three_way(x.id, y.id);
+        }
+    }
+    return 0;
+}
+
+namespace complex {
+
+namespace {
+Term bert_tag() { return Term::atom("bert"); }
+bool is_bert_tuple(const Term& t, size_t arity, std::string_view kind) {
+    return t.is_tuple(arity) && t[0].is_atom("bert") && t[1].is_atom(kind);
+}
+}  // namespace
+
+Term nil() { return Term::tuple({bert_tag(), Term::atom("nil")}); }
+Term boolean(bool v) { return Term::tuple({bert_tag(), Term::atom(v ? "true" : "false")}); }
+
+Term dict(std::vector<std::pair<Term, Term>> pairs) {
+    std::vector<Term> items;
+    items.reserve(pairs.size());
+    for (auto& [k, v] : pairs) items.push_back(Term::tuple({std::move(k), std::move(v)}));
+    return Term::tuple({bert_tag(), Term::atom("dict"), Term::list(std::move(items))});
+}
+
+Term time(int64_t mega, int64_t sec, int64_t micro) {
+    return Term::tuple({bert_tag(), Term::atom("time"), mega, sec, micro});
+}
+
+Term regex(std::string_view source, std::vector<std::string> options) {
+    std::vector<Term> opts;
+    for (auto& o : options) opts.push_back(Term::atom(o));
+    return Term::tuple({bert_tag(), Term::atom("regex"), Term::binary(source), Term::list(std::move(opts))});
+}
+
+bool is_nil(const Term& t) { return is_bert_tuple(t, 2, "nil"); }
+
+std::optional<bool> as_boolean(const Term& t) {
+    if (is_bert_tuple(t, 2, "true")) return true;
+    if (is_bert_tuple(t, 2, "false")) return false;
+    return std::nullopt;
+}
+
+std::optional<std::vector<std::pair<Term, Term>>> as_dict(const Term& t) {
+    if (!is_bert_tuple(t, 3, "dict") || !t[2].is_proper_list()) return std::nullopt;
+    std::vector<std::pair<Term, Term>> out;
+    for (const auto& kv : t[2].items()) {
+        if (!kv.is_tuple(2)) return std::nullopt;
+        out.emplace_back(kv[0], kv[1]);
+    }
+    return out;
+}
+
+std::optional<Time> as_time(const Term& t) {
+    if (!is_bert_tuple(t, 5, "time")) return std::nullopt;
+    for (size_t i = 2; i < 5; ++i)
+        if (!t[i].is_int()) return std::nullopt;
+    return Time{t[2].as_int(), t[3].as_int(), t[4].as_int()};
+}
+
+std::optional<Regex> as_regex(const Term& t) {
+    if (!is_bert_tuple(t, 4, "regex") || !t[2].is_binary() || !t[3].is_proper_list()) return std::nullopt;
+    Regex r{t[2].bytes(), {}};
+    for (const auto& o : t[3].items()) {
+        if (!o.is_atom()) return std::nullopt;
+        r.options.push_back(o.atom_name());
+    }
+    return r;
+}
+
+}  // namespace complex
+}  // namespace bert

@@ -1,0 +1,159 @@
+// term.h: the Erlang term value that every part of bertd passes around.
+// It owns its data, compares structurally, and knows nothing of bytes on the wire
+// (codec.h encodes and decodes, printer.h and parser.h speak Erlang syntax).
+#pragma once
+
+#include <cstdint>
+#include <initializer_list>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <variant>
+#include <vector>
+
+namespace bert {
+
+class Term;
+
+// An integer outside int64_t. Magnitude is little-endian base-256 with no
+// trailing zero bytes, as in Erlang's SMALL_BIG/LARGE_BIG. Integers that fit in
+// int64_t are always held as int64_t, so equal integers compare equal.
+struct BigInt {
+    bool negative = false;
+    std::string magnitude;
+    bool operator==(const BigInt&) const = default;
+};
+
+// Atom text is UTF-8 (latin-1 atoms from the wire are converted on decode).
+struct Atom {
+    std::string name;
+    bool operator==(const Atom&) const = default;
+};
+
+struct Binary {
+    std::string bytes;
+    bool operator==(const Binary&) const = default;
+};
+
+struct Tuple {
+    std::vector<Term> items;
+    bool operator==(const Tuple&) const;
+};
+
+// A list. An empty proper list is nil ([]). When `improper` is set the last
+// element of `items` is the tail (so [1|2] is items {1, 2}, improper), which
+// keeps Term copyable without a pointer to the tail.
+struct List {
+    std::vector<Term> items;
+    bool improper = false;
+    bool operator==(const List&) const;
+};
+
+struct Map {
+    std::vector<std::pair<Term, Term>> pairs;
+    bool operator==(const Map&) const;
+};
+
+// Distribution identifiers; bertd only carries them (the Erlang link needs them).
+struct Pid {
+    std::string node;
+    uint32_t num = 0, serial = 0, creation = 0;
+    bool operator==(const Pid&) const = default;
+};
+struct Ref {
+    std::string node;
+    std::vector<uint32_t> ids;
+    uint32_t creation = 0;
+    bool operator==(const Ref&) const = default;
+};
+struct Port {
+    std::string node;
+    uint64_t id = 0;
+    uint32_t creation = 0;
+    bool operator==(const Port&) const = default;
+};
+
+class Term {
+public:
+    enum class Kind : uint8_t { Int, Big, Float, Atom, Binary, Tuple, List, Map, Pid, Ref, Port };
+    // Alternatives are in the same order as Kind.
+    using Value = std::variant<int64_t, BigInt, double, bert::Atom, bert::Binary, bert::Tuple,
+                               bert::List, bert::Map, bert::Pid, bert::Ref, bert::Port>;
+
+    Term() : v_(bert::List{}) {}  // []
+    Term(int64_t i) : v_(i) {}
+    Term(int i) : v_(int64_t{i}) {}
+    Term(double d) : v_(d) {}
+    Term(BigInt b);  // normalised: a value that fits int64_t becomes Int
+    Term(bert::Atom a) : v_(std::move(a)) {}
+    Term(bert::Binary b) : v_(std::move(b)) {}
+    Term(bert::Tuple t) : v_(std::move(t)) {}
+    Term(bert::List l) : v_(std::move(l)) {}
+    Term(bert::Map m) : v_(std::move(m)) {}
+    Term(bert::Pid p) : v_(std::move(p)) {}
+    Term(bert::Ref r) : v_(std::move(r)) {}
+    Term(bert::Port p) : v_(std::move(p)) {}
+
+    static Term atom(std::string_view name) { return bert::Atom{std::string(name)}; }
+    static Term binary(std::string_view bytes) { return bert::Binary{std::string(bytes)}; }
+    static Term tuple(std::vector<Term> items) { return bert::Tuple{std::move(items)}; }
+    static Term list(std::vector<Term> items) { return bert::List{std::move(items), false}; }
+    static Term nil() { return Term(); }
+    // A list of byte values, as Erlang's "abc".
+    static Term string(std::string_view chars);
+
+    Kind kind() const { return static_cast<Kind>(v_.index()); }
+    const Value& value() const { return v_; }
+    Value& value() { return v_; }
+
+    bool is_int() const { return kind() == Kind::Int; }
+    bool is_atom() const { return kind() == Kind::Atom; }
+    bool is_atom(std::string_view name) const;
+    bool is_binary() const { return kind() == Kind::Binary; }
+    bool is_tuple() const { return kind() == Kind::Tuple; }
+    bool is_tuple(size_t arity) const;
+    bool is_list() const { return kind() == Kind::List; }
+    bool is_nil() const;  // []
+    bool is_proper_list() const;
+
+    // Accessors; each requires the matching kind (checked by the caller).
+    int64_t as_int() const { return std::get<int64_t>(v_); }
+    double as_float() const { return std::get<double>(v_); }
+    const std::string& atom_name() const { return std::get<bert::Atom>(v_).name; }
+    const std::string& bytes() const { return std::get<bert::Binary>(v_).bytes; }
+    const std::vector<Term>& items() const;  // tuple or list elements
+    std::vector<Term>& items();
+    const Term& operator[](size_t i) const { return items()[i]; }
+    size_t size() const { return items().size(); }
+
+    bool operator==(const Term& o) const { return v_ == o.v_; }
+
+private:
+    Value v_;
+};
+
+// Erlang's standard term order (number < atom < reference < fun < port < pid <
+// tuple < map < nil < list < bitstring); returns <0, 0 or >0. Integers and
+// floats compare by value, ties broken as in maps: integer before float.
+int compare(const Term& a, const Term& b);
+
+// BERT complex types ({bert, ...} tuples), both ways.
+namespace complex {
+Term nil();                           // {bert, nil}
+Term boolean(bool v);                 // {bert, true} / {bert, false}
+Term dict(std::vector<std::pair<Term, Term>> pairs);  // {bert, dict, [{K, V}, ...]}
+Term time(int64_t mega, int64_t sec, int64_t micro);  // {bert, time, Mega, Sec, Micro}
+Term regex(std::string_view source, std::vector<std::string> options);  // {bert, regex, <<Src>>, [Opts]}
+
+struct Time { int64_t mega = 0, sec = 0, micro = 0; };
+struct Regex { std::string source; std::vector<std::string> options; };
+
+bool is_nil(const Term& t);
+std::optional<bool> as_boolean(const Term& t);
+std::optional<std::vector<std::pair<Term, Term>>> as_dict(const Term& t);
+std::optional<Time> as_time(const Term& t);
+std::optional<Regex> as_regex(const Term& t);
+}  // namespace complex
+
+}  // namespace bert
