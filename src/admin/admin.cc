@@ -1,0 +1,87 @@
+// admin.cc: the __admin__ calls. Reading stats takes each module's lock only to
+// read its queue lengths; everything else is a relaxed read of shared counters.
+#include "admin/admin.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+
+#include "bert/frame.h"
+#include "net/answers.h"
+
+namespace bertd::admin {
+
+namespace {
+std::string reply_frame(const bert::Term& result) {
+    std::string out(bert::kFrameHeader, '\0');
+    bert::encode_append(bert::Term::tuple({bert::Term::atom("reply"), result}), out);
+    bert::put_frame_header(out.data(), uint32_t(out.size() - bert::kFrameHeader));
+    return out;
+}
+
+void line(std::string& out, const std::string& key, uint64_t v) {
+    out += key;
+    out += '=';
+    out += std::to_string(v);
+    out += '\n';
+}
+}  // namespace
+
+std::string stats_text(Runtime& rt) {
+    Segment& seg = *rt.seg;
+    GlobalStats& g = seg.header().stats;
+    std::string out;
+    line(out, "connections.total", g.connections_total.load());
+    line(out, "connections.completed", g.connections_completed.load());
+    line(out, "connections.active", g.connections_active.load());
+    line(out, "connections.refused", g.connections_refused.load());
+    uint64_t qh = 0, ql = 0;
+    for (uint32_t m = 0; m < seg.nmodules(); ++m) {
+        qh += seg.queue_length(m, true);
+        ql += seg.queue_length(m, false);
+    }
+    line(out, "queue.high", qh);
+    line(out, "queue.low", ql);
+    for (const auto& mod : rt.modules) {
+        ModuleShared& ms = seg.module(mod.index);
+        uint64_t idle = 0, restarts = 0;
+        for (uint32_t s = ms.first_slot; s < ms.first_slot + ms.nslots; ++s) {
+            if (seg.slot(s).state.load() == uint32_t(SlotState::Idle)) ++idle;
+            restarts += seg.slot(s).restarts.load();
+        }
+        line(out, "workers.idle." + mod.name, idle);
+        line(out, "workers.total." + mod.name, ms.nslots);
+        line(out, "workers.restarts." + mod.name, restarts);
+        line(out, "queue.high." + mod.name, seg.queue_length(mod.index, true));
+        line(out, "queue.low." + mod.name, seg.queue_length(mod.index, false));
+        line(out, "requests." + mod.name, ms.stats.requests.load());
+        for (int t = 0; t < kErrorTypes; ++t)
+            line(out, "errors." + std::string(error_type_name(ErrorType(t))) + "." + mod.name,
+                 ms.stats.errors[t].load());
+        line(out, "latency.p50_us." + mod.name, ms.stats.latency.percentile(50));
+        line(out, "latency.p99_us." + mod.name, ms.stats.latency.percentile(99));
+    }
+    line(out, "errors.protocol", g.protocol_errors.load());
+    line(out, "errors.unknown_module", g.unknown_module.load());
+    line(out, "acceptors.restarts", g.acceptor_restarts.load());
+    line(out, "workers.restarts", g.worker_restarts.load());
+    line(out, "uptime", uint64_t((now_us() - g.started_us.load()) / 1000000));
+    line(out, "generation", g.generation.load());
+    return out;
+}
+
+std::string call(Runtime& rt, const bert::Peek& pk, std::string_view) {
+    if (pk.function == "stats" && pk.arity == 0) return reply_frame(bert::Term::binary(stats_text(rt)));
+    if (pk.function == "halt" && pk.arity == 0) {
+        kill(getppid(), SIGQUIT);  // the master stops gracefully
+        return reply_frame(bert::Term::atom("ok"));
+    }
+    if (pk.function == "reload_handlers" && pk.arity == 0) {
+        kill(getppid(), SIGUSR2);  // the master replaces every worker after its current request
+        return reply_frame(bert::Term::atom("ok"));
+    }
+    return error_frame(ErrorType::Server, 2, "No such function '__admin__:" + std::string(pk.function) + "'");
+}
+
+}  // namespace bertd::admin

@@ -1,0 +1,104 @@
+// cli.cc: parsing bertd's command line. Every mistake is a UsageError whose text
+// says what was wrong; main prints it with the usage and exits non-zero.
+#include "core/cli.h"
+
+#include <getopt.h>
+
+#include <cstdlib>
+#include <cstring>
+
+namespace bertd {
+
+#ifndef BERTD_VERSION
+#define BERTD_VERSION "0.1.0"
+#endif
+
+std::string version_text() { return "bertd " BERTD_VERSION "\n"; }
+
+std::string usage_text() {
+    return "Usage: bertd [command] [options]\n"
+           "\n"
+           "Commands:\n"
+           "  (none)            start a server\n"
+           "  reload-handlers   replace every handler worker after its current request\n"
+           "  stats             print connection and handler statistics\n"
+           "  halt              stop accepting, finish requests in flight, exit\n"
+           "\n"
+           "Options:\n"
+           "  -c, --config FILE       config file (YAML or Ernie .cfg)\n"
+           "  -p, --port PORT         port (overrides the config)\n"
+           "  -H, --host ADDRESS      commands: the server's address (default 127.0.0.1)\n"
+           "  -l, --log-level LEVEL   error log level, 0 (errors) to 4 (debug)\n"
+           "  -a, --access-log FILE   access log file\n"
+           "  -d, --detached          run as a daemon\n"
+           "  -P, --pidfile FILE      where to write the master's pid\n"
+           "      --name NAME         Erlang node name (long)\n"
+           "      --sname NAME        Erlang node name (short)\n"
+           "  -E, --erlang OPTIONS    options for the companion Erlang VM\n"
+           "  -t, --test              check the config and exit\n"
+           "  -h, --help              this text\n"
+           "  -v, --version           print the version\n";
+}
+
+namespace {
+int parse_int(const char* s, const char* what, int lo, int hi) {
+    char* end = nullptr;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno != 0 || end == s || *end != '\0' || v < lo || v > hi)
+        throw UsageError(std::string("invalid ") + what + " '" + s + "' (expected " + std::to_string(lo) + ".." +
+                         std::to_string(hi) + ")");
+    return int(v);
+}
+}  // namespace
+
+Options parse_options(int argc, char** argv) {
+    Options o;
+    static const option longopts[] = {
+        {"config", required_argument, nullptr, 'c'},   {"port", required_argument, nullptr, 'p'},
+        {"host", required_argument, nullptr, 'H'},     {"log-level", required_argument, nullptr, 'l'},
+        {"access-log", required_argument, nullptr, 'a'}, {"detached", no_argument, nullptr, 'd'},
+        {"pidfile", required_argument, nullptr, 'P'},  {"name", required_argument, nullptr, 'N'},
+        {"sname", required_argument, nullptr, 'S'},    {"erlang", required_argument, nullptr, 'E'},
+        {"test", no_argument, nullptr, 't'},           {"help", no_argument, nullptr, 'h'},
+        {"version", no_argument, nullptr, 'v'},        {nullptr, 0, nullptr, 0}};
+    optind = 1;
+    opterr = 0;
+    // '+' would stop at the first non-option; commands may come first or last, so permute.
+    int ch;
+    while ((ch = getopt_long(argc, argv, ":c:p:H:l:a:dP:E:thv", longopts, nullptr)) != -1) {
+        switch (ch) {
+            case 'c': o.config = optarg; break;
+            case 'p': o.port = parse_int(optarg, "port", 0, 65535); break;
+            case 'H': o.host = optarg; break;
+            case 'l': o.log_level = parse_int(optarg, "log level", 0, 4); break;
+            case 'a': o.access_log = optarg; break;
+            case 'd': o.daemon = true; break;
+            case 'P': o.pidfile = optarg; break;
+            case 'N': o.name = optarg; break;
+            case 'S': o.sname = optarg; break;
+            case 'E': o.erlang_opts = optarg; break;
+            case 't': o.test_config = true; break;
+            case 'h': o.command = Options::Command::Help; return o;
+            case 'v': o.command = Options::Command::Version; return o;
+            case ':': throw UsageError(std::string("option '") + argv[optind - 1] + "' needs a value");
+            default: throw UsageError(std::string("unknown option '") + argv[optind - 1] + "'");
+        }
+    }
+    std::vector<std::string> rest(argv + optind, argv + argc);
+    if (rest.size() > 1) throw UsageError("too many commands: '" + rest[1] + "'");
+    if (!rest.empty()) {
+        const std::string& c = rest[0];
+        if (c == "reload-handlers") o.command = Options::Command::ReloadHandlers;
+        else if (c == "stats") o.command = Options::Command::Stats;
+        else if (c == "halt") o.command = Options::Command::Halt;
+        else if (c == "start") o.command = Options::Command::Start;
+        else throw UsageError("unknown command '" + c + "' (known: reload-handlers, stats, halt)");
+    }
+    if (!o.name.empty() && !o.sname.empty()) throw UsageError("give --name or --sname, not both");
+    if (o.command == Options::Command::Start && o.config.empty())
+        throw UsageError("no config file: give -c FILE (see conf/bertd.yaml)");
+    return o;
+}
+
+}  // namespace bertd

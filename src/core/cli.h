@@ -1,0 +1,33 @@
+// cli.h: bertd's command line, Ernie's options plus nginx's -t. Parsing only; no
+// side effects beyond the returned Options.
+#pragma once
+
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace bertd {
+
+struct UsageError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+struct Options {
+    enum class Command { Start, ReloadHandlers, Stats, Halt, Help, Version } command = Command::Start;
+    std::string config;       // -c
+    int port = -1;            // -p (overrides the config)
+    int log_level = -1;       // -l 0..4
+    std::string access_log;   // -a
+    bool daemon = false;      // -d
+    std::string pidfile;      // -P
+    std::string name, sname;  // --name, --sname (Erlang node name)
+    std::string erlang_opts;  // -E
+    bool test_config = false; // -t
+    std::string host = "127.0.0.1";  // commands: where the server listens (-H)
+};
+
+Options parse_options(int argc, char** argv);  // throws UsageError
+std::string usage_text();
+std::string version_text();
+
+}  // namespace bertd

@@ -1,0 +1,65 @@
+// config.h: bertd's configuration, read from YAML (bertd.yaml) or from an Ernie
+// .cfg file of dotted Erlang terms. Loading validates everything and throws
+// ConfigError naming the file and line; nothing starts on a bad config.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace bertd {
+
+struct ConfigError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+struct ModuleConfig {
+    enum class Type { External, Native };
+    std::string name;
+    Type type = Type::External;
+    std::string command;  // external: run through /bin/sh -c
+    int count = 1;        // external: number of workers
+    double timeout = 0;   // seconds a request may take on a worker; 0 = no limit
+    std::vector<std::string> codepaths;  // native (Ernie form): companion VM code paths
+    std::string node;                    // native: an existing node to run on
+    std::string where;                   // "file:line", for messages
+};
+
+struct Limits {
+    size_t max_frame = 32u << 20;     // bytes of one request or answer
+    double idle_timeout = 300;        // seconds a connection may sit with nothing to do
+    size_t max_connections = 10000;   // per server
+    size_t max_queue = 10000;         // waiting requests per module and priority
+};
+
+struct Config {
+    std::string path;              // the file it came from
+    std::string listen = "0.0.0.0";  // Ernie listened on every address
+    int port = 8000;
+    int acceptors = 0;             // 0: one per core
+    std::string access_log;        // empty: none
+    std::string error_log;         // empty: stderr
+    int log_level = 2;             // 0 (errors only) .. 4 (debug)
+    std::string pidfile;
+    std::vector<std::string> admin_allow;  // addresses allowed __admin__ besides loopback
+    Limits limits;
+    std::vector<ModuleConfig> modules;
+
+    const ModuleConfig* find_module(const std::string& name) const;
+};
+
+// Reads and validates `path`. YAML unless the file name ends in .cfg or its
+// first token is an Erlang term ('[' or '%'). Throws ConfigError.
+Config load_config(const std::string& path);
+
+// The same from text already in memory (tests, `bertd -t`); `path` names it in errors.
+Config parse_config_text(const std::string& text, const std::string& path);
+
+// Parses sizes like "8MiB", "512k", "1048576"; throws std::invalid_argument.
+size_t parse_size(const std::string& text);
+// Parses durations like "30", "30s", "500ms", "5m"; in seconds. Throws std::invalid_argument.
+double parse_duration(const std::string& text);
+
+}  // namespace bertd

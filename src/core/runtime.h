@@ -1,0 +1,42 @@
+// runtime.h: what one server generation is made of, built by the master before it
+// forks: the config, the listen socket, the shared segment, the slot sockets and
+// the wake-up eventfds. Children inherit it and use only their own parts.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "core/config.h"
+#include "core/process.h"
+#include "shm/segment.h"
+
+namespace bertd {
+
+struct ModuleRuntime {
+    std::string name;
+    uint32_t index = 0;  // in the segment's module table
+    const ModuleConfig* config = nullptr;
+};
+
+struct SlotRuntime {
+    Fd server_end;  // acceptors talk to the worker here (non-blocking)
+    Fd worker_end;  // becomes the worker's fds 3 and 4; kept by the master for respawns
+};
+
+struct Runtime {
+    Config config;
+    std::unique_ptr<Segment> seg;
+    Fd listen_fd;
+    std::vector<ModuleRuntime> modules;  // external modules, in config order
+    std::unordered_map<std::string, uint32_t> module_index;
+    std::vector<SlotRuntime> slots;
+    std::vector<Fd> acceptor_wake;  // one eventfd per acceptor
+    Fd master_wake;                 // acceptors poke the master here
+    uint64_t generation = 1;
+    std::string access_log_path;
+};
+
+}  // namespace bertd

@@ -1,0 +1,85 @@
+// acceptor.h: one acceptor process: a libevent loop that accepts clients, reads
+// BERPs, routes each request to a worker slot (or queues it in shared memory) and
+// writes answers in request order. It never blocks and never decodes arguments.
+#pragma once
+
+#include <event2/event.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "bert/codec.h"
+#include "core/runtime.h"
+#include "net/answers.h"
+
+namespace bertd {
+
+class Acceptor {
+public:
+    Acceptor(Runtime& rt, uint32_t index);
+    ~Acceptor();
+    Acceptor(const Acceptor&) = delete;
+    Acceptor& operator=(const Acceptor&) = delete;
+
+    int run();  // returns the process exit status
+
+private:
+    struct Conn;
+    struct Lease;
+
+    static void on_accept(evutil_socket_t, short, void*);
+    static void on_conn_read(evutil_socket_t, short, void*);
+    static void on_conn_write(evutil_socket_t, short, void*);
+    static void on_lease_io(evutil_socket_t, short, void*);
+    static void on_lease_timeout(evutil_socket_t, short, void*);
+    static void on_wake(evutil_socket_t, short, void*);
+    static void on_tick(evutil_socket_t, short, void*);
+    static void on_signal(evutil_socket_t, short, void*);
+
+    void accept_ready();
+    void conn_readable(Conn& c);
+    void process_input(Conn& c);
+    void after_input(Conn& c);
+    bool handle_frame(Conn& c, std::string_view payload);  // false: the frame waits for a slot
+    void handle_admin(Conn& c, const bert::Peek& pk, std::string_view payload);
+    void start_on_slot(Conn& c, uint32_t slot);
+    void lease_io(Lease& l, short what);
+    void finish_lease(Lease& l, std::string_view answer_payload, bool worker_ok);
+    void fail_lease(Lease& l, const std::string& why);
+    void give_back(uint32_t slot);
+    void take_handoff(uint32_t slot);
+    void scan_slots();
+    void end_request(Conn& c, int error_type);
+    void send(Conn& c, std::string_view frame);
+    void send_owned(Conn& c, std::string&& frame);
+    void flush(Conn& c);
+    void close_conn(Conn& c);
+    void set_reading(Conn& c, bool on);
+    void wake(int32_t acceptor);
+    void poke_master();
+    void begin_shutdown(bool graceful);
+    void maybe_exit();
+
+    Runtime& rt_;
+    Segment& seg_;
+    const uint32_t index_;
+    const size_t max_frame_;
+    event_base* base_ = nullptr;
+    event* accept_ev_ = nullptr;
+    event* wake_ev_ = nullptr;
+    event* tick_ev_ = nullptr;
+    std::vector<event*> signal_evs_;
+    std::unordered_map<uint64_t, std::unique_ptr<Conn>> conns_;
+    std::vector<std::unique_ptr<Lease>> leases_;  // by slot index; set while this acceptor holds it
+    uint64_t conn_prefix_ = 0;
+    uint64_t next_conn_ = 1;
+    bool stopping_ = false;
+    std::string read_buf_;
+    std::vector<std::unique_ptr<Conn>> graveyard_;  // closed, freed at the next callback
+};
+
+}  // namespace bertd

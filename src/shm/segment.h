@@ -1,0 +1,188 @@
+// segment.h: the shared-memory segment of one server generation: worker slots,
+// per-module high/low queues, stats and access-log state. Fixed-size records,
+// indices not pointers, and robust locks, so a process killed mid-update cannot
+// wedge the others. It never does I/O beyond creating and mapping the segment.
+#pragma once
+
+#include <pthread.h>
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace bertd {
+
+// A process-shared, robust mutex: if its holder dies, the next locker takes it over.
+class RobustMutex {
+public:
+    void init();
+    void lock();
+    void unlock() { pthread_mutex_unlock(&m_); }
+
+private:
+    pthread_mutex_t m_;
+};
+
+class LockGuard {
+public:
+    explicit LockGuard(RobustMutex& m) : m_(m) { m_.lock(); }
+    ~LockGuard() { m_.unlock(); }
+    LockGuard(const LockGuard&) = delete;
+    LockGuard& operator=(const LockGuard&) = delete;
+
+private:
+    RobustMutex& m_;
+};
+
+enum class SlotState : uint32_t {
+    Idle = 0,     // worker running, nobody talking to it
+    Leased = 1,   // an acceptor (owner) has a request on it
+    Dead = 2,     // the worker died while leased; the owner must fail the request and give it up
+    Reaping = 3,  // the master drains the slot's bytes and starts a new worker
+    Stopped = 4,  // shutting down; never leased again
+};
+
+struct Slot {
+    std::atomic<uint32_t> state;
+    // Written under the module lock; read without it only as a hint.
+    std::atomic<int32_t> owner;  // acceptor index holding the lease, -1 if none
+    std::atomic<uint64_t> conn;  // the connection the lease was granted for (hand-offs)
+    std::atomic<int32_t> pid;
+    uint32_t module;
+    std::atomic<uint32_t> retire;  // replace the worker once its current request is done
+    std::atomic<uint64_t> served;
+    std::atomic<uint64_t> restarts;
+    std::atomic<int64_t> started_us;  // when the current worker was started
+};
+
+struct QueueEntry {
+    int32_t acceptor;
+    uint64_t conn;
+    int64_t enqueued_us;
+};
+
+struct Ring {
+    uint32_t head;   // index of the oldest entry
+    uint32_t count;
+};
+
+constexpr int kErrorTypes = 4;  // protocol, server, user, proxy
+constexpr int kLatencyBuckets = 128;
+
+// Log-linear latency buckets in microseconds: 4 sub-buckets per power of two.
+int latency_bucket(uint64_t us);
+uint64_t latency_bucket_upper(int bucket);
+
+struct Histogram {
+    std::atomic<uint64_t> buckets[kLatencyBuckets];
+    void record(uint64_t us) { buckets[latency_bucket(us)].fetch_add(1, std::memory_order_relaxed); }
+    uint64_t percentile(double p) const;  // upper bound of the bucket holding the p-th value; 0 if empty
+};
+
+struct ModuleStats {
+    std::atomic<uint64_t> requests;                 // finished requests (calls and casts)
+    std::atomic<uint64_t> errors[kErrorTypes];      // by error type
+    std::atomic<uint64_t> queued_high, queued_low;  // requests that had to wait
+    Histogram latency;
+};
+
+struct ModuleShared {
+    RobustMutex lock;  // guards this module's slots and queues
+    uint32_t first_slot, nslots;
+    uint32_t queue_base;  // index of this module's first queue entry (high ring, then low ring)
+    Ring high, low;
+    ModuleStats stats;
+    char name[256];
+};
+
+struct AcceptorShared {
+    std::atomic<int32_t> pid;
+    std::atomic<uint64_t> incarnation;  // bumped each time the acceptor is (re)started
+    std::atomic<uint64_t> connections;  // open now
+};
+
+struct GlobalStats {
+    std::atomic<uint64_t> connections_total, connections_completed, connections_active, connections_refused;
+    std::atomic<uint64_t> protocol_errors;  // before any module was known
+    std::atomic<uint64_t> unknown_module;   // calls to modules that do not exist
+    std::atomic<uint64_t> acceptor_restarts, worker_restarts;
+    std::atomic<int64_t> started_us;
+    std::atomic<uint64_t> generation;
+};
+
+struct AccessLogShared {
+    RobustMutex lock;
+    std::atomic<uint64_t> generation;  // bumped whenever somebody reopens the file
+    std::atomic<uint64_t> dev, ino;    // identity of the file opened at that generation
+};
+
+// The layout at the start of the segment; arrays follow at fixed offsets.
+struct SegmentHeader {
+    uint32_t magic;
+    uint32_t nmodules, nslots, nacceptors, queue_capacity;
+    GlobalStats stats;
+    AccessLogShared access_log;
+};
+
+// One generation's segment, mapped in every process of the generation.
+class Segment {
+public:
+    // Creates (master) a segment for the given sizes, removing any stale one of that name.
+    static std::unique_ptr<Segment> create(const std::string& name, uint32_t nmodules, uint32_t nslots,
+                                           uint32_t nacceptors, uint32_t queue_capacity);
+    // Opens an existing segment read-write (bertd stats).
+    static std::unique_ptr<Segment> open(const std::string& name);
+    ~Segment();
+
+    SegmentHeader& header() { return *header_; }
+    ModuleShared& module(uint32_t i) { return modules_[i]; }
+    Slot& slot(uint32_t i) { return slots_[i]; }
+    AcceptorShared& acceptor(uint32_t i) { return acceptors_[i]; }
+    uint32_t nmodules() const { return header_->nmodules; }
+    uint32_t nslots() const { return header_->nslots; }
+    uint32_t nacceptors() const { return header_->nacceptors; }
+    const std::string& name() const { return name_; }
+    void remove();  // unlinks the name (master, at exit)
+
+    // ---- The slot table and queues; every call takes the module's lock. ----
+    enum class Lease { Granted, Queued, QueueFull };
+    // Leases an idle slot of `module` for (acceptor, conn), or queues the request.
+    Lease lease_or_enqueue(uint32_t module, int32_t acceptor, uint64_t conn, bool high, int64_t now_us,
+                           uint32_t& slot_out);
+    // Gives `slot` back after a request. If somebody waits, the slot passes to the
+    // oldest high (then low) waiter: returns its acceptor index (the caller wakes
+    // it), else -1 and the slot becomes idle. A slot marked `retire` goes to
+    // Reaping instead (returns -2) so the master replaces its worker.
+    int32_t release(uint32_t slot);
+    // Hands a slot the master just made ready (after a restart) to a waiter, or idles it.
+    int32_t make_ready(uint32_t slot) { return release(slot); }
+    uint32_t queue_length(uint32_t module, bool high);
+    // Reads owner and conn of a slot consistently (under the lock).
+    bool owned_by(uint32_t slot, int32_t acceptor, uint64_t& conn_out);
+    // Moves a slot to Reaping (its worker is gone or must go); the master takes over.
+    void mark_reaping(uint32_t slot);
+    // Master, on a worker's death: Leased -> Dead (returns the owner to wake), other -> Reaping (returns -1).
+    int32_t worker_died(uint32_t slot);
+
+private:
+    Segment() = default;
+    void layout(char* base);
+    int32_t pop_waiter(ModuleShared& m, uint32_t slot);
+
+    std::string name_;
+    std::unique_ptr<struct SegmentMapping> mapping_;
+    SegmentHeader* header_ = nullptr;
+    ModuleShared* modules_ = nullptr;
+    Slot* slots_ = nullptr;
+    AcceptorShared* acceptors_ = nullptr;
+    QueueEntry* queue_ = nullptr;
+};
+
+int64_t now_us();        // CLOCK_REALTIME microseconds
+int64_t monotonic_us();  // CLOCK_MONOTONIC microseconds
+
+}  // namespace bertd

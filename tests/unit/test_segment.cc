@@ -1,0 +1,138 @@
+// test_segment.cc: the shared segment's slot table and priority queues, including
+// a lock whose holder died.
+#include <CppUTest/TestHarness.h>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <memory>
+#include <string>
+
+#include "shm/segment.h"
+
+using bertd::Segment;
+using bertd::SlotState;
+
+namespace {
+std::unique_ptr<Segment> make_segment(uint32_t nslots, uint32_t qcap) {
+    std::string name = "/bertd-unit." + std::to_string(getpid());
+    auto seg = Segment::create(name, 1, nslots, 2, qcap);
+    seg->module(0).first_slot = 0;
+    seg->module(0).nslots = nslots;
+    for (uint32_t i = 0; i < nslots; ++i) {
+        seg->slot(i).module = 0;
+        seg->slot(i).state = uint32_t(SlotState::Reaping);
+        CHECK_EQUAL(-1, seg->make_ready(i));  // nobody waits: the slot becomes idle
+    }
+    return seg;
+}
+}  // namespace
+
+TEST_GROUP(Segment) {
+    std::unique_ptr<Segment> seg;
+    void teardown() override {
+        if (seg) seg->remove();
+        seg.reset();
+    }
+};
+
+TEST(Segment, idle_slots_are_leased_then_requests_queue) {
+    seg = make_segment(2, 8);
+    uint32_t s1 = 99, s2 = 99, s3 = 99;
+    CHECK(seg->lease_or_enqueue(0, 0, 1, true, 0, s1) == Segment::Lease::Granted);
+    CHECK(seg->lease_or_enqueue(0, 1, 2, true, 0, s2) == Segment::Lease::Granted);
+    CHECK(s1 != s2);
+    CHECK(seg->lease_or_enqueue(0, 0, 3, true, 0, s3) == Segment::Lease::Queued);
+    CHECK_EQUAL(1u, seg->queue_length(0, true));
+    CHECK_EQUAL(0u, seg->queue_length(0, false));
+}
+
+TEST(Segment, high_priority_is_served_before_low) {
+    seg = make_segment(1, 8);
+    uint32_t s = 0, unused = 0;
+    CHECK(seg->lease_or_enqueue(0, 0, 1, true, 0, s) == Segment::Lease::Granted);
+    CHECK(seg->lease_or_enqueue(0, 1, 10, false, 0, unused) == Segment::Lease::Queued);  // low first
+    CHECK(seg->lease_or_enqueue(0, 0, 20, true, 0, unused) == Segment::Lease::Queued);   // then high
+    uint64_t conn = 0;
+    CHECK_EQUAL(0, seg->release(s));  // goes to acceptor 0, conn 20 (high)
+    CHECK(seg->owned_by(s, 0, conn));
+    CHECK_EQUAL(20u, conn);
+    CHECK_EQUAL(1, seg->release(s));  // then acceptor 1, conn 10 (low)
+    CHECK(seg->owned_by(s, 1, conn));
+    CHECK_EQUAL(10u, conn);
+    CHECK_EQUAL(-1, seg->release(s));
+    CHECK_EQUAL(uint32_t(SlotState::Idle), seg->slot(s).state.load());
+}
+
+TEST(Segment, queue_is_bounded) {
+    seg = make_segment(1, 2);
+    uint32_t s = 0;
+    CHECK(seg->lease_or_enqueue(0, 0, 1, true, 0, s) == Segment::Lease::Granted);
+    CHECK(seg->lease_or_enqueue(0, 0, 2, true, 0, s) == Segment::Lease::Queued);
+    CHECK(seg->lease_or_enqueue(0, 0, 3, true, 0, s) == Segment::Lease::Queued);
+    CHECK(seg->lease_or_enqueue(0, 0, 4, true, 0, s) == Segment::Lease::QueueFull);
+    CHECK(seg->lease_or_enqueue(0, 0, 5, false, 0, s) == Segment::Lease::Queued);  // low has its own ring
+}
+
+TEST(Segment, queue_wraps_around_in_order) {
+    seg = make_segment(1, 3);
+    uint32_t s = 0, unused = 0;
+    CHECK(seg->lease_or_enqueue(0, 0, 1, true, 0, s) == Segment::Lease::Granted);
+    uint64_t next = 100, expect = 100, conn = 0;
+    for (int round = 0; round < 10; ++round) {
+        while (seg->lease_or_enqueue(0, 0, next, true, 0, unused) == Segment::Lease::Queued) ++next;
+        CHECK_EQUAL(0, seg->release(s));
+        CHECK(seg->owned_by(s, 0, conn));
+        CHECK_EQUAL(expect, conn);
+        ++expect;
+    }
+}
+
+TEST(Segment, retired_slot_goes_to_the_master_not_to_a_waiter) {
+    seg = make_segment(1, 4);
+    uint32_t s = 0, unused = 0;
+    CHECK(seg->lease_or_enqueue(0, 0, 1, true, 0, s) == Segment::Lease::Granted);
+    CHECK(seg->lease_or_enqueue(0, 1, 2, true, 0, unused) == Segment::Lease::Queued);
+    seg->slot(s).retire = 1;
+    CHECK_EQUAL(-2, seg->release(s));
+    CHECK_EQUAL(uint32_t(SlotState::Reaping), seg->slot(s).state.load());
+    seg->slot(s).retire = 0;
+    CHECK_EQUAL(1, seg->make_ready(s));  // the new worker goes to the waiter
+}
+
+TEST(Segment, worker_death_while_leased_tells_the_owner) {
+    seg = make_segment(2, 4);
+    uint32_t s = 0;
+    CHECK(seg->lease_or_enqueue(0, 1, 7, true, 0, s) == Segment::Lease::Granted);
+    CHECK_EQUAL(1, seg->worker_died(s));
+    CHECK_EQUAL(uint32_t(SlotState::Dead), seg->slot(s).state.load());
+    CHECK_EQUAL(-1, seg->worker_died(1 - s));  // an idle one goes straight to the master
+    CHECK_EQUAL(uint32_t(SlotState::Reaping), seg->slot(1 - s).state.load());
+}
+
+TEST(Segment, a_lock_whose_holder_died_is_taken_over) {
+    seg = make_segment(1, 4);
+    pid_t pid = fork();
+    if (pid == 0) {
+        seg->module(0).lock.lock();
+        _exit(0);  // dies holding the lock
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    uint32_t s = 0;
+    CHECK(seg->lease_or_enqueue(0, 0, 1, true, 0, s) == Segment::Lease::Granted);
+    CHECK_EQUAL(-1, seg->release(s));
+}
+
+TEST(Segment, latency_buckets_are_monotonic_and_bound_the_value) {
+    for (uint64_t us : {0ull, 1ull, 3ull, 4ull, 5ull, 100ull, 1000ull, 123456ull, 10000000ull}) {
+        int b = bertd::latency_bucket(us);
+        CHECK(bertd::latency_bucket_upper(b) >= us);
+        if (b > 0) CHECK(bertd::latency_bucket_upper(b - 1) < us);
+    }
+    bertd::Histogram h{};
+    for (int i = 0; i < 99; ++i) h.record(10);
+    h.record(5000);
+    CHECK(h.percentile(50) >= 10 && h.percentile(50) < 12);
+    CHECK(h.percentile(99.9) >= 5000);
+}
