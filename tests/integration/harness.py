@@ -1,0 +1,189 @@
+"""harness.py: starts real bertd processes for integration tests and always cleans up.
+
+Each Server runs in its own process group (bertd, its acceptors and its handler workers), on a
+free loopback port, with its config in a temporary directory. stop() (registered as a test
+cleanup and at interpreter exit) kills the whole group, so nothing outlives a failing test.
+"""
+import atexit
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BUILD = os.path.join(ROOT, os.environ.get("BERTD_BUILD", "build/rel"))
+BERTD = os.path.join(BUILD, "bertd")
+PYTHON_LIB = os.path.join(ROOT, "modules", "python")
+RUBY_LIB = os.path.join(ROOT, "modules", "ruby", "lib")
+HANDLERS = os.path.join(ROOT, "tests", "handlers")
+
+if PYTHON_LIB not in sys.path:
+    sys.path.insert(0, PYTHON_LIB)
+
+_live = set()
+
+
+def _kill_all():
+    for s in list(_live):
+        s.stop()
+
+
+atexit.register(_kill_all)
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def py_handler(name="pyext.py"):
+    """The command line of a Python test handler from tests/handlers."""
+    return f"{sys.executable} {os.path.join(HANDLERS, name)}"
+
+
+def ruby_handler():
+    return f"ruby -I {RUBY_LIB} {os.path.join(ROOT, 'modules', 'ruby', 'examples', 'ext.rb')}"
+
+
+def wait_until(predicate, timeout=5.0, interval=0.02, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class ServerFailed(Exception):
+    pass
+
+
+class Server:
+    """A bertd under test. `config` is the file's text (YAML or Ernie .cfg, by `suffix`)."""
+
+    def __init__(self, config, suffix=".yaml", args=(), port=None, wait_workers=True):
+        self.dir = tempfile.mkdtemp(prefix="bertd-test-")
+        self.config_path = os.path.join(self.dir, "bertd" + suffix)
+        with open(self.config_path, "w") as f:
+            f.write(textwrap.dedent(config))
+        self.port = port or free_port()
+        self.args = list(args)
+        self.log_path = os.path.join(self.dir, "bertd.log")
+        self.proc = None
+        self.wait_workers = wait_workers
+
+    # -- life cycle --------------------------------------------------------------------
+    def start(self, timeout=10.0):
+        cmd = [BERTD, "-c", self.config_path, "-p", str(self.port)] + self.args
+        self._log = open(self.log_path, "ab")
+        env = dict(os.environ, PYTHONPATH=PYTHON_LIB, RUBYLIB=RUBY_LIB)
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     start_new_session=True, cwd=self.dir, env=env)
+        _live.add(self)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise ServerFailed(f"bertd exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                break
+            except OSError:
+                time.sleep(0.02)
+        else:
+            raise ServerFailed(f"bertd did not listen on port {self.port} within {timeout}s:\n{self.log()}")
+        if self.wait_workers:
+            self.wait_for_workers(deadline - time.monotonic())
+        return self
+
+    def wait_for_workers(self, timeout=10.0):
+        """Waits until every worker slot has been started once (state idle or leased)."""
+        def ready():
+            st = self.stats()
+            totals = {k[len("workers.total."):]: int(v) for k, v in st.items() if k.startswith("workers.total.")}
+            return all(int(st.get("workers.idle." + m, 0)) == n for m, n in totals.items())
+        wait_until(ready, timeout=max(timeout, 1.0), what="handler workers to start")
+
+    def stop(self, sig=signal.SIGTERM, timeout=5.0):
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+        # Whatever is left of the group (workers that ignored SIGTERM) goes now.
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            self.proc.wait(2)
+        except subprocess.TimeoutExpired:
+            pass
+        self._log.close()
+        _live.discard(self)
+        self.proc = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    # -- looking inside ------------------------------------------------------------------
+    def log(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def service(self, **kw):
+        import bertd
+        kw.setdefault("timeout", 10)
+        return bertd.Service("127.0.0.1", self.port, **kw)
+
+    def connection(self, timeout=10):
+        import bertd
+        return bertd.Connection("127.0.0.1", self.port, timeout=timeout)
+
+    def stats(self):
+        text = self.service().call.__admin__.stats()
+        if isinstance(text, bytes):
+            text = text.decode()
+        out = {}
+        for line in text.splitlines():
+            k, _, v = line.partition("=")
+            out[k] = v
+        return out
+
+    def children(self):
+        """Pids of the processes bertd forked directly (acceptors and handler shells)."""
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], stdout=subprocess.PIPE, text=True).stdout
+        return [int(p) for p in out.split()]
+
+    def acceptor_pids(self):
+        pids = []
+        for p in self.children():
+            try:
+                if os.readlink(f"/proc/{p}/exe") == os.path.realpath(BERTD):
+                    pids.append(p)
+            except OSError:
+                pass
+        return pids
+
+
+def run_bertd(args, timeout=10):
+    """Runs bertd with arguments to completion; returns (exit status, stdout, stderr)."""
+    p = subprocess.run([BERTD] + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                       timeout=timeout, stdin=subprocess.DEVNULL)
+    return p.returncode, p.stdout, p.stderr
