@@ -243,6 +243,7 @@ def on_term(signum, frame):
 
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with SIGINT ignored
     try:
         sys.exit(main())
     except KeyboardInterrupt:

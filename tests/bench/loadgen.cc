@@ -102,7 +102,10 @@ struct Options {
                  "               [--mode persistent|connect] [--payload BYTES] [--module M] [--function F]\n"
                  "               [--warmup S] [--max-requests N]\n"
                  "Sends {call, M, F, [<<Payload>>]} on C connections, one request in flight on each,\n"
-                 "and prints one JSON line. Only loopback hosts are accepted.\n");
+                 "and prints one JSON line. Only loopback hosts are accepted (numeric: 127.0.0.0/8, ::1).\n"
+                 "Latency: persistent mode from the request's first byte to the answer's last; connect\n"
+                 "mode from connect() to the answer's last byte. Connect mode closes each connection\n"
+                 "with SO_LINGER 0 (a reset), so no TIME_WAIT state can exhaust the ephemeral ports.\n");
     std::exit(2);
 }
 
