@@ -1,0 +1,82 @@
+// handler.h: the C++ library for bertd (and Ernie) external handlers: expose
+// functions, then run() serves BERPs from fd 3 and answers on fd 4. It never
+// writes to stdout (the handler's own), and never answers an {info, ...}.
+#pragma once
+
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+#include "bert/term.h"
+
+namespace bertd {
+
+// The arguments of a call. Mutable so that a function may move an argument into
+// its result (an echo then costs no copy); a function taking
+// std::span<const bert::Term> is accepted as well.
+using Args = std::span<bert::Term>;
+using Function = std::function<bert::Term(Args)>;
+
+// Throw this from an exposed function to choose the error class the client sees:
+// the answer is {error, {user, 0, <<Class>>, <<Message>>, []}}. Any other
+// exception is reported with its demangled type name as the class.
+class UserError : public std::runtime_error {
+public:
+    UserError(std::string error_class, const std::string& message)
+        : std::runtime_error(message), class_(std::move(error_class)) {}
+    const std::string& error_class() const { return class_; }
+
+private:
+    std::string class_;
+};
+
+class Handler {
+public:
+    static constexpr int kAnyArity = -1;
+    static constexpr size_t kDefaultMaxRequest = 256u << 20;
+
+    // Exposes Module:Function. With an arity, a call with another number of
+    // arguments is answered "No such function" (as for an unknown function);
+    // without one, any arity reaches `fn`. Exposing the same name again replaces it.
+    void expose(std::string_view module, std::string_view function, Function fn);
+    void expose(std::string_view module, std::string_view function, int arity, Function fn);
+
+    // Serves requests until end-of-file on `in_fd`; returns the process exit
+    // status: 0 on a clean EOF, 1 when a read or write failed or the stream was
+    // cut inside a frame. Reads block; partial reads and writes are handled.
+    int run(int in_fd = 3, int out_fd = 4);
+
+    // Largest request payload accepted; a bigger one is skipped and answered with
+    // a protocol error.
+    void set_max_request(size_t bytes) { max_request_ = bytes; }
+
+    // Answers one BERT payload (no frame header): the answer's payload, or
+    // nothing for an {info, ...}. run() uses it; tests and embedders may too.
+    std::optional<std::string> handle(std::string_view payload);
+
+private:
+    struct Entry {
+        int arity = kAnyArity;
+        Function fn;
+    };
+    // Lookups take the string_view that the peek points at, without allocating.
+    struct Hash {
+        using is_transparent = void;
+        size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+    };
+    using Functions = std::unordered_map<std::string, Entry, Hash, std::equal_to<>>;
+    std::unordered_map<std::string, Functions, Hash, std::equal_to<>> modules_;
+    size_t max_request_ = kDefaultMaxRequest;
+
+    // Writes the answer to `payload` as a whole frame into `out` (which starts
+    // empty); false for an info, which gets no answer.
+    bool answer(std::string_view payload, std::string& out);
+};
+
+}  // namespace bertd

@@ -1,0 +1,346 @@
+"""test_bench_tools.py: the C++ handler library (through the echo and cpp_errors handlers on a
+socketpair as fds 3/4) and the benchmark tools (relay + loadgen on a loopback port).
+Every process started here is stopped in tearDown, pass or fail.
+"""
+import os
+import signal
+import socket
+import struct
+import subprocess
+import time
+import unittest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BUILD = os.path.join(ROOT, os.environ.get("BERTD_BUILD", "build/rel"))
+ECHO = os.path.join(BUILD, "tests/handlers/echo")
+ERRS = os.path.join(BUILD, "tests/handlers/cpp_errors")
+RELAY = os.path.join(BUILD, "tests/bench/relay")
+LOADGEN = os.path.join(BUILD, "tests/bench/loadgen")
+
+
+# --- just enough BERT for these tests (the full library lives in modules/python) ---------
+class Atom(str):
+    pass
+
+
+def enc(t):
+    if isinstance(t, Atom):
+        b = t.encode()
+        return bytes([100]) + struct.pack(">H", len(b)) + b
+    if isinstance(t, bool):
+        raise TypeError("no booleans here")
+    if isinstance(t, int):
+        if 0 <= t < 256:
+            return bytes([97, t])
+        return bytes([98]) + struct.pack(">i", t)
+    if isinstance(t, bytes):
+        return bytes([109]) + struct.pack(">I", len(t)) + t
+    if isinstance(t, tuple):
+        return bytes([104, len(t)]) + b"".join(enc(x) for x in t)
+    if isinstance(t, list):
+        if not t:
+            return bytes([106])
+        return bytes([108]) + struct.pack(">I", len(t)) + b"".join(enc(x) for x in t) + bytes([106])
+    raise TypeError(type(t))
+
+
+def encode(t):
+    return bytes([131]) + enc(t)
+
+
+def dec(b, i):
+    tag = b[i]
+    if tag == 97:
+        return b[i + 1], i + 2
+    if tag == 98:
+        return struct.unpack(">i", b[i + 1:i + 5])[0], i + 5
+    if tag in (100, 118):
+        n = struct.unpack(">H", b[i + 1:i + 3])[0]
+        return Atom(b[i + 3:i + 3 + n].decode()), i + 3 + n
+    if tag in (115, 119):
+        n = b[i + 1]
+        return Atom(b[i + 2:i + 2 + n].decode()), i + 2 + n
+    if tag == 109:
+        n = struct.unpack(">I", b[i + 1:i + 5])[0]
+        return b[i + 5:i + 5 + n], i + 5 + n
+    if tag == 104:
+        items, i = [], i + 2
+        for _ in range(b[i - 1]):
+            x, i = dec(b, i)
+            items.append(x)
+        return tuple(items), i
+    if tag == 106:
+        return [], i + 1
+    if tag == 108:
+        n, items, i = struct.unpack(">I", b[i + 1:i + 5])[0], [], i + 5
+        for _ in range(n):
+            x, i = dec(b, i)
+            items.append(x)
+        assert b[i] == 106, "improper list"
+        return items, i + 1
+    raise ValueError(f"tag {tag} not handled by the test decoder")
+
+
+def decode(b):
+    assert b[0] == 131, b
+    t, end = dec(b, 1)
+    assert end == len(b), "trailing bytes"
+    return t
+
+
+def frame(payload):
+    return struct.pack(">I", len(payload)) + payload
+
+
+def call(m, f, args):
+    return frame(encode((Atom("call"), Atom(m), Atom(f), args)))
+
+
+def cast(m, f, args):
+    return frame(encode((Atom("cast"), Atom(m), Atom(f), args)))
+
+
+def read_frame(sock):
+    def exactly(n):
+        b = b""
+        while len(b) < n:
+            chunk = sock.recv(n - len(b))
+            if not chunk:
+                raise EOFError("connection closed")
+            b += chunk
+        return b
+
+    return decode(exactly(struct.unpack(">I", exactly(4))[0]))
+
+
+def server_error(code, detail):
+    return (Atom("error"), (Atom("server"), code, b"ServerError", detail.encode(), []))
+
+
+# --- the handler library -----------------------------------------------------------------
+class HandlerProcess:
+    """A handler with one end of a socketpair as its fds 3 and 4, as bertd and Ernie start them."""
+
+    def __init__(self, exe):
+        self.sock, theirs = socket.socketpair()
+        fd = theirs.fileno()
+
+        def on_fds_3_and_4():
+            os.dup2(fd, 3)
+            os.dup2(fd, 4)
+            os.set_inheritable(3, True)
+            os.set_inheritable(4, True)
+
+        self.proc = subprocess.Popen([exe], pass_fds=(3, 4), preexec_fn=on_fds_3_and_4,
+                                     stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        theirs.close()
+        self.sock.settimeout(5)
+
+    def ask(self, data):
+        self.sock.sendall(data)
+        return read_frame(self.sock)
+
+    def close(self):
+        self.sock.close()
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.proc.stderr.close()
+
+
+class HandlerLibraryTest(unittest.TestCase):
+    def setUp(self):
+        self.h = HandlerProcess(ECHO)
+
+    def tearDown(self):
+        self.h.close()
+
+    def test_call_answers_reply_with_the_result(self):
+        self.assertEqual(self.h.ask(call("echo", "echo", [b"hello"])), (Atom("reply"), b"hello"))
+        term = (Atom("ok"), [1, 300, -5, b"x" * 1000, (Atom("a"),)], [])
+        self.assertEqual(self.h.ask(call("echo", "echo", [term])), (Atom("reply"), term))
+
+    def test_large_argument_survives_partial_reads(self):
+        big = os.urandom(3 << 20)  # more than the socketpair buffer, so reads come in pieces
+        self.assertEqual(self.h.ask(call("echo", "echo", [big])), (Atom("reply"), big))
+
+    def test_request_arriving_byte_by_byte_is_answered(self):
+        for b in call("echo", "echo", [b"slow"]):
+            self.h.sock.send(bytes([b]))
+            time.sleep(0.001)
+        self.assertEqual(read_frame(self.h.sock), (Atom("reply"), b"slow"))
+
+    def test_two_requests_in_one_write_get_two_answers_in_order(self):
+        self.h.sock.sendall(call("echo", "echo", [b"one"]) + call("echo", "echo", [b"two"]))
+        self.assertEqual(read_frame(self.h.sock), (Atom("reply"), b"one"))
+        self.assertEqual(read_frame(self.h.sock), (Atom("reply"), b"two"))
+
+    def test_cast_runs_then_answers_noreply(self):
+        t0 = time.monotonic()
+        self.assertEqual(self.h.ask(cast("echo", "sleep", [100])), (Atom("noreply"),))
+        self.assertGreaterEqual(time.monotonic() - t0, 0.09, "the cast's function ran before the answer")
+
+    def test_info_gets_no_answer(self):
+        info = frame(encode((Atom("info"), Atom("priority"), [Atom("low")])))
+        self.assertEqual(self.h.ask(info + call("echo", "echo", [b"after"])), (Atom("reply"), b"after"))
+
+    def test_unknown_module_is_server_error_1(self):
+        self.assertEqual(self.h.ask(call("failboat", "echo", [b"x"])),
+                         server_error(1, "No such module 'failboat'"))
+
+    def test_unknown_function_is_server_error_2(self):
+        self.assertEqual(self.h.ask(call("echo", "mcfail", [])), server_error(2, "No such function 'echo:mcfail'"))
+
+    def test_wrong_arity_is_server_error_2(self):
+        self.assertEqual(self.h.ask(call("echo", "echo", [b"a", b"b"])),
+                         server_error(2, "No such function 'echo:echo'"))
+
+    def test_user_error_carries_class_and_message(self):
+        answer = self.h.ask(call("echo", "sleep", [b"soon"]))
+        self.assertEqual(answer[0], Atom("error"))
+        self.assertEqual(answer[1][:3], (Atom("user"), 0, b"ArgumentError"))
+        self.assertIn(b"milliseconds", answer[1][3])
+
+    def test_undecodable_request_is_protocol_error_and_handler_goes_on(self):
+        answer = self.h.ask(frame(bytes([131, 104, 4, 100, 0, 200])))
+        self.assertEqual(answer[0], Atom("error"))
+        self.assertEqual(answer[1][:3], (Atom("protocol"), 2, b"ProtocolError"))
+        answer = self.h.ask(frame(encode((Atom("hello"), 1))))
+        self.assertEqual(answer[1][:3], (Atom("protocol"), 0, b"ProtocolError"))
+        self.assertEqual(self.h.ask(call("echo", "echo", [b"still here"])), (Atom("reply"), b"still here"))
+
+    def test_exits_0_on_eof(self):
+        self.assertEqual(self.h.ask(call("echo", "echo", [1])), (Atom("reply"), 1))
+        self.h.sock.shutdown(socket.SHUT_WR)
+        self.assertEqual(self.h.proc.wait(timeout=5), 0)
+
+    def test_exits_non_zero_when_cut_inside_a_frame(self):
+        self.h.sock.sendall(call("echo", "echo", [b"cut"])[:10])
+        self.h.sock.shutdown(socket.SHUT_WR)
+        self.assertEqual(self.h.proc.wait(timeout=5), 1)
+
+
+class HandlerExceptionTest(unittest.TestCase):
+    def setUp(self):
+        self.h = HandlerProcess(ERRS)
+
+    def tearDown(self):
+        self.h.close()
+
+    def user_error(self, f, args):
+        answer = self.h.ask(call("errs", f, args))
+        self.assertEqual(answer[0], Atom("error"))
+        self.assertEqual(answer[1][0], Atom("user"))
+        self.assertEqual(answer[1][4], [])
+        return answer[1][2], answer[1][3]
+
+    def test_std_exception_class_is_its_type_name(self):
+        self.assertEqual(self.user_error("runtime", [b"it broke"]), (b"std::runtime_error", b"it broke"))
+
+    def test_user_error_chooses_the_class(self):
+        self.assertEqual(self.user_error("user", [b"NotFound", b"no such key"]), (b"NotFound", b"no such key"))
+
+    def test_non_std_exception_is_still_an_answer(self):
+        cls, _ = self.user_error("other", [])
+        self.assertEqual(cls, b"UnknownError")
+
+    def test_any_arity_function_gets_every_argument(self):
+        self.assertEqual(self.h.ask(call("errs", "count", [])), (Atom("reply"), 0))
+        self.assertEqual(self.h.ask(call("errs", "count", [1, 2, 3])), (Atom("reply"), 3))
+
+    def test_failed_cast_still_answers_noreply(self):
+        self.assertEqual(self.h.ask(cast("errs", "runtime", [b"x"])), (Atom("noreply"),))
+        self.assertEqual(self.h.ask(call("errs", "count", [1])), (Atom("reply"), 1))
+
+
+# --- relay and loadgen -----------------------------------------------------------------------
+def loadgen(*args, timeout=30):
+    p = subprocess.run([LOADGEN, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout)
+    return p
+
+
+class BenchToolsTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.relay = subprocess.Popen([RELAY, "--port", "0", "--workers", "2", "--handler", ECHO],
+                                     stdout=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            line = cls.relay.stdout.readline()  # "listening 127.0.0.1:PORT workers 2"
+            cls.port = int(line.split()[1].rsplit(":", 1)[1])
+        except Exception:
+            cls.stop_relay()
+            raise
+
+    @classmethod
+    def stop_relay(cls):
+        if cls.relay.poll() is None:
+            os.killpg(cls.relay.pid, signal.SIGKILL)
+        cls.relay.wait()
+        cls.relay.stdout.close()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.stop_relay()
+
+    def run_load(self, *extra):
+        p = loadgen("--port", str(self.port), "--duration", "1", *extra)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        import json
+        return json.loads(p.stdout)
+
+    def test_persistent_connections_get_answers_without_errors(self):
+        r = self.run_load("--connections", "8", "--mode", "persistent")  # more clients than workers: queueing
+        self.assertGreater(r["requests"], 0)
+        self.assertEqual(r["errors"], 0)
+        self.assertGreater(r["p99_us"], 0)
+        self.assertLessEqual(r["p50_us"], r["p99_us"])
+
+    def test_connection_per_request_gets_answers_without_errors(self):
+        r = self.run_load("--connections", "4", "--mode", "connect")
+        self.assertGreater(r["requests"], 0)
+        self.assertEqual(r["errors"], 0)
+
+    def test_large_payload_is_echoed_intact(self):
+        r = self.run_load("--connections", "2", "--payload", "300000", "--max-requests", "50")
+        self.assertGreaterEqual(r["requests"], 50)
+        self.assertEqual(r["errors"], 0)
+
+    def test_max_requests_bounds_the_run(self):
+        r = self.run_load("--connections", "4", "--max-requests", "200", "--duration", "20")
+        self.assertGreaterEqual(r["requests"], 200)
+        self.assertLess(r["requests"], 204)
+        self.assertLess(r["duration_s"], 10)
+
+    def test_error_answers_are_counted(self):
+        r = self.run_load("--connections", "2", "--function", "nope", "--max-requests", "20")
+        self.assertEqual(r["requests"], 0)
+        self.assertGreater(r["errors"], 0)
+
+    def test_loadgen_refuses_non_loopback_hosts(self):
+        for host in ("10.0.0.1", "0.0.0.0", "192.168.1.1", "::", "2001:db8::1", "localhost.example"):
+            p = loadgen("--host", host, "--port", str(self.port), "--duration", "1")
+            self.assertEqual(p.returncode, 2, host)
+            self.assertIn("refusing host", p.stderr)
+            self.assertEqual(p.stdout, "")
+
+    def test_relay_stops_its_workers_on_sigterm(self):
+        relay = subprocess.Popen([RELAY, "--port", "0", "--workers", "2", "--handler", ECHO],
+                                 stdout=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            relay.stdout.readline()
+            with open(f"/proc/{relay.pid}/task/{relay.pid}/children") as f:
+                workers = [int(p) for p in f.read().split()]
+            self.assertEqual(len(workers), 2)
+            relay.send_signal(signal.SIGTERM)
+            self.assertEqual(relay.wait(timeout=5), 0)
+            for pid in workers:
+                self.assertFalse(os.path.exists(f"/proc/{pid}"), f"worker {pid} outlived the relay")
+        finally:
+            if relay.poll() is None:
+                os.killpg(relay.pid, signal.SIGKILL)
+            relay.wait()
+            relay.stdout.close()
+
+
+if __name__ == "__main__":
+    unittest.main()
