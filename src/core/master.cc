@@ -85,6 +85,7 @@ void Master::open_listen_socket() {
 void Master::build_runtime() {
     Config& c = rt_.config;
     if (c.acceptors == 0) c.acceptors = int(ncpus());
+    rt_.access_log_path = c.access_log;
     open_listen_socket();
 
     uint32_t nslots = 0;
@@ -383,6 +384,7 @@ int Master::run() {
         if (g_reopen) {
             g_reopen = 0;
             log::reopen();
+            signal_children(SIGUSR1, true, false);  // acceptors reopen the access log
         }
         if (phase_ == Phase::Running) {
             tend_acceptors();

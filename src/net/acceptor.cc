@@ -17,6 +17,7 @@
 
 #include "admin/admin.h"
 #include "bert/frame.h"
+#include "bert/printer.h"
 #include "log/log.h"
 
 namespace bertd {
@@ -24,6 +25,7 @@ namespace bertd {
 namespace {
 constexpr size_t kReadChunk = 64 * 1024;
 constexpr int kAcceptBatch = 64;
+constexpr size_t kLogRequestBytes = 4096;  // a huge request is cut short in the access log
 
 bool is_loopback(const sockaddr_storage& a) {
     if (a.ss_family == AF_INET) {
@@ -72,9 +74,7 @@ struct Acceptor::Conn {
     uint32_t module = 0;
     bool cast = false;
     size_t frame_len = 0;  // header + payload, at in_start
-    int64_t start_us = 0;  // monotonic: when the request reached us
-    uint32_t queued_high = 0, queued_low = 0;
-    bool req_high = true;
+    RequestInfo req;
 
     ~Conn() {
         if (rev) event_free(rev);
@@ -96,6 +96,7 @@ struct Acceptor::Lease {
     size_t pending_off = 0;
     std::string reply;
     bool writing = false;
+    RequestInfo req;  // a cast's, logged when its worker finishes
 
     ~Lease() {
         if (ev) event_free(ev);
@@ -133,10 +134,12 @@ int Acceptor::run() {
     event_add(accept_ev_, nullptr);
     wake_ev_ = event_new(base_, rt_.acceptor_wake[index_].get(), EV_READ | EV_PERSIST, on_wake, this);
     event_add(wake_ev_, nullptr);
+    if (!rt_.access_log_path.empty()) access_log_.open(rt_.access_log_path, &seg_.header().access_log);
     tick_ev_ = event_new(base_, -1, EV_PERSIST, on_tick, this);
-    timeval second{1, 0};
-    event_add(tick_ev_, &second);
-    for (int sig : {SIGTERM, SIGINT, SIGQUIT}) {
+    // A moved access log must be replaced within a second, so look four times a second.
+    timeval quarter{0, 250000};
+    event_add(tick_ev_, &quarter);
+    for (int sig : {SIGTERM, SIGINT, SIGQUIT, SIGUSR1}) {
         event* e = evsignal_new(base_, sig, on_signal, this);
         event_add(e, nullptr);
         signal_evs_.push_back(e);
@@ -146,7 +149,6 @@ int Acceptor::run() {
     sigprocmask(SIG_SETMASK, &unblock, nullptr);
     signal(SIGPIPE, SIG_IGN);
     signal(SIGHUP, SIG_IGN);
-    signal(SIGUSR1, SIG_IGN);
 
     // Hand-offs may have been made to this index while it was down.
     scan_slots();
@@ -323,11 +325,21 @@ bool Acceptor::handle_frame(Conn& c, std::string_view payload) {
         return true;  // other info commands are ignored, as the spec says
     }
     c.cast = pk.kind == bert::Peek::Kind::Cast;
-    c.start_us = monotonic_us();
-    c.req_high = c.high;
+    RequestInfo& r = c.req;
+    r.arrived_us = monotonic_us();
+    r.started_us = r.arrived_us;
+    r.high = c.high;
     c.high = true;  // priority applies to the next request only
+    if (access_log_.enabled()) {
+        r.arrived_wall_us = now_us();
+        r.text.clear();
+        bert::Term t;
+        if (bert::decode(payload, t)) r.text = "<undecodable>";
+        else bert::print(t, r.text, kLogRequestBytes);
+    }
     if (pk.module == "__admin__") {
         handle_admin(c, pk, payload);
+        finish_request(-1, r, -1);
         return true;
     }
     auto it = rt_.module_index.find(std::string(pk.module));
@@ -335,14 +347,15 @@ bool Acceptor::handle_frame(Conn& c, std::string_view payload) {
         std::string msg = "No such module '" + std::string(pk.module) + "'";
         send_owned(c, error_frame(ErrorType::Server, 1, msg));
         seg_.header().stats.unknown_module.fetch_add(1, std::memory_order_relaxed);
+        finish_request(-1, r, int(ErrorType::Server));
         return true;
     }
     c.module = it->second;
     ModuleShared& ms = seg_.module(c.module);
-    c.queued_high = ms.high.count;  // a racy read is fine for the log
-    c.queued_low = ms.low.count;
+    r.queued_high = ms.high.count;  // a racy read is fine for the log
+    r.queued_low = ms.low.count;
     uint32_t slot = 0;
-    switch (seg_.lease_or_enqueue(c.module, int32_t(index_), c.id, c.req_high, now_us(), slot)) {
+    switch (seg_.lease_or_enqueue(c.module, int32_t(index_), c.id, r.high, now_us(), slot)) {
         case Segment::Lease::Granted:
             start_on_slot(c, slot);
             return false;  // start_on_slot consumed the frame
@@ -350,10 +363,10 @@ bool Acceptor::handle_frame(Conn& c, std::string_view payload) {
             c.state = Conn::State::Waiting;
             return false;
         case Segment::Lease::QueueFull:
-            ms.stats.errors[int(ErrorType::Server)].fetch_add(1, std::memory_order_relaxed);
             send_owned(c, error_frame(ErrorType::Server, 0,
                                       "queue of module '" + rt_.modules[c.module].name + "' is full (limit " +
                                           std::to_string(rt_.config.limits.max_queue) + ", limits.max_queue)"));
+            finish_request(int32_t(c.module), r, int(ErrorType::Server));
             return true;
     }
     return true;
@@ -390,6 +403,7 @@ void Acceptor::start_on_slot(Conn& c, uint32_t slot) {
     }
     c.in_start += len;
     c.state = Conn::State::Busy;
+    c.req.started_us = monotonic_us();
     l->ev = event_new(base_, l->fd, EV_READ | EV_PERSIST | (l->writing ? EV_WRITE : 0), on_lease_io, l.get());
     event_add(l->ev, nullptr);
     const ModuleConfig* mc = rt_.modules[c.module].config;
@@ -401,10 +415,12 @@ void Acceptor::start_on_slot(Conn& c, uint32_t slot) {
     Lease& ref = *l;
     leases_[slot] = std::move(l);
     if (c.cast) {
-        // A cast is answered at once; the worker still runs it on this slot.
+        // A cast is answered at once; the worker still runs it on this slot, and
+        // the cast is counted and logged when the worker is done.
         ref.conn = nullptr;
+        ref.req = std::move(c.req);
         send(c, noreply_frame());
-        end_request(c, -1);
+        conn_ready(c);
     }
 }
 
@@ -478,22 +494,24 @@ void Acceptor::fail_lease(Lease& l, const std::string& why) {
     log::warn("worker of '%s' (slot %u): %s", rt_.modules[l.module].name.c_str(), slot, why.c_str());
     Conn* c = l.conn;
     uint32_t module = l.module;
+    if (l.cast) finish_request(int32_t(module), l.req, int(ErrorType::Server));
     leases_[slot].reset();
     seg_.mark_reaping(slot);
     poke_master();
     if (c) {
         send_owned(*c, error_frame(ErrorType::Server, 0, why));
-        end_request(*c, int(ErrorType::Server));
+        finish_request(int32_t(module), c->req, int(ErrorType::Server));
+        conn_ready(*c);
         if (!c->dead) after_input(*c);
-    } else {
-        (void)module;
     }
 }
 
 void Acceptor::finish_lease(Lease& l, std::string_view payload, bool) {
     Conn* c = l.conn;
     uint32_t slot = l.slot;
-    int et = c ? answer_error_type(payload) : -1;
+    int et = answer_error_type(payload);
+    if (l.cast) finish_request(int32_t(l.module), l.req, et);
+    uint32_t module = l.module;
     if (c) {
         // The reply buffer holds exactly the frame: hand it to the connection without a copy.
         std::string frame = std::move(l.reply);
@@ -502,9 +520,10 @@ void Acceptor::finish_lease(Lease& l, std::string_view payload, bool) {
     seg_.slot(slot).served.fetch_add(1, std::memory_order_relaxed);
     leases_[slot].reset();
     give_back(slot);
-    if (c && !c->dead) {
-        end_request(*c, et);
-        after_input(*c);
+    if (c) {
+        finish_request(int32_t(module), c->req, et);
+        conn_ready(*c);
+        if (!c->dead) after_input(*c);
     }
 }
 
@@ -565,16 +584,34 @@ void Acceptor::poke_master() {
 
 // ---- finishing requests and writing -----------------------------------------------
 
-void Acceptor::end_request(Conn& c, int error_type) {
+// Counts a finished request (module -1: none, e.g. unknown) and writes its access-log line.
+void Acceptor::finish_request(int32_t module, const RequestInfo& r, int error_type) {
     int64_t done = monotonic_us();
-    if (!(c.module == 0 && rt_.modules.empty())) {
-        ModuleStats& st = seg_.module(c.module).stats;
+    if (module >= 0) {
+        ModuleStats& st = seg_.module(uint32_t(module)).stats;
         st.requests.fetch_add(1, std::memory_order_relaxed);
         if (error_type >= 0) st.errors[error_type].fetch_add(1, std::memory_order_relaxed);
-        st.latency.record(uint64_t(done - c.start_us));
+        st.latency.record(uint64_t(done - r.arrived_us));
     }
+    if (access_log_.enabled()) {
+        AccessRecord rec;
+        rec.ok = error_type < 0;
+        rec.arrived_us = r.arrived_wall_us;
+        rec.wait_us = r.started_us - r.arrived_us;
+        rec.run_us = done - r.started_us;
+        rec.queued_high = r.queued_high;
+        rec.queued_low = r.queued_low;
+        rec.native = false;
+        rec.high = r.high;
+        rec.request = r.text;
+        access_log_.write(rec);
+    }
+}
+
+// The connection may read its next request.
+void Acceptor::conn_ready(Conn& c) {
     c.state = Conn::State::Idle;
-    c.last_active_us = done;
+    c.last_active_us = monotonic_us();
     if (!c.eof && !c.closing && !c.dead) set_reading(c, true);
 }
 
@@ -658,13 +695,20 @@ void Acceptor::on_tick(evutil_socket_t, short, void* arg) {
     for (auto& [id, c] : self->conns_)
         if (c->state == Conn::State::Idle && idle_limit > 0 && now - c->last_active_us > idle_limit) idle.push_back(c.get());
     for (Conn* c : idle) self->close_conn(*c);
+    self->access_log_.reopen_if_moved();
     // A wake-up may have been lost if an acceptor died between popping a waiter and waking us.
     self->scan_slots();
     if (self->stopping_) self->maybe_exit();
 }
 
 void Acceptor::on_signal(evutil_socket_t sig, short, void* arg) {
-    static_cast<Acceptor*>(arg)->begin_shutdown(sig == SIGQUIT);
+    auto* self = static_cast<Acceptor*>(arg);
+    if (sig == SIGUSR1) {
+        self->access_log_.reopen();
+        log::reopen();
+        return;
+    }
+    self->begin_shutdown(sig == SIGQUIT);
 }
 
 void Acceptor::begin_shutdown(bool graceful) {

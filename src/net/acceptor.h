@@ -14,9 +14,20 @@
 
 #include "bert/codec.h"
 #include "core/runtime.h"
+#include "log/access_log.h"
 #include "net/answers.h"
 
 namespace bertd {
+
+// What the stats and the access log need to know about one request.
+struct RequestInfo {
+    int64_t arrived_us = 0;       // monotonic
+    int64_t started_us = 0;       // monotonic: handed to a worker
+    int64_t arrived_wall_us = 0;  // wall clock, for the log line
+    uint32_t queued_high = 0, queued_low = 0;
+    bool high = true;
+    std::string text;  // the request in Erlang syntax, when the access log is on
+};
 
 class Acceptor {
 public:
@@ -53,7 +64,8 @@ private:
     void give_back(uint32_t slot);
     void take_handoff(uint32_t slot);
     void scan_slots();
-    void end_request(Conn& c, int error_type);
+    void finish_request(int32_t module, const RequestInfo& r, int error_type);
+    void conn_ready(Conn& c);
     void send(Conn& c, std::string_view frame);
     void send_owned(Conn& c, std::string&& frame);
     void flush(Conn& c);
@@ -79,6 +91,7 @@ private:
     uint64_t next_conn_ = 1;
     bool stopping_ = false;
     std::string read_buf_;
+    AccessLog access_log_;
     std::vector<std::unique_ptr<Conn>> graveyard_;  // closed, freed at the next callback
 };
 
