@@ -1,14 +1,23 @@
 // main.cc: bertd's entry point: parse the command line, load and check the
-// config, then either start the master or send a command to a running server.
-// Start-up errors are exceptions caught here and printed with what to fix.
+// config, then start the master (in the foreground or as a daemon) or send a
+// command to a running server. Start-up errors are exceptions caught here and
+// printed with what to fix.
 #include <arpa/inet.h>
+#include <fcntl.h>
+#include <glob.h>
+#include <limits.h>
 #include <netdb.h>
+#include <signal.h>
+#include <stdlib.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <cstring>
+#include <fstream>
 
+#include "admin/admin.h"
 #include "bert/codec.h"
 #include "bert/frame.h"
 #include "bert/printer.h"
@@ -22,7 +31,7 @@ using namespace bertd;
 namespace {
 
 // Sends {call, '__admin__', Fn, []} to a running server and prints the answer.
-int run_command(const Options& o, int port, const char* function) {
+int command_by_port(const Options& o, int port, const char* function) {
     addrinfo hints{};
     hints.ai_socktype = SOCK_STREAM;
     addrinfo* res = nullptr;
@@ -82,6 +91,97 @@ int run_command(const Options& o, int port, const char* function) {
     return 1;
 }
 
+// The pid in a pidfile if that process is alive; 0 otherwise.
+pid_t live_pid(const std::string& pidfile) {
+    std::ifstream in(pidfile);
+    long pid = 0;
+    if (!(in >> pid) || pid <= 0 || pid > INT_MAX) return 0;
+    if (kill(pid_t(pid), 0) != 0 && errno == ESRCH) return 0;
+    // A recycled pid that now belongs to some other program is not a server.
+    std::ifstream comm("/proc/" + std::to_string(pid) + "/comm");
+    std::string name;
+    if (comm >> name && name.rfind("bertd", 0) != 0) return 0;
+    return pid_t(pid);
+}
+
+// Commands addressed by pidfile: signals for reload-handlers and halt, the shared
+// segment for stats (no connection needed).
+int command_by_pidfile(const Options& o) {
+    pid_t pid = live_pid(o.pidfile);
+    if (!pid) {
+        fprintf(stderr, "bertd: no running server in pidfile %s\n", o.pidfile.c_str());
+        return 1;
+    }
+    if (o.command == Options::Command::ReloadHandlers) return kill(pid, SIGUSR2) == 0 ? 0 : 1;
+    if (o.command == Options::Command::Halt) return kill(pid, SIGQUIT) == 0 ? 0 : 1;
+    // The newest generation's segment.
+    glob_t g{};
+    std::string pattern = "/dev/shm/bertd." + std::to_string(pid) + ".*";
+    unsigned long best = 0;
+    if (glob(pattern.c_str(), 0, nullptr, &g) == 0)
+        for (size_t i = 0; i < g.gl_pathc; ++i) best = std::max(best, strtoul(strrchr(g.gl_pathv[i], '.') + 1, nullptr, 10));
+    globfree(&g);
+    if (!best) {
+        fprintf(stderr, "bertd: server %d has no shared segment (is it starting?)\n", int(pid));
+        return 1;
+    }
+    try {
+        auto seg = Segment::open("/bertd." + std::to_string(pid) + "." + std::to_string(best));
+        fputs(admin::stats_text(*seg).c_str(), stdout);
+        return 0;
+    } catch (const std::exception& e) {
+        fprintf(stderr, "bertd: %s\n", e.what());
+        return 1;
+    }
+}
+
+// Detaches: the caller returns in the daemon; the original process waits for the
+// daemon's "ok" (or its error) on a pipe and exits with the matching status.
+int daemonize(int& ready_fd) {
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) != 0) {
+        perror("bertd: pipe");
+        return 1;
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+        perror("bertd: fork");
+        return 1;
+    }
+    if (pid > 0) {
+        ::close(p[1]);
+        std::string msg;
+        char buf[512];
+        ssize_t n;
+        while ((n = ::read(p[0], buf, sizeof buf)) > 0) msg.append(buf, size_t(n));
+        if (msg == "ok\n") _exit(0);
+        fprintf(stderr, "bertd: %s\n", msg.empty() ? "the daemon died while starting" : msg.c_str());
+        _exit(1);
+    }
+    ::close(p[0]);
+    setsid();
+    // A second fork: the daemon is not a session leader, so it can never get a terminal.
+    pid = fork();
+    if (pid < 0) _exit(1);
+    if (pid > 0) _exit(0);
+    umask(022);
+    int null = open("/dev/null", O_RDWR);
+    if (null >= 0) {
+        dup2(null, 0);
+        dup2(null, 1);
+        dup2(null, 2);
+        if (null > 2) ::close(null);
+    }
+    ready_fd = p[1];
+    return -1;  // continue as the daemon
+}
+
+std::string absolute(const std::string& path) {
+    char buf[PATH_MAX];
+    if (path.empty() || path[0] == '/' || !realpath(path.c_str(), buf)) return path;
+    return buf;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -100,6 +200,8 @@ int main(int argc, char** argv) {
         fputs(version_text().c_str(), stdout);
         return 0;
     }
+    opts.config = absolute(opts.config);  // SIGHUP re-reads this path wherever we are
+    if (!opts.pidfile.empty()) opts.pidfile = absolute(opts.pidfile);
 
     Config config;
     if (!opts.config.empty()) {
@@ -110,30 +212,43 @@ int main(int argc, char** argv) {
             return 1;
         }
     }
-    if (opts.port >= 0) config.port = opts.port;
-    if (opts.log_level >= 0) config.log_level = opts.log_level;
-    if (!opts.access_log.empty()) config.access_log = opts.access_log;
-    if (!opts.pidfile.empty()) config.pidfile = opts.pidfile;
+    apply_overrides(opts, config);
 
-    switch (opts.command) {
-        case Options::Command::Stats: return run_command(opts, config.port, "stats");
-        case Options::Command::ReloadHandlers: return run_command(opts, config.port, "reload_handlers");
-        case Options::Command::Halt: return run_command(opts, config.port, "halt");
-        default: break;
+    if (opts.command != Options::Command::Start) {
+        if (opts.port < 0 && !opts.pidfile.empty()) return command_by_pidfile(opts);
+        const char* fn = opts.command == Options::Command::Stats            ? "stats"
+                         : opts.command == Options::Command::ReloadHandlers ? "reload_handlers"
+                                                                            : "halt";
+        return command_by_port(opts, config.port, fn);
     }
     if (opts.test_config) {
         printf("bertd: the configuration file %s syntax is ok (%zu modules)\n", opts.config.c_str(),
                config.modules.size());
         return 0;
     }
+    if (!config.pidfile.empty()) {
+        if (pid_t other = live_pid(config.pidfile)) {
+            fprintf(stderr, "bertd: already running with pid %d (pidfile %s); stop it first or use another pidfile\n",
+                    int(other), config.pidfile.c_str());
+            return 1;
+        }
+    }
 
+    int ready_fd = -1;
+    if (opts.daemon) {
+        if (int rc = daemonize(ready_fd); rc >= 0) return rc;
+    }
     log::init(config.error_log, config.log_level, "master");
     try {
-        Master m(opts, std::move(config));
+        Master m(opts, std::move(config), ready_fd);
         return m.run();
     } catch (const std::exception& e) {
-        fprintf(stderr, "bertd: %s\n", e.what());
-        log::error("%s", e.what());
+        if (ready_fd >= 0) {
+            log::error("%s", e.what());
+            [[maybe_unused]] ssize_t n = ::write(ready_fd, e.what(), strlen(e.what()));
+        } else {
+            fprintf(stderr, "bertd: %s\n", e.what());
+        }
         return 1;
     }
 }

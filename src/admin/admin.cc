@@ -28,8 +28,7 @@ void line(std::string& out, const std::string& key, uint64_t v) {
 }
 }  // namespace
 
-std::string stats_text(Runtime& rt) {
-    Segment& seg = *rt.seg;
+std::string stats_text(Segment& seg) {
     GlobalStats& g = seg.header().stats;
     std::string out;
     line(out, "connections.total", g.connections_total.load());
@@ -43,8 +42,13 @@ std::string stats_text(Runtime& rt) {
     }
     line(out, "queue.high", qh);
     line(out, "queue.low", ql);
-    for (const auto& mod : rt.modules) {
-        ModuleShared& ms = seg.module(mod.index);
+    for (uint32_t m = 0; m < seg.nmodules(); ++m) {
+        ModuleShared& ms = seg.module(m);
+        if (ms.nslots == 0) continue;
+        struct {
+            std::string name;
+            uint32_t index;
+        } mod{ms.name, m};
         uint64_t idle = 0, restarts = 0;
         for (uint32_t s = ms.first_slot; s < ms.first_slot + ms.nslots; ++s) {
             if (seg.slot(s).state.load() == uint32_t(SlotState::Idle)) ++idle;
@@ -71,14 +75,14 @@ std::string stats_text(Runtime& rt) {
     return out;
 }
 
-std::string call(Runtime& rt, const bert::Peek& pk, std::string_view) {
-    if (pk.function == "stats" && pk.arity == 0) return reply_frame(bert::Term::binary(stats_text(rt)));
+std::string call(Segment& seg, const bert::Peek& pk, std::string_view) {
+    if (pk.function == "stats" && pk.arity == 0) return reply_frame(bert::Term::binary(stats_text(seg)));
     if (pk.function == "halt" && pk.arity == 0) {
-        kill(getppid(), SIGQUIT);  // the master stops gracefully
+        kill(seg.header().master_pid, SIGQUIT);  // the master stops gracefully
         return reply_frame(bert::Term::atom("ok"));
     }
     if (pk.function == "reload_handlers" && pk.arity == 0) {
-        kill(getppid(), SIGUSR2);  // the master replaces every worker after its current request
+        kill(seg.header().master_pid, SIGUSR2);  // the master replaces every worker after its current request
         return reply_frame(bert::Term::atom("ok"));
     }
     return error_frame(ErrorType::Server, 2, "No such function '__admin__:" + std::string(pk.function) + "'");

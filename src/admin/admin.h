@@ -6,14 +6,15 @@
 #include <string_view>
 
 #include "bert/codec.h"
-#include "core/runtime.h"
+#include "shm/segment.h"
 
 namespace bertd::admin {
 
 // Answers one __admin__ request as a whole BERP frame.
-std::string call(Runtime& rt, const bert::Peek& pk, std::string_view payload);
+std::string call(Segment& seg, const bert::Peek& pk, std::string_view payload);
 
-// Ernie's key=value lines and bertd's own, one per line.
-std::string stats_text(Runtime& rt);
+// Ernie's key=value lines and bertd's own, one per line, from the segment alone
+// (so `bertd stats -P PIDFILE` can print them without a connection).
+std::string stats_text(Segment& seg);
 
 }  // namespace bertd::admin

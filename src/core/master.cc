@@ -1,17 +1,18 @@
 // master.cc: the master's life in one loop, after nginx's. Signal handlers only
-// set flags; the loop sleeps in ppoll (signals unblocked only there) and acts on
-// each flag in a fixed order: reap, stop, reload handlers, reopen logs, tend
-// slots and acceptors. It never touches a client byte.
+// set flags; the loop sleeps in ppoll (signals are unblocked only there) and acts
+// on each flag in a fixed order: reap, stop, reload config, reload handlers,
+// reopen logs, then tend every generation. It never touches a client byte.
 #include "core/master.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -40,8 +41,9 @@ void on_signal(int sig) {
 }
 
 constexpr int kSignals[] = {SIGCHLD, SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2};
-constexpr int64_t kStopGraceUs = 10'000'000;  // then stragglers are killed
+constexpr int64_t kStopGraceUs = 10'000'000;   // then stragglers are killed
 constexpr int64_t kRetireGraceUs = 2'000'000;  // a retired worker gets this long to exit on SIGTERM
+constexpr int64_t kDrainUs = 60'000'000;       // an old generation's longest request, after a reload
 
 int64_t backoff_us(int fails) {
     if (fails <= 1) return 0;
@@ -53,12 +55,40 @@ unsigned ncpus() {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n > 0 ? unsigned(n) : 1;
 }
+
+std::string describe_status(int status) {
+    if (WIFEXITED(status)) return "exited with status " + std::to_string(WEXITSTATUS(status));
+    if (WIFSIGNALED(status)) return std::string("killed by signal ") + strsignal(WTERMSIG(status));
+    return "stopped";
+}
+
+sockaddr_un abstract_address(const std::string& name, socklen_t& len) {
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    size_t n = std::min(name.size(), sizeof a.sun_path - 1);
+    memcpy(a.sun_path + 1, name.data(), n);  // sun_path[0] = 0: the abstract namespace
+    len = socklen_t(offsetof(sockaddr_un, sun_path) + 1 + n);
+    return a;
+}
 }  // namespace
 
-Master::Master(Options opts, Config config) : opts_(std::move(opts)) { rt_.config = std::move(config); }
+std::string handover_address(int pid, uint64_t gen) {
+    return "bertd." + std::to_string(pid) + "." + std::to_string(gen) + ".handover";
+}
 
-void Master::open_listen_socket() {
-    const Config& c = rt_.config;
+void apply_overrides(const Options& o, Config& c) {
+    if (o.port >= 0) c.port = o.port;
+    if (o.log_level >= 0) c.log_level = o.log_level;
+    if (!o.access_log.empty()) c.access_log = o.access_log;
+    if (!o.pidfile.empty()) c.pidfile = o.pidfile;
+}
+
+Master::Master(Options opts, Config config, int ready_fd)
+    : opts_(std::move(opts)), first_config_(std::move(config)), ready_fd_(ready_fd) {}
+
+// ---- set-up ---------------------------------------------------------------------
+
+void Master::open_listen_socket(const Config& c) {
     addrinfo hints{};
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
@@ -70,7 +100,7 @@ void Master::open_listen_socket() {
                                  "): not a numeric IPv4 or IPv6 address: " + gai_strerror(rc));
     int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (fd >= 0) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     if (fd < 0 || bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, 4096) != 0) {
         std::string err = strerror(errno);
         freeaddrinfo(res);
@@ -79,43 +109,49 @@ void Master::open_listen_socket() {
                                  " (is another server on that port? choose another with -p)");
     }
     freeaddrinfo(res);
-    rt_.listen_fd.reset(fd);
+    listen_fd_.reset(fd);
+    listen_key_ = c.listen + " " + port;
 }
 
-void Master::build_runtime() {
-    Config& c = rt_.config;
+std::unique_ptr<Master::Generation> Master::build_generation(Config config, uint64_t number) {
+    auto g = std::make_unique<Generation>();
+    Runtime& rt = g->rt;
+    rt.config = std::move(config);
+    rt.generation = number;
+    Config& c = rt.config;
     if (c.acceptors == 0) c.acceptors = int(ncpus());
-    rt_.access_log_path = c.access_log;
-    open_listen_socket();
+    rt.access_log_path = c.access_log;
+    rt.listen_fd.reset(fcntl(listen_fd_.get(), F_DUPFD_CLOEXEC, 3));
 
     uint32_t nslots = 0;
     for (const auto& m : c.modules) {
         if (m.type != ModuleConfig::Type::External) continue;
         ModuleRuntime mr;
         mr.name = m.name;
-        mr.index = uint32_t(rt_.modules.size());
+        mr.index = uint32_t(rt.modules.size());
         mr.config = &m;
-        rt_.module_index[m.name] = mr.index;
-        rt_.modules.push_back(mr);
+        rt.module_index[m.name] = mr.index;
+        rt.modules.push_back(mr);
         nslots += uint32_t(m.count);
     }
-    std::string name = "/bertd." + std::to_string(getpid()) + "." + std::to_string(rt_.generation);
-    rt_.seg = Segment::create(name, uint32_t(std::max<size_t>(rt_.modules.size(), 1)), std::max<uint32_t>(nslots, 1),
-                              uint32_t(c.acceptors), uint32_t(c.limits.max_queue));
-    Segment& seg = *rt_.seg;
+    std::string name = "/bertd." + std::to_string(getpid()) + "." + std::to_string(number);
+    rt.seg = Segment::create(name, uint32_t(std::max<size_t>(rt.modules.size(), 1)), std::max<uint32_t>(nslots, 1),
+                             uint32_t(c.acceptors), uint32_t(c.limits.max_queue));
+    Segment& seg = *rt.seg;
+    seg.header().master_pid = getpid();
     seg.header().stats.started_us = now_us();
-    seg.header().stats.generation = rt_.generation;
+    seg.header().stats.generation = number;
 
     uint32_t slot = 0;
-    for (const auto& mr : rt_.modules) {
+    for (const auto& mr : rt.modules) {
         ModuleShared& ms = seg.module(mr.index);
         ms.first_slot = slot;
         ms.nslots = uint32_t(mr.config->count);
         snprintf(ms.name, sizeof ms.name, "%s", mr.name.c_str());
         for (int i = 0; i < mr.config->count; ++i, ++slot) seg.slot(slot).module = mr.index;
     }
-    rt_.slots.resize(nslots);
-    for (auto& s : rt_.slots) {
+    rt.slots.resize(nslots);
+    for (auto& s : rt.slots) {
         int sv[2];
         if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
             throw std::runtime_error(std::string("socketpair: ") + strerror(errno));
@@ -123,45 +159,93 @@ void Master::build_runtime() {
         s.worker_end.reset(sv[1]);
         set_nonblocking(sv[0]);
     }
-    for (int i = 0; i < c.acceptors; ++i) rt_.acceptor_wake.emplace_back(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
-    rt_.master_wake.reset(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
-    workers_.resize(nslots);
-    acceptors_.resize(size_t(c.acceptors));
+    for (int i = 0; i < c.acceptors; ++i) rt.acceptor_wake.emplace_back(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+    rt.master_wake.reset(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+
+    // Where the previous generation's idle connections arrive after a reload.
+    rt.handover.reset(socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    socklen_t len;
+    sockaddr_un a = abstract_address(handover_address(getpid(), number), len);
+    if (!rt.handover || bind(rt.handover.get(), reinterpret_cast<sockaddr*>(&a), len) != 0)
+        throw std::runtime_error(std::string("handover socket: ") + strerror(errno));
+
+    g->workers.resize(nslots);
+    g->acceptors.resize(size_t(c.acceptors));
+    return g;
 }
 
-void Master::spawn_acceptor(uint32_t i) {
+// Carries the counters an operator watches across a reload.
+static void carry_stats(Segment& from, Segment& to) {
+    GlobalStats& a = from.header().stats;
+    GlobalStats& b = to.header().stats;
+    b.connections_total = a.connections_total.load();
+    b.connections_completed = a.connections_completed.load() + a.connections_active.load();
+    b.connections_refused = a.connections_refused.load();
+    b.protocol_errors = a.protocol_errors.load();
+    b.unknown_module = a.unknown_module.load();
+    b.acceptor_restarts = a.acceptor_restarts.load();
+    b.worker_restarts = a.worker_restarts.load();
+    b.started_us = a.started_us.load();
+    for (uint32_t i = 0; i < to.nmodules(); ++i)
+        for (uint32_t j = 0; j < from.nmodules(); ++j) {
+            ModuleShared& x = from.module(j);
+            ModuleShared& y = to.module(i);
+            if (x.nslots == 0 || strcmp(x.name, y.name) != 0) continue;
+            y.stats.requests = x.stats.requests.load();
+            for (int t = 0; t < kErrorTypes; ++t) y.stats.errors[t] = x.stats.errors[t].load();
+        }
+}
+
+void Master::start_generation(Generation& g) {
+    for (uint32_t i = 0; i < g.acceptors.size(); ++i) spawn_acceptor(g, i);
+    tend(g);  // starts every worker
+    log::info("generation %llu: listening on %s port %d with %zu acceptors and %zu worker slots",
+              (unsigned long long)g.rt.generation, g.rt.config.listen.c_str(), g.rt.config.port, g.acceptors.size(),
+              g.workers.size());
+}
+
+void Master::spawn_acceptor(Generation& g, uint32_t i) {
     pid_t pid = fork();
     if (pid < 0) {
         log::error("fork acceptor %u: %s", i, strerror(errno));
-        acceptors_[i].respawn_at_us = monotonic_us() + 1'000'000;
+        g.acceptors[i].respawn_at_us = monotonic_us() + 1'000'000;
         return;
     }
     if (pid == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive the master
         for (int s : kSignals) signal(s, SIG_DFL);
         log::set_role("acceptor " + std::to_string(i));
-        for (auto& s : rt_.slots) s.worker_end.reset();  // only the master needs these
+        // Only this generation's parts stay open in the child.
+        Runtime* mine = &g.rt;
+        for (auto& other : gens_)
+            if (&other->rt != mine) {
+                other->rt.listen_fd.reset();
+                other->rt.slots.clear();
+                other->rt.handover.reset();
+            }
+        listen_fd_.reset();
+        for (auto& s : g.rt.slots) s.worker_end.reset();
         int status;
         {
-            Acceptor a(rt_, i);
+            Acceptor a(g.rt, i);
             status = a.run();
         }
         _exit(status);
     }
-    acceptors_[i].pid = pid;
-    acceptors_[i].started_us = monotonic_us();
-    log::debug("acceptor %u started (pid %d)", i, pid);
+    g.acceptors[i].pid = pid;
+    g.acceptors[i].started_us = monotonic_us();
+    log::debug("acceptor %u of generation %llu started (pid %d)", i, (unsigned long long)g.rt.generation, pid);
 }
 
-void Master::start_worker(uint32_t slot) {
-    Segment& seg = *rt_.seg;
+void Master::start_worker(Generation& g, uint32_t slot) {
+    Segment& seg = *g.rt.seg;
     Slot& s = seg.slot(slot);
-    const ModuleRuntime& mr = rt_.modules[s.module];
+    const ModuleRuntime& mr = g.rt.modules[s.module];
     // Whatever a dead worker left unread or half-written must not reach the next one.
-    size_t stale = drain(rt_.slots[slot].server_end.get()) + drain(rt_.slots[slot].worker_end.get());
+    size_t stale = drain(g.rt.slots[slot].server_end.get()) + drain(g.rt.slots[slot].worker_end.get());
     if (stale) log::debug("slot %u: drained %zu stale bytes", slot, stale);
-    pid_t pid = spawn_worker(mr.config->command, rt_.slots[slot].worker_end.get());
-    WorkerState& w = workers_[slot];
+    pid_t pid = spawn_worker(mr.config->command, g.rt.slots[slot].worker_end.get());
+    WorkerState& w = g.workers[slot];
     if (pid < 0) {
         log::error("fork worker for '%s': %s", mr.name.c_str(), strerror(errno));
         w.respawn_at_us = monotonic_us() + 1'000'000;
@@ -174,47 +258,39 @@ void Master::start_worker(uint32_t slot) {
     s.retire = 0;
     s.started_us = now_us();
     log::debug("worker for '%s' started on slot %u (pid %d)", mr.name.c_str(), slot, pid);
-    wake_acceptor(seg.make_ready(slot));
+    wake_acceptor(g, seg.make_ready(slot));
 }
 
-void Master::wake_acceptor(int32_t i) {
-    if (i < 0 || size_t(i) >= rt_.acceptor_wake.size()) return;
+void Master::wake_acceptor(Generation& g, int32_t i) {
+    if (i < 0 || size_t(i) >= g.rt.acceptor_wake.size()) return;
     uint64_t one = 1;
-    [[maybe_unused]] ssize_t n = ::write(rt_.acceptor_wake[size_t(i)].get(), &one, sizeof one);
+    [[maybe_unused]] ssize_t n = ::write(g.rt.acceptor_wake[size_t(i)].get(), &one, sizeof one);
 }
+
+// ---- children ----------------------------------------------------------------------
 
 void Master::reap_children() {
     for (;;) {
         int status;
         pid_t pid = waitpid(-1, &status, WNOHANG);
         if (pid <= 0) return;
-        bool found = false;
-        for (uint32_t i = 0; i < workers_.size() && !found; ++i)
-            if (workers_[i].pid == pid) {
-                worker_exited(i, status);
-                found = true;
-            }
-        for (uint32_t i = 0; i < acceptors_.size() && !found; ++i)
-            if (acceptors_[i].pid == pid) {
-                acceptor_exited(i, status);
-                found = true;
-            }
+        for (auto& g : gens_) {
+            for (uint32_t i = 0; i < g->workers.size(); ++i)
+                if (g->workers[i].pid == pid) worker_exited(*g, i, status);
+            for (uint32_t i = 0; i < g->acceptors.size(); ++i)
+                if (g->acceptors[i].pid == pid) acceptor_exited(*g, i, status);
+        }
     }
 }
 
-static std::string describe_status(int status) {
-    if (WIFEXITED(status)) return "exited with status " + std::to_string(WEXITSTATUS(status));
-    if (WIFSIGNALED(status)) return std::string("killed by signal ") + strsignal(WTERMSIG(status));
-    return "stopped";
-}
-
-void Master::worker_exited(uint32_t slot, int status) {
-    WorkerState& w = workers_[slot];
-    Segment& seg = *rt_.seg;
+void Master::worker_exited(Generation& g, uint32_t slot, int status) {
+    WorkerState& w = g.workers[slot];
+    Segment& seg = *g.rt.seg;
     Slot& s = seg.slot(slot);
-    const std::string& name = rt_.modules[s.module].name;
-    bool expected = w.term_sent_us != 0 || phase_ != Phase::Running;
-    if (!expected) log::warn("worker %d for '%s' (slot %u) %s", w.pid, name.c_str(), slot, describe_status(status).c_str());
+    const std::string& name = g.rt.modules[s.module].name;
+    bool expected = w.term_sent_us != 0 || phase_ != Phase::Running || g.phase != Generation::Phase::Serving;
+    if (!expected)
+        log::warn("worker %d for '%s' (slot %u) %s", w.pid, name.c_str(), slot, describe_status(status).c_str());
     w.pid = 0;
     s.pid = 0;
     int64_t now = monotonic_us();
@@ -227,15 +303,15 @@ void Master::worker_exited(uint32_t slot, int status) {
     }
     s.restarts.fetch_add(1);
     seg.header().stats.worker_restarts.fetch_add(1);
-    wake_acceptor(seg.worker_died(slot));
+    wake_acceptor(g, seg.worker_died(slot));
 }
 
-void Master::acceptor_exited(uint32_t i, int status) {
-    AcceptorState& a = acceptors_[i];
+void Master::acceptor_exited(Generation& g, uint32_t i, int status) {
+    AcceptorState& a = g.acceptors[i];
     a.pid = 0;
-    if (phase_ != Phase::Running) return;
+    if (phase_ != Phase::Running || g.phase != Generation::Phase::Serving) return;
     log::error("acceptor %u %s; restarting it", i, describe_status(status).c_str());
-    Segment& seg = *rt_.seg;
+    Segment& seg = *g.rt.seg;
     seg.header().stats.acceptor_restarts.fetch_add(1);
     // Its requests in flight are lost with it; their workers may be mid-answer, so
     // they are replaced rather than handed on with stale bytes.
@@ -252,14 +328,16 @@ void Master::acceptor_exited(uint32_t i, int status) {
     a.respawn_at_us = now + backoff_us(a.fails);
 }
 
-void Master::tend_slots() {
-    Segment& seg = *rt_.seg;
+// Restarts what died, replaces retired workers, and respawns acceptors.
+void Master::tend(Generation& g) {
+    Segment& seg = *g.rt.seg;
     int64_t now = monotonic_us();
-    for (uint32_t i = 0; i < workers_.size(); ++i) {
-        WorkerState& w = workers_[i];
+    bool serving = phase_ == Phase::Running && g.phase == Generation::Phase::Serving;
+    for (uint32_t i = 0; i < g.workers.size(); ++i) {
+        WorkerState& w = g.workers[i];
         Slot& s = seg.slot(i);
         uint32_t st = s.state.load();
-        if (phase_ == Phase::Running && st == uint32_t(SlotState::Idle) && s.retire.load() && w.pid) {
+        if (serving && st == uint32_t(SlotState::Idle) && s.retire.load() && w.pid) {
             seg.mark_reaping(i);  // reload-handlers: an idle worker goes at once
             st = uint32_t(SlotState::Reaping);
         }
@@ -271,68 +349,177 @@ void Master::tend_slots() {
             } else if (now - w.term_sent_us > kRetireGraceUs) {
                 kill(w.pid, SIGKILL);
             }
-        } else if (phase_ == Phase::Running && now >= w.respawn_at_us) {
-            start_worker(i);
+        } else if (serving && now >= w.respawn_at_us) {
+            start_worker(g, i);
         }
+    }
+    if (!serving) return;
+    for (uint32_t i = 0; i < g.acceptors.size(); ++i)
+        if (g.acceptors[i].pid == 0 && now >= g.acceptors[i].respawn_at_us) spawn_acceptor(g, i);
+}
+
+// Old generations: once their acceptors are gone nothing can reach their workers,
+// so those are stopped; once everything is gone the generation is dropped.
+void Master::retire_old_generations() {
+    int64_t now = monotonic_us();
+    for (size_t i = 0; i + 1 < gens_.size();) {
+        Generation& g = *gens_[i];
+        bool acceptors = false, workers = false;
+        for (auto& a : g.acceptors) acceptors |= a.pid != 0;
+        for (auto& w : g.workers) workers |= w.pid != 0;
+        if (!acceptors && !g.workers_told) {
+            signal_children(g, SIGTERM, false, true);
+            g.workers_told = true;
+        }
+        if (now > g.drain_deadline_us) signal_children(g, SIGKILL, true, true);
+        if (!acceptors && !workers) {
+            log::info("generation %llu finished", (unsigned long long)g.rt.generation);
+            g.rt.seg->remove();
+            gens_.erase(gens_.begin() + long(i));
+            continue;
+        }
+        ++i;
     }
 }
 
-void Master::tend_acceptors() {
-    if (phase_ != Phase::Running) return;
-    int64_t now = monotonic_us();
-    for (uint32_t i = 0; i < acceptors_.size(); ++i)
-        if (acceptors_[i].pid == 0 && now >= acceptors_[i].respawn_at_us) spawn_acceptor(i);
+// ---- reloads ------------------------------------------------------------------------
+
+void Master::reload_config() {
+    Config c;
+    try {
+        c = load_config(opts_.config);
+        apply_overrides(opts_, c);
+    } catch (const ConfigError& e) {
+        log::error("reload refused, still serving the previous configuration: %s", e.what());
+        return;
+    }
+    std::unique_ptr<Generation> g;
+    try {
+        if (c.listen + " " + std::to_string(c.port) != listen_key_) {
+            Fd old = std::move(listen_fd_);
+            try {
+                open_listen_socket(c);
+            } catch (...) {
+                listen_fd_ = std::move(old);
+                throw;
+            }
+        }
+        g = build_generation(std::move(c), next_generation_);
+    } catch (const std::exception& e) {
+        log::error("reload refused, still serving the previous configuration: %s", e.what());
+        return;
+    }
+    ++next_generation_;
+    Generation& old = current();
+    carry_stats(*old.rt.seg, *g->rt.seg);
+    gens_.push_back(std::move(g));
+    Generation& fresh = current();
+    start_generation(fresh);
+    log::info("configuration reloaded: generation %llu serves, generation %llu finishes its requests",
+              (unsigned long long)fresh.rt.generation, (unsigned long long)old.rt.generation);
+    // The old acceptors stop accepting, finish what they hold, and pass each idle
+    // connection to the new generation, so a client never sees its connection drop.
+    old.rt.seg->header().successor = fresh.rt.generation;
+    old.phase = Generation::Phase::Draining;
+    old.drain_deadline_us = monotonic_us() + kDrainUs;
+    signal_children(old, SIGQUIT, true, false);
 }
 
 void Master::reload_handlers() {
     log::info("reloading handlers: every worker is replaced after its current request");
-    Segment& seg = *rt_.seg;
+    Segment& seg = *current().rt.seg;
     for (uint32_t i = 0; i < seg.nslots(); ++i) seg.slot(i).retire = 1;
 }
 
-void Master::signal_children(int sig, bool acceptors, bool workers) {
+// ---- stopping -------------------------------------------------------------------------
+
+void Master::signal_children(Generation& g, int sig, bool acceptors, bool workers) {
     if (acceptors)
-        for (auto& a : acceptors_)
+        for (auto& a : g.acceptors)
             if (a.pid) kill(a.pid, sig);
     if (workers)
-        for (auto& w : workers_)
+        for (auto& w : g.workers)
             if (w.pid) kill(w.pid, sig);
+}
+
+void Master::signal_all(int sig, bool acceptors, bool workers) {
+    for (auto& g : gens_) signal_children(*g, sig, acceptors, workers);
 }
 
 void Master::begin_stop(bool graceful) {
     if (graceful && phase_ == Phase::Running) {
         log::info("stopping gracefully: no new connections, finishing requests in flight");
         phase_ = Phase::Quitting;
-        rt_.listen_fd.reset();
-        signal_children(SIGQUIT, true, false);
+        listen_fd_.reset();
+        for (auto& g : gens_) g->rt.seg->header().successor = 0;
+        signal_all(SIGQUIT, true, false);
     } else if (!graceful && phase_ != Phase::Terminating) {
         log::info("stopping now");
         phase_ = Phase::Terminating;
-        rt_.listen_fd.reset();
-        signal_children(SIGTERM, true, true);
+        listen_fd_.reset();
+        signal_all(SIGTERM, true, true);
     }
     stop_deadline_us_ = monotonic_us() + kStopGraceUs;
 }
 
 bool Master::anything_alive() const {
-    for (const auto& a : acceptors_)
-        if (a.pid) return true;
-    for (const auto& w : workers_)
-        if (w.pid) return true;
+    for (const auto& g : gens_) {
+        for (const auto& a : g->acceptors)
+            if (a.pid) return true;
+        for (const auto& w : g->workers)
+            if (w.pid) return true;
+    }
     return false;
 }
 
 int64_t Master::next_deadline() const {
     int64_t next = monotonic_us() + 1'000'000;
-    for (const auto& w : workers_) {
-        if (!w.pid && w.respawn_at_us) next = std::min(next, w.respawn_at_us);
-        if (w.pid && w.term_sent_us) next = std::min(next, w.term_sent_us + kRetireGraceUs + 1000);
+    for (const auto& g : gens_) {
+        for (const auto& w : g->workers) {
+            if (!w.pid && w.respawn_at_us) next = std::min(next, w.respawn_at_us);
+            if (w.pid && w.term_sent_us) next = std::min(next, w.term_sent_us + kRetireGraceUs + 1000);
+        }
+        for (const auto& a : g->acceptors)
+            if (!a.pid) next = std::min(next, a.respawn_at_us);
     }
-    for (const auto& a : acceptors_)
-        if (!a.pid) next = std::min(next, a.respawn_at_us);
     if (phase_ != Phase::Running) next = std::min(next, stop_deadline_us_);
     return next;
 }
+
+// ---- pidfile and readiness --------------------------------------------------------------
+
+void Master::write_pidfile() {
+    const std::string& path = current().rt.config.pidfile;
+    if (path.empty()) return;
+    std::string tmp = path + ".tmp";
+    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    std::string text = std::to_string(getpid()) + "\n";
+    if (fd < 0 || ::write(fd, text.data(), text.size()) != ssize_t(text.size()) || ::close(fd) != 0 ||
+        rename(tmp.c_str(), path.c_str()) != 0)
+        throw std::runtime_error("cannot write the pidfile " + path + ": " + strerror(errno));
+    pidfile_written_ = true;
+}
+
+void Master::remove_pidfile() {
+    if (!pidfile_written_) return;
+    const std::string& path = first_config_.pidfile;
+    // Only our own: a second server may have replaced it meanwhile.
+    char buf[32] = {0};
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    ssize_t n = ::read(fd, buf, sizeof buf - 1);
+    ::close(fd);
+    if (n > 0 && atoi(buf) == getpid()) unlink(path.c_str());
+}
+
+void Master::notify_ready(const std::string& msg) {
+    if (ready_fd_ < 0) return;
+    [[maybe_unused]] ssize_t n = ::write(ready_fd_, msg.data(), msg.size());
+    ::close(ready_fd_);
+    ready_fd_ = -1;
+}
+
+// ---- the loop ---------------------------------------------------------------------------
 
 int Master::run() {
     sigset_t block, none;
@@ -346,20 +533,22 @@ int Master::run() {
     for (int s : kSignals) sigaction(s, &sa, nullptr);
     signal(SIGPIPE, SIG_IGN);
 
-    build_runtime();
-    log::info("listening on %s port %d with %d acceptors and %zu worker slots", rt_.config.listen.c_str(),
-              rt_.config.port, rt_.config.acceptors, workers_.size());
-    for (uint32_t i = 0; i < acceptors_.size(); ++i) spawn_acceptor(i);
-    tend_slots();  // starts every worker
+    open_listen_socket(first_config_);
+    gens_.push_back(build_generation(first_config_, next_generation_++));
+    start_generation(current());
+    write_pidfile();
+    notify_ready("ok\n");
 
     for (;;) {
         int64_t wait_us = std::max<int64_t>(0, next_deadline() - monotonic_us());
         timespec ts{time_t(wait_us / 1'000'000), long(wait_us % 1'000'000) * 1000};
-        pollfd pfd{rt_.master_wake.get(), POLLIN, 0};
-        ppoll(&pfd, 1, &ts, &none);  // the only place signals are delivered
+        std::vector<pollfd> pfds;
+        for (auto& g : gens_) pfds.push_back(pollfd{g->rt.master_wake.get(), POLLIN, 0});
+        ppoll(pfds.data(), pfds.size(), &ts, &none);  // the only place signals are delivered
         uint64_t v;
-        while (::read(rt_.master_wake.get(), &v, sizeof v) > 0) {
-        }
+        for (auto& g : gens_)
+            while (::read(g->rt.master_wake.get(), &v, sizeof v) > 0) {
+            }
 
         if (g_reap) {
             g_reap = 0;
@@ -373,37 +562,43 @@ int Master::run() {
             g_quit = 0;
             begin_stop(true);
         }
+        if (g_reload) {
+            g_reload = 0;
+            if (phase_ == Phase::Running) reload_config();
+        }
         if (g_reload_handlers) {
             g_reload_handlers = 0;
             reload_handlers();
         }
-        if (g_reload) {
-            g_reload = 0;
-            log::warn("SIGHUP: configuration reload is not supported yet; use reload-handlers or a restart");
-        }
         if (g_reopen) {
             g_reopen = 0;
             log::reopen();
-            signal_children(SIGUSR1, true, false);  // acceptors reopen the access log
+            signal_all(SIGUSR1, true, false);  // acceptors reopen the access log
         }
         if (phase_ == Phase::Running) {
-            tend_acceptors();
-            tend_slots();
-        } else {
+            tend(current());
+            retire_old_generations();
+            continue;
+        }
+        for (auto& g : gens_) {
             bool acceptors_left = false;
-            for (auto& a : acceptors_)
-                if (a.pid) acceptors_left = true;
+            for (auto& a : g->acceptors) acceptors_left |= a.pid != 0;
             // Once the acceptors have finished, nobody can send a worker more work.
-            if (phase_ == Phase::Quitting && !acceptors_left) signal_children(SIGTERM, false, true);
-            if (!anything_alive()) break;
-            if (monotonic_us() >= stop_deadline_us_) {
-                log::warn("children still running after the grace period; killing them");
-                signal_children(SIGKILL, true, true);
-                stop_deadline_us_ = monotonic_us() + 1'000'000;
+            if (phase_ == Phase::Quitting && !acceptors_left && !g->workers_told) {
+                signal_children(*g, SIGTERM, false, true);
+                g->workers_told = true;
             }
+            tend(*g);  // retired workers still get their SIGKILL
+        }
+        if (!anything_alive()) break;
+        if (monotonic_us() >= stop_deadline_us_) {
+            log::warn("children still running after the grace period; killing them");
+            signal_all(SIGKILL, true, true);
+            stop_deadline_us_ = monotonic_us() + 1'000'000;
         }
     }
-    rt_.seg->remove();
+    for (auto& g : gens_) g->rt.seg->remove();
+    remove_pidfile();
     log::info("stopped");
     return 0;
 }

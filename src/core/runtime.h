@@ -35,8 +35,13 @@ struct Runtime {
     std::vector<SlotRuntime> slots;
     std::vector<Fd> acceptor_wake;  // one eventfd per acceptor
     Fd master_wake;                 // acceptors poke the master here
+    Fd handover;                    // idle connections of the previous generation arrive here
     uint64_t generation = 1;
     std::string access_log_path;
 };
+
+// The abstract unix socket name where generation `gen` of master `pid` takes
+// over connections from the generation before it.
+std::string handover_address(int pid, uint64_t gen);
 
 }  // namespace bertd

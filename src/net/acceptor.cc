@@ -11,6 +11,7 @@
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -25,6 +26,7 @@ namespace bertd {
 namespace {
 constexpr size_t kReadChunk = 64 * 1024;
 constexpr int kAcceptBatch = 64;
+constexpr size_t kHandoverBatch = 200;  // descriptors per datagram (SCM_MAX_FD is 253)
 constexpr size_t kLogRequestBytes = 4096;  // a huge request is cut short in the access log
 
 bool is_loopback(const sockaddr_storage& a) {
@@ -67,6 +69,7 @@ struct Acceptor::Conn {
     bool closing = false;  // close once `out` is flushed
     bool admin_ok = false;
     bool dead = false;     // closed; freed at the start of the next callback
+    bool handed_over = false;  // passed to the next generation, not closed
     std::string peer;
     int64_t accepted_us = 0;      // wall clock, for the access log
     int64_t last_active_us = 0;   // monotonic, for the idle timeout
@@ -115,6 +118,8 @@ Acceptor::~Acceptor() {
     leases_.clear();
     if (accept_ev_) event_free(accept_ev_);
     if (wake_ev_) event_free(wake_ev_);
+    if (handover_ev_) event_free(handover_ev_);
+    if (retry_ev_) event_free(retry_ev_);
     if (tick_ev_) event_free(tick_ev_);
     for (auto* e : signal_evs_) event_free(e);
     if (base_) event_base_free(base_);
@@ -134,6 +139,10 @@ int Acceptor::run() {
     event_add(accept_ev_, nullptr);
     wake_ev_ = event_new(base_, rt_.acceptor_wake[index_].get(), EV_READ | EV_PERSIST, on_wake, this);
     event_add(wake_ev_, nullptr);
+    if (rt_.handover) {
+        handover_ev_ = event_new(base_, rt_.handover.get(), EV_READ | EV_PERSIST, on_handover, this);
+        event_add(handover_ev_, nullptr);
+    }
     if (!rt_.access_log_path.empty()) access_log_.open(rt_.access_log_path, &seg_.header().access_log);
     tick_ev_ = event_new(base_, -1, EV_PERSIST, on_tick, this);
     // A moved access log must be replaced within a second, so look four times a second.
@@ -187,29 +196,125 @@ void Acceptor::accept_ready() {
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        auto c = std::make_unique<Conn>();
-        c->owner = this;
-        c->id = conn_prefix_ | (next_conn_++ & 0xFFFFFFFF);
-        c->fd.reset(fd);
-        c->admin_ok = is_loopback(peer);
-        if (!c->admin_ok) {
-            std::string p = peer_text(peer);
-            for (const auto& a : rt_.config.admin_allow)
-                if (a == p) c->admin_ok = true;
-        }
-        if (!rt_.access_log_path.empty()) c->peer = peer_text(peer);
-        c->accepted_us = now_us();
-        c->last_active_us = monotonic_us();
-        c->rev = event_new(base_, fd, EV_READ | EV_PERSIST, on_conn_read, c.get());
-        c->wev = event_new(base_, fd, EV_WRITE | EV_PERSIST, on_conn_write, c.get());
         gs.connections_total.fetch_add(1, std::memory_order_relaxed);
-        gs.connections_active.fetch_add(1, std::memory_order_relaxed);
-        seg_.acceptor(index_).connections.fetch_add(1, std::memory_order_relaxed);
-        Conn& ref = *c;
-        conns_.emplace(c->id, std::move(c));
-        set_reading(ref, true);
+        Conn& c = add_conn(fd, peer);
         // Most clients send the request with the connect; try it now.
-        conn_readable(ref);
+        conn_readable(c);
+    }
+}
+
+Acceptor::Conn& Acceptor::add_conn(int fd, const sockaddr_storage& peer) {
+    auto c = std::make_unique<Conn>();
+    c->owner = this;
+    c->id = conn_prefix_ | (next_conn_++ & 0xFFFFFFFF);
+    c->fd.reset(fd);
+    c->admin_ok = is_loopback(peer);
+    if (!c->admin_ok) {
+        std::string p = peer_text(peer);
+        for (const auto& a : rt_.config.admin_allow)
+            if (a == p) c->admin_ok = true;
+    }
+    c->accepted_us = now_us();
+    c->last_active_us = monotonic_us();
+    c->rev = event_new(base_, fd, EV_READ | EV_PERSIST, on_conn_read, c.get());
+    c->wev = event_new(base_, fd, EV_WRITE | EV_PERSIST, on_conn_write, c.get());
+    seg_.header().stats.connections_active.fetch_add(1, std::memory_order_relaxed);
+    seg_.acceptor(index_).connections.fetch_add(1, std::memory_order_relaxed);
+    Conn& ref = *c;
+    conns_.emplace(c->id, std::move(c));
+    set_reading(ref, true);
+    return ref;
+}
+
+// ---- handing connections to the next generation ---------------------------------------
+
+void Acceptor::on_handover(evutil_socket_t fd, short, void* arg) {
+    auto* self = static_cast<Acceptor*>(arg);
+    self->graveyard_.clear();
+    for (int i = 0; i < kAcceptBatch; ++i) {
+        char byte;
+        iovec iov{&byte, 1};
+        alignas(cmsghdr) char ctrl[CMSG_SPACE(sizeof(int) * kHandoverBatch)];
+        msghdr msg{};
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = ctrl;
+        msg.msg_controllen = sizeof ctrl;
+        if (recvmsg(fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC) <= 0) return;
+        for (cmsghdr* cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
+            if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
+            size_t n = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+            for (size_t k = 0; k < n; ++k) {
+                int conn_fd;
+                memcpy(&conn_fd, CMSG_DATA(cm) + k * sizeof(int), sizeof conn_fd);
+                set_nonblocking(conn_fd);
+                sockaddr_storage peer{};
+                socklen_t plen = sizeof peer;
+                getpeername(conn_fd, reinterpret_cast<sockaddr*>(&peer), &plen);
+                Conn& c = self->add_conn(conn_fd, peer);
+                self->conn_readable(c);  // the client may have sent a request meanwhile
+            }
+        }
+    }
+}
+
+// While stopping, passes every connection that is between requests (nothing read,
+// nothing to write) to the successor generation; returns false when there is none.
+void Acceptor::hand_over_idle() {
+    uint64_t successor = seg_.header().successor.load();
+    if (successor == 0) return;
+    if (!handover_out_) {
+        handover_out_.reset(socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+        std::string name = handover_address(seg_.header().master_pid, successor);
+        sockaddr_un a{};
+        a.sun_family = AF_UNIX;
+        memcpy(a.sun_path + 1, name.data(), std::min(name.size(), sizeof a.sun_path - 2));
+        auto len = socklen_t(offsetof(sockaddr_un, sun_path) + 1 + std::min(name.size(), sizeof a.sun_path - 2));
+        if (connect(handover_out_.get(), reinterpret_cast<sockaddr*>(&a), len) != 0) {
+            log::warn("cannot reach generation %llu to hand connections over: %s", (unsigned long long)successor,
+                      strerror(errno));
+            handover_out_.reset();
+            return;
+        }
+    }
+    std::vector<Conn*> idle;
+    for (auto& [id, c] : conns_)
+        if (!c->dead && c->state == Conn::State::Idle && c->in_start == c->in.size() &&
+            c->out_start == c->out.size() && !c->eof && !c->closing)
+            idle.push_back(c.get());
+    // Many descriptors per datagram: the successor's queue holds only a few datagrams.
+    for (size_t at = 0; at < idle.size(); at += kHandoverBatch) {
+        size_t n = std::min(idle.size() - at, kHandoverBatch);
+        char byte = 'c';
+        iovec iov{&byte, 1};
+        alignas(cmsghdr) char ctrl[CMSG_SPACE(sizeof(int) * kHandoverBatch)]{};
+        msghdr msg{};
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = ctrl;
+        msg.msg_controllen = CMSG_SPACE(sizeof(int) * n);
+        cmsghdr* cm = CMSG_FIRSTHDR(&msg);
+        cm->cmsg_level = SOL_SOCKET;
+        cm->cmsg_type = SCM_RIGHTS;
+        cm->cmsg_len = CMSG_LEN(sizeof(int) * n);
+        for (size_t k = 0; k < n; ++k) {
+            int fd = idle[at + k]->fd.get();
+            memcpy(CMSG_DATA(cm) + k * sizeof(int), &fd, sizeof fd);
+        }
+        if (sendmsg(handover_out_.get(), &msg, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
+            // The successor's queue is full: try again shortly.
+            timeval soon{0, 5000};
+            evtimer_add(retry_ev_, &soon);
+            return;
+        }
+        for (size_t k = 0; k < n; ++k) {
+            Conn* c = idle[at + k];
+            // The successor owns the socket now; closing our descriptor leaves it open.
+            seg_.header().stats.connections_active.fetch_sub(1, std::memory_order_relaxed);
+            seg_.acceptor(index_).connections.fetch_sub(1, std::memory_order_relaxed);
+            c->handed_over = true;
+            close_conn(*c);
+        }
     }
 }
 
@@ -260,6 +365,7 @@ void Acceptor::conn_readable(Conn& c) {
 void Acceptor::after_input(Conn& c) {
     process_input(c);
     if (!c.dead && c.eof && c.state == Conn::State::Idle && c.out_start == c.out.size()) close_conn(c);
+    maybe_exit();
 }
 
 void Acceptor::process_input(Conn& c) {
@@ -378,7 +484,7 @@ void Acceptor::handle_admin(Conn& c, const bert::Peek& pk, std::string_view payl
                                   "__admin__ calls are allowed only from loopback or admin_allow addresses"));
         return;
     }
-    send_owned(c, admin::call(rt_, pk, payload));
+    send_owned(c, admin::call(seg_, pk, payload));
 }
 
 // ---- talking to a worker ---------------------------------------------------------
@@ -659,8 +765,10 @@ void Acceptor::flush(Conn& c) {
 
 void Acceptor::on_conn_write(evutil_socket_t, short, void* arg) {
     auto* c = static_cast<Conn*>(arg);
-    c->owner->graveyard_.clear();
-    c->owner->flush(*c);
+    Acceptor* self = c->owner;
+    self->graveyard_.clear();
+    self->flush(*c);
+    self->maybe_exit();
 }
 
 // Closes now, frees later: callers up the stack may still hold `c`.
@@ -674,14 +782,15 @@ void Acceptor::close_conn(Conn& c) {
     if (c.rev) event_del(c.rev);
     if (c.wev) event_del(c.wev);
     c.fd.reset();
-    GlobalStats& gs = seg_.header().stats;
-    gs.connections_active.fetch_sub(1, std::memory_order_relaxed);
-    gs.connections_completed.fetch_add(1, std::memory_order_relaxed);
-    seg_.acceptor(index_).connections.fetch_sub(1, std::memory_order_relaxed);
+    if (!c.handed_over) {
+        GlobalStats& gs = seg_.header().stats;
+        gs.connections_active.fetch_sub(1, std::memory_order_relaxed);
+        gs.connections_completed.fetch_add(1, std::memory_order_relaxed);
+        seg_.acceptor(index_).connections.fetch_sub(1, std::memory_order_relaxed);
+    }
     auto it = conns_.find(id);
     graveyard_.push_back(std::move(it->second));
     conns_.erase(it);
-    if (stopping_) maybe_exit();
 }
 
 // ---- housekeeping -------------------------------------------------------------------
@@ -698,7 +807,7 @@ void Acceptor::on_tick(evutil_socket_t, short, void* arg) {
     self->access_log_.reopen_if_moved();
     // A wake-up may have been lost if an acceptor died between popping a waiter and waking us.
     self->scan_slots();
-    if (self->stopping_) self->maybe_exit();
+    self->maybe_exit();
 }
 
 void Acceptor::on_signal(evutil_socket_t sig, short, void* arg) {
@@ -718,19 +827,27 @@ void Acceptor::begin_shutdown(bool graceful) {
     }
     stopping_ = true;
     event_del(accept_ev_);
-    std::vector<Conn*> idle;
-    for (auto& [id, c] : conns_)
-        if (c->state == Conn::State::Idle && c->out_start == c->out.size()) idle.push_back(c.get());
-    for (Conn* c : idle) close_conn(*c);
+    retry_ev_ = evtimer_new(base_, [](evutil_socket_t, short, void* arg) {
+        static_cast<Acceptor*>(arg)->maybe_exit();
+    }, this);
     maybe_exit();
 }
 
+// While stopping: idle connections go to the successor (or are closed when there is
+// none), and the loop ends once no request is in flight.
 void Acceptor::maybe_exit() {
-    bool busy = false;
+    if (!stopping_) return;
+    hand_over_idle();
+    if (seg_.header().successor.load() == 0) {
+        std::vector<Conn*> idle;
+        for (auto& [id, c] : conns_)
+            if (!c->dead && c->state == Conn::State::Idle && c->out_start == c->out.size()) idle.push_back(c.get());
+        for (Conn* c : idle) close_conn(*c);
+    }
+    // Leases of casts outlive their connections: their workers are still working.
+    bool busy = !conns_.empty();
     for (auto& l : leases_)
         if (l) busy = true;
-    for (auto& [id, c] : conns_)
-        if (c->state != Conn::State::Idle || c->out_start != c->out.size()) busy = true;
     if (!busy) event_base_loopbreak(base_);
 }
 

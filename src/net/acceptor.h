@@ -4,6 +4,7 @@
 #pragma once
 
 #include <event2/event.h>
+#include <sys/socket.h>
 
 #include <cstdint>
 #include <memory>
@@ -50,8 +51,11 @@ private:
     static void on_wake(evutil_socket_t, short, void*);
     static void on_tick(evutil_socket_t, short, void*);
     static void on_signal(evutil_socket_t, short, void*);
+    static void on_handover(evutil_socket_t, short, void*);
 
     void accept_ready();
+    Conn& add_conn(int fd, const struct sockaddr_storage& peer);
+    void hand_over_idle();
     void conn_readable(Conn& c);
     void process_input(Conn& c);
     void after_input(Conn& c);
@@ -83,6 +87,9 @@ private:
     event_base* base_ = nullptr;
     event* accept_ev_ = nullptr;
     event* wake_ev_ = nullptr;
+    event* handover_ev_ = nullptr;
+    event* retry_ev_ = nullptr;
+    Fd handover_out_;
     event* tick_ev_ = nullptr;
     std::vector<event*> signal_evs_;
     std::unordered_map<uint64_t, std::unique_ptr<Conn>> conns_;

@@ -124,6 +124,10 @@ struct AccessLogShared {
 struct SegmentHeader {
     uint32_t magic;
     uint32_t nmodules, nslots, nacceptors, queue_capacity;
+    int32_t master_pid;
+    // Set by the master on reload: the generation that takes over this one's idle
+    // connections (0: none, they are closed).
+    std::atomic<uint64_t> successor;
     GlobalStats stats;
     AccessLogShared access_log;
 };
