@@ -153,9 +153,11 @@ int daemonize(int& ready_fd) {
         std::string msg;
         char buf[512];
         ssize_t n;
-        while ((n = ::read(p[0], buf, sizeof buf)) > 0) msg.append(buf, size_t(n));
+        // One line: "ok", or the error. (The daemon's children may keep the pipe open.)
+        while (msg.find('\n') == std::string::npos && (n = ::read(p[0], buf, sizeof buf)) > 0) msg.append(buf, size_t(n));
         if (msg == "ok\n") _exit(0);
-        fprintf(stderr, "bertd: %s\n", msg.empty() ? "the daemon died while starting" : msg.c_str());
+        if (msg.empty()) msg = "the daemon died while starting\n";
+        fprintf(stderr, "bertd: %s", msg.c_str());
         _exit(1);
     }
     ::close(p[0]);
@@ -245,7 +247,8 @@ int main(int argc, char** argv) {
     } catch (const std::exception& e) {
         if (ready_fd >= 0) {
             log::error("%s", e.what());
-            [[maybe_unused]] ssize_t n = ::write(ready_fd, e.what(), strlen(e.what()));
+            std::string msg = std::string(e.what()) + "\n";
+            [[maybe_unused]] ssize_t n = ::write(ready_fd, msg.data(), msg.size());
         } else {
             fprintf(stderr, "bertd: %s\n", e.what());
         }

@@ -224,6 +224,7 @@ void Master::spawn_acceptor(Generation& g, uint32_t i) {
                 other->rt.handover.reset();
             }
         listen_fd_.reset();
+        if (ready_fd_ >= 0) ::close(ready_fd_);
         for (auto& s : g.rt.slots) s.worker_end.reset();
         int status;
         {
