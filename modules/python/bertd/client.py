@@ -150,17 +150,17 @@ class Connection:
         self.send(term)
         return self.read(timeout)
 
-    def is_closed_by_peer(self):
-        """True when the peer has closed (or reset) the connection; never blocks."""
+    def is_quiet(self):
+        """True when nothing is waiting to be read: no bytes, no end-of-file, no error. Never blocks.
+
+        Between requests a BERT-RPC server sends nothing, so anything else means the server closed
+        the connection (or the stream is out of step) and it must not carry another request.
+        """
         try:
             readable, _, _ = select.select([self.sock], [], [], 0)
-            if not readable:
-                return False
-            return self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-        except BlockingIOError:
+        except (OSError, ValueError):
             return False
-        except OSError:
-            return True
+        return not readable
 
     def shutdown_write(self):
         self.sock.shutdown(socket.SHUT_WR)
@@ -250,7 +250,7 @@ class Service:
 
     def _exchange(self, payload):
         conn = self._conn
-        if conn is not None and conn.is_closed_by_peer():
+        if conn is not None and not conn.is_quiet():
             # The server closed an idle connection; it never saw this request, so a new one is safe.
             conn.close()
             conn = self._conn = None

@@ -26,6 +26,7 @@ class FakeServer:
         self.listener.listen(16)
         self.port = self.listener.getsockname()[1]
         self.accepts = 0
+        self.closed = 0
         self.frames = []  # (connection number, term)
         self.lock = threading.Lock()
         self.conns = []
@@ -70,6 +71,8 @@ class FakeServer:
             return
         finally:
             conn.close()
+            with self.lock:
+                self.closed += 1
 
     def answer(self, conn, term):
         """Writes the answer to term; returns False when the connection must close."""
@@ -84,7 +87,8 @@ class FakeServer:
             if function == "old":
                 bert.write_berp(conn, (ERROR, (Atom("server"), 0, b"old style")))
             else:
-                bert.write_berp(conn, (ERROR, (Atom(function), 7, b"Klass", b"went wrong", [b"a.py:1", b"b.py:2"])))
+                detail = (Atom(function), 7, b"Klass", b"went wrong", [b"a.py:1", b"b.py:2"])
+                bert.write_berp(conn, (ERROR, detail))
         elif function == "sleep":
             time.sleep(args[0])
             bert.write_berp(conn, (REPLY, Atom("slept")))
@@ -93,6 +97,9 @@ class FakeServer:
             return False
         elif function == "garbage":
             conn.sendall(b"\x00\x00\x00\x02\x83\xff")
+        elif function == "twice":
+            # One send, so the extra frame is already there when the client has read the first.
+            conn.sendall(bert.encode_berp((REPLY, 1)) + bert.encode_berp((REPLY, Atom("stale"))))
         elif function == "weird":
             bert.write_berp(conn, (Atom("what"),))
         elif function == "hangup":
@@ -167,8 +174,19 @@ class Calls(ClientTest):
         svc = self.service(srv, persistent=True)
         for i in range(5):
             self.assertEqual(svc.call.calc.add(i, 1), i + 1)
-            time.sleep(0.02)  # let the server's close arrive before the next request
+            # The next request must find the server's close already there, not race it.
+            deadline = time.monotonic() + 5
+            while srv.closed < i + 1 and time.monotonic() < deadline:
+                time.sleep(0.005)
+            self.assertEqual(srv.closed, i + 1)
         self.assertEqual(srv.accepts, 5)
+
+    def test_persistent_service_never_reads_an_answer_it_did_not_ask_for(self):
+        srv = self.server()
+        svc = self.service(srv, persistent=True)
+        self.assertEqual(svc.call.x.twice(), 1)
+        self.assertEqual(svc.call.calc.add(1, 1), 2)
+        self.assertEqual(srv.accepts, 2)
 
     def test_names_that_are_not_identifiers(self):
         srv = self.server()

@@ -57,7 +57,8 @@ class ExactBytes(unittest.TestCase):
         ("h\xe9", v(109, b"\x00\x00\x00\x03h\xc3\xa9")),
         (Map(), v(116, b"\x00\x00\x00\x00")),
         (Map({1.0: Atom("b"), 100: Atom("a")}),
-         v(116, b"\x00\x00\x00\x02", 97, 100, 100, b"\x00\x01a", 70, struct.pack(">d", 1.0), 100, b"\x00\x01b")),
+         v(116, b"\x00\x00\x00\x02", 97, 100, 100, b"\x00\x01a",
+           70, struct.pack(">d", 1.0), 100, b"\x00\x01b")),
         (None, v(104, 2, 100, b"\x00\x04bert", 100, b"\x00\x03nil")),
         (True, v(104, 2, 100, b"\x00\x04bert", 100, b"\x00\x04true")),
         (False, v(104, 2, 100, b"\x00\x04bert", 100, b"\x00\x05false")),
@@ -118,7 +119,8 @@ class RoundTrips(unittest.TestCase):
                 encode(x)
 
     def test_atoms_stay_atoms(self):
-        for name in ("", "ok", "with space", "\xff", "\u00e9t\u00e9", "\u65e5\u672c", "\U0001f600", "a" * 255):
+        names = ("", "ok", "with space", "\xff", "\u00e9t\u00e9", "\u65e5\u672c", "\U0001f600", "a" * 255)
+        for name in names:
             got = self.roundtrip(Atom(name))
             self.assertIsInstance(got, Atom)
         with self.assertRaises(EncodeError):

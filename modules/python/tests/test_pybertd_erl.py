@@ -129,7 +129,8 @@ class _Gen:
             micros = r.randint(-(10**16), 10**17)
             return datetime.datetime(1970, 1, 1, tzinfo=UTC) + datetime.timedelta(microseconds=micros)
         if k == 9:
-            return r.choice([re.compile("a+b"), re.compile("^x$", re.I | re.M), re.compile(r"\d", re.S | re.X)])
+            return r.choice([re.compile("a+b"), re.compile("^x$", re.I | re.M),
+                             re.compile(r"\d", re.S | re.X)])
         if k == 10:
             return BitBinary(r.randbytes(r.randint(1, 4)), r.randint(1, 7))
         return [r.randint(0, 255) for _ in range(r.randint(1, 20))]  # a string
@@ -246,7 +247,8 @@ class AgainstErlang(unittest.TestCase):
                     kinds.add(compressed[1])
                     self.assertEqual(decode(compressed), value)
         # The Erlang side covered the interesting encodings, compressed terms included.
-        for tag in (97, 98, 110, 111, 70, 100, 119, 118, 104, 105, 106, 107, 108, 109, 77, 116, 88, 89, 90, 113, 80):
+        for tag in (97, 98, 110, 111, 70, 100, 119, 118, 104, 105, 106, 107, 108, 109, 77, 116,
+                    88, 89, 90, 113, 80):
             self.assertIn(tag, kinds)
 
 
