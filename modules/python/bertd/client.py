@@ -1,0 +1,325 @@
+"""client.py: a BERT-RPC client for bertd (or any BERT-RPC 1.0 server), in the manner of Ruby's bertrpc:
+svc = Service("127.0.0.1", 9999); svc.call.calc.add(1, 2) -> 3. It must never hand a caller an answer
+that belongs to another request: a connection whose stream may be out of step is closed, not reused.
+"""
+import builtins
+import select
+import socket
+import threading
+import time
+
+from . import bert
+from .bert import Atom
+
+__all__ = [
+    "Service", "Connection", "BertdError", "RPCError", "ProtocolError", "ServerError", "UserError",
+    "ProxyError", "ConnectionError", "ReadTimeout", "ReadError",
+]
+
+_CALL = Atom("call")
+_CAST = Atom("cast")
+_INFO = Atom("info")
+_REPLY = Atom("reply")
+_NOREPLY = Atom("noreply")
+_ERROR = Atom("error")
+_PRIORITY = Atom("priority")
+
+
+class BertdError(Exception):
+    """Base of every error this client raises."""
+
+
+class RPCError(BertdError):
+    """The server answered {error, {Type, Code, Class, Message, Backtrace}}."""
+
+    def __init__(self, type, code, klass, message, backtrace):
+        self.type = type
+        self.code = code
+        self.klass = klass
+        self.message = message
+        self.backtrace = backtrace
+        super().__init__(f"{type} error {code}: {klass}: {message}")
+
+
+class ProtocolError(RPCError):
+    pass
+
+
+class ServerError(RPCError):
+    pass
+
+
+class UserError(RPCError):
+    pass
+
+
+class ProxyError(RPCError):
+    pass
+
+
+class ConnectionError(BertdError, builtins.ConnectionError):
+    """Could not connect, or the connection broke before the answer was complete."""
+
+
+class ReadTimeout(BertdError, builtins.TimeoutError):
+    """The answer did not arrive within the timeout."""
+
+
+class ReadError(BertdError):
+    """The server's answer was not a well-formed BERP or not a BERT-RPC answer."""
+
+
+_ERROR_CLASSES = {"protocol": ProtocolError, "server": ServerError, "user": UserError, "proxy": ProxyError}
+
+
+def _text(value):
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def raise_for_error(detail):
+    """Raises the RPCError subclass for the detail of an {error, Detail} answer."""
+    if isinstance(detail, tuple) and len(detail) == 5:
+        kind, code, klass, message, backtrace = detail
+    elif isinstance(detail, tuple) and len(detail) == 3:
+        # Older servers answer {Type, Code, Message}.
+        kind, code, message = detail
+        klass, backtrace = b"", []
+    else:
+        raise ReadError(f"malformed error answer: {bert.safe_repr(detail)}")
+    cls = _ERROR_CLASSES.get(str(kind), RPCError)
+    trace = [_text(x) for x in backtrace] if isinstance(backtrace, list) else []
+    raise cls(str(kind), code, _text(klass), _text(message), trace)
+
+
+class Connection:
+    """One TCP connection that sends frames and reads frames; no RPC semantics.
+
+    Meant for tests and tools that need to send odd or broken input and read whatever comes back.
+    """
+
+    def __init__(self, host, port, timeout=None):
+        self.timeout = timeout
+        try:
+            self.sock = socket.create_connection((host, port), timeout=timeout)
+        except OSError as e:
+            raise ConnectionError(f"cannot connect to {host}:{port}: {e}") from None
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def send_raw(self, data):
+        """Sends bytes exactly as given (no length header added)."""
+        try:
+            self.sock.sendall(data)
+        except socket.timeout:
+            raise ReadTimeout("sending timed out") from None
+        except OSError as e:
+            raise ConnectionError(f"sending failed: {e}") from None
+
+    def send(self, term):
+        """Sends one term as a BERP."""
+        self.send_raw(bert.encode_berp(term))
+
+    def send_bert(self, body):
+        """Sends already encoded BERT bytes (possibly malformed) inside a correct length header."""
+        self.send_raw(len(body).to_bytes(4, "big") + bytes(body))
+
+    def read_frame_bytes(self, timeout=None):
+        """Returns the BERT bytes of the next BERP, or None if the peer closed at a frame boundary."""
+        self._set_deadline(timeout)
+        try:
+            return bert.read_berp_bytes(_DeadlineReader(self.sock, self._deadline))
+        except bert.DecodeError as e:
+            raise ConnectionError(f"connection closed mid-answer: {e}") from None
+        except socket.timeout:
+            raise ReadTimeout("no complete answer within the timeout") from None
+        except OSError as e:
+            raise ConnectionError(f"reading failed: {e}") from None
+
+    def read(self, timeout=None):
+        """Returns the next decoded term. Raises ConnectionError if the peer closed instead."""
+        body = self.read_frame_bytes(timeout)
+        if body is None:
+            raise ConnectionError("connection closed by the server before an answer")
+        try:
+            return bert.decode(body)
+        except bert.DecodeError as e:
+            raise ReadError(f"undecodable answer: {e}") from None
+
+    def request(self, term, timeout=None):
+        self.send(term)
+        return self.read(timeout)
+
+    def is_quiet(self):
+        """True when nothing is waiting to be read: no bytes, no end-of-file, no error. Never blocks.
+
+        Between requests a BERT-RPC server sends nothing, so anything else means the server closed
+        the connection (or the stream is out of step) and it must not carry another request.
+        """
+        try:
+            readable, _, _ = select.select([self.sock], [], [], 0)
+        except (OSError, ValueError):
+            return False
+        return not readable
+
+    def shutdown_write(self):
+        self.sock.shutdown(socket.SHUT_WR)
+
+    def close(self):
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _set_deadline(self, timeout):
+        timeout = self.timeout if timeout is None else timeout
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+
+
+class _DeadlineReader:
+    """A socket reader that spends at most one shared deadline over the whole answer."""
+
+    def __init__(self, sock, deadline):
+        self.sock = sock
+        self.deadline = deadline
+
+    def recv(self, n):
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise socket.timeout("deadline passed")
+            self.sock.settimeout(left)
+        return self.sock.recv(n)
+
+
+class Service:
+    """A BERT-RPC service at host:port.
+
+    svc.call.mod.fun(*args) returns the result; svc.cast.mod.fun(*args) returns None.
+    priority="low" (or "high") sends {info, priority, [low]} before each request;
+    svc.call(priority="low") does it for one request only.
+    persistent=True keeps one connection for many requests; by default each request has its own
+    connection, like Ruby's bertrpc.
+    """
+
+    def __init__(self, host, port, timeout=None, priority=None, persistent=False):
+        self.host = host
+        self.port = port
+        self.timeout = timeout
+        self.priority = priority
+        self.persistent = persistent
+        self._conn = None
+        self._lock = threading.Lock()
+
+    @property
+    def call(self):
+        return _Request(self, _CALL, {})
+
+    @property
+    def cast(self):
+        return _Request(self, _CAST, {})
+
+    def request(self, kind, module, function, args, priority=None, info=()):
+        """Sends one call or cast with its info frames and returns the result (None for a cast)."""
+        frames = []
+        priority = priority if priority is not None else self.priority
+        if priority is not None:
+            frames.append((_INFO, _PRIORITY, [Atom(priority)]))
+        for command, options in info:
+            frames.append((_INFO, Atom(command), list(options)))
+        frames.append((Atom(kind), Atom(module), Atom(function), list(args)))
+        payload = b"".join(bert.encode_berp(f) for f in frames)
+        with self._lock:
+            answer = self._exchange(payload)
+        return self._interpret(answer, kind)
+
+    def close(self):
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _exchange(self, payload):
+        conn = self._conn
+        if conn is not None and not conn.is_quiet():
+            # The server closed an idle connection; it never saw this request, so a new one is safe.
+            conn.close()
+            conn = self._conn = None
+        if conn is None:
+            conn = Connection(self.host, self.port, self.timeout)
+        keep = False
+        try:
+            conn.send_raw(payload)
+            answer = conn.read()
+            keep = self.persistent
+            return answer
+        finally:
+            if keep:
+                self._conn = conn
+            else:
+                # After a failure the stream may be out of step: never reuse it.
+                conn.close()
+                self._conn = None
+
+    @staticmethod
+    def _interpret(answer, kind):
+        if isinstance(answer, tuple) and answer:
+            tag = answer[0]
+            if tag == _REPLY and len(answer) == 2:
+                return answer[1]
+            if tag == _NOREPLY and len(answer) == 1:
+                return None
+            if tag == _ERROR and len(answer) == 2:
+                raise_for_error(answer[1])
+        raise ReadError(f"not a BERT-RPC answer to a {kind}: {bert.safe_repr(answer)}")
+
+
+class _Request:
+    """svc.call or svc.cast: attribute access picks the module; calling it sets per-request options."""
+
+    def __init__(self, service, kind, options):
+        self._service = service
+        self._kind = kind
+        self._options = options
+
+    def __call__(self, priority=None, info=()):
+        return _Request(self._service, self._kind, {"priority": priority, "info": tuple(info)})
+
+    def __getattr__(self, module):
+        # Python probes objects for protocol names (__iter__, __deepcopy__, ...); only the
+        # server's pseudo-module may look like one. Other odd names go through svc.call["name"].
+        if module.startswith("__") and module != "__admin__":
+            raise AttributeError(module)
+        return _Module(self, module)
+
+    def __getitem__(self, module):
+        return _Module(self, module)
+
+
+class _Module:
+    def __init__(self, request, name):
+        self._request = request
+        self._name = name
+
+    def __getattr__(self, function):
+        if function.startswith("__"):
+            raise AttributeError(function)
+        return self[function]
+
+    def __getitem__(self, function):
+        req = self._request
+
+        def invoke(*args):
+            return req._service.request(req._kind, self._name, function, args, **req._options)
+
+        invoke.__name__ = str(function)
+        return invoke

@@ -1,0 +1,280 @@
+"""handler.py: the external-handler side of bertd (and Ernie): read BERPs from fd 3, run the exposed
+Python function, write one answer per request to fd 4. It must never write protocol bytes anywhere but
+the answer fd, never leave a request unanswered while it runs, and never expose a callable the user did
+not publish.
+
+    import bertd
+
+    @bertd.function("calc")
+    def add(a, b):
+        return a + b
+
+    bertd.expose("text", text_module)   # every public function defined in that module
+    # the loop starts by itself when the script ends (bertd.auto_start = False disables that)
+"""
+import atexit
+import inspect
+import logging
+import os
+import sys
+import threading
+import traceback
+import types
+
+from . import bert
+from .bert import Atom
+
+__all__ = ["expose", "function", "start", "logfile", "loglevel", "Handler"]
+
+REQUEST_FD = 3
+ANSWER_FD = 4
+
+_log = logging.getLogger("bertd.handler")
+_log.addHandler(logging.NullHandler())
+_log.propagate = False
+
+_CALL = Atom("call")
+_CAST = Atom("cast")
+_INFO = Atom("info")
+_REPLY = Atom("reply")
+_NOREPLY = Atom("noreply")
+_ERROR = Atom("error")
+_SERVER = Atom("server")
+_USER = Atom("user")
+_PROTOCOL = Atom("protocol")
+
+
+class Handler:
+    """A table of exposed modules and the request loop that serves them."""
+
+    def __init__(self):
+        self.modules = {}
+
+    def expose(self, name, target):
+        """Publishes target's functions as module `name`.
+
+        target may be a Python module (its public functions defined in it, or the names in its
+        __all__), a dict of name -> callable, or any other object (its public callable attributes,
+        e.g. a class of static methods or an instance).
+        """
+        self.modules.setdefault(str(name), {})
+        self.modules[str(name)]["*"] = target
+
+    def function(self, module, name=None):
+        """Decorator publishing one function as module:name (name defaults to the function's own)."""
+
+        def register(fn):
+            self.modules.setdefault(str(module), {})[name or fn.__name__] = fn
+            return fn
+
+        return register
+
+    def lookup(self, module, function):
+        """Returns the callable for module:function, or an error answer when there is none."""
+        table = self.modules.get(str(module))
+        if table is None:
+            return None, _server_error(1, f"No such module '{module}'")
+        fn = table.get(str(function)) if str(function) != "*" else None
+        if fn is None and "*" in table:
+            fn = _public_callable(table["*"], str(function))
+        if fn is None:
+            return None, _server_error(2, f"No such function '{module}:{function}'")
+        return fn, None
+
+    def dispatch(self, request):
+        """Returns the answer term for one decoded request, or None for a frame that needs none."""
+        if not isinstance(request, tuple) or not request:
+            return _server_error(0, f"Invalid request: {_show(request)}")
+        kind = request[0]
+        if kind == _INFO and type(kind) is Atom and len(request) == 3:
+            _log.debug("info %s", _show(request))
+            return None
+        if len(request) != 4 or type(kind) is not Atom or kind not in (_CALL, _CAST):
+            return _server_error(0, f"Invalid request: {_show(request)}")
+        _, module, function, args = request
+        if type(module) is not Atom or type(function) is not Atom or not isinstance(args, list):
+            return _server_error(0, f"Invalid request: {_show(request)}")
+        _log.info("%s %s:%s/%d", kind, module, function, len(args))
+        fn, error = self.lookup(module, function)
+        if error is None:
+            try:
+                result = fn(*args)
+            except Exception as e:  # the client must learn about any failure of the user's code
+                _log.error("%s:%s raised %s: %s", module, function, type(e).__name__, _message(e))
+                error = _user_error(e)
+        else:
+            _log.warning("%s", error[1][3].decode())
+        # The client of a cast already has its {noreply}; like Ernie's handler, answer that
+        # whatever happened, so the server only learns the work is over.
+        if kind == _CAST:
+            return (_NOREPLY,)
+        if error is not None:
+            return error
+        answer = (_REPLY, result)
+        _log.debug("reply %s", _show(answer))
+        return answer
+
+    def encode_answer(self, answer):
+        try:
+            return bert.encode(answer)
+        except bert.EncodeError as e:
+            _log.error("cannot encode the answer: %s", e)
+            return bert.encode(_user_error(e))
+
+    def serve(self, request_fd=REQUEST_FD, answer_fd=ANSWER_FD):
+        """Answers requests until end-of-file on request_fd (or a closed answer fd)."""
+        _log.info("handler %d serving modules %s", os.getpid(), ", ".join(sorted(self.modules)))
+        while True:
+            try:
+                body = bert.read_berp_bytes(request_fd)
+            except (bert.DecodeError, ConnectionResetError) as e:
+                # The stream ended inside a frame, or the server is gone: nothing can follow.
+                _log.error("%s", e)
+                return
+            if body is None:
+                _log.info("end of input, exiting")
+                return
+            try:
+                request = bert.decode(body)
+            except bert.DecodeError as e:
+                _log.error("undecodable request: %s", e)
+                answer = _error(_PROTOCOL, 2, "ProtocolError", f"Unable to decode request: {e}", [])
+            else:
+                answer = self.dispatch(request)
+                if answer is None:
+                    continue
+            try:
+                bert.write_berp(answer_fd, self.encode_answer(answer), raw=True)
+            except (BrokenPipeError, ConnectionResetError):
+                _log.info("answer channel closed, exiting")
+                return
+
+
+def _public_callable(target, name):
+    if name.startswith("_"):
+        return None
+    if isinstance(target, dict):
+        fn = target.get(name)
+        return fn if callable(fn) else None
+    if isinstance(target, types.ModuleType):
+        exported = getattr(target, "__all__", None)
+        if exported is not None and name not in exported:
+            return None
+        fn = getattr(target, name, None)
+        # A module's imports (os.system, say) must not become remote procedures, nor its classes.
+        if exported is None and (getattr(fn, "__module__", None) != target.__name__ or inspect.isclass(fn)):
+            return None
+        return fn if callable(fn) else None
+    fn = getattr(target, name, None)
+    if fn is None or not callable(fn) or inspect.isclass(fn):
+        return None
+    return fn
+
+
+def _error(kind, code, klass, message, backtrace):
+    return (_ERROR, (kind, code, klass.encode(), message.encode("utf-8", "replace"), backtrace))
+
+
+def _server_error(code, message):
+    return _error(_SERVER, code, "ServerError", message, [])
+
+
+def _user_error(exc):
+    frames = traceback.extract_tb(exc.__traceback__)[1:]  # drop dispatch's own frame
+    # Innermost first, "file:line:in `function'", the order and shape Ernie clients print.
+    lines = [f"{f.filename}:{f.lineno}:in `{f.name}'".encode("utf-8", "replace") for f in reversed(frames)]
+    return _error(_USER, 0, type(exc).__name__, _message(exc), lines)
+
+
+def _show(term):
+    return bert.safe_repr(term)
+
+
+def _message(exc):
+    try:
+        return str(exc)
+    except Exception:
+        return f"<{type(exc).__name__} whose message cannot be printed>"
+
+
+# ---------------------------------------------------------------------------------------------------
+# The process-wide handler behind bertd.expose / bertd.function / bertd.start.
+
+_default = Handler()
+_state = {"started": False, "hooked": False, "crashed": False}
+_lock = threading.Lock()
+
+
+def expose(name, target):
+    _default.expose(name, target)
+    _arm_auto_start()
+
+
+def function(module, name=None):
+    if callable(module):
+        raise TypeError("use @bertd.function(\"module_name\"): the module name is required")
+    register = _default.function(module, name)
+
+    def wrapper(fn):
+        _arm_auto_start()
+        return register(fn)
+
+    return wrapper
+
+
+def start(request_fd=REQUEST_FD, answer_fd=ANSWER_FD):
+    """Runs the request loop until end-of-file on fd 3. Returns when it is done."""
+    _state["started"] = True
+    _default.serve(request_fd, answer_fd)
+
+
+def logfile(path):
+    """Logs start-up, requests and errors to path (responses too at level DEBUG)."""
+    for h in list(_log.handlers):
+        if not isinstance(h, logging.NullHandler):
+            _log.removeHandler(h)
+            h.close()
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(message)s"))
+    _log.addHandler(handler)
+    if _log.level == logging.NOTSET:
+        _log.setLevel(logging.INFO)
+
+
+def loglevel(level):
+    """Sets the log level: a logging constant or a name such as "debug" or "warning"."""
+    if isinstance(level, str):
+        level = logging.getLevelName(level.upper())
+        if not isinstance(level, int):
+            raise ValueError(f"unknown log level {level!r}")
+    _log.setLevel(level)
+
+
+def _arm_auto_start():
+    with _lock:
+        if _state["hooked"]:
+            return
+        _state["hooked"] = True
+    previous = sys.excepthook
+
+    def note_crash(*exc_info):
+        # A script that died of an exception must not then sit serving requests.
+        _state["crashed"] = True
+        previous(*exc_info)
+
+    sys.excepthook = note_crash
+    atexit.register(_auto_start)
+
+
+def _auto_start():
+    package = sys.modules.get("bertd")
+    if _state["started"] or _state["crashed"] or not getattr(package, "auto_start", True):
+        return
+    try:
+        os.fstat(REQUEST_FD)
+        os.fstat(ANSWER_FD)
+    except OSError:
+        sys.stderr.write("bertd: fd 3 and 4 are not open; run this handler under bertd\n")
+        sys.stderr.flush()
+        os._exit(1)
+    start()

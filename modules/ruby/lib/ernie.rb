@@ -1,0 +1,295 @@
+# ernie.rb: Ernie's Ruby handler API for bertd external handlers (BERPs in on fd 3, answers out on fd 4).
+# An Ernie handler file must run under it unchanged; it never writes to stdout or stderr on its
+# own (those belong to the handler) and never leaves a request without an answer.
+require 'logger'
+require_relative 'bertd/codec'
+
+module Ernie
+  VERSION = '1.0.0'
+  MAX_BACKTRACE = 200
+
+  # A failure that answers `{error, {server, Code, <<"ServerError">>, Message, []}}`.
+  class ServerError < StandardError
+    attr_reader :code
+
+    def initialize(code, message)
+      @code = code
+      super(message)
+    end
+  end
+
+  # A frame that was read whole but is not a BERT; it answers a protocol error.
+  Undecodable = Struct.new(:reason)
+
+  # One exposed module: functions given as callables, and, for Ernie.expose, a Ruby module
+  # whose public instance methods are looked up when called (so later definitions count).
+  class Mod
+    attr_reader :name, :funs
+
+    def initialize(name)
+      @name = name.to_s
+      @funs = {}
+      @mixins = []
+    end
+
+    def fun(name, callable = nil, &block)
+      body = callable || block
+      raise ArgumentError, "fun(#{name.inspect}) needs a block or a callable" unless body
+
+      @funs[name.to_s] = body
+    end
+
+    def mixin(mixin)
+      context = Object.new
+      context.extend(mixin)
+      @mixins << [mixin, context]
+    end
+
+    # The callable for `name`, or nil. Only public methods are functions: private helpers of
+    # an exposed module stay private.
+    def lookup(name)
+      name = name.to_s
+      return @funs[name] if @funs.key?(name)
+
+      @mixins.reverse_each do |mixin, context|
+        return context.method(name) if mixin.public_method_defined?(name)
+      end
+      nil
+    end
+  end
+
+  # Lets a handler file write Ernie's old top-level DSL: `mod(:ext) { fun(:add) { |a, b| a + b } }`.
+  # Only the top-level object gets these methods, not every Object.
+  module DSL
+    private
+
+    def mod(name, body = nil, &block)
+      Ernie.mod(name, body, &block)
+    end
+
+    def fun(name, body = nil, &block)
+      Ernie.fun(name, body, &block)
+    end
+
+    def logfile(path)
+      Ernie.logfile(path)
+    end
+
+    def loglevel(level)
+      Ernie.loglevel(level)
+    end
+  end
+
+  @mods = {}
+  @current_mod = nil
+  @logger = nil
+  @loglevel = Logger::INFO
+  @auto_start = true
+  @started = false
+
+  class << self
+    attr_reader :mods, :logger
+    attr_accessor :auto_start
+
+    # Declares module `name`; the block (or callable) declares its functions with `fun`.
+    def mod(name, body = nil, &block)
+      body ||= block
+      raise ArgumentError, "mod(#{name.inspect}) needs a block or a callable" unless body
+
+      m = (@mods[name.to_s] ||= Mod.new(name))
+      previous = @current_mod
+      @current_mod = m
+      begin
+        if receiver_has_fun?(body)
+          body.call
+        else
+          m.instance_exec(&body)
+        end
+      ensure
+        @current_mod = previous
+      end
+      m
+    end
+
+    # Declares a function of the module being declared by the enclosing `mod` block.
+    def fun(name, body = nil, &block)
+      raise ArgumentError, "fun(#{name.inspect}) outside of a mod block" unless @current_mod
+
+      @current_mod.fun(name, body, &block)
+    end
+
+    # Makes the public instance methods of the Ruby module `mixin` the functions of `name`.
+    def expose(name, mixin)
+      m = (@mods[name.to_s] ||= Mod.new(name))
+      m.mixin(mixin)
+      m
+    end
+
+    # Sends the library's log (start, requests, errors) to `path` (a file name or an IO).
+    def logfile(path)
+      @logger = Logger.new(path)
+      @logger.level = @loglevel
+      @logger
+    end
+
+    # Logger::DEBUG also logs every answer (which can be large).
+    def loglevel(level)
+      @loglevel = level
+      @logger.level = level if @logger
+      level
+    end
+
+    def log(text, level = Logger::INFO)
+      @logger&.add(level, text)
+    end
+
+    # Calls Mod:Fun(*Args) as a request would, raising ServerError when it does not exist.
+    def dispatch(mod, fun, args)
+      m = @mods[mod.to_s]
+      raise ServerError.new(1, "No such module '#{mod}'") unless m
+
+      body = m.lookup(fun)
+      raise ServerError.new(2, "No such function '#{mod}:#{fun}'") unless body
+
+      body.call(*args)
+    end
+
+    # Serves requests until fd 3 reaches end-of-file (bertd stopped or reloads this worker).
+    def start(input = nil, output = nil)
+      @started = true
+      input ||= open_fd(3, 'rb')
+      output ||= open_fd(4, 'wb')
+      output.sync = true
+      log("Starting (pid #{Process.pid}, modules: #{@mods.keys.join(', ')})")
+      loop do
+        request = read_berp(input)
+        break if request.nil?
+
+        answer = process(request)
+        next if answer.nil?
+
+        log("<- #{answer.inspect}", Logger::DEBUG)
+        output.write(frame_answer(answer))
+      end
+      log('End of input, exiting')
+    rescue Errno::EPIPE, Errno::ECONNRESET, IOError
+      log('Output closed, exiting')
+    end
+
+    # The answer to one decoded request, or nil for `info` (no answer; it precedes the call).
+    def process(request)
+      if request.is_a?(Undecodable)
+        return BERT::Tuple[:error, BERT::Tuple[:protocol, 2, 'ProtocolError',
+                                               "Unable to read data: #{request.reason}", []]]
+      end
+      unless request.is_a?(Array) && !request.empty?
+        return server_error(0, "Invalid request: #{brief(request)}")
+      end
+
+      case request[0]
+      when :info
+        log("-> #{request.inspect}")
+        nil
+      when :call, :cast
+        return server_error(0, "Invalid request: #{brief(request)}") unless request.size == 4
+
+        run(*request)
+      else
+        server_error(0, "Invalid request: #{brief(request)}")
+      end
+    end
+
+    # True when the file being run is the handler and its loop should start at exit.
+    def start_at_exit?
+      @auto_start && !@started && !@mods.empty? && $!.nil?
+    end
+
+    private
+
+    def brief(term)
+      text = term.inspect
+      text.size > 200 ? "#{text[0, 200]}..." : text
+    end
+
+    def receiver_has_fun?(body)
+      body.binding.receiver.respond_to?(:fun, true)
+    rescue ArgumentError, NoMethodError
+      false
+    end
+
+    def run(kind, mod, fun, args)
+      log("-> #{BERT::Tuple[kind, mod, fun, args].inspect}")
+      args = [args] unless args.is_a?(Array)
+      result = dispatch(mod, fun, args)
+      kind == :call ? BERT::Tuple[:reply, result] : BERT::Tuple[:noreply]
+    rescue ServerError => e
+      log("Server error: #{e.message}", Logger::ERROR)
+      kind == :call ? server_error(e.code, e.message) : BERT::Tuple[:noreply]
+    rescue SystemExit, SignalException
+      raise
+    rescue Exception => e # rubocop:disable Lint/RescueException -- SystemStackError etc. must answer too
+      log("#{e.class}: #{e.message}\n  #{(e.backtrace || []).join("\n  ")}", Logger::ERROR)
+      kind == :call ? user_error(e) : BERT::Tuple[:noreply]
+    end
+
+    def server_error(code, message)
+      BERT::Tuple[:error, BERT::Tuple[:server, code, 'ServerError', message, []]]
+    end
+
+    def user_error(exc)
+      name = exc.class.name || exc.class.to_s
+      BERT::Tuple[:error, BERT::Tuple[:user, 0, name, exc.message.to_s, user_backtrace(exc)]]
+    end
+
+    # The handler's frames only: the frames of this loop below them say nothing to the client.
+    # A runaway recursion has ten thousand frames; the first ones tell the story.
+    def user_backtrace(exc)
+      trace = (exc.backtrace || []).map(&:to_s)
+      trace.pop while trace.size > 1 && trace.last.start_with?("#{__FILE__}:")
+      return trace if trace.size <= MAX_BACKTRACE
+
+      trace.first(MAX_BACKTRACE) << "... #{trace.size - MAX_BACKTRACE} more frames"
+    end
+
+    # A result that cannot be encoded is the handler's error, reported like a raised one.
+    def frame_answer(answer)
+      BERTD::Codec.frame(answer)
+    rescue StandardError => e
+      e.set_backtrace(caller) unless e.backtrace
+      BERTD::Codec.frame(user_error(e))
+    end
+
+    # nil at end of input (also when the input ends inside a frame: bertd has gone).
+    def read_berp(input)
+      header = input.read(4)
+      return nil if header.nil? || header.bytesize < 4
+
+      length = header.unpack1('N')
+      body = input.read(length)
+      return nil if body.nil? || body.bytesize < length
+
+      decode_frame(body)
+    end
+
+    # The frame was read whole, so the stream is still in step: a bad one is answered, not fatal.
+    # ruby-bert raises all kinds of StandardError on odd input (e.g. a `{bert, regex, 1, 2}`).
+    def decode_frame(body)
+      BERTD::Codec.decode(body)
+    rescue StandardError => e
+      Undecodable.new("#{e.class}: #{e.message}")
+    end
+
+    def open_fd(fd, mode)
+      IO.new(fd, mode)
+    rescue Errno::EBADF, Errno::EINVAL, ArgumentError # Ruby takes free fds 3 and 4 for itself
+      abort("ernie: file descriptor #{fd} is not open: this handler is meant to be started by " \
+            'bertd (or Ernie), which passes requests on fd 3 and reads answers on fd 4')
+    end
+  end
+end
+
+TOPLEVEL_BINDING.receiver.extend(Ernie::DSL)
+
+at_exit do
+  Ernie.start if Ernie.start_at_exit?
+end
