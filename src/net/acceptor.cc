@@ -444,16 +444,18 @@ bool Acceptor::handle_frame(Conn& c, std::string_view payload) {
         else bert::print(t, r.text, kLogRequestBytes);
     }
     if (pk.module == "__admin__") {
+        count_request(-1, r, -1);
         handle_admin(c, pk, payload);
-        finish_request(-1, r, -1);
+        log_request(r, -1);
         return true;
     }
     auto it = rt_.module_index.find(std::string(pk.module));
     if (it == rt_.module_index.end()) {
         std::string msg = "No such module '" + std::string(pk.module) + "'";
-        send_owned(c, error_frame(ErrorType::Server, 1, msg));
         seg_.header().stats.unknown_module.fetch_add(1, std::memory_order_relaxed);
-        finish_request(-1, r, int(ErrorType::Server));
+        count_request(-1, r, int(ErrorType::Server));
+        send_owned(c, error_frame(ErrorType::Server, 1, msg));
+        log_request(r, int(ErrorType::Server));
         return true;
     }
     c.module = it->second;
@@ -469,10 +471,11 @@ bool Acceptor::handle_frame(Conn& c, std::string_view payload) {
             c.state = Conn::State::Waiting;
             return false;
         case Segment::Lease::QueueFull:
+            count_request(int32_t(c.module), r, int(ErrorType::Server));
             send_owned(c, error_frame(ErrorType::Server, 0,
                                       "queue of module '" + rt_.modules[c.module].name + "' is full (limit " +
                                           std::to_string(rt_.config.limits.max_queue) + ", limits.max_queue)"));
-            finish_request(int32_t(c.module), r, int(ErrorType::Server));
+            log_request(r, int(ErrorType::Server));
             return true;
     }
     return true;
@@ -600,13 +603,18 @@ void Acceptor::fail_lease(Lease& l, const std::string& why) {
     log::warn("worker of '%s' (slot %u): %s", rt_.modules[l.module].name.c_str(), slot, why.c_str());
     Conn* c = l.conn;
     uint32_t module = l.module;
-    if (l.cast) finish_request(int32_t(module), l.req, int(ErrorType::Server));
+    constexpr int et = int(ErrorType::Server);
+    if (l.cast) {
+        count_request(int32_t(module), l.req, et);
+        log_request(l.req, et);
+    }
     leases_[slot].reset();
     seg_.mark_reaping(slot);
     poke_master();
     if (c) {
+        count_request(int32_t(module), c->req, et);
         send_owned(*c, error_frame(ErrorType::Server, 0, why));
-        finish_request(int32_t(module), c->req, int(ErrorType::Server));
+        log_request(c->req, et);
         conn_ready(*c);
         if (!c->dead) after_input(*c);
     }
@@ -616,9 +624,12 @@ void Acceptor::finish_lease(Lease& l, std::string_view payload, bool) {
     Conn* c = l.conn;
     uint32_t slot = l.slot;
     int et = answer_error_type(payload);
-    if (l.cast) finish_request(int32_t(l.module), l.req, et);
-    uint32_t module = l.module;
+    if (l.cast) {
+        count_request(int32_t(l.module), l.req, et);
+        log_request(l.req, et);
+    }
     if (c) {
+        count_request(int32_t(l.module), c->req, et);  // before the answer leaves: stats never lag a client
         // The reply buffer holds exactly the frame: hand it to the connection without a copy.
         std::string frame = std::move(l.reply);
         send_owned(*c, std::move(frame));
@@ -627,7 +638,7 @@ void Acceptor::finish_lease(Lease& l, std::string_view payload, bool) {
     leases_[slot].reset();
     give_back(slot);
     if (c) {
-        finish_request(int32_t(module), c->req, et);
+        log_request(c->req, et);
         conn_ready(*c);
         if (!c->dead) after_input(*c);
     }
@@ -690,16 +701,20 @@ void Acceptor::poke_master() {
 
 // ---- finishing requests and writing -----------------------------------------------
 
-// Counts a finished request (module -1: none, e.g. unknown) and writes its access-log line.
-void Acceptor::finish_request(int32_t module, const RequestInfo& r, int error_type) {
-    int64_t done = monotonic_us();
-    if (module >= 0) {
-        ModuleStats& st = seg_.module(uint32_t(module)).stats;
-        st.requests.fetch_add(1, std::memory_order_relaxed);
-        if (error_type >= 0) st.errors[error_type].fetch_add(1, std::memory_order_relaxed);
-        st.latency.record(uint64_t(done - r.arrived_us));
-    }
+// Counts a finished request (module -1: none, e.g. unknown), before its answer is sent.
+void Acceptor::count_request(int32_t module, RequestInfo& r, int error_type) {
+    r.finished_us = monotonic_us();
+    if (module < 0) return;
+    ModuleStats& st = seg_.module(uint32_t(module)).stats;
+    st.requests.fetch_add(1, std::memory_order_relaxed);
+    if (error_type >= 0) st.errors[error_type].fetch_add(1, std::memory_order_relaxed);
+    st.latency.record(uint64_t(r.finished_us - r.arrived_us));
+}
+
+// Writes a counted request's access-log line, after its answer is on its way.
+void Acceptor::log_request(const RequestInfo& r, int error_type) {
     if (access_log_.enabled()) {
+        int64_t done = r.finished_us;
         AccessRecord rec;
         rec.ok = error_type < 0;
         rec.arrived_us = r.arrived_wall_us;

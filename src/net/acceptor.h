@@ -24,6 +24,7 @@ namespace bertd {
 struct RequestInfo {
     int64_t arrived_us = 0;       // monotonic
     int64_t started_us = 0;       // monotonic: handed to a worker
+    int64_t finished_us = 0;      // monotonic: answered
     int64_t arrived_wall_us = 0;  // wall clock, for the log line
     uint32_t queued_high = 0, queued_low = 0;
     bool high = true;
@@ -68,7 +69,8 @@ private:
     void give_back(uint32_t slot);
     void take_handoff(uint32_t slot);
     void scan_slots();
-    void finish_request(int32_t module, const RequestInfo& r, int error_type);
+    void count_request(int32_t module, RequestInfo& r, int error_type);
+    void log_request(const RequestInfo& r, int error_type);
     void conn_ready(Conn& c);
     void send(Conn& c, std::string_view frame);
     void send_owned(Conn& c, std::string&& frame);
