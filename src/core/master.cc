@@ -408,6 +408,21 @@ void Master::reload_config() {
         log::error("reload refused, still serving the previous configuration: %s", e.what());
         return;
     }
+    bool link_was_off = !id_.enabled;
+    if (link_was_off) {
+        // The first native module (or erlang section) arrives with this reload: bertd's
+        // identity is decided now, and kept for the server's life like any other.
+        try {
+            id_ = erl::resolve_identity(opts_, c);
+        } catch (const ConfigError& e) {
+            log::error("reload refused, still serving the previous configuration: %s", e.what());
+            return;
+        }
+        if (id_.enabled) {
+            setenv("BERTD_ERLANG", ("@" + erl::handler_address(getpid())).c_str(), 1);
+            link_.wanted = true;  // tend_erlang starts it
+        }
+    }
     std::unique_ptr<Generation> g;
     try {
         if (c.listen + " " + std::to_string(c.port) != listen_key_) {
