@@ -80,6 +80,10 @@ void Link::handler_request(HandlerConn& h, const Term& req) {
                                           : "'" + where + "' is not a node name (name@host)");
         return;
     }
+    if (where == cnode_.name()) {
+        handler_error(h.id, where + " is bertd itself; call the module through bertd instead");
+        return;
+    }
     if (m.empty() || (rpc && f.empty())) {
         handler_error(h.id, "empty module, function or name");
         return;

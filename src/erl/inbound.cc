@@ -289,10 +289,18 @@ Link::LoopConn* Link::new_loop() {
         if (s->kind == Stream::Kind::Loop) ++loops;
         if (s->kind == Stream::Kind::Acceptor) {
             auto& a = static_cast<AccConn&>(*s);
-            if (a.hello && a.generation == newest_generation_ && a.out_start == a.out.size()) acceptors.push_back(&a);
+            if (a.hello && a.generation == newest_generation_) acceptors.push_back(&a);
         }
     }
-    if (loops >= kMaxLoops || acceptors.empty()) return nullptr;
+    if (loops >= kMaxLoops) return nullptr;
+    // The descriptor must follow everything already queued for that acceptor.
+    std::vector<AccConn*> ready;
+    for (AccConn* a : acceptors) {
+        if (a->out_start != a->out.size()) flush(*a);
+        if (!a->dead && a->out_start == a->out.size()) ready.push_back(a);
+    }
+    acceptors.swap(ready);
+    if (acceptors.empty()) return nullptr;
     AccConn& a = *acceptors[next_acceptor_++ % acceptors.size()];
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return nullptr;

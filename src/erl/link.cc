@@ -557,6 +557,17 @@ void Link::tick() {
         if (n.wanted) ensure_connected(n);
         if (conn_of(n) && n.wanted && n.setup == Node::Setup::Failed && now >= n.setup_retry_us) start_setup(n);
     }
+    // Calls from Erlang that found no loop connection (none could be made then) try again.
+    if (!ext_waiting_.empty()) {
+        bool any_busy = false;
+        for (auto& [id, s] : streams_)
+            any_busy |= !s->dead && s->kind == Stream::Kind::Loop && static_cast<LoopConn&>(*s).busy;
+        if (!any_busy) {
+            auto next = std::move(ext_waiting_.front());
+            ext_waiting_.pop_front();
+            start_ext(std::move(next));
+        }
+    }
     if (now - last_keepalive_us_ >= kKeepaliveUs) {
         last_keepalive_us_ = now;
         std::vector<DistConn*> silent;

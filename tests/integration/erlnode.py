@@ -8,6 +8,7 @@ import atexit
 import itertools
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -52,9 +53,13 @@ def test_cookie():
     return f"bertdtest{_RUN}"
 
 
-def compile_erlang(sources, outdir=None):
-    """Compiles .erl files with erlc into outdir (a fresh temporary directory by default)."""
-    outdir = outdir or tempfile.mkdtemp(prefix="bertd-erl-")
+_made_dirs = []
+
+
+def compile_erlang(sources):
+    """Compiles .erl files with erlc into a fresh temporary directory (removed at exit)."""
+    outdir = tempfile.mkdtemp(prefix="bertd-erl-")
+    _made_dirs.append(outdir)
     subprocess.run(["erlc", "-o", outdir] + list(sources), check=True, timeout=60)
     return outdir
 
@@ -66,6 +71,8 @@ class ErlangEvalError(Exception):
 def _kill_all():
     for n in list(_live):
         n.stop()
+    for d in _made_dirs:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 atexit.register(_kill_all)
