@@ -503,8 +503,7 @@ void Master::begin_stop(bool graceful) {
         log::info("stopping now");
         phase_ = Phase::Terminating;
         listen_fd_.reset();
-        signal_all(SIGTERM, true, true);
-        stop_erlang(SIGTERM);
+        signal_all(SIGTERM, true, true);  // the Erlang link and VM go once the acceptors have
     }
     stop_deadline_us_ = monotonic_us() + kStopGraceUs;
 }
