@@ -39,6 +39,9 @@ TOOLS := $(TOOL_SRC:%.cc=$(BUILD)/%)
 PROGRAMS := $(BUILD)/bertd $(if $(wildcard src/bertc.cc),$(BUILD)/bertc)
 ERL_BEAMS := $(patsubst modules/erlang/%.erl,$(BUILD)/ebin/%.beam,$(wildcard modules/erlang/*.erl))
 
+# Keep objects of stand-alone tools: they are intermediate files to make.
+.SECONDARY:
+
 .PHONY: all deps test unit run bench fuzz fuzz-build install uninstall clean distclean check-man
 all: config.mk $(PROGRAMS) $(TOOLS) $(ERL_BEAMS) bin
 
