@@ -400,7 +400,9 @@ void Acceptor::process_input(Conn& c) {
         std::string_view payload = buf.substr(bert::kFrameHeader, fs.length);
         if (handle_frame(c, payload)) c.in_start += c.frame_len;
     }
-    if (!c.dead && c.state != Conn::State::Idle) set_reading(c, false);
+    // A busy connection keeps its read event: a client that waits for its answer
+    // sends nothing, and toggling the event would cost two epoll_ctl calls a request.
+    // conn_readable stops reading once a whole frame beyond the current one is buffered.
 }
 
 bool Acceptor::handle_frame(Conn& c, std::string_view payload) {
