@@ -25,7 +25,7 @@ using erl_chars::append_utf8;
 constexpr size_t kMaxDepth = 1000;                   // tuples, lists, maps and binaries inside each other
 constexpr size_t kMaxDigits = 100000;                // of one integer literal (conversion is quadratic)
 constexpr size_t kMaxAtomChars = 255;                // Erlang's own limit
-constexpr size_t kMaxBinaryBits = size_t(64) << 23;  // 64 MiB from one binary literal
+constexpr size_t kMaxBinaryBits = size_t(16) << 23;  // 16 MiB from one binary literal
 
 bool white(uint32_t c) { return c <= ' ' || (c >= 0x80 && c <= 0xA0); }
 
@@ -98,12 +98,14 @@ public:
         ++bits_;
     }
     void put_byte(uint8_t v) {
-        if (bits_ % 8 == 0) {
+        unsigned off = bits_ % 8;
+        if (off == 0) {
             bytes_.push_back(char(v));
-            bits_ += 8;
         } else {
-            for (int k = 7; k >= 0; --k) put_bit((v >> k) & 1);
+            bytes_.back() = char(static_cast<unsigned char>(bytes_.back()) | (v >> off));
+            bytes_.push_back(char((v << (8 - off)) & 0xFF));
         }
+        bits_ += 8;
     }
 
 private:
@@ -194,7 +196,7 @@ public:
             case '#': return map(out, depth);
             case '<':
                 if (peek(1) == '<') return binary(out, depth);
-                return fail_here("expected a term");
+                return fail_here("expected a term, found '<'");
             case '"': {
                 std::vector<uint32_t> chars;
                 if (!string_literal(chars)) return false;
@@ -229,10 +231,20 @@ public:
             return fail(start, "variables are not terms; quote an atom that starts with a capital or '_': '" +
                                    name + "'");
         }
-        return fail_here("expected a term");
+        return fail_here("expected a term, found " + found());
     }
 
 private:
+    // What stands at the current position, for messages.
+    std::string found() const {
+        if (at_end()) return "the end of the text";
+        size_t p = pos_;
+        uint32_t c = code_point_at(p);
+        if (c < ' ' || c == 127) return "character " + std::to_string(c);
+        if (c >= 0x80 && p - pos_ == 1) return "byte " + std::to_string(c) + " (not UTF-8)";
+        return "'" + std::string(s_.substr(pos_, p - pos_)) + "'";
+    }
+
     uint32_t code_point_at(size_t& p) const { return erl_chars::next_code_point(s_, p); }
 
     bool enter(size_t depth) {
@@ -816,15 +828,13 @@ private:
     // (or whole bytes in reverse when `little`).
     static void put_le_bytes(BitWriter& w, const std::string& le, uint64_t bits, bool little) {
         auto byte = [&](size_t k) { return static_cast<unsigned char>(le[k]); };
+        size_t whole = size_t(bits / 8);
         if (little && bits % 8 == 0) {
-            for (size_t k = 0; k < bits / 8; ++k) w.put_byte(byte(k));
+            for (size_t k = 0; k < whole; ++k) w.put_byte(byte(k));
             return;
         }
-        if (bits % 8 == 0) {
-            for (size_t k = bits / 8; k-- > 0;) w.put_byte(byte(k));
-            return;
-        }
-        for (uint64_t i = bits; i-- > 0;) w.put_bit((byte(size_t(i / 8)) >> (i % 8)) & 1);
+        for (unsigned i = unsigned(bits % 8); i-- > 0;) w.put_bit((byte(whole) >> i) & 1);
+        for (size_t k = whole; k-- > 0;) w.put_byte(byte(k));
     }
 
     std::string_view s_;
