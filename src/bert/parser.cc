@@ -10,7 +10,6 @@
 #include <cstring>
 
 #include "bert/erl_chars.h"
-#include "bert/printer.h"
 
 namespace bert {
 
@@ -185,9 +184,10 @@ public:
     }
     bool fail_here(std::string msg) { return fail(pos_, std::move(msg)); }
 
+    // Dispatches on the first character. Kept small, with the work in functions that
+    // are not inlined, so that 1000 levels of nesting fit the stack even under ASan.
     bool term(Term& out, size_t depth) {
         skip_space();
-        size_t start = pos_;
         int c = peek();
         switch (c) {
             case -1: return fail_here("expected a term, found the end of the text");
@@ -195,27 +195,49 @@ public:
             case '[': return list(out, depth);
             case '#': return map(out, depth);
             case '<':
-                if (peek(1) == '<') return binary(out, depth);
+                if (peek(1) == '<') return binary(out);
                 return fail_here("expected a term, found '<'");
-            case '"': {
-                std::vector<uint32_t> chars;
-                if (!string_literal(chars)) return false;
-                std::vector<Term> items;
-                items.reserve(chars.size());
-                for (uint32_t ch : chars) items.emplace_back(int64_t{ch});
-                out = Term::list(std::move(items));
-                return true;
-            }
+            case '"': return string_term(out);
             case '\'': return quoted_atom(out);
             default: break;
         }
-        if (c == '-' || c == '+' || c == '$' || (c >= '0' && c <= '9')) {
-            Number n;
-            if (!number(n)) return false;
-            out = n.is_float ? Term(n.f) : std::move(n.i);
-            return true;
-        }
+        if (c == '-' || c == '+' || c == '$' || (c >= '0' && c <= '9')) return number_term(out);
+        return name_term(out);
+    }
+
+private:
+    // What stands at the current position, for messages.
+    std::string found() const {
+        if (at_end()) return "the end of the text";
         size_t p = pos_;
+        uint32_t c = code_point_at(p);
+        if (c < ' ' || c == 127) return "character " + std::to_string(c);
+        if (c >= 0x80 && p - pos_ == 1) return "byte " + std::to_string(c) + " (not UTF-8)";
+        return "'" + std::string(s_.substr(pos_, p - pos_)) + "'";
+    }
+
+    uint32_t code_point_at(size_t& p) const { return erl_chars::next_code_point(s_, p); }
+
+    [[gnu::noinline]] bool string_term(Term& out) {
+        std::vector<uint32_t> chars;
+        if (!string_literal(chars)) return false;
+        std::vector<Term> items;
+        items.reserve(chars.size());
+        for (uint32_t ch : chars) items.emplace_back(int64_t{ch});
+        out = Term::list(std::move(items));
+        return true;
+    }
+
+    [[gnu::noinline]] bool number_term(Term& out) {
+        Number n;
+        if (!number(n)) return false;
+        out = n.is_float ? Term(n.f) : std::move(n.i);
+        return true;
+    }
+
+    // An unquoted atom, or a helpful error for a variable or a stray character.
+    [[gnu::noinline]] bool name_term(Term& out) {
+        size_t start = pos_, p = pos_;
         uint32_t cp = code_point_at(p);
         if (erl_chars::atom_start(cp)) return bare_atom(out);
         if (erl_chars::variable_start(cp)) {
@@ -234,28 +256,16 @@ public:
         return fail_here("expected a term, found " + found());
     }
 
-private:
-    // What stands at the current position, for messages.
-    std::string found() const {
-        if (at_end()) return "the end of the text";
-        size_t p = pos_;
-        uint32_t c = code_point_at(p);
-        if (c < ' ' || c == 127) return "character " + std::to_string(c);
-        if (c >= 0x80 && p - pos_ == 1) return "byte " + std::to_string(c) + " (not UTF-8)";
-        return "'" + std::string(s_.substr(pos_, p - pos_)) + "'";
-    }
-
-    uint32_t code_point_at(size_t& p) const { return erl_chars::next_code_point(s_, p); }
-
-    bool enter(size_t depth) {
+    // Only non-empty containers count towards the depth, as in the codec, so that a
+    // term it decodes prints to text that parses.
+    bool enter(size_t depth, size_t open) {
         if (depth >= kMaxDepth)
-            return fail_here("terms nested deeper than " + std::to_string(kMaxDepth) + " levels");
+            return fail(open, "terms nested deeper than " + std::to_string(kMaxDepth) + " levels");
         return true;
     }
 
-    bool tuple(Term& out, size_t depth) {
-        if (!enter(depth)) return false;
-        ++pos_;  // {
+    [[gnu::noinline]] bool tuple(Term& out, size_t depth) {
+        size_t open = pos_++;  // {
         std::vector<Term> items;
         skip_space();
         if (peek() == '}') {
@@ -263,6 +273,7 @@ private:
             out = Term::tuple({});
             return true;
         }
+        if (!enter(depth, open)) return false;
         for (;;) {
             Term t;
             if (!term(t, depth + 1)) return false;
@@ -280,9 +291,8 @@ private:
         }
     }
 
-    bool list(Term& out, size_t depth) {
-        if (!enter(depth)) return false;
-        ++pos_;  // [
+    [[gnu::noinline]] bool list(Term& out, size_t depth) {
+        size_t open = pos_++;  // [
         List l;
         skip_space();
         if (peek() == ']') {
@@ -290,6 +300,7 @@ private:
             out = Term(std::move(l));
             return true;
         }
+        if (!enter(depth, open)) return false;
         for (;;) {
             Term t;
             if (!term(t, depth + 1)) return false;
@@ -325,15 +336,15 @@ private:
         }
     }
 
-    bool map(Term& out, size_t depth) {
-        if (!enter(depth)) return false;
-        ++pos_;  // #
+    [[gnu::noinline]] bool map(Term& out, size_t depth) {
+        size_t open = pos_++;  // #
         skip_space();
         if (peek() != '{') return fail_here("expected '{' after '#'");
         ++pos_;
         Map m;
         skip_space();
         if (peek() != '}') {
+            if (!enter(depth, open)) return false;
             for (;;) {
                 Term k, v;
                 if (!term(k, depth + 1)) return false;
@@ -355,18 +366,22 @@ private:
             }
         }
         ++pos_;  // }
-        // Erlang's key order, and a repeated key keeps its last value.
+        out = Term(canonical(std::move(m)));
+        return true;
+    }
+
+    // Erlang's key order, and a repeated key keeps its last value.
+    [[gnu::noinline]] static Map canonical(Map m) {
         std::stable_sort(m.pairs.begin(), m.pairs.end(),
-                         [](const auto& a, const auto& b) { return compare_map_keys(a.first, b.first) < 0; });
+                         [](const auto& a, const auto& b) { return compare_exact(a.first, b.first) < 0; });
         Map unique;
         for (auto& kv : m.pairs) {
-            if (!unique.pairs.empty() && compare_map_keys(unique.pairs.back().first, kv.first) == 0)
+            if (!unique.pairs.empty() && compare_exact(unique.pairs.back().first, kv.first) == 0)
                 unique.pairs.back() = std::move(kv);
             else
                 unique.pairs.push_back(std::move(kv));
         }
-        out = Term(std::move(unique));
-        return true;
+        return unique;
     }
 
     // --- characters, strings and atoms ---------------------------------------------
@@ -469,7 +484,7 @@ private:
         return true;
     }
 
-    bool quoted_atom(Term& out) {
+    [[gnu::noinline]] bool quoted_atom(Term& out) {
         size_t start = pos_;
         std::vector<uint32_t> chars;
         if (!quoted('\'', chars, "quoted atom")) return false;
@@ -605,8 +620,7 @@ private:
 
     // --- binaries ------------------------------------------------------------------------
 
-    bool binary(Term& out, size_t depth) {
-        if (!enter(depth)) return false;
+    [[gnu::noinline]] bool binary(Term& out) {
         size_t start = pos_;
         pos_ += 2;  // <<
         BitWriter w;

@@ -306,14 +306,20 @@ TEST(Parser, errors_say_where_and_what_was_expected) {
 }
 
 TEST(Parser, nesting_is_limited) {
-    std::string ok = std::string(1000, '[') + std::string(1000, ']');
-    Term t = parse_ok(ok);
-    CHECK(t.is_list());
-    std::string deep = std::string(1001, '[') + std::string(1001, ']');
+    // 1000 levels of non-empty containers (the codec's limit too); empty ones are leaves.
+    std::string ok = std::string(1001, '[') + std::string(1001, ']');
+    CHECK(parse_ok(ok).is_list());
+    std::string deep = std::string(1002, '[') + std::string(1002, ']');
     STRCMP_EQUAL("1:1001: terms nested deeper than 1000 levels", error_of(deep).c_str());
+    std::string tuples;
+    for (int i = 0; i < 1001; ++i) tuples += "{a,";
+    STRCMP_EQUAL("1:3001: terms nested deeper than 1000 levels", error_of(tuples).c_str());
     // Far deeper input fails the same way instead of overflowing the stack.
     std::string very_deep(1u << 20, '{');
     STRCMP_EQUAL("1:1001: terms nested deeper than 1000 levels", error_of(very_deep).c_str());
+    std::string maps;
+    for (int i = 0; i < 100000; ++i) maps += "#{a=>";
+    STRCMP_EQUAL("1:5001: terms nested deeper than 1000 levels", error_of(maps).c_str());
 }
 
 TEST(Parser, huge_literals_are_refused_not_slow) {

@@ -337,17 +337,38 @@ TEST(Printer, huge_list_and_bignum_are_cut_early) {
 }
 
 TEST(Printer, map_key_order_matches_erlang) {
-    using bert::compare_map_keys;
-    CHECK(compare_map_keys(Term(2), Term(1.5)) < 0);  // every integer before every float
-    CHECK(compare_map_keys(Term(1), Term(1.0)) < 0);
-    CHECK(compare_map_keys(Term(-1.5), Term(0.0)) < 0);
-    CHECK(compare_map_keys(Term(0.0), Term(-0.0)) == 0);  // one key in OTP 25
-    CHECK(compare_map_keys(Term::tuple({2}), Term::tuple({1.5})) < 0);
-    CHECK(compare_map_keys(Term(1.5), atom("a")) < 0);
-    CHECK(compare_map_keys(atom("z"), Term::tuple({})) < 0);
-    CHECK(compare_map_keys(Term::nil(), Term::list({1})) < 0);
+    using bert::compare_exact;
+    CHECK(compare_exact(Term(2), Term(1.5)) < 0);  // every integer before every float
+    CHECK(compare_exact(Term(1), Term(1.0)) < 0);
+    CHECK(compare_exact(Term(-1.5), Term(0.0)) < 0);
+    CHECK(compare_exact(Term(0.0), Term(-0.0)) == 0);  // one key in OTP 25
+    CHECK(compare_exact(Term::tuple({2}), Term::tuple({1.5})) < 0);
+    CHECK(compare_exact(Term(1.5), atom("a")) < 0);
+    CHECK(compare_exact(atom("z"), Term::tuple({})) < 0);
+    CHECK(compare_exact(Term::nil(), Term::list({1})) < 0);
     // [{}|2.5] before [{},-1]: after the heads, the tail 2.5 (a number) meets a list.
-    CHECK(compare_map_keys(Term(bert::List{{Term::tuple({}), 2.5}, true}),
-                           Term::list({Term::tuple({}), -1})) < 0);
-    CHECK(compare_map_keys(Term::list({1}), Term(bert::List{{1, bin("t")}, true})) < 0);
+    CHECK(compare_exact(Term(bert::List{{Term::tuple({}), 2.5}, true}), Term::list({Term::tuple({}), -1})) <
+          0);
+    CHECK(compare_exact(Term::list({1}), Term(bert::List{{1, bin("t")}, true})) < 0);
+}
+
+TEST(Printer, deep_nesting_prints) {
+    // As deep as the codec and the parser allow (1000 levels), of each container kind.
+    Term t = Term::nil();
+    for (int i = 0; i < 1000; ++i) {
+        std::vector<Term> one;
+        one.push_back(std::move(t));  // moved, not copied: copying would be quadratic
+        switch (i % 3) {
+            case 0: t = Term::list(std::move(one)); break;
+            case 1: t = Term::tuple(std::move(one)); break;
+            default: {
+                bert::Map m;
+                m.pairs.emplace_back(Term(i), std::move(one[0]));
+                t = Term(std::move(m));
+            }
+        }
+    }
+    std::string s = p(t);
+    STRCMP_EQUAL("[#{998 => {[#{995 => {[#", s.substr(0, 24).c_str());
+    CHECK(parsed(s) == t);
 }
