@@ -1,6 +1,18 @@
 // printer.cc: Term -> Erlang text, byte for byte what OTP 25's io_lib:print(T, 1, Inf, -1)
-// (~p on one line) writes, encoded as UTF-8. It never allocates more than the budget it is
-// given: a cut print stops formatting as soon as the budget is spent.
+// (~p on one line) writes, encoded as UTF-8. It must never format past its byte budget: a
+// cut print stops as soon as the budget is spent, however big the term.
+//
+// The rules of ~p (latin-1 mode, OTP 25), found by comparing with erl (tests/diff):
+// - floats: the shortest digits that read back exactly; written fixed ("123.0",
+//   "0.001") when that is no longer than the scientific form ("1.0e3", "1.2345e-4";
+//   a tie goes to fixed), except that |x| >= 2^53 is always scientific.
+// - strings: a proper list of characters 32..126, 160..255 and \n \r \t \v \b \f \e
+//   prints as "..."; inside, " and \ and those seven are escaped. Binaries the same
+//   way as <<"...">>, else as bytes <<1,2>>.
+// - atoms: bare when they start with a-z or ß..ÿ (not ÷), go on with letters
+//   (A-Z, a-z, À..ÿ but × and ÷), digits, _ and @, and are not reserved words;
+//   else quoted, with \' \\ \n.. \e, \d for 127, \OOO for other controls and
+//   128..159, \x{HEX} beyond 255, and latin-1 letters as they are.
 #include "bert/printer.h"
 
 #include <algorithm>
@@ -33,7 +45,6 @@ public:
     bool limited() const { return cap_ != std::numeric_limits<size_t>::max(); }
     // How many more bytes fit before the text is known to be cut.
     size_t room() const { return full_ ? 0 : cap_ - (out_.size() - start_); }
-    void stop() { full_ = true; }
 
     void put(char c) {
         if (full_) return;
@@ -108,7 +119,7 @@ char named_escape(unsigned c) {
 
 // io_lib:printable_latin1_list's test for one character.
 bool printable_latin1(int64_t c) {
-    return (c >= 32 && c <= 126) || (c >= 160 && c <= 255) || named_escape(unsigned(c)) != 0;
+    return (c >= 32 && c <= 126) || (c >= 160 && c <= 255) || (c >= 0 && c < 32 && named_escape(unsigned(c)));
 }
 
 // --- numbers -----------------------------------------------------------------------
@@ -258,7 +269,7 @@ public:
 
 private:
     bool at_tail() const { return cur_->improper && i_ + 1 == cur_->items.size(); }
-    bool at_end() const { return !cur_->improper && i_ == cur_->items.size(); }
+    bool at_end() const { return i_ >= cur_->items.size(); }  // also an (invalid) empty improper list
     // Steps into a tail that is a list, until an element, a real tail or the end.
     void settle() {
         while (at_tail() && cur_->items[i_].kind() == Term::Kind::List) {
@@ -349,8 +360,8 @@ void print_term(const Term& t, Sink& out);
 
 [[gnu::noinline]] void print_map(const Map& m, Sink& out) {
     // Erlang keeps maps of up to 32 keys sorted and prints them so. Bigger maps are
-    // hash tries whose order bertd cannot recompute; they print sorted too.
-    // The codec already keeps them sorted; only a map built in C++ needs the sort.
+    // hash tries whose order bertd cannot recompute; they print sorted too. The codec
+    // already keeps pairs sorted, so only a map built in C++ pays for the sort.
     auto less = [&](size_t a, size_t b) { return compare_exact(m.pairs[a].first, m.pairs[b].first) < 0; };
     std::vector<size_t> order(m.pairs.size());
     std::iota(order.begin(), order.end(), size_t{0});

@@ -220,6 +220,8 @@ TEST(Printer, printable_latin1_lists_are_strings) {
     STRCMP_EQUAL("[97,256]", p(Term::list({97, 256})).c_str());
     STRCMP_EQUAL("[128512]", p(Term::list({128512})).c_str());
     STRCMP_EQUAL("[97,-1]", p(Term::list({97, -1})).c_str());
+    STRCMP_EQUAL("[97,4294967306]", p(Term::list({97, int64_t(4294967306)})).c_str());  // 2^32 + '\n'
+    STRCMP_EQUAL("[97,-246]", p(Term::list({97, -246})).c_str());
     STRCMP_EQUAL("[97,1.0]", p(Term::list({97, 1.0})).c_str());
     STRCMP_EQUAL("[\"a\",[]]", p(Term::list({str("a"), Term::nil()})).c_str());
 }
@@ -236,6 +238,9 @@ TEST(Printer, lists_proper_and_improper) {
     STRCMP_EQUAL("\"ab\"", p(ends_proper).c_str());
     Term ends_nil(bert::List{{1, Term::nil()}, true});
     STRCMP_EQUAL("[1]", p(ends_nil).c_str());
+    // Shapes Erlang cannot have still print safely: a lone "tail", an empty improper list.
+    STRCMP_EQUAL("x", p(Term(bert::List{{atom("x")}, true})).c_str());
+    STRCMP_EQUAL("[]", p(Term(bert::List{{}, true})).c_str());
 }
 
 TEST(Printer, binaries_printable_or_as_bytes) {
