@@ -472,6 +472,9 @@ private:
             if (!need(3, "reference header")) return false;
             count = be16(p_ + pos_ + 1);
             if (count > kMaxRefIds) return fail("reference with more than 5 id words");
+            // OTP 25 takes a ref without ids alone but refuses it as a map key,
+            // and no node makes one: refuse it everywhere.
+            if (count == 0) return fail("reference without id words");
             pos_ += 2;
         }
         ++pos_;
