@@ -3,12 +3,12 @@
 #include "bert/term.h"
 
 #include <algorithm>
+#include <cmath>
 
 namespace bert {
 
 bool Tuple::operator==(const Tuple& o) const { return items == o.items; }
 bool List::operator==(const List& o) const { return improper == o.improper && items == o.items; }
-bool Map::operator==(const Map& o) const { return pairs == o.pairs; }
 
 Term::Term(BigInt b) {
     while (!b.magnitude.empty() && b.magnitude.back() == '\0') b.magnitude.pop_back();
@@ -81,6 +81,8 @@ int three_way(const T& a, const T& b) {
     return a < b ? -1 : (b < a ? 1 : 0);
 }
 
+int cmp(const Term& a, const Term& b, bool exact);
+
 int compare_big_magnitude(const std::string& a, const std::string& b) {
     if (a.size() != b.size()) return a.size() < b.size() ? -1 : 1;
     for (size_t i = a.size(); i-- > 0;) {
@@ -104,79 +106,163 @@ int compare_integers(const Term& a, const Term& b) {
     return x.negative ? -c : c;
 }
 
-double to_double(const Term& t) {
-    if (t.kind() == Term::Kind::Float) return t.as_float();
-    if (t.kind() == Term::Kind::Int) return static_cast<double>(t.as_int());
-    const auto& b = std::get<BigInt>(t.value());
-    double d = 0;
-    for (size_t i = b.magnitude.size(); i-- > 0;) d = d * 256 + static_cast<unsigned char>(b.magnitude[i]);
-    return b.negative ? -d : d;
+constexpr double kTwo63 = 9223372036854775808.0;
+
+// An integer against a finite float, exactly: converting the integer to double
+// would call 2^53 + 1 equal to 2^53.
+int compare_integer_float(const Term& i, double d) {
+    if (i.kind() == Term::Kind::Int) {
+        if (d >= kTwo63) return -1;
+        if (d < -kTwo63) return 1;
+        double whole = std::trunc(d);
+        auto w = static_cast<int64_t>(whole);
+        if (i.as_int() != w) return i.as_int() < w ? -1 : 1;
+        double frac = d - whole;
+        return frac > 0 ? -1 : (frac < 0 ? 1 : 0);
+    }
+    // Normalised big integers lie outside int64_t, so |i| >= 2^63.
+    const auto& b = std::get<BigInt>(i.value());
+    if (std::fabs(d) < kTwo63 || b.negative != (d < 0)) return b.negative ? -1 : 1;
+    // |d| >= 2^63 is a whole number: build its magnitude and compare bytes.
+    int e = 0;
+    double m = std::frexp(std::fabs(d), &e);
+    auto mant = static_cast<uint64_t>(std::ldexp(m, 53));
+    int shift = e - 53;
+    std::string mag(static_cast<size_t>(shift / 8), '\0');
+    unsigned __int128 v = static_cast<unsigned __int128>(mant) << (shift % 8);
+    for (; v != 0; v >>= 8) mag.push_back(static_cast<char>(v & 0xff));
+    int c = compare_big_magnitude(b.magnitude, mag);
+    return b.negative ? -c : c;
 }
 
-int compare_numbers(const Term& a, const Term& b) {
+int compare_numbers(const Term& a, const Term& b, bool exact) {
     bool af = a.kind() == Term::Kind::Float, bf = b.kind() == Term::Kind::Float;
     if (!af && !bf) return compare_integers(a, b);
-    int c = three_way(to_double(a), to_double(b));
+    if (af && bf) return three_way(a.as_float(), b.as_float());
+    if (exact) return af ? 1 : -1;
+    int c = af ? -compare_integer_float(b, a.as_float()) : compare_integer_float(a, b.as_float());
     if (c != 0) return c;
-    return af == bf ? 0 : (af ? 1 : -1);  // 1 before 1.0, as map keys are ordered
+    return af ? 1 : -1;  // 1 before 1.0, as map keys are ordered
 }
 
-int compare_seq(const std::vector<Term>& a, const std::vector<Term>& b) {
-    size_t n = std::min(a.size(), b.size());
+int compare_seq(const std::vector<Term>& a, const std::vector<Term>& b, size_t n, bool exact) {
     for (size_t i = 0; i < n; ++i)
-        if (int c = compare(a[i], b[i])) return c;
-    return three_way(a.size(), b.size());
+        if (int c = cmp(a[i], b[i], exact)) return c;
+    return 0;
 }
 
-}  // namespace
+// A tail that is itself a list (not normalised): compare the rest as a list.
+// Out of line, as the copy would swell every recursive frame.
+[[gnu::noinline]] int compare_rest(const List& longer, size_t from, const Term& tail, bool exact) {
+    auto first = longer.items.begin() + static_cast<std::ptrdiff_t>(from);
+    Term rest(List{std::vector<Term>(first, longer.items.end()), longer.improper});
+    return cmp(rest, tail, exact);
+}
 
-int compare(const Term& a, const Term& b) {
+// Cell by cell as Erlang walks conses: heads first, then whatever follows the
+// shorter run of heads (more cells, nil, or an improper tail) against the other.
+int compare_lists(const List& a, const List& b, bool exact) {
+    size_t ha = a.items.size() - (a.improper ? 1 : 0);
+    size_t hb = b.items.size() - (b.improper ? 1 : 0);
+    size_t n = std::min(ha, hb);
+    if (int c = compare_seq(a.items, b.items, n, exact)) return c;
+    if (ha == hb && !a.improper && !b.improper) return 0;
+    static const Term nil;
+    const Term& ta = a.improper ? a.items.back() : nil;
+    const Term& tb = b.improper ? b.items.back() : nil;
+    if (ha == hb) return cmp(ta, tb, exact);
+    // One side still has cells: it is a non-empty list facing the other's tail.
+    bool a_longer = ha > hb;
+    const List& longer = a_longer ? a : b;
+    const Term& other_tail = a_longer ? tb : ta;
+    int c = other_tail.kind() == Term::Kind::List ? compare_rest(longer, n, other_tail, exact)
+                                                  : three_way(9, rank(other_tail));
+    return a_longer ? c : -c;
+}
+
+using PairPtrs = std::vector<const std::pair<Term, Term>*>;
+
+[[gnu::noinline]] PairPtrs sorted_pairs(const Map& m) {
+    PairPtrs out;
+    out.reserve(m.pairs.size());
+    for (const auto& p : m.pairs) out.push_back(&p);
+    std::stable_sort(out.begin(), out.end(),
+                     [](const auto* x, const auto* y) { return cmp(x->first, y->first, true) < 0; });
+    return out;
+}
+
+[[gnu::noinline]] int compare_maps(const Map& a, const Map& b, bool exact) {
+    if (a.pairs.size() != b.pairs.size()) return three_way(a.pairs.size(), b.pairs.size());
+    PairPtrs x = sorted_pairs(a), y = sorted_pairs(b);
+    for (size_t i = 0; i < x.size(); ++i)
+        if (int c = cmp(x[i]->first, y[i]->first, true)) return c;
+    for (size_t i = 0; i < x.size(); ++i)
+        if (int c = cmp(x[i]->second, y[i]->second, exact)) return c;
+    return 0;
+}
+
+// Ref ids are one number, least significant word first; missing words are zero.
+int compare_ref_ids(const std::vector<uint32_t>& a, const std::vector<uint32_t>& b) {
+    for (size_t i = std::max(a.size(), b.size()); i-- > 0;) {
+        uint32_t x = i < a.size() ? a[i] : 0, y = i < b.size() ? b[i] : 0;
+        if (x != y) return x < y ? -1 : 1;
+    }
+    return 0;
+}
+
+int cmp(const Term& a, const Term& b, bool exact) {
     int ra = rank(a), rb = rank(b);
     if (ra != rb) return ra < rb ? -1 : 1;
     switch (a.kind()) {
         case Term::Kind::Int:
         case Term::Kind::Big:
-        case Term::Kind::Float: return compare_numbers(a, b);
+        case Term::Kind::Float: return compare_numbers(a, b, exact);
         case Term::Kind::Atom: return three_way(a.atom_name(), b.atom_name());
         case Term::Kind::Binary: return three_way(a.bytes(), b.bytes());
         case Term::Kind::Tuple:
             if (a.size() != b.size()) return three_way(a.size(), b.size());
-            return compare_seq(a.items(), b.items());
-        case Term::Kind::List: {
-            // Element-wise; an improper tail compares as the last element.
-            return compare_seq(a.items(), b.items());
-        }
-        case Term::Kind::Map: {
-            const auto& x = std::get<Map>(a.value()).pairs;
-            const auto& y = std::get<Map>(b.value()).pairs;
-            if (x.size() != y.size()) return three_way(x.size(), y.size());
-            for (size_t i = 0; i < x.size(); ++i)
-                if (int c = compare(x[i].first, y[i].first)) return c;
-            for (size_t i = 0; i < x.size(); ++i)
-                if (int c = compare(x[i].second, y[i].second)) return c;
-            return 0;
-        }
+            return compare_seq(a.items(), b.items(), a.size(), exact);
+        case Term::Kind::List:
+            return compare_lists(std::get<List>(a.value()), std::get<List>(b.value()), exact);
+        case Term::Kind::Map: return compare_maps(std::get<Map>(a.value()), std::get<Map>(b.value()), exact);
         case Term::Kind::Pid: {
             const auto& x = std::get<Pid>(a.value());
             const auto& y = std::get<Pid>(b.value());
-            if (int c = three_way(x.node, y.node)) return c;
             if (int c = three_way(x.serial, y.serial)) return c;
-            return three_way(x.num, y.num);
+            if (int c = three_way(x.num, y.num)) return c;
+            if (int c = three_way(x.node, y.node)) return c;
+            return three_way(x.creation, y.creation);
         }
         case Term::Kind::Ref: {
             const auto& x = std::get<Ref>(a.value());
             const auto& y = std::get<Ref>(b.value());
             if (int c = three_way(x.node, y.node)) return c;
-            return three_way(x.ids, y.ids);
+            if (int c = three_way(x.creation, y.creation)) return c;
+            return compare_ref_ids(x.ids, y.ids);
         }
         case Term::Kind::Port: {
             const auto& x = std::get<Port>(a.value());
             const auto& y = std::get<Port>(b.value());
             if (int c = three_way(x.node, y.node)) return c;
+            if (int c = three_way(x.creation, y.creation)) return c;
             return three_way(x.id, y.id);
         }
     }
     return 0;
+}
+
+}  // namespace
+
+int compare(const Term& a, const Term& b) { return cmp(a, b, false); }
+int compare_exact(const Term& a, const Term& b) { return cmp(a, b, true); }
+
+bool Map::operator==(const Map& o) const {
+    if (pairs.size() != o.pairs.size()) return false;
+    if (pairs == o.pairs) return true;
+    PairPtrs x = sorted_pairs(*this), y = sorted_pairs(o);
+    for (size_t i = 0; i < x.size(); ++i)
+        if (!(*x[i] == *y[i])) return false;
+    return true;
 }
 
 namespace complex {

@@ -50,6 +50,7 @@ struct List {
     bool operator==(const List&) const;
 };
 
+// Pair order does not matter to ==; the codec keeps pairs in compare_exact key order.
 struct Map {
     std::vector<std::pair<Term, Term>> pairs;
     bool operator==(const Map&) const;
@@ -135,8 +136,17 @@ private:
 
 // Erlang's standard term order (number < atom < reference < fun < port < pid <
 // tuple < map < nil < list < bitstring); returns <0, 0 or >0. Integers and
-// floats compare by value, ties broken as in maps: integer before float.
+// floats compare by value (exactly, even beyond 2^53), ties broken integer
+// first so that the order is total. As in OTP 25: pids order by serial, number,
+// node, creation; refs and ports by node, creation, then id (ref ids from the
+// last word down); lists element by element, then tail against tail; maps by
+// size, then keys in compare_exact order, then values in key order.
 int compare(const Term& a, const Term& b);
+
+// The order OTP 25 keeps map keys in, and the order term_to_binary/1 writes maps
+// of up to 32 keys in: compare's order, except that at any depth every integer
+// sorts before every float (2 < 1.5 here). Also the duplicate-key test.
+int compare_exact(const Term& a, const Term& b);
 
 // BERT complex types ({bert, ...} tuples), both ways.
 namespace complex {
