@@ -1055,7 +1055,12 @@ bool peek(std::string_view payload, Peek& out) {
     if (!peek_atom(c, r.module, r.module_latin1)) return false;
     if (r.kind != Peek::Kind::Info && !peek_atom(c, r.function, r.function_latin1)) return false;
     r.args_offset = c.pos;
-    if (!peek_list_header(c, r.arity)) return false;
+    // An info's options may be any term ({info, priority, low} in Ernie's README,
+    // [low] in the spec); a call's or cast's arguments must be a list.
+    if (!peek_list_header(c, r.arity)) {
+        if (r.kind != Peek::Kind::Info) return false;
+        r.arity = 0;
+    }
     out = r;
     return true;
 }

@@ -748,6 +748,20 @@ TEST(CodecPeek, info) {
     CHECK(opts == Term::list({Term::atom("low")}));
 }
 
+TEST(CodecPeek, info_options_may_be_any_term) {
+    // {info, priority, low} is how Ernie's README writes it; unknown shapes are the server's to ignore.
+    for (const Term& opts : {Term::atom("low"), Term::binary("x"), Term::tuple({})}) {
+        std::string p = bert::encode(Term::tuple({Term::atom("info"), Term::atom("priority"), opts}));
+        bert::Peek pk;
+        CHECK(bert::peek(p, pk));
+        CHECK(pk.kind == bert::Peek::Kind::Info);
+        CHECK_EQUAL(0u, pk.arity);
+        Term got;
+        CHECK(!bert::decode(B({131}) + p.substr(pk.args_offset), got));
+        CHECK(got == opts);
+    }
+}
+
 TEST(CodecPeek, atom_forms_and_latin1_flag) {
     std::string p = B({131, 104, 4, 115, 4, 'c', 'a', 'l', 'l', 119, 1, 'm', 100, 0, 2, 'f', 233, 106});
     bert::Peek pk;
@@ -772,7 +786,6 @@ TEST(CodecPeek, garbage_and_wrong_shapes_are_other) {
         bert::encode(Term::tuple({Term::atom("call"), Term::atom("m"), Term(1), Term::nil()})),
         bert::encode(Term::tuple({Term::atom("call"), Term::atom("m"), Term::atom("f"), Term(1)})),
         bert::encode(Term::tuple({Term::atom("call"), Term::atom("m"), Term::atom("f"), Term::tuple({})})),
-        bert::encode(Term::tuple({Term::atom("info"), Term::atom("m"), Term::binary("x")})),
         B({131, 104, 4, 100, 0,   4,   'c', 'a', 'l', 'l', 100, 0, 1,
            'm', 100, 0, 1,   'f', 108, 0,   0,   0,   5,   97,  1, 106}),
         B({131, 104, 4, 100, 0, 4, 'c', 'a', 'l', 'l', 100, 0, 1, 'm', 100, 0, 1, 'f', 107, 0, 5, 1}),
