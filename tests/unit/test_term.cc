@@ -103,15 +103,16 @@ TEST(Term, integers_and_floats_compare_exactly_beyond_2_to_53) {
 
 TEST(Term, identifiers_order_as_otp25) {
     // Pids: serial, then number, then node, then creation.
-    ascending({Term(bert::Pid{"b@a", 0, 0, 0}), Term(bert::Pid{"b@a", 0, 1, 0}), Term(bert::Pid{"a@a", 1, 1, 0}),
-               Term(bert::Pid{"a@b", 1, 1, 2}), Term(bert::Pid{"a@b", 1, 1, 4}), Term(bert::Pid{"ab", 1, 1, 1}),
-               Term(bert::Pid{"a@b", 2, 1, 3}), Term(bert::Pid{"a@b", 1, 2, 0})},
-              bert::compare);
+    ascending(
+        {Term(bert::Pid{"b@a", 0, 0, 0}), Term(bert::Pid{"b@a", 0, 1, 0}), Term(bert::Pid{"a@a", 1, 1, 0}),
+         Term(bert::Pid{"a@b", 1, 1, 2}), Term(bert::Pid{"a@b", 1, 1, 4}), Term(bert::Pid{"ab", 1, 1, 1}),
+         Term(bert::Pid{"a@b", 2, 1, 3}), Term(bert::Pid{"a@b", 1, 2, 0})},
+        bert::compare);
     // Refs: node, creation, then ids from the last word down.
-    ascending({Term(bert::Ref{"a@a", {5}, 7}), Term(bert::Ref{"a@b", {1, 2, 3}, 0}), Term(bert::Ref{"a@b", {9}, 1}),
-               Term(bert::Ref{"a@b", {1, 2}, 1}), Term(bert::Ref{"a@b", {3, 1, 2}, 1}),
-               Term(bert::Ref{"a@b", {2, 1, 3}, 1}), Term(bert::Ref{"a@b", {1, 2, 3}, 1}),
-               Term(bert::Ref{"a@b", {1, 2, 3}, 2})},
+    ascending({Term(bert::Ref{"a@a", {5}, 7}), Term(bert::Ref{"a@b", {1, 2, 3}, 0}),
+               Term(bert::Ref{"a@b", {9}, 1}), Term(bert::Ref{"a@b", {1, 2}, 1}),
+               Term(bert::Ref{"a@b", {3, 1, 2}, 1}), Term(bert::Ref{"a@b", {2, 1, 3}, 1}),
+               Term(bert::Ref{"a@b", {1, 2, 3}, 1}), Term(bert::Ref{"a@b", {1, 2, 3}, 2})},
               bert::compare);
     CHECK_EQUAL(0, bert::compare(Term(bert::Ref{"a@b", {1}, 1}), Term(bert::Ref{"a@b", {1, 0}, 1})));
     // Ports: node, creation, id.
@@ -127,8 +128,9 @@ TEST(Term, maps_compare_by_size_keys_then_values_and_equal_in_any_order) {
     ascending({map({{Term::atom("b"), Term(3)}, {Term::atom("a"), Term(1)}}),
                map({{Term::atom("a"), Term(2)}, {Term::atom("b"), Term(1)}})},
               bert::compare);
-    ascending({map({{Term::atom("z"), Term(1)}}), map({{Term::atom("a"), Term(1)}, {Term::atom("b"), Term(1)}})},
-              bert::compare);
+    ascending(
+        {map({{Term::atom("z"), Term(1)}}), map({{Term::atom("a"), Term(1)}, {Term::atom("b"), Term(1)}})},
+        bert::compare);
     // Values compare as numbers: #{a => 1} == #{a => 1.0} in Erlang, so only the tie-break orders them.
     CHECK(bert::compare(map({{Term::atom("a"), Term(1)}}), map({{Term::atom("a"), Term(1.0)}})) < 0);
     Term x = map({{Term(1), Term::atom("a")}, {Term::atom("k"), Term::nil()}});
