@@ -604,6 +604,11 @@ DecodeError decode_compressed(std::string_view bytes, Term& out, const Limits& l
 }
 
 // --- encoding ------------------------------------------------------------
+// Written by hand except floats: ei's encoders differ from term_to_binary/1 of
+// OTP 25 (ei_encode_longlong keeps INTEGER_EXT to 28 bits, every ei atom
+// encoder writes SMALL_ATOM_UTF8, and pids/ports get UTF-8 node atoms), and
+// ei_x_buff would add a copy into the std::string. encode_append() sizes the
+// term first so the output grows once.
 
 // The kind is already known wherever this is used; get_if avoids std::get's
 // throwing path, which would add to every recursive frame.

@@ -30,7 +30,8 @@ struct DecodeError {
 };
 
 // Decodes one whole term (starting with the version byte 131; compressed terms,
-// tag 80, are inflated). Trailing bytes are an error. Accepts what OTP 25's
+// tag 80, are inflated). Trailing bytes are an error; on any error `out` is
+// left unchanged. Accepts what OTP 25's
 // binary_to_term/1 accepts, except funs, exports and bit binaries, whose tag the
 // error names. Maps come out with pairs in compare_exact key order; duplicate
 // keys, invalid UTF-8 atoms and NaN/infinite floats are errors, as in Erlang,
