@@ -102,9 +102,10 @@ FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.cc=build/fuzz/%)
 FUZZ_LIB_SRC := $(filter src/bert/%,$(LIB_SRC)) $(filter src/net/framer.cc,$(LIB_SRC))
 FUZZ_SECONDS ?= 60
 fuzz-build: $(FUZZ_BIN)
-build/fuzz/%: tests/fuzz/%.cc $(FUZZ_LIB_SRC) config.mk
+build/fuzz/%: tests/fuzz/%.cc $(FUZZ_LIB_SRC) $(wildcard src/bert/*.h) config.mk
 	@mkdir -p build/fuzz
-	$(FUZZ_CXX) -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -Isrc $(DEPS_CFLAGS) \
+	$(FUZZ_CXX) -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+		-Isrc $(DEPS_CFLAGS) \
 		-o $@ $< $(FUZZ_LIB_SRC) $(DEPS_LIBS)
 fuzz: config.mk fuzz-build
 	@for f in $(FUZZ_BIN); do \

@@ -440,15 +440,14 @@ private:
         return true;
     }
 
-    // Skips the node atom of a pid, ref or port after checking it like any atom.
-    bool node(std::string& out) { return atom(out); }
-
+    // Pids, refs and ports: the node atom is checked and read like any atom,
+    // the fixed-size rest is checked for length, then ei decodes the whole.
     [[gnu::noinline]] bool pid(Term& out) {
         size_t at = pos_;
         bool old = p_[pos_] == kPid;
         ++pos_;
         Pid pid;
-        if (!node(pid.node)) return false;
+        if (!atom(pid.node)) return false;
         if (!need(old ? 9 : 12, "pid")) return false;
         if (old && p_[pos_ + 8] > kMaxOldCreation) return fail_at("PID_EXT creation above 3", at);
         erlang_pid ep;
@@ -479,7 +478,7 @@ private:
         }
         ++pos_;
         Ref ref;
-        if (!node(ref.node)) return false;
+        if (!atom(ref.node)) return false;
         size_t creation_bytes = tag == kNewerReference ? 4 : 1;
         size_t rest = creation_bytes + 4 * count;
         if (!need(rest, "reference")) return false;
@@ -507,7 +506,7 @@ private:
         unsigned tag = p_[pos_];
         ++pos_;
         Port port;
-        if (!node(port.node)) return false;
+        if (!atom(port.node)) return false;
         size_t rest = tag == kPort ? 5 : tag == kNewPort ? 8 : 12;
         if (!need(rest, "port")) return false;
         if (tag == kPort && p_[pos_ + 4] > kMaxOldCreation) return fail_at("PORT_EXT creation above 3", at);
@@ -605,6 +604,11 @@ DecodeError decode_compressed(std::string_view bytes, Term& out, const Limits& l
 }
 
 // --- encoding ------------------------------------------------------------
+// Written by hand except floats: ei's encoders differ from term_to_binary/1 of
+// OTP 25 (ei_encode_longlong keeps INTEGER_EXT to 28 bits, every ei atom
+// encoder writes SMALL_ATOM_UTF8, and pids/ports get UTF-8 node atoms), and
+// ei_x_buff would add a copy into the std::string. encode_append() sizes the
+// term first so the output grows once.
 
 // The kind is already known wherever this is used; get_if avoids std::get's
 // throwing path, which would add to every recursive frame.
