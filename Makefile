@@ -111,7 +111,7 @@ fuzz: config.mk fuzz-build
 	@for f in $(FUZZ_BIN); do \
 		name=$$(basename $$f); mkdir -p build/fuzz/corpus-$$name; \
 		echo "== fuzzing $$name for $(FUZZ_SECONDS)s"; \
-		$$f -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -print_final_stats=1 \
+		$$f -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -print_final_stats=1 -artifact_prefix=build/fuzz/ \
 			build/fuzz/corpus-$$name tests/fuzz/seeds 2>&1 | grep -E 'stat::number_of_executed_units|ERROR|SUMMARY|Done' ; \
 	done
 

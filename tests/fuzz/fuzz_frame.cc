@@ -44,7 +44,8 @@ bool is_request(const bert::Term& t) {
     if (t.is_tuple(4))
         return (t[0].is_atom("call") || t[0].is_atom("cast")) && t[1].is_atom() && t[2].is_atom() &&
                t[3].is_list();
-    return t.is_tuple(3) && t[0].is_atom("info") && t[1].is_atom() && t[2].is_list();
+    // An info's options may be any term ({info, priority, low} is Ernie's form).
+    return t.is_tuple(3) && t[0].is_atom("info") && t[1].is_atom();
 }
 
 size_t heads(const bert::Term& list) { return list.size() - (list.is_proper_list() ? 0 : 1); }
@@ -70,7 +71,8 @@ void handle(std::string_view payload) {
     if (!info && (pk.kind == bert::Peek::Kind::Call) != t[0].is_atom("call")) abort();
     if (!same_atom(t[1], pk.module, pk.module_latin1)) abort();
     if (!info && !same_atom(t[2], pk.function, pk.function_latin1)) abort();
-    if (pk.arity != heads(info ? t[2] : t[3])) abort();
+    const bert::Term& args = info ? t[2] : t[3];
+    if (pk.arity != (args.is_list() ? heads(args) : 0)) abort();
 }
 
 }  // namespace
