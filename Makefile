@@ -39,6 +39,9 @@ TOOLS := $(TOOL_SRC:%.cc=$(BUILD)/%)
 PROGRAMS := $(BUILD)/bertd $(if $(wildcard src/bertc.cc),$(BUILD)/bertc)
 ERL_BEAMS := $(patsubst modules/erlang/%.erl,$(BUILD)/ebin/%.beam,$(wildcard modules/erlang/*.erl))
 
+# Keep objects of stand-alone tools: they are intermediate files to make.
+.SECONDARY:
+
 .PHONY: all deps test unit run bench fuzz fuzz-build install uninstall clean distclean check-man
 all: config.mk $(PROGRAMS) $(TOOLS) $(ERL_BEAMS) bin
 
@@ -99,15 +102,16 @@ FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.cc=build/fuzz/%)
 FUZZ_LIB_SRC := $(filter src/bert/%,$(LIB_SRC)) $(filter src/net/framer.cc,$(LIB_SRC))
 FUZZ_SECONDS ?= 60
 fuzz-build: $(FUZZ_BIN)
-build/fuzz/%: tests/fuzz/%.cc $(FUZZ_LIB_SRC) config.mk
+build/fuzz/%: tests/fuzz/%.cc $(FUZZ_LIB_SRC) $(wildcard src/bert/*.h) config.mk
 	@mkdir -p build/fuzz
-	$(FUZZ_CXX) -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -Isrc $(DEPS_CFLAGS) \
+	$(FUZZ_CXX) -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+		-Isrc $(DEPS_CFLAGS) \
 		-o $@ $< $(FUZZ_LIB_SRC) $(DEPS_LIBS)
 fuzz: config.mk fuzz-build
 	@for f in $(FUZZ_BIN); do \
 		name=$$(basename $$f); mkdir -p build/fuzz/corpus-$$name; \
 		echo "== fuzzing $$name for $(FUZZ_SECONDS)s"; \
-		$$f -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -print_final_stats=1 \
+		$$f -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -print_final_stats=1 -artifact_prefix=build/fuzz/ \
 			build/fuzz/corpus-$$name tests/fuzz/seeds 2>&1 | grep -E 'stat::number_of_executed_units|ERROR|SUMMARY|Done' ; \
 	done
 

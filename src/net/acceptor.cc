@@ -348,7 +348,9 @@ void Acceptor::process_input(Conn& c) {
         std::string_view payload = buf.substr(bert::kFrameHeader, fs.length);
         if (handle_frame(c, payload)) c.in_start += c.frame_len;
     }
-    if (!c.dead && c.state != Conn::State::Idle) set_reading(c, false);
+    // A busy connection keeps its read event: a client that waits for its answer
+    // sends nothing, and toggling the event would cost two epoll_ctl calls a request.
+    // conn_readable stops reading once a whole frame beyond the current one is buffered.
 }
 
 bool Acceptor::handle_frame(Conn& c, std::string_view payload) {
@@ -602,16 +604,16 @@ void Acceptor::finish_lease(Lease& l, std::string_view payload, bool) {
         count_request(int32_t(l.module), l.req, et);
         log_request(l.req, et);
     }
-    if (c) {
-        count_request(int32_t(l.module), c->req, et);  // before the answer leaves: stats never lag a client
-        // The reply buffer holds exactly the frame: hand it to the connection without a copy.
-        std::string frame = std::move(l.reply);
-        send_owned(*c, std::move(frame));
-    }
+    // The reply buffer holds exactly the frame: it goes to the connection without a copy.
+    std::string frame = std::move(l.reply);
+    if (c) count_request(int32_t(l.module), c->req, et);  // stats never lag a client
     seg_.slot(slot).served.fetch_add(1, std::memory_order_relaxed);
     leases_[slot].reset();
+    // The worker goes back (or to the next waiter) before the answer leaves, so the
+    // client's next request finds it free.
     give_back(slot);
     if (c) {
+        send_owned(*c, std::move(frame));
         log_request(c->req, et);
         conn_ready(*c);
         if (!c->dead) after_input(*c);

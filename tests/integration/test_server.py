@@ -156,6 +156,22 @@ class Priority(ServerTest):
             c.close()
         self.assertEqual(s.service().call.ext.order(), [b"first", b"high", b"low"])
 
+    def test_ernies_bare_atom_priority_form_is_accepted(self):
+        s = self.server(ext_config(count=1))
+        busy = s.connection()
+        busy.send((Atom("call"), Atom("ext"), Atom("record"), [b"first", 600]))
+        time.sleep(0.2)
+        low = s.connection()
+        low.send((Atom("info"), Atom("priority"), Atom("low")))  # as Ernie's README writes it
+        low.send((Atom("call"), Atom("ext"), Atom("record"), [b"low"]))
+        wait_until(lambda: s.stats()["queue.low"] == "1", what="the low request to queue")
+        high = s.connection()
+        high.send((Atom("call"), Atom("ext"), Atom("record"), [b"high"]))
+        wait_until(lambda: s.stats()["queue.high"] == "1", what="the high request to queue")
+        for c in (busy, low, high):
+            self.assertEqual(c.read()[0], Atom("reply"))
+        self.assertEqual(s.service().call.ext.order(), [b"first", b"high", b"low"])
+
     def test_priority_applies_to_the_next_request_only(self):
         s = self.server(ext_config(count=1))
         busy = s.connection()
