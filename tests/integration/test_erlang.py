@@ -352,19 +352,18 @@ class NativeNodeDownAndBack(unittest.TestCase):
         wait_native(server, lambda s: s.call.nat.add(1, 2), timeout=10)
         self.assertEqual(svc.call.nat.add(2, 3), 5)
 
-    def test_companion_vm_is_restarted_when_it_dies(self):
+    def test_ernie_config_starts_a_companion_vm_that_is_restarted_when_it_dies(self):
         cookie = test_cookie()
         ebin = compiled("solo")
         name = unique_name("cmp")
+        # Ernie's own form, unchanged; -E reaches the VM's command line.
         server = start(self, Server(f"""
-            modules:
-              - name: solo
-                type: native
-                codepaths: [{ebin}]
-            """, args=["--name", name, "--cookie", cookie]))
+            [{{module, solo}}, {{type, native}}, {{codepaths, ["{ebin}"]}}].
+            """, suffix=".cfg", args=["--name", name, "--cookie", cookie, "-E", "+S 1"]))
         wait_native(server, lambda s: s.call.solo.hello(b"a"))
         probe = ErlNode(unique_name("p"), cookie).start()
         self.addCleanup(probe.stop)
+        self.assertEqual(probe.eval(f"rpc:call('{name}', erlang, system_info, [schedulers])."), 1)
         pid_expr = f"list_to_integer(rpc:call('{name}', os, getpid, []))."
         vm = probe.eval(pid_expr)
         os.kill(vm, signal.SIGKILL)

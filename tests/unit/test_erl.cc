@@ -282,3 +282,28 @@ TEST(ErlangConfig, mistakes_are_refused_with_what_to_fix) {
     CHECK(contains(refusal("  nmae: x\n"), "unknown erlang key 'nmae'"));
     CHECK(contains(refusal("  name: a@h\n  sname: b\n"), "not both"));
 }
+
+TEST(Identity, the_cookie_file_is_created_like_erl_does_and_then_read) {
+    char tmpl[] = "/tmp/bertd-unit-homeXXXXXX";
+    std::string home = mkdtemp(tmpl);
+    const char* old = getenv("HOME");
+    std::string saved = old ? old : "";
+    setenv("HOME", home.c_str(), 1);
+    Config c = parse_config_text("erlang:\n  name: n@127.0.0.1\n", "t.yaml");
+    Options o;
+    erl::Identity a = erl::resolve_identity(o, c);
+    erl::Identity b = erl::resolve_identity(o, c);
+    std::string path = home + "/.erlang.cookie";
+    struct stat st {};
+    int rc = stat(path.c_str(), &st);
+    unlink(path.c_str());
+    rmdir(home.c_str());
+    if (old) setenv("HOME", saved.c_str(), 1);
+    else unsetenv("HOME");
+    CHECK_EQUAL(0, rc);
+    CHECK_EQUAL(0400u, st.st_mode & 0777u);
+    CHECK_EQUAL(20u, a.cookie.size());
+    STRCMP_EQUAL(a.cookie.c_str(), b.cookie.c_str());
+    CHECK(a.cookie_from_file);
+    for (char ch : a.cookie) CHECK(ch >= 'A' && ch <= 'Z');
+}
