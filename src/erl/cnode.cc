@@ -78,8 +78,8 @@ std::string CNode::start(const std::string& alive, const std::string& host, cons
     g_callbacks.writev = nullptr;  // ei then writes handshakes through write()
     in_addr any{};
     any.s_addr = htonl(INADDR_LOOPBACK);
-    if (ei_connect_xinit_ussi(&ec_, host.c_str(), alive.c_str(), node.c_str(), &any, cookie.c_str(), 0, &g_callbacks,
-                              sizeof g_callbacks, nullptr) < 0)
+    if (ei_connect_xinit_ussi(&ec_, host.c_str(), alive.c_str(), node.c_str(), &any, cookie.c_str(), 0,
+                              &g_callbacks, sizeof g_callbacks, nullptr) < 0)
         return "ei_connect_xinit failed for node name " + node;
     name_ = node;
     int port = 0;
@@ -114,7 +114,8 @@ std::string CNode::republish() {
         }
         usleep(100'000);
     }
-    return "epmd refused to register " + name_ + " (is another node of that name running? is epmd installed?)";
+    return "epmd refused to register " + name_ +
+           " (is another node of that name running? is epmd installed?)";
 }
 
 void CNode::start_threads() {
@@ -190,10 +191,10 @@ void CNode::dial_loop() {
         Handshake h;
         h.node = node;
         if (fd < 0) {
-            h.error = fd == ERL_NO_PORT ? "not registered with epmd (not running?)"
+            h.error = fd == ERL_NO_PORT   ? "not registered with epmd (not running?)"
                       : fd == ERL_TIMEOUT ? "timed out"
-                                          : "connection or handshake failed (" + std::string(strerror(erl_errno)) +
-                                                "; wrong cookie?)";
+                                          : "connection or handshake failed (" +
+                                                std::string(strerror(erl_errno)) + "; wrong cookie?)";
         } else {
             set_cloexec(fd, true);
             h.fd = fd;

@@ -38,7 +38,9 @@ enum Tag : uint8_t {
     kNewFun = 112,
 };
 
-uint32_t rd32(const unsigned char* p) { return uint32_t(p[0]) << 24 | uint32_t(p[1]) << 16 | uint32_t(p[2]) << 8 | p[3]; }
+uint32_t rd32(const unsigned char* p) {
+    return uint32_t(p[0]) << 24 | uint32_t(p[1]) << 16 | uint32_t(p[2]) << 8 | p[3];
+}
 uint16_t rd16(const unsigned char* p) { return uint16_t(p[0] << 8 | p[1]); }
 
 struct Skipper {
@@ -99,7 +101,9 @@ struct Skipper {
             default: return npos;  // compressed, atom cache references, old funs
         }
     }
-    size_t fixed_at(size_t at, uint64_t k) const { return at <= n && n - at >= k ? at + size_t(k) : std::string_view::npos; }
+    size_t fixed_at(size_t at, uint64_t k) const {
+        return at <= n && n - at >= k ? at + size_t(k) : std::string_view::npos;
+    }
     size_t elements(size_t at, uint64_t count, int depth) const {
         if (at > n || count > n - at) return std::string_view::npos;  // each element takes a byte at least
         for (uint64_t i = 0; i < count && at != std::string_view::npos; ++i) at = skip(at, depth - 1);
@@ -235,7 +239,9 @@ size_t skip_term(std::string_view buf, size_t off, int max_depth) {
 
 bool parse_packet(std::string_view body, Packet& out, std::string& error) {
     if (body.empty() || body[0] != 'p') {
-        error = body.empty() ? "an empty packet" : "a packet of kind " + std::to_string(uint8_t(body[0])) + " (only pass-through is negotiated)";
+        error = body.empty() ? "an empty packet"
+                             : "a packet of kind " + std::to_string(uint8_t(body[0])) +
+                                   " (only pass-through is negotiated)";
         return false;
     }
     if (body.size() < 2 || uint8_t(body[1]) != bert::kVersion) {
@@ -276,7 +282,8 @@ bool parse_tagged(std::string_view message, uint64_t& tag, std::string_view& res
         if (v < 0) return false;
         tag = uint64_t(v);
         off += 5;
-    } else if (p[off] == kSmallBig && n >= off + 3 && p[off + 1] <= 8 && p[off + 2] == 0 && n >= off + 3 + p[off + 1]) {
+    } else if (p[off] == kSmallBig && n >= off + 3 && p[off + 1] <= 8 && p[off + 2] == 0 &&
+               n >= off + 3 + p[off + 1]) {
         tag = 0;
         for (int i = p[off + 1] - 1; i >= 0; --i) tag = tag << 8 | p[off + 3 + size_t(i)];
         off += 3 + p[off + 1];

@@ -51,7 +51,7 @@ public:
     Ext& uinteger(uint64_t v);
     Ext& pid(const bert::Pid& p);
     Ext& ref(const bert::Ref& r);
-    Ext& term(const bert::Term& t);   // any term (through the codec), without version byte
+    Ext& term(const bert::Term& t);    // any term (through the codec), without version byte
     Ext& raw(std::string_view bytes);  // bytes of one already encoded term, without version byte
 
 private:

@@ -59,8 +59,10 @@ void Link::handler_readable(HandlerConn& h) {
         bert::DecodeError err = bert::decode(payload, req);
         h.in_start += bert::kFrameHeader + fs.length;
         h.busy = true;
-        if (err) handler_error(h.id, "undecodable request: " + err.message);
-        else handler_request(h, req);
+        if (err)
+            handler_error(h.id, "undecodable request: " + err.message);
+        else
+            handler_request(h, req);
     }
 }
 
@@ -70,8 +72,9 @@ void Link::handler_request(HandlerConn& h, const Term& req) {
     std::string where, m, f;
     if ((!rpc && !send) || !name_of(req[1], where) || !name_of(req[2], m) || (rpc && !name_of(req[3], f)) ||
         (rpc && !req[4].is_proper_list())) {
-        handler_error(h.id, "expected {rpc, Node, Module, Function, Args} or {send, Node, Name, Message}, got " +
-                                bert::to_string(req, 300));
+        handler_error(h.id,
+                      "expected {rpc, Node, Module, Function, Args} or {send, Node, Name, Message}, got " +
+                          bert::to_string(req, 300));
         return;
     }
     if (where.empty()) where = default_node();
@@ -143,9 +146,10 @@ void Link::handler_answer(uint64_t handler, const Term& answer) {
 }
 
 void Link::handler_error(uint64_t handler, const std::string& detail) {
-    handler_answer(handler, Term::tuple({Term::atom("error"),
-                                         Term::tuple({Term::atom("server"), Term(0), Term::binary("ServerError"),
-                                                      Term::binary(detail), Term::nil()})}));
+    handler_answer(handler,
+                   Term::tuple({Term::atom("error"),
+                                Term::tuple({Term::atom("server"), Term(0), Term::binary("ServerError"),
+                                             Term::binary(detail), Term::nil()})}));
 }
 
 }  // namespace bertd::erl

@@ -95,7 +95,8 @@ std::string find_ebin(const Config& c) {
             if (beam_in(d) && realpath(d.c_str(), real)) return real;
         }
     }
-    throw ConfigError(c.path + ": cannot find bertd_native.beam beside the bertd program (run make, or set erlang.ebin)");
+    throw ConfigError(
+        c.path + ": cannot find bertd_native.beam beside the bertd program (run make, or set erlang.ebin)");
 }
 
 }  // namespace
@@ -106,7 +107,9 @@ bool needs_companion(const Config& config) {
     return false;
 }
 
-std::string module_node(const ModuleConfig& m, const Identity& id) { return m.node.empty() ? id.companion : m.node; }
+std::string module_node(const ModuleConfig& m, const Identity& id) {
+    return m.node.empty() ? id.companion : m.node;
+}
 
 Identity resolve_identity(const Options& opts, const Config& config) {
     Identity id;
@@ -115,19 +118,26 @@ Identity resolve_identity(const Options& opts, const Config& config) {
     if (!id.enabled) return id;
 
     std::string base;
-    if (!opts.name.empty()) base = opts.name, id.long_names = true;
-    else if (!opts.sname.empty()) base = opts.sname, id.long_names = false;
-    else if (!e.name.empty()) base = e.name, id.long_names = true;
-    else if (!e.sname.empty()) base = e.sname, id.long_names = false;
-    else base = "bertd_" + std::to_string(config.port), id.long_names = false;
+    if (!opts.name.empty())
+        base = opts.name, id.long_names = true;
+    else if (!opts.sname.empty())
+        base = opts.sname, id.long_names = false;
+    else if (!e.name.empty())
+        base = e.name, id.long_names = true;
+    else if (!e.sname.empty())
+        base = e.sname, id.long_names = false;
+    else
+        base = "bertd_" + std::to_string(config.port), id.long_names = false;
 
     std::string alive = base.substr(0, base.find('@'));
-    id.host = base.find('@') == std::string::npos ? this_host(id.long_names) : base.substr(base.find('@') + 1);
+    id.host =
+        base.find('@') == std::string::npos ? this_host(id.long_names) : base.substr(base.find('@') + 1);
     if (!valid_alive(alive) || id.host.empty())
         throw ConfigError("Erlang node name '" + base +
                           "': expected name@host with letters, digits, '_' or '-' before the '@'");
     if (!id.long_names && id.host.find('.') != std::string::npos)
-        throw ConfigError("Erlang short node name '" + base + "': a short name's host has no dots (use --name)");
+        throw ConfigError("Erlang short node name '" + base +
+                          "': a short name's host has no dots (use --name)");
 
     if (needs_companion(config)) {
         id.companion = alive + "@" + id.host;
@@ -138,26 +148,35 @@ Identity resolve_identity(const Options& opts, const Config& config) {
     } else {
         id.cnode_alive = alive;
     }
-    if (!valid_alive(id.cnode_alive)) throw ConfigError(config.path + ": erlang.link_name: not a valid node name");
+    if (!valid_alive(id.cnode_alive))
+        throw ConfigError(config.path + ": erlang.link_name: not a valid node name");
     id.cnode = id.cnode_alive + "@" + id.host;
     if (id.cnode == id.companion)
-        throw ConfigError(config.path + ": erlang.link_name must differ from the companion VM's name " + id.companion);
+        throw ConfigError(config.path + ": erlang.link_name must differ from the companion VM's name " +
+                          id.companion);
 
-    if (!opts.cookie.empty()) id.cookie = opts.cookie;
-    else if (!e.cookie.empty()) id.cookie = e.cookie;
-    else id.cookie = cookie_file(), id.cookie_from_file = true;
+    if (!opts.cookie.empty())
+        id.cookie = opts.cookie;
+    else if (!e.cookie.empty())
+        id.cookie = e.cookie;
+    else
+        id.cookie = cookie_file(), id.cookie_from_file = true;
     if (id.cookie.size() > 255) throw ConfigError("the Erlang cookie is longer than 255 characters");
 
-    if (config.has_native()) id.ebin = find_ebin(config);
-    else if (beam_in(e.ebin)) id.ebin = e.ebin;
+    if (config.has_native())
+        id.ebin = find_ebin(config);
+    else if (beam_in(e.ebin))
+        id.ebin = e.ebin;
     return id;
 }
 
 std::string shell_quote(const std::string& word) {
     std::string out = "'";
     for (char c : word) {
-        if (c == '\'') out += "'\\''";
-        else out += c;
+        if (c == '\'')
+            out += "'\\''";
+        else
+            out += c;
     }
     return out + "'";
 }
@@ -166,7 +185,8 @@ CompanionCommand companion_command(const Identity& id, const Config& config, con
     CompanionCommand cc;
     std::ostringstream cmd;
     // -noshell -noinput: no console; the VM lives until bertd stops it.
-    cmd << "exec erl -noshell -noinput " << (id.long_names ? "-name " : "-sname ") << shell_quote(id.companion);
+    cmd << "exec erl -noshell -noinput " << (id.long_names ? "-name " : "-sname ")
+        << shell_quote(id.companion);
     cmd << " -pa " << shell_quote(id.ebin);
     std::vector<std::string> seen;
     for (const auto& m : config.modules) {

@@ -44,7 +44,8 @@ std::string request_frame(bool cast, const Term& m, const Term& f, const Term& a
 }
 
 Term server_error(const std::string& detail) {
-    return Term::tuple({Term::atom("server"), Term(0), Term::binary("ServerError"), Term::binary(detail), Term::nil()});
+    return Term::tuple(
+        {Term::atom("server"), Term(0), Term::binary("ServerError"), Term::binary(detail), Term::nil()});
 }
 }  // namespace
 
@@ -70,7 +71,8 @@ void Link::dist_packet(DistConn& d, std::string_view body) {
         case kSpawnRequestTT: spawn_request(d, ctl, p.message); return;
         default:
             // Links, monitors and exits: nothing here holds state that they could affect.
-            log::debug("Erlang node %s: control message %s ignored", d.node.c_str(), bert::to_string(ctl, 200).c_str());
+            log::debug("Erlang node %s: control message %s ignored", d.node.c_str(),
+                       bert::to_string(ctl, 200).c_str());
             return;
     }
 }
@@ -94,8 +96,10 @@ void Link::reply_message(std::string_view message) {
             std::string bytes(1, char(bert::kVersion));
             bytes.append(result);
             Term t;
-            if (auto e = bert::decode(bytes, t)) handler_error(c.handler, "undecodable answer: " + e.message);
-            else handler_answer(c.handler, Term::tuple({Term::atom("reply"), std::move(t)}));
+            if (auto e = bert::decode(bytes, t))
+                handler_error(c.handler, "undecodable answer: " + e.message);
+            else
+                handler_answer(c.handler, Term::tuple({Term::atom("reply"), std::move(t)}));
             return;
         }
         default: setup_reply(c, result); return;
@@ -114,7 +118,8 @@ void Link::reg_send(DistConn& d, const bert::Pid& from, const std::string& name,
     if (name == "net_kernel") {
         // net_adm:ping asks {is_auth, Node}; the handshake already checked the cookie.
         if (gen_call && msg[2].is_tuple(2) && msg[2][0].is_atom("is_auth"))
-            send_to_pid(d.node, std::get<bert::Pid>(msg[1][0].value()), Term::tuple({msg[1][1], Term::atom("yes")}));
+            send_to_pid(d.node, std::get<bert::Pid>(msg[1][0].value()),
+                        Term::tuple({msg[1][1], Term::atom("yes")}));
         return;
     }
     if (name == "rex") {
@@ -125,17 +130,19 @@ void Link::reg_send(DistConn& d, const bert::Pid& from, const std::string& name,
             call->node = d.node;
             call->from = std::get<bert::Pid>(msg[1][0].value());
             call->tag = msg[1][1];
-            if (req.is_tuple(5) && (req[0].is_atom("call") || req[0].is_atom("block_call")) && req[1].is_atom() &&
-                req[2].is_atom() && req[3].is_proper_list()) {
+            if (req.is_tuple(5) && (req[0].is_atom("call") || req[0].is_atom("block_call")) &&
+                req[1].is_atom() && req[2].is_atom() && req[3].is_proper_list()) {
                 call->frame = request_frame(false, req[1], req[2], req[3]);
                 call->what = describe(req[1], req[2], req[3]);
                 start_ext(std::move(call));
             } else {
-                send_to_pid(d.node, call->from,
-                            Term::tuple({call->tag, Term::tuple({Term::atom("badrpc"), Term::atom("notsup")})}));
+                send_to_pid(
+                    d.node, call->from,
+                    Term::tuple({call->tag, Term::tuple({Term::atom("badrpc"), Term::atom("notsup")})}));
             }
-        } else if (msg.is_tuple(2) && msg[0].is_atom("$gen_cast") && msg[1].is_tuple(5) && msg[1][0].is_atom("cast") &&
-                   msg[1][1].is_atom() && msg[1][2].is_atom() && msg[1][3].is_proper_list()) {
+        } else if (msg.is_tuple(2) && msg[0].is_atom("$gen_cast") && msg[1].is_tuple(5) &&
+                   msg[1][0].is_atom("cast") && msg[1][1].is_atom() && msg[1][2].is_atom() &&
+                   msg[1][3].is_proper_list()) {
             auto call = std::make_unique<ExtCall>();
             call->cast = true;
             call->node = d.node;
@@ -147,7 +154,8 @@ void Link::reg_send(DistConn& d, const bert::Pid& from, const std::string& name,
     }
     auto r = registered_.find(name);
     if (r == registered_.end()) {
-        log::debug("a message from %s to the unregistered name '%s' was dropped", d.node.c_str(), name.c_str());
+        log::debug("a message from %s to the unregistered name '%s' was dropped", d.node.c_str(),
+                   name.c_str());
         return;
     }
     auto call = std::make_unique<ExtCall>();
@@ -221,13 +229,16 @@ void Link::finish_ext(ExtCall& call, const Term* answer, const std::string& erro
     } else {
         reason = server_error(answer ? "unexpected answer " + bert::to_string(*answer, 300) : error);
     }
-    if (!ok) log::debug("%s from %s failed: %s", call.what.c_str(), call.node.c_str(), bert::to_string(reason, 300).c_str());
+    if (!ok)
+        log::debug("%s from %s failed: %s", call.what.c_str(), call.node.c_str(),
+                   bert::to_string(reason, 300).c_str());
     switch (call.origin) {
         case ExtCall::Origin::Rex: {
             // What rpc:call returns for an exception: {badrpc, {'EXIT', {Reason, Stack}}}.
-            Term result = ok ? value
-                             : Term::tuple({Term::atom("badrpc"),
-                                            Term::tuple({Term::atom("EXIT"), Term::tuple({reason, Term::nil()})})});
+            Term result =
+                ok ? value
+                   : Term::tuple({Term::atom("badrpc"),
+                                  Term::tuple({Term::atom("EXIT"), Term::tuple({reason, Term::nil()})})});
             send_to_pid(call.node, call.from, Term::tuple({call.tag, result}));
             return;
         }
@@ -238,8 +249,12 @@ void Link::finish_ext(ExtCall& call, const Term* answer, const std::string& erro
                         : ok      ? Term::tuple({call.res, Term::atom("return"), value})
                                   : Term::tuple({call.res, Term::atom("error"), reason, Term::nil()});
             if (call.monitor)
-                send_packet(*d, Term::tuple({Term(kMonitorPExit), Term(call.fake), Term(call.from), call.req_id, exit}), nullptr);
-            if (call.linked) send_packet(*d, Term::tuple({Term(kExit), Term(call.fake), Term(call.from), exit}), nullptr);
+                send_packet(
+                    *d,
+                    Term::tuple({Term(kMonitorPExit), Term(call.fake), Term(call.from), call.req_id, exit}),
+                    nullptr);
+            if (call.linked)
+                send_packet(*d, Term::tuple({Term(kExit), Term(call.fake), Term(call.from), exit}), nullptr);
             return;
         }
         case ExtCall::Origin::Message: return;
@@ -350,8 +365,10 @@ void Link::loop_readable(LoopConn& l) {
         Term answer;
         auto call = std::move(l.call);
         l.busy = false;
-        if (auto e = bert::decode(payload, answer)) finish_ext(*call, nullptr, "undecodable answer: " + e.message);
-        else finish_ext(*call, &answer, "");
+        if (auto e = bert::decode(payload, answer))
+            finish_ext(*call, nullptr, "undecodable answer: " + e.message);
+        else
+            finish_ext(*call, &answer, "");
         loop_done(l);
     }
 }
@@ -384,8 +401,10 @@ void Link::retire_loops(uint64_t newest) {
         if (s->dead || s->kind != Stream::Kind::Loop) continue;
         auto& l = static_cast<LoopConn&>(*s);
         if (l.generation >= newest) continue;
-        if (l.busy) l.closing = true;
-        else idle.push_back(&l);
+        if (l.busy)
+            l.closing = true;
+        else
+            idle.push_back(&l);
     }
     for (auto* l : idle) close_stream(*l, "retired");
 }

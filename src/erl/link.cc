@@ -63,8 +63,10 @@ Link::Stream::~Stream() {
     if (rev) event_free(rev);
     if (wev) event_free(wev);
     if (fd >= 0) {
-        if (kind == Kind::Dist) close_connection(fd);
-        else ::close(fd);
+        if (kind == Kind::Dist)
+            close_connection(fd);
+        else
+            ::close(fd);
     }
 }
 
@@ -176,7 +178,8 @@ void Link::on_write(evutil_socket_t, short, void* arg) {
 void Link::on_listen(evutil_socket_t fd, short, void* arg) {
     auto* self = static_cast<Link*>(arg);
     self->graveyard_.clear();
-    self->accept_local(int(fd), fd == self->acc_listen_.get() ? Stream::Kind::Acceptor : Stream::Kind::Handler);
+    self->accept_local(int(fd),
+                       fd == self->acc_listen_.get() ? Stream::Kind::Acceptor : Stream::Kind::Handler);
     self->after_callback();
 }
 
@@ -237,8 +240,10 @@ void Link::accept_local(int listen_fd, Stream::Kind kind) {
             ::close(fd);
             continue;
         }
-        if (kind == Stream::Kind::Acceptor) add_stream(std::make_unique<AccConn>(), fd);
-        else add_stream(std::make_unique<HandlerConn>(), fd);
+        if (kind == Stream::Kind::Acceptor)
+            add_stream(std::make_unique<AccConn>(), fd);
+        else
+            add_stream(std::make_unique<HandlerConn>(), fd);
     }
 }
 
@@ -308,7 +313,8 @@ void Link::close_stream(Stream& s, const std::string& why) {
             auto& l = static_cast<LoopConn&>(s);
             if (l.busy && l.call) {
                 auto call = std::move(l.call);
-                finish_ext(*call, nullptr, "the acceptor closed the connection during the call (" + why + ")");
+                finish_ext(*call, nullptr,
+                           "the acceptor closed the connection during the call (" + why + ")");
             }
             break;
         }
@@ -346,7 +352,8 @@ void Link::flush_dirty() {
 
 void Link::flush(Stream& s) {
     while (s.out_start < s.out.size()) {
-        ssize_t n = ::send(s.fd, s.out.data() + s.out_start, s.out.size() - s.out_start, MSG_NOSIGNAL | MSG_DONTWAIT);
+        ssize_t n =
+            ::send(s.fd, s.out.data() + s.out_start, s.out.size() - s.out_start, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n > 0) {
             s.out_start += size_t(n);
             continue;
@@ -391,8 +398,10 @@ void Link::ensure_connected(Node& n) {
 void Link::handshakes_done() {
     for (auto& h : cnode_.take()) {
         if (h.incoming) {
-            if (h.fd < 0) log::warn("an Erlang node tried to connect: %s", h.error.c_str());
-            else add_dist(h.fd, h.node, true);
+            if (h.fd < 0)
+                log::warn("an Erlang node tried to connect: %s", h.error.c_str());
+            else
+                add_dist(h.fd, h.node, true);
             continue;
         }
         Node& n = node(h.node);
@@ -403,7 +412,8 @@ void Link::handshakes_done() {
         }
         ++n.fails;
         n.retry_at_us = monotonic_us() + backoff_us(n.fails);
-        if (n.fails == 1 || n.last_error != h.error) log::warn("cannot connect to Erlang node %s: %s", n.name.c_str(), h.error.c_str());
+        if (n.fails == 1 || n.last_error != h.error)
+            log::warn("cannot connect to Erlang node %s: %s", n.name.c_str(), h.error.c_str());
         n.last_error = h.error;
         auto waiting = std::exchange(n.on_connect, {});
         for (auto& f : waiting) f(h.error);
@@ -438,12 +448,15 @@ void Link::dist_closed(DistConn& d) {
     if (n.conn == d.id) {
         n.conn = 0;
         for (auto& [id, s] : streams_)
-            if (s.get() != &d && !s->dead && s->kind == Stream::Kind::Dist && static_cast<DistConn&>(*s).node == d.node)
+            if (s.get() != &d && !s->dead && s->kind == Stream::Kind::Dist &&
+                static_cast<DistConn&>(*s).node == d.node)
                 n.conn = id;
     }
     if (!n.conn) {
-        if (n.wanted) log::warn("lost Erlang node %s; reconnecting", n.name.c_str());
-        else log::info("Erlang node %s disconnected", n.name.c_str());
+        if (n.wanted)
+            log::warn("lost Erlang node %s; reconnecting", n.name.c_str());
+        else
+            log::info("Erlang node %s disconnected", n.name.c_str());
         n.setup = Node::Setup::None;
         n.fails = std::max(n.fails, 1);
         n.retry_at_us = monotonic_us() + backoff_us(n.fails);
@@ -462,8 +475,9 @@ void Link::dist_closed(DistConn& d) {
         for (auto& w : waiting) {
             bert::Peek pk;
             bert::peek(w.payload, pk);
-            answer_error(w.acceptor, w.tag, 0,
-                         "native module '" + std::string(pk.module) + "': the Erlang node " + n.name + " went away");
+            answer_error(
+                w.acceptor, w.tag, 0,
+                "native module '" + std::string(pk.module) + "': the Erlang node " + n.name + " went away");
         }
     }
 }
@@ -496,7 +510,9 @@ void Link::expire_calls(int64_t now) {
 
 void Link::fail_call(Call& c, const std::string& why) {
     switch (c.kind) {
-        case Call::Kind::Native: answer_error(c.acceptor, c.acc_tag, 0, "native call '" + c.mf + "': " + why); break;
+        case Call::Kind::Native:
+            answer_error(c.acceptor, c.acc_tag, 0, "native call '" + c.mf + "': " + why);
+            break;
         case Call::Kind::HandlerRpc: handler_error(c.handler, why); break;
         case Call::Kind::EnsureLoaded:
         case Call::Kind::LoadBeam:
@@ -525,7 +541,9 @@ void Link::send_to_pid(const std::string& name, const bert::Pid& to, const bert:
 }
 
 void Link::send_to_name(DistConn& d, const std::string& name, const bert::Term& message) {
-    send_packet(d, bert::Term::tuple({bert::Term(kRegSend), bert::Term(cnode_.self()), bert::Term::atom(""), bert::Term::atom(name)}),
+    send_packet(d,
+                bert::Term::tuple({bert::Term(kRegSend), bert::Term(cnode_.self()), bert::Term::atom(""),
+                                   bert::Term::atom(name)}),
                 &message);
 }
 
@@ -555,7 +573,8 @@ void Link::tick() {
     expire_calls(now);
     for (auto& [name, n] : nodes_) {
         if (n.wanted) ensure_connected(n);
-        if (conn_of(n) && n.wanted && n.setup == Node::Setup::Failed && now >= n.setup_retry_us) start_setup(n);
+        if (conn_of(n) && n.wanted && n.setup == Node::Setup::Failed && now >= n.setup_retry_us)
+            start_setup(n);
     }
     // Calls from Erlang that found no loop connection (none could be made then) try again.
     if (!ext_waiting_.empty()) {
@@ -574,7 +593,8 @@ void Link::tick() {
         for (auto& [id, s] : streams_) {
             if (s->dead || s->kind != Stream::Kind::Dist) continue;
             auto& d = static_cast<DistConn&>(*s);
-            if (now - d.last_in_us > kSilenceUs) silent.push_back(&d);
+            if (now - d.last_in_us > kSilenceUs)
+                silent.push_back(&d);
             else if (d.out_start == d.out.size()) {
                 append_tick(d.out);
                 queue_out(d);

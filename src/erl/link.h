@@ -77,7 +77,7 @@ public:
         bert::Term res;     // Spawn: erpc's result reference
         bert::Pid fake;     // Spawn: the "process" that ran the call
         bool monitor = false, linked = false, cast = false;
-        std::string what;   // "ext:add/2", for the log
+        std::string what;  // "ext:add/2", for the log
     };
     struct LoopConn : Stream {
         LoopConn() : Stream(Kind::Loop) {}
@@ -110,7 +110,7 @@ public:
         int64_t setup_retry_us = 0;
         std::unordered_map<std::string, std::set<std::pair<std::string, int>>> exports;  // module -> F/A
         std::unordered_map<std::string, std::string> missing;  // module -> why it cannot be loaded
-        std::vector<NativeReq> waiting;                           // arrived while the exports load
+        std::vector<NativeReq> waiting;                        // arrived while the exports load
         std::vector<std::function<void(const std::string& error)>> on_connect;  // "" on success
     };
     struct Call {

@@ -31,7 +31,8 @@ std::string utf8_name(std::string_view raw, bool latin1) {
     if (!latin1) return std::string(raw);
     std::string out;
     for (unsigned char c : raw) {
-        if (c < 0x80) out.push_back(char(c));
+        if (c < 0x80)
+            out.push_back(char(c));
         else {
             out.push_back(char(0xC0 | (c >> 6)));
             out.push_back(char(0x80 | (c & 0x3F)));
@@ -62,7 +63,8 @@ void Link::acceptor_message(AccConn& a, uint8_t type, uint64_t tag, std::string_
             a.hello = true;
             a.generation = linkproto::get_u64(body.data());
             a.index = linkproto::get_u32(body.data() + 8);
-            log::debug("acceptor %u of generation %llu joined the link", a.index, (unsigned long long)a.generation);
+            log::debug("acceptor %u of generation %llu joined the link", a.index,
+                       (unsigned long long)a.generation);
             if (a.generation > newest_generation_) {
                 newest_generation_ = a.generation;
                 retire_loops(newest_generation_);
@@ -91,7 +93,8 @@ void Link::answer_error(uint64_t acceptor, uint64_t tag, int code, const std::st
 
 void Link::native_request(AccConn& a, uint64_t tag, uint8_t flags, std::string_view payload) {
     bert::Peek pk;
-    if (!bert::peek(payload, pk) || (pk.kind != bert::Peek::Kind::Call && pk.kind != bert::Peek::Kind::Cast)) {
+    if (!bert::peek(payload, pk) ||
+        (pk.kind != bert::Peek::Kind::Call && pk.kind != bert::Peek::Kind::Cast)) {
         answer_error(a.id, tag, 0, "the link got a request that is not a call or cast");
         return;
     }
@@ -100,12 +103,16 @@ void Link::native_request(AccConn& a, uint64_t tag, uint8_t flags, std::string_v
     auto it = native_modules_.find(module);
     if (it == native_modules_.end()) {
         // The acceptor's configuration is newer or older than ours (a reload in progress).
-        if (has_external) answer_acceptor(a.id, tag, linkproto::Fallback, {});
-        else answer_error(a.id, tag, 1, "No such module '" + module + "'");
+        if (has_external)
+            answer_acceptor(a.id, tag, linkproto::Fallback, {});
+        else
+            answer_error(a.id, tag, 1, "No such module '" + module + "'");
         return;
     }
     if (it->second.empty()) {
-        answer_error(a.id, tag, 0, "native module '" + module + "' has no node to run on (restart bertd to start its companion VM)");
+        answer_error(
+            a.id, tag, 0,
+            "native module '" + module + "' has no node to run on (restart bertd to start its companion VM)");
         return;
     }
     Node& n = node(it->second);
@@ -113,15 +120,16 @@ void Link::native_request(AccConn& a, uint64_t tag, uint8_t flags, std::string_v
         ensure_connected(n);
         answer_error(a.id, tag, 0,
                      "native module '" + module + "': the Erlang node " + n.name + " is not connected" +
-                         (n.last_error.empty() ? "" : " (" + n.last_error + ")") + "; bertd keeps reconnecting");
+                         (n.last_error.empty() ? "" : " (" + n.last_error + ")") +
+                         "; bertd keeps reconnecting");
         return;
     }
     switch (n.setup) {
-        case Node::Setup::None:
-            start_setup(n);
-            [[fallthrough]];
+        case Node::Setup::None: start_setup(n); [[fallthrough]];
         case Node::Setup::Loading: n.waiting.push_back({a.id, tag, flags, std::string(payload)}); return;
-        case Node::Setup::Failed: answer_error(a.id, tag, 0, "native module '" + module + "': " + n.setup_error); return;
+        case Node::Setup::Failed:
+            answer_error(a.id, tag, 0, "native module '" + module + "': " + n.setup_error);
+            return;
         case Node::Setup::Ready: decide_native(n, a.id, tag, flags, payload); return;
     }
 }
@@ -136,20 +144,25 @@ void Link::decide_native(Node& n, uint64_t acceptor, uint64_t tag, uint8_t flags
     bool has_external = flags & linkproto::HasExternal;
     auto ex = n.exports.find(module);
     if (ex == n.exports.end()) {
-        if (has_external) answer_acceptor(acceptor, tag, linkproto::Fallback, {});
-        else answer_error(acceptor, tag, 1, "No such module '" + module + "'");
+        if (has_external)
+            answer_acceptor(acceptor, tag, linkproto::Fallback, {});
+        else
+            answer_error(acceptor, tag, 1, "No such module '" + module + "'");
         return;
     }
     int arity = int(pk.arity);
     bool exported = ex->second.count({fn, arity}) || ex->second.count({fn + "_pred", arity});
     if (!exported) {
-        if (has_external) answer_acceptor(acceptor, tag, linkproto::Fallback, {});
-        else answer_error(acceptor, tag, 2, "No such function '" + module + ":" + fn + "'");
+        if (has_external)
+            answer_acceptor(acceptor, tag, linkproto::Fallback, {});
+        else
+            answer_error(acceptor, tag, 2, "No such function '" + module + ":" + fn + "'");
         return;
     }
     DistConn* d = conn_of(n);
     if (!d) {
-        answer_error(acceptor, tag, 0, "native module '" + module + "': the Erlang node " + n.name + " is not connected");
+        answer_error(acceptor, tag, 0,
+                     "native module '" + module + "': the Erlang node " + n.name + " is not connected");
         return;
     }
     bool cast = flags & linkproto::Cast;
@@ -160,8 +173,10 @@ void Link::decide_native(Node& n, uint64_t acceptor, uint64_t tag, uint8_t flags
         e.binary(module).binary(fn);
         // By default the arguments stay a binary until binary_to_term(Bin, [safe]) on
         // the node, so a client can never create atoms there.
-        if (trust) e.raw(args);
-        else e.binary(std::string_view("\x83", 1), args);
+        if (trust)
+            e.raw(args);
+        else
+            e.binary(std::string_view("\x83", 1), args);
         e.atom(trust ? "false" : "true");
     });
     Call c;
@@ -186,11 +201,14 @@ void Link::native_reply(Call& c, std::string_view result) {
     bert::Term t = decode_result(result);
     if (t.is_atom("fallback")) {
         // The predicate said external.
-        if (c.has_external) answer_acceptor(c.acceptor, c.acc_tag, linkproto::Fallback, {});
-        else answer_error(c.acceptor, c.acc_tag, 2, "No such function '" + c.mf + "'");
+        if (c.has_external)
+            answer_acceptor(c.acceptor, c.acc_tag, linkproto::Fallback, {});
+        else
+            answer_error(c.acceptor, c.acc_tag, 2, "No such function '" + c.mf + "'");
         return;
     }
-    answer_error(c.acceptor, c.acc_tag, 0, "native call '" + c.mf + "' failed on " + c.node + ": " + bert::to_string(t, 1000));
+    answer_error(c.acceptor, c.acc_tag, 0,
+                 "native call '" + c.mf + "' failed on " + c.node + ": " + bert::to_string(t, 1000));
 }
 
 // ---- the export lists ------------------------------------------------------------------------
@@ -215,7 +233,8 @@ void Link::send_exports_query(Node& n) {
     if (!d) return;
     std::vector<std::string> mods;
     for (const auto& m : config_.modules)
-        if (m.type == ModuleConfig::Type::Native && native_modules_.count(m.name) && native_modules_[m.name] == n.name)
+        if (m.type == ModuleConfig::Type::Native && native_modules_.count(m.name) &&
+            native_modules_[m.name] == n.name)
             mods.push_back(m.name);
     uint64_t tag = new_tag();
     rex_call(*d, tag, "bertd_native", "exports", 1, [&](Ext& e) {
@@ -289,7 +308,8 @@ void Link::setup_reply(Call& c, std::string_view result) {
                 }
                 auto& set = n.exports[mod];
                 for (const auto& f : e[1].items())
-                    if (f.is_tuple(2) && f[0].is_binary() && f[1].is_int()) set.insert({f[0].bytes(), int(f[1].as_int())});
+                    if (f.is_tuple(2) && f[0].is_binary() && f[1].is_int())
+                        set.insert({f[0].bytes(), int(f[1].as_int())});
                 summary += (summary.empty() ? "" : ", ") + mod + " (" + std::to_string(set.size()) + ")";
             }
             n.setup = Node::Setup::Ready;

@@ -46,7 +46,8 @@ inline uint64_t get_u64(const char* p) {
 }
 
 // Appends one message whose body is `prefix` followed by `body`.
-inline void append(std::string& out, Type type, uint64_t tag, std::string_view prefix, std::string_view body = {}) {
+inline void append(std::string& out, Type type, uint64_t tag, std::string_view prefix,
+                   std::string_view body = {}) {
     char h[kHeader];
     put_u32(h, uint32_t(1 + 8 + prefix.size() + body.size()));
     h[4] = char(type);

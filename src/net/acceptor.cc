@@ -17,10 +17,10 @@
 #include <cstring>
 
 #include "admin/admin.h"
-#include "net/acceptor_internal.h"
 #include "bert/frame.h"
 #include "bert/printer.h"
 #include "log/log.h"
+#include "net/acceptor_internal.h"
 
 namespace bertd {
 

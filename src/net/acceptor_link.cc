@@ -63,8 +63,8 @@ void Acceptor::on_link_io(evutil_socket_t, short what, void* arg) {
 void Acceptor::link_flush() {
     if (!link_fd_) return;
     while (link_out_start_ < link_out_.size()) {
-        ssize_t n = ::send(link_fd_.get(), link_out_.data() + link_out_start_, link_out_.size() - link_out_start_,
-                           MSG_NOSIGNAL | MSG_DONTWAIT);
+        ssize_t n = ::send(link_fd_.get(), link_out_.data() + link_out_start_,
+                           link_out_.size() - link_out_start_, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n > 0) {
             link_out_start_ += size_t(n);
             continue;
@@ -74,7 +74,8 @@ void Acceptor::link_flush() {
             if (!link_writing_) {
                 link_writing_ = true;
                 event_del(link_ev_);
-                event_assign(link_ev_, base_, link_fd_.get(), EV_READ | EV_WRITE | EV_PERSIST, on_link_io, this);
+                event_assign(link_ev_, base_, link_fd_.get(), EV_READ | EV_WRITE | EV_PERSIST, on_link_io,
+                             this);
                 event_add(link_ev_, nullptr);
             }
             return;

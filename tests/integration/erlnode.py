@@ -93,11 +93,12 @@ class ErlNode:
         for p in self.paths:
             cmd += ["-pa", p]
         cmd += ["-eval", _LOOP]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, start_new_session=True)
         _live.add(self)
         threading.Thread(target=self._reader, args=(self.proc,), daemon=True).start()
-        wait_until(lambda: self.try_eval("ok.") == bertd.Atom("ok"), timeout=timeout, what=f"{self.name} to start")
+        wait_until(lambda: self.try_eval("ok.") == bertd.Atom("ok"), timeout=timeout,
+                   what=f"{self.name} to start")
         return self
 
     def _reader(self, proc):

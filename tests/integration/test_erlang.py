@@ -5,22 +5,22 @@ back, rpc:call and messages from Erlang nodes into bertd, handlers calling Erlan
 C++, and two servers sharing a globally registered process. Every VM and server is stopped in cleanups.
 """
 import os
-import re
 import signal
-import sys
 import threading
 import time
 import unittest
 
-from erlnode import ErlNode, ErlangEvalError, compile_erlang, test_cookie, unique_name
-from harness import BUILD, HANDLERS, ROOT, Server, py_handler, ruby_handler, wait_until
+from erlnode import ErlNode, compile_erlang, test_cookie, unique_name
+from harness import BUILD, HANDLERS, ROOT, Server, py_handler, wait_until
 
 import bertd
 from bertd import Atom
 
 ERL_SRC = os.path.join(ROOT, "tests", "erlang")
-EBIN = os.path.join(BUILD, "ebin")
 RUBY_LIB = os.path.join(ROOT, "modules", "ruby", "lib")
+# A process registered as {name} that keeps the first message it gets until asked for it.
+MAILBOX = "register({name}, spawn(fun() -> receive M -> receive {{get, P}} -> P ! M end end end)), ok."
+MAILBOX_GET = "{name} ! {{get, self()}}, receive M -> M after 3000 -> timeout end."
 
 
 def compiled(*names, subdir=""):
@@ -113,6 +113,10 @@ class NativeModules(unittest.TestCase):
 
     def svc(self):
         return self.server.service(timeout=10)
+
+    @property
+    def erl_node(self):
+        return self.erl.name.encode()
 
     def erl_eval(self, expr):
         return self.erl.eval(expr)
@@ -219,12 +223,14 @@ class NativeModules(unittest.TestCase):
         v2 = compiled("grow", subdir="grow2")
         beam = os.path.join(v2, "grow.beam")
         self.erl_eval(f"{{ok, B}} = file:read_file(\"{beam}\"), "
-                      f"{{module, grow}} = rpc:call('{self.name}', code, load_binary, [grow, \"{beam}\", B]).")
+                      f"{{module, grow}} = rpc:call('{self.name}', code, load_binary, "
+                      f"[grow, \"{beam}\", B]).")
         self.assertEqual(svc.call.grow.b(), b"external_b")  # the export list is cached ...
         os.kill(self.server.proc.pid, signal.SIGHUP)  # ... until a reload refreshes it
-        wait_until(lambda: self.svc().call.grow.b() == Atom("native_b"), timeout=10, what="the refreshed exports")
+        wait_until(lambda: self.svc().call.grow.b() == Atom("native_b"), timeout=10,
+                   what="the refreshed exports")
 
-    # -- Erlang nodes calling bertd ---------------------------------------------------------------------------
+    # -- Erlang nodes calling bertd -----------------------------------------------------------------------
     def test_net_adm_ping_answers_pong(self):
         self.assertEqual(self.erl_eval(f"net_adm:ping('{self.cnode}')."), Atom("pong"))
 
@@ -246,8 +252,10 @@ class NativeModules(unittest.TestCase):
 
     def test_many_rpc_calls_from_erlang_run_at_once(self):
         start = time.monotonic()
-        r = self.erl_eval(f"""Self = self(), [spawn(fun() -> Self ! rpc:call('{self.cnode}', other, slow, [500]) end)
-                              || _ <- lists:seq(1, 4)], [receive X -> X end || _ <- lists:seq(1, 4)].""")
+        r = self.erl_eval(f"""Self = self(),
+                              [spawn(fun() -> Self ! rpc:call('{self.cnode}', other, slow, [500]) end)
+                               || _ <- lists:seq(1, 4)],
+                              [receive X -> X end || _ <- lists:seq(1, 4)].""")
         self.assertEqual(r, [500] * 4)
         self.assertLess(time.monotonic() - start, 1.5)  # four workers: one after the other would take 2 s
 
@@ -260,19 +268,19 @@ class NativeModules(unittest.TestCase):
     def test_python_handler_calls_erlang(self):
         svc = self.svc()
         self.assertEqual(svc.call.pyerl.rpc(b"", b"nat", b"whoami", []), Atom(self.name))
-        self.assertEqual(svc.call.pyerl.rpc(self.erl.name.encode(), b"erlang", b"node", []), Atom(self.erl.name))
+        self.assertEqual(svc.call.pyerl.rpc(self.erl_node, b"erlang", b"node", []), Atom(self.erl.name))
         self.assertEqual(svc.call.pyerl.rpc(b"", b"nat", b"boom", [1])[0], b"ErlangError")
         self.assertEqual(svc.call.pyerl.rpc(b"nobody@127.0.0.1", b"erlang", b"node", [])[0], b"ErlangError")
         name = f"pybox{time.monotonic_ns()}"
-        self.erl_eval(f"register({name}, spawn(fun() -> receive M -> receive {{get, P}} -> P ! M end end end)), ok.")
+        self.erl_eval(MAILBOX.format(name=name))
         self.assertIs(svc.call.pyerl.send(self.erl.name.encode(), name.encode(), [1, b"two"]), True)
-        got = self.erl_eval(f"{name} ! {{get, self()}}, receive M -> M after 3000 -> timeout end.")
+        got = self.erl_eval(MAILBOX_GET.format(name=name))
         self.assertEqual(got, [1, b"two"])
 
     def test_ruby_handler_calls_erlang(self):
         svc = self.svc()
         self.assertEqual(svc.call.rberl.rpc(b"", b"nat", b"add", [2, 3]), 5)
-        self.assertEqual(svc.call.rberl.rpc(self.erl.name.encode(), b"erlang", b"node", []), Atom(self.erl.name))
+        self.assertEqual(svc.call.rberl.rpc(self.erl_node, b"erlang", b"node", []), Atom(self.erl.name))
         self.assertEqual(svc.call.rberl.rpc(b"", b"nat", b"boom", [1])[0], b"ErlangError")
         key = f"rb{time.monotonic_ns()}".encode()
         self.assertIs(svc.call.rberl.send(b"", b"nonexistent_name", key), True)  # sends are fire and forget
@@ -280,12 +288,12 @@ class NativeModules(unittest.TestCase):
     def test_cpp_handler_calls_erlang(self):
         svc = self.svc()
         self.assertEqual(svc.call.cpperl.rpc(b"", b"nat", b"add", [20, 22]), 42)
-        self.assertEqual(svc.call.cpperl.rpc(self.erl.name.encode(), b"erlang", b"node", []), Atom(self.erl.name))
+        self.assertEqual(svc.call.cpperl.rpc(self.erl_node, b"erlang", b"node", []), Atom(self.erl.name))
         self.assertEqual(svc.call.cpperl.rpc(b"", b"nat", b"boom", [1])[0], b"ErlangError")
         name = f"cppbox{time.monotonic_ns()}"
-        self.erl_eval(f"register({name}, spawn(fun() -> receive M -> receive {{get, P}} -> P ! M end end end)), ok.")
+        self.erl_eval(MAILBOX.format(name=name))
         self.assertEqual(svc.call.cpperl.send(self.erl.name.encode(), name.encode(), 99), Atom("true"))
-        self.assertEqual(self.erl_eval(f"{name} ! {{get, self()}}, receive M -> M after 3000 -> timeout end."), 99)
+        self.assertEqual(self.erl_eval(MAILBOX_GET.format(name=name)), 99)
 
 
 class NativeNodeDownAndBack(unittest.TestCase):

@@ -34,7 +34,9 @@ Term term_of(std::string_view ext) {
     return t;
 }
 
-bool contains(const std::string& hay, const std::string& needle) { return hay.find(needle) != std::string::npos; }
+bool contains(const std::string& hay, const std::string& needle) {
+    return hay.find(needle) != std::string::npos;
+}
 
 // A directory holding a (fake) bertd_native.beam, for configs with native
 // modules; removed when the test program exits.
@@ -56,17 +58,19 @@ const std::string& fake_ebin() {
 }
 
 Config native_config(const std::string& extra = "") {
-    return parse_config_text("port: 9000\n"
-                             "modules:\n"
-                             "  - name: nat\n"
-                             "    type: native\n"
-                             "    codepaths: [/srv/a, /srv/b]\n"
-                             "  - name: ext\n"
-                             "    command: ruby ext.rb\n"
-                             "erlang:\n"
-                             "  cookie: sesame\n"
-                             "  ebin: " + fake_ebin() + "\n" + extra,
-                             "t.yaml");
+    return parse_config_text(
+        "port: 9000\n"
+        "modules:\n"
+        "  - name: nat\n"
+        "    type: native\n"
+        "    codepaths: [/srv/a, /srv/b]\n"
+        "  - name: ext\n"
+        "    command: ruby ext.rb\n"
+        "erlang:\n"
+        "  cookie: sesame\n"
+        "  ebin: " +
+            fake_ebin() + "\n" + extra,
+        "t.yaml");
 }
 }  // namespace
 
@@ -79,18 +83,27 @@ TEST(Dist, writer_matches_the_codec) {
     erl::Ext e(out);
     bert::Pid pid{"n@127.0.0.1", 7, 3, 123456};
     bert::Ref ref{"n@127.0.0.1", {1, 2, 3}, 99};
-    e.tuple(8).atom("call").integer(5).integer(-70000).uinteger(uint64_t(1) << 40).binary("ab", "cd").pid(pid).ref(ref);
+    e.tuple(8)
+        .atom("call")
+        .integer(5)
+        .integer(-70000)
+        .uinteger(uint64_t(1) << 40)
+        .binary("ab", "cd")
+        .pid(pid)
+        .ref(ref);
     e.list(2).integer(1).atom("").nil();
-    Term expect = Term::tuple({Term::atom("call"), Term(5), Term(-70000), Term(int64_t(1) << 40), Term::binary("abcd"),
-                               Term(pid), Term(ref), Term::list({Term(1), Term::atom("")})});
+    Term expect =
+        Term::tuple({Term::atom("call"), Term(5), Term(-70000), Term(int64_t(1) << 40), Term::binary("abcd"),
+                     Term(pid), Term(ref), Term::list({Term(1), Term::atom("")})});
     CHECK(term_of(out) == expect);
 }
 
 TEST(Dist, skip_term_finds_the_end_of_every_kind_and_refuses_truncation) {
-    Term t = Term::tuple({Term(1), Term(1000), Term(1.5), Term::atom("a"), Term::binary("xyz"), Term::string("str"),
-                          Term::list({Term(1), Term(2)}), Term(bert::Map{{{Term(1), Term(2)}}}),
-                          Term(bert::Pid{"n@h", 1, 2, 3}), Term(bert::Ref{"n@h", {1, 2}, 3}),
-                          Term(bert::BigInt{false, std::string(20, '\x07')})});
+    Term t =
+        Term::tuple({Term(1), Term(1000), Term(1.5), Term::atom("a"), Term::binary("xyz"),
+                     Term::string("str"), Term::list({Term(1), Term(2)}),
+                     Term(bert::Map{{{Term(1), Term(2)}}}), Term(bert::Pid{"n@h", 1, 2, 3}),
+                     Term(bert::Ref{"n@h", {1, 2}, 3}), Term(bert::BigInt{false, std::string(20, '\x07')})});
     std::string bytes = ext_of(t);
     CHECK_EQUAL(bytes.size(), erl::skip_term(bytes, 0));
     for (size_t cut = 0; cut < bytes.size(); ++cut)
@@ -125,7 +138,8 @@ TEST(Dist, packets_split_into_control_and_message) {
     CHECK(erl::binary_bytes(result, bytes));
     CHECK(bytes == std::string_view("\x83\x61\x01", 3));
 
-    CHECK_FALSE(erl::parse_packet(std::string_view("E\x83\x68\x00", 4), p, err));  // a fragment: not negotiated
+    CHECK_FALSE(
+        erl::parse_packet(std::string_view("E\x83\x68\x00", 4), p, err));  // a fragment: not negotiated
     CHECK(contains(err, "pass-through"));
     CHECK_FALSE(erl::parse_packet(std::string_view("p\x83\x68\x05", 4), p, err));
 }
@@ -194,15 +208,17 @@ TEST(Identity, a_companion_takes_the_name_and_the_cnode_a_derived_one) {
 }
 
 TEST(Identity, without_a_companion_the_cnode_takes_the_name) {
-    Config c = parse_config_text("modules:\n"
-                                 "  - name: nat\n"
-                                 "    type: native\n"
-                                 "    node: app@10.0.0.2\n"
-                                 "erlang:\n"
-                                 "  name: front@10.0.0.1\n"
-                                 "  cookie: c\n"
-                                 "  ebin: " + fake_ebin() + "\n",
-                                 "t.yaml");
+    Config c = parse_config_text(
+        "modules:\n"
+        "  - name: nat\n"
+        "    type: native\n"
+        "    node: app@10.0.0.2\n"
+        "erlang:\n"
+        "  name: front@10.0.0.1\n"
+        "  cookie: c\n"
+        "  ebin: " +
+            fake_ebin() + "\n",
+        "t.yaml");
     Options o;
     erl::Identity id = erl::resolve_identity(o, c);
     STRCMP_EQUAL("front@10.0.0.1", id.cnode.c_str());
@@ -252,13 +268,14 @@ TEST(Identity, companion_command_has_the_paths_options_and_a_hidden_cookie) {
 TEST_GROUP(ErlangConfig){};
 
 TEST(ErlangConfig, every_key_is_read) {
-    Config c = native_config("  name: n@127.0.0.1\n"
-                             "  trust_clients: true\n"
-                             "  call_timeout: 2s\n"
-                             "  registered:\n"
-                             "    - name: events\n"
-                             "      module: ext\n"
-                             "      function: event\n");
+    Config c = native_config(
+        "  name: n@127.0.0.1\n"
+        "  trust_clients: true\n"
+        "  call_timeout: 2s\n"
+        "  registered:\n"
+        "    - name: events\n"
+        "      module: ext\n"
+        "      function: event\n");
     CHECK(c.erlang.present);
     CHECK(c.erlang.trust_clients);
     DOUBLES_EQUAL(2.0, c.erlang.call_timeout, 1e-9);
@@ -298,8 +315,10 @@ TEST(Identity, the_cookie_file_is_created_like_erl_does_and_then_read) {
     int rc = stat(path.c_str(), &st);
     unlink(path.c_str());
     rmdir(home.c_str());
-    if (old) setenv("HOME", saved.c_str(), 1);
-    else unsetenv("HOME");
+    if (old)
+        setenv("HOME", saved.c_str(), 1);
+    else
+        unsetenv("HOME");
     CHECK_EQUAL(0, rc);
     CHECK_EQUAL(0400u, st.st_mode & 0777u);
     CHECK_EQUAL(20u, a.cookie.size());

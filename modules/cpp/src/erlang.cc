@@ -34,7 +34,8 @@ int connection() {
     if (g_fd >= 0 && g_pid == getpid()) return g_fd;
     if (g_fd >= 0 && g_pid != getpid()) g_fd = -1;  // a forked child's copy belongs to the parent's stream
     const char* addr = getenv("BERTD_ERLANG");
-    if (!addr || !*addr) throw ErlangError("BERTD_ERLANG is not set: run this handler under bertd with Erlang enabled");
+    if (!addr || !*addr)
+        throw ErlangError("BERTD_ERLANG is not set: run this handler under bertd with Erlang enabled");
     sockaddr_un a{};
     a.sun_family = AF_UNIX;
     std::string name = addr;
@@ -92,7 +93,8 @@ Term request(const Term& req) {
         auto fs = bert::scan_frame(std::string_view(h, sizeof h), size_t(1) << 31);
         std::string body(fs.length, '\0');
         read_all(fd, body.data(), body.size());
-        if (auto err = bert::decode(body, answer)) throw ErlangError("undecodable answer from bertd: " + err.message);
+        if (auto err = bert::decode(body, answer))
+            throw ErlangError("undecodable answer from bertd: " + err.message);
     } catch (...) {
         drop();
         throw;
@@ -108,9 +110,10 @@ Term request(const Term& req) {
 Term node_term(std::string_view node) { return node.empty() ? Term::nil() : Term::atom(node); }
 }  // namespace
 
-Term erlang_rpc(std::string_view node, std::string_view module, std::string_view function, std::vector<Term> args) {
-    Term result = request(Term::tuple({Term::atom("rpc"), node_term(node), Term::atom(module), Term::atom(function),
-                                       Term::list(std::move(args))}));
+Term erlang_rpc(std::string_view node, std::string_view module, std::string_view function,
+                std::vector<Term> args) {
+    Term result = request(Term::tuple({Term::atom("rpc"), node_term(node), Term::atom(module),
+                                       Term::atom(function), Term::list(std::move(args))}));
     if (result.is_tuple(2) && result[0].is_atom("badrpc"))
         throw ErlangError("badrpc: " + bert::to_string(result[1], 300), result[1]);
     return result;

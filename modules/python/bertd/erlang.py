@@ -92,7 +92,8 @@ def erlang_rpc(node, module, function, args=(), timeout=None):
     the result. Strings go as binaries, as BERT has them; pass bertd.Atom for atoms. Raises
     ErlangError for {badrpc, Reason} and when the node cannot be reached."""
     target = None if node is None else _name(node, "node")
-    result = _request((_RPC, target, _name(module, "module"), _name(function, "function"), list(args)), timeout)
+    request = (_RPC, target, _name(module, "module"), _name(function, "function"), list(args))
+    result = _request(request, timeout)
     if isinstance(result, tuple) and len(result) == 2 and result[0] == _BADRPC:
         raise ErlangError(f"badrpc: {bert.safe_repr(result[1])}", reason=result[1])
     return result
