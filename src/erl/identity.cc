@@ -22,7 +22,7 @@ std::string this_host(bool long_names) {
     char buf[256] = {0};
     if (gethostname(buf, sizeof buf - 1) != 0 || !buf[0]) return long_names ? "127.0.0.1" : "localhost";
     std::string h = buf;
-    if (!long_names) h = h.substr(0, h.find('.'));
+    if (!long_names && h.find('.') != std::string::npos) h.resize(h.find('.'));
     return h;
 }
 
@@ -88,7 +88,7 @@ std::string find_ebin(const Config& c) {
     if (n > 0) {
         exe[n] = 0;
         std::string dir = exe;
-        dir = dir.substr(0, dir.rfind('/'));
+        if (size_t slash = dir.rfind('/'); slash != std::string::npos) dir.resize(slash);
         for (const char* rel : {"/ebin", "/../ebin", "/../share/bertd/ebin"}) {
             char real[PATH_MAX];
             std::string d = dir + rel;

@@ -344,7 +344,7 @@ Link::LoopConn* Link::new_loop() {
     auto l = std::make_unique<LoopConn>();
     l->acceptor = a.id;
     l->generation = a.generation;
-    return static_cast<LoopConn*>(&add_stream(std::move(l), sv[0]));
+    return static_cast<LoopConn*>(add_stream(std::move(l), sv[0]));
 }
 
 void Link::loop_readable(LoopConn& l) {

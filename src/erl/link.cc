@@ -212,7 +212,7 @@ void Link::after_callback() { flush_dirty(); }
 
 // ---- streams --------------------------------------------------------------------------------
 
-Link::Stream& Link::add_stream(std::unique_ptr<Stream> s, int fd) {
+Link::Stream* Link::add_stream(std::unique_ptr<Stream> s, int fd) {
     set_nonblocking(fd);
     s->link = this;
     s->id = next_stream_++;
@@ -220,9 +220,8 @@ Link::Stream& Link::add_stream(std::unique_ptr<Stream> s, int fd) {
     s->rev = event_new(base_, fd, EV_READ | EV_PERSIST, on_read, s.get());
     s->wev = event_new(base_, fd, EV_WRITE | EV_PERSIST, on_write, s.get());
     event_add(s->rev, nullptr);
-    Stream& ref = *s;
-    streams_.emplace(ref.id, std::move(s));
-    return ref;
+    uint64_t id = s->id;
+    return streams_.emplace(id, std::move(s)).first->second.get();
 }
 
 Link::Stream* Link::find(uint64_t id, Stream::Kind kind) {
@@ -424,9 +423,9 @@ void Link::add_dist(int fd, const std::string& name, bool incoming) {
     auto d = std::make_unique<DistConn>();
     d->node = name;
     d->last_in_us = monotonic_us();
-    Stream& s = add_stream(std::move(d), fd);
+    Stream* s = add_stream(std::move(d), fd);
     Node& n = node(name);
-    n.conn = s.id;
+    n.conn = s->id;
     n.fails = 0;
     n.retry_at_us = 0;
     n.last_error.clear();

@@ -138,7 +138,7 @@ private:
     static void on_tick(evutil_socket_t, short, void*);
     static void on_signal(evutil_socket_t, short, void*);
     static void on_epmd(evutil_socket_t, short, void*);
-    Stream& add_stream(std::unique_ptr<Stream> s, int fd);
+    Stream* add_stream(std::unique_ptr<Stream> s, int fd);
     void stream_readable(Stream& s);
     void close_stream(Stream& s, const std::string& why);
     void queue_out(Stream& s);
