@@ -165,7 +165,8 @@ class NativeModules(unittest.TestCase):
         for _ in range(3):
             self.assertIsNone(svc.cast.nat.slow(1000))
         self.assertEqual(svc.call.nat.add(2, 2), 4)
-        self.assertLess(time.monotonic() - start, 0.5)
+        # Blocking would take a second at least; a loaded test machine gets some slack.
+        self.assertLess(time.monotonic() - start, 0.75)
 
     def test_a_native_cast_runs(self):
         key = f"k{time.monotonic_ns()}".encode()
@@ -189,7 +190,7 @@ class NativeModules(unittest.TestCase):
             t.join(10)
         self.assertEqual(errors, [])
         self.assertEqual(results, [600] * 8)
-        self.assertLess(time.monotonic() - start, 1.5)  # one after the other would take 4.8 s
+        self.assertLess(time.monotonic() - start, 2.5)  # one after the other would take 4.8 s
 
     def test_client_arguments_create_no_atoms_on_the_node(self):
         fresh = f"bertd_fresh_atom_{os.getpid()}_{time.monotonic_ns()}"
@@ -253,11 +254,11 @@ class NativeModules(unittest.TestCase):
     def test_many_rpc_calls_from_erlang_run_at_once(self):
         start = time.monotonic()
         r = self.erl_eval(f"""Self = self(),
-                              [spawn(fun() -> Self ! rpc:call('{self.cnode}', other, slow, [500]) end)
+                              [spawn(fun() -> Self ! rpc:call('{self.cnode}', other, slow, [1000]) end)
                                || _ <- lists:seq(1, 4)],
                               [receive X -> X end || _ <- lists:seq(1, 4)].""")
-        self.assertEqual(r, [500] * 4)
-        self.assertLess(time.monotonic() - start, 1.5)  # four workers: one after the other would take 2 s
+        self.assertEqual(r, [1000] * 4)
+        self.assertLess(time.monotonic() - start, 2.5)  # four workers: one after the other would take 4 s
 
     def test_message_to_a_registered_name_is_a_cast_to_its_handler(self):
         tag = f"event{time.monotonic_ns()}"
@@ -347,12 +348,12 @@ class NativeNodeDownAndBack(unittest.TestCase):
         t.join(10)
         self.assertEqual(len(errors), 1)
         self.assertIn("went away", errors[0][0].message)
-        self.assertLess(errors[0][1] - killed, 0.5)
+        self.assertLess(errors[0][1] - killed, 0.7)
 
         start_t = time.monotonic()
         with self.assertRaises(bertd.ServerError) as cm:
             svc.call.nat.add(1, 2)
-        self.assertLess(time.monotonic() - start_t, 0.5)
+        self.assertLess(time.monotonic() - start_t, 1.0)
         self.assertIn(app, cm.exception.message)
         self.assertIn("not connected", cm.exception.message)
 
