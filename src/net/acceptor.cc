@@ -420,15 +420,19 @@ bool Acceptor::handle_frame(Conn& c, std::string_view payload) {
         return true;
     }
     if (pk.kind == bert::Peek::Kind::Info) {
+        // Infos are small and rare: decode them whole, so a malformed one is answered.
+        bert::Term info;
+        if (bert::DecodeError err = bert::decode(payload, info)) {
+            seg_.header().stats.protocol_errors.fetch_add(1, std::memory_order_relaxed);
+            send_owned(c, error_frame(ErrorType::Protocol, 2, "unable to read data: " + err.message));
+            return true;
+        }
         if (pk.module == "priority") {
-            bert::Term opts;
-            if (!bert::decode(std::string_view(payload.data(), payload.size()), opts)) {
-                // {info, priority, [low]} (the spec) or {info, priority, low} (Ernie's README).
-                const bert::Term& o = opts[2];
-                const bert::Term* v = o.is_list() && o.size() == 1 ? &o[0] : &o;
-                if (v->is_atom("low")) c.high = false;
-                else if (v->is_atom("high")) c.high = true;
-            }
+            // {info, priority, [low]} (the spec) or {info, priority, low} (Ernie's README).
+            const bert::Term& o = info[2];
+            const bert::Term* v = o.is_list() && o.size() == 1 ? &o[0] : &o;
+            if (v->is_atom("low")) c.high = false;
+            else if (v->is_atom("high")) c.high = true;
         }
         return true;  // other info commands are ignored, as the spec says
     }
