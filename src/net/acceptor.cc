@@ -126,6 +126,12 @@ Acceptor::~Acceptor() {
 }
 
 int Acceptor::run() {
+    if (!start(true)) return 1;
+    event_base_dispatch(base_);
+    return 0;
+}
+
+bool Acceptor::start(bool handle_signals) {
     AcceptorShared& me = seg_.acceptor(index_);
     uint64_t incarnation = me.incarnation.fetch_add(1) + 1;
     me.pid = getpid();
@@ -134,7 +140,7 @@ int Acceptor::run() {
     conn_prefix_ = (uint64_t(index_) << 56) | ((incarnation & 0xFFFFFF) << 32);
 
     base_ = event_base_new();
-    if (!base_) return 1;
+    if (!base_) return false;
     accept_ev_ = event_new(base_, rt_.listen_fd.get(), EV_READ | EV_PERSIST, on_accept, this);
     event_add(accept_ev_, nullptr);
     wake_ev_ = event_new(base_, rt_.acceptor_wake[index_].get(), EV_READ | EV_PERSIST, on_wake, this);
@@ -148,21 +154,40 @@ int Acceptor::run() {
     // A moved access log must be replaced within a second, so look four times a second.
     timeval quarter{0, 250000};
     event_add(tick_ev_, &quarter);
-    for (int sig : {SIGTERM, SIGINT, SIGQUIT, SIGUSR1}) {
-        event* e = evsignal_new(base_, sig, on_signal, this);
-        event_add(e, nullptr);
-        signal_evs_.push_back(e);
+    if (handle_signals) {
+        for (int sig : {SIGTERM, SIGINT, SIGQUIT, SIGUSR1}) {
+            event* e = evsignal_new(base_, sig, on_signal, this);
+            event_add(e, nullptr);
+            signal_evs_.push_back(e);
+        }
+        sigset_t unblock;
+        sigemptyset(&unblock);
+        sigprocmask(SIG_SETMASK, &unblock, nullptr);
+        signal(SIGPIPE, SIG_IGN);
+        signal(SIGHUP, SIG_IGN);
     }
-    sigset_t unblock;
-    sigemptyset(&unblock);
-    sigprocmask(SIG_SETMASK, &unblock, nullptr);
-    signal(SIGPIPE, SIG_IGN);
-    signal(SIGHUP, SIG_IGN);
-
     // Hand-offs may have been made to this index while it was down.
     scan_slots();
-    event_base_dispatch(base_);
-    return 0;
+    return true;
+}
+
+void Acceptor::adopt(int fd) {
+    graveyard_.clear();
+    sockaddr_storage peer{};
+    socklen_t plen = sizeof peer;
+    getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &plen);
+    set_nonblocking(fd);
+    seg_.header().stats.connections_total.fetch_add(1, std::memory_order_relaxed);
+    Conn& c = add_conn(fd, peer);
+    conn_readable(c);
+}
+
+size_t Acceptor::open_connections() const { return conns_.size(); }
+
+size_t Acceptor::leases_held() const {
+    size_t n = 0;
+    for (const auto& l : leases_) n += l != nullptr;
+    return n;
 }
 
 // ---- accepting ---------------------------------------------------------------
