@@ -1062,7 +1062,8 @@ bool peek(std::string_view payload, Peek& out) {
     // An info's options may be any term ({info, priority, low} in Ernie's README,
     // [low] in the spec); a call's or cast's arguments must be a list.
     if (!peek_list_header(c, r.arity)) {
-        if (r.kind != Peek::Kind::Info) return false;
+        // The caller decodes an info's options; they must at least be there.
+        if (r.kind != Peek::Kind::Info || c.left() == 0) return false;
         r.arity = 0;
     }
     out = r;

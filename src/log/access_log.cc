@@ -52,6 +52,11 @@ void AccessLog::open_at_generation() {
 
 void AccessLog::write(const AccessRecord& r) {
     if (fd_ < 0) return;
+    // Once any process has reopened the log, no line may go to the old file.
+    if (shared_ && shared_->generation.load(std::memory_order_acquire) != generation_) {
+        generation_ = shared_->generation.load();
+        open_at_generation();
+    }
     line_.clear();
     format(r, line_);
     line_.push_back('\n');

@@ -73,6 +73,12 @@ Acceptor::~Acceptor() {
 }
 
 int Acceptor::run() {
+    if (!start(true)) return 1;
+    event_base_dispatch(base_);
+    return 0;
+}
+
+bool Acceptor::start(bool handle_signals) {
     AcceptorShared& me = seg_.acceptor(index_);
     uint64_t incarnation = me.incarnation.fetch_add(1) + 1;
     me.pid = getpid();
@@ -81,7 +87,7 @@ int Acceptor::run() {
     conn_prefix_ = (uint64_t(index_) << 56) | ((incarnation & 0xFFFFFF) << 32);
 
     base_ = event_base_new();
-    if (!base_) return 1;
+    if (!base_) return false;
     accept_ev_ = event_new(base_, rt_.listen_fd.get(), EV_READ | EV_PERSIST, on_accept, this);
     event_add(accept_ev_, nullptr);
     wake_ev_ = event_new(base_, rt_.acceptor_wake[index_].get(), EV_READ | EV_PERSIST, on_wake, this);
@@ -95,22 +101,41 @@ int Acceptor::run() {
     // A moved access log must be replaced within a second, so look four times a second.
     timeval quarter{0, 250000};
     event_add(tick_ev_, &quarter);
-    for (int sig : {SIGTERM, SIGINT, SIGQUIT, SIGUSR1}) {
-        event* e = evsignal_new(base_, sig, on_signal, this);
-        event_add(e, nullptr);
-        signal_evs_.push_back(e);
+    if (handle_signals) {
+        for (int sig : {SIGTERM, SIGINT, SIGQUIT, SIGUSR1}) {
+            event* e = evsignal_new(base_, sig, on_signal, this);
+            event_add(e, nullptr);
+            signal_evs_.push_back(e);
+        }
+        sigset_t unblock;
+        sigemptyset(&unblock);
+        sigprocmask(SIG_SETMASK, &unblock, nullptr);
+        signal(SIGPIPE, SIG_IGN);
+        signal(SIGHUP, SIG_IGN);
     }
-    sigset_t unblock;
-    sigemptyset(&unblock);
-    sigprocmask(SIG_SETMASK, &unblock, nullptr);
-    signal(SIGPIPE, SIG_IGN);
-    signal(SIGHUP, SIG_IGN);
-
     // Hand-offs may have been made to this index while it was down.
     scan_slots();
     if (!rt_.link_address.empty()) link_connect();
-    event_base_dispatch(base_);
-    return 0;
+    return true;
+}
+
+void Acceptor::adopt(int fd) {
+    graveyard_.clear();
+    sockaddr_storage peer{};
+    socklen_t plen = sizeof peer;
+    getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &plen);
+    set_nonblocking(fd);
+    seg_.header().stats.connections_total.fetch_add(1, std::memory_order_relaxed);
+    Conn& c = add_conn(fd, peer);
+    conn_readable(c);
+}
+
+size_t Acceptor::open_connections() const { return conns_.size(); }
+
+size_t Acceptor::leases_held() const {
+    size_t n = 0;
+    for (const auto& l : leases_) n += l != nullptr;
+    return n;
 }
 
 // ---- accepting ---------------------------------------------------------------
@@ -368,15 +393,19 @@ bool Acceptor::handle_frame(Conn& c, std::string_view payload) {
         return true;
     }
     if (pk.kind == bert::Peek::Kind::Info) {
+        // Infos are small and rare: decode them whole, so a malformed one is answered.
+        bert::Term info;
+        if (bert::DecodeError err = bert::decode(payload, info)) {
+            seg_.header().stats.protocol_errors.fetch_add(1, std::memory_order_relaxed);
+            send_owned(c, error_frame(ErrorType::Protocol, 2, "unable to read data: " + err.message));
+            return true;
+        }
         if (pk.module == "priority") {
-            bert::Term opts;
-            if (!bert::decode(std::string_view(payload.data(), payload.size()), opts)) {
-                // {info, priority, [low]} (the spec) or {info, priority, low} (Ernie's README).
-                const bert::Term& o = opts[2];
-                const bert::Term* v = o.is_list() && o.size() == 1 ? &o[0] : &o;
-                if (v->is_atom("low")) c.high = false;
-                else if (v->is_atom("high")) c.high = true;
-            }
+            // {info, priority, [low]} (the spec) or {info, priority, low} (Ernie's README).
+            const bert::Term& o = info[2];
+            const bert::Term* v = o.is_list() && o.size() == 1 ? &o[0] : &o;
+            if (v->is_atom("low")) c.high = false;
+            else if (v->is_atom("high")) c.high = true;
         }
         return true;  // other info commands are ignored, as the spec says
     }

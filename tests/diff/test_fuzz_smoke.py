@@ -15,7 +15,7 @@ import unittest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SEEDS = os.path.join(ROOT, "tests", "fuzz", "seeds")
 TARGETS = ["fuzz_decode", "fuzz_frame"]
-SECONDS = 8
+SECONDS = 6  # per target; three targets keep the smoke under 30 s
 
 
 class FuzzSmokeTest(unittest.TestCase):
@@ -46,6 +46,9 @@ class FuzzSmokeTest(unittest.TestCase):
 
     def test_fuzz_frame_survives(self):
         self.run_target("fuzz_frame")
+
+    def test_fuzz_connection_state_machine_survives(self):
+        self.run_target("fuzz_conn")
 
 
 if __name__ == "__main__":

@@ -782,6 +782,7 @@ TEST(CodecPeek, garbage_and_wrong_shapes_are_other) {
         bert::encode(Term::tuple({Term::atom("call"), Term::atom("m"), Term::atom("f")})),
         bert::encode(Term::tuple({Term::atom("info"), Term::atom("m"), Term::atom("f"), Term::nil()})),
         bert::encode(Term::tuple({Term::atom("reply"), Term::atom("m"), Term::atom("f"), Term::nil()})),
+        B({131, 104, 3, 100, 0, 4, 'i', 'n', 'f', 'o', 100, 0, 1, 'm'}),  // an info cut after its command
         bert::encode(Term::tuple({Term::atom("call"), Term::binary("m"), Term::atom("f"), Term::nil()})),
         bert::encode(Term::tuple({Term::atom("call"), Term::atom("m"), Term(1), Term::nil()})),
         bert::encode(Term::tuple({Term::atom("call"), Term::atom("m"), Term::atom("f"), Term(1)})),
