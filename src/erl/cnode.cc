@@ -193,8 +193,7 @@ void CNode::dial_loop() {
         if (fd < 0) {
             h.error = fd == ERL_NO_PORT   ? "not registered with epmd (not running?)"
                       : fd == ERL_TIMEOUT ? "timed out"
-                                          : "connection or handshake failed (" +
-                                                std::string(strerror(erl_errno)) + "; wrong cookie?)";
+                                          : "connection or handshake failed (refused, or a wrong cookie?)";
         } else {
             set_cloexec(fd, true);
             h.fd = fd;
