@@ -103,6 +103,13 @@ int Link::run() {
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, nullptr);
 
+    // The acceptors' socket first: they connect as soon as they start.
+    acc_listen_.reset(listen_abstract(link_address(master_pid_)));
+    handler_listen_.reset(listen_abstract(handler_address(master_pid_)));
+    if (!acc_listen_ || !handler_listen_) {
+        log::error("cannot listen on the link's unix sockets: %s", strerror(errno));
+        return 1;
+    }
     if (std::string err = cnode_.start(id_.cnode_alive, id_.host, id_.cnode, id_.cookie); !err.empty()) {
         log::error("Erlang node %s: %s", id_.cnode.c_str(), err.c_str());
         return 1;
@@ -112,12 +119,6 @@ int Link::run() {
         std::ostringstream ss;
         ss << in.rdbuf();
         helper_beam_ = ss.str();
-    }
-    acc_listen_.reset(listen_abstract(link_address(master_pid_)));
-    handler_listen_.reset(listen_abstract(handler_address(master_pid_)));
-    if (!acc_listen_ || !handler_listen_) {
-        log::error("cannot listen on the link's unix sockets: %s", strerror(errno));
-        return 1;
     }
     cnode_.start_threads();
 

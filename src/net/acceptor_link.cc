@@ -196,7 +196,10 @@ void Acceptor::link_lost(const std::string& why) {
 }
 
 bool Acceptor::send_native(Conn& c, std::string_view payload, uint32_t stats_module, bool has_external) {
-    if (!link_fd_ && !link_connect()) return false;
+    if (!link_fd_) {
+        link_retry_us_ = 0;  // a connect to a unix socket costs next to nothing: try now
+        if (!link_connect()) return false;
+    }
     uint64_t tag = next_native_++;
     char flags = char((c.cast ? linkproto::Cast : 0) | (has_external ? linkproto::HasExternal : 0));
     linkproto::append(link_out_, linkproto::Request, tag, std::string_view(&flags, 1), payload);
