@@ -598,6 +598,7 @@ void Master::spawn_link() {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         for (int s : kSignals) signal(s, SIG_DFL);
         log::set_role("erlang link");
+        prctl(PR_SET_NAME, "bertd-link");  // so ps and tests can tell it from the acceptors
         close_inherited();
         Config c = gens_.empty() ? first_config_ : current().rt.config;
         int status = erl::run_link(opts_, c, id_, master);

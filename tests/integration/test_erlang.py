@@ -361,6 +361,14 @@ class NativeNodeDownAndBack(unittest.TestCase):
         wait_native(server, lambda s: s.call.nat.add(1, 2), timeout=10)
         self.assertEqual(svc.call.nat.add(2, 3), 5)
 
+        # The link itself dies: the master starts another, which connects again.
+        link = [p for p in server.children() if open(f"/proc/{p}/comm").read().strip() == "bertd-link"]
+        self.assertEqual(len(link), 1)
+        os.kill(link[0], signal.SIGKILL)
+        wait_until(lambda: "the Erlang link killed by signal" in server.log(), what="the master to notice")
+        wait_native(server, lambda s: s.call.nat.add(1, 2), timeout=10)
+        self.assertEqual(svc.call.nat.whoami(), Atom(app))
+
     def test_ernie_config_starts_a_companion_vm_that_is_restarted_when_it_dies(self):
         cookie = test_cookie()
         ebin = compiled("solo")
