@@ -269,6 +269,17 @@ bool parse_packet(std::string_view body, Packet& out, std::string& error) {
     return true;
 }
 
+bool send_message(std::string_view body, std::string_view& message) {
+    auto* p = reinterpret_cast<const unsigned char*>(body.data());
+    if (body.size() < 6 || p[0] != 'p' || p[1] != bert::kVersion || p[2] != kSmallTuple || p[3] != 3 ||
+        p[4] != kSmallInt || p[5] != 2)
+        return false;
+    size_t end = skip_term(body, 2);
+    if (end == std::string_view::npos || end >= body.size() || p[end] != bert::kVersion) return false;
+    message = body.substr(end);
+    return true;
+}
+
 bool parse_tagged(std::string_view message, uint64_t& tag, std::string_view& result) {
     auto* p = reinterpret_cast<const unsigned char*>(message.data());
     size_t n = message.size();

@@ -81,6 +81,10 @@ struct Packet {
 // reason for anything but a well-formed pass-through packet.
 bool parse_packet(std::string_view body, Packet& out, std::string& error);
 
+// The message of a SEND packet ({2, Unused, ToPid}), found without decoding the
+// control tuple: answers to the link's own calls, the hot path.
+bool send_message(std::string_view body, std::string_view& message);
+
 // Reads a message {Tag, Result} whose Tag is a non-negative integer; `result` is
 // the Result term's bytes (no version byte; not validated, they run to the end of
 // the message). False when the message does not start that way.

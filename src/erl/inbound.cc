@@ -50,6 +50,11 @@ Term server_error(const std::string& detail) {
 }  // namespace
 
 void Link::dist_packet(DistConn& d, std::string_view body) {
+    std::string_view message;
+    if (send_message(body, message)) {
+        reply_message(message);
+        return;
+    }
     Packet p;
     std::string err;
     if (!parse_packet(body, p, err)) {

@@ -5,6 +5,8 @@
 #include "erl/link.h"
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -421,6 +423,9 @@ void Link::handshakes_done() {
 }
 
 void Link::add_dist(int fd, const std::string& name, bool incoming) {
+    // Small packets in both directions, each awaited by a client: no Nagle delay.
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     auto d = std::make_unique<DistConn>();
     d->node = name;
     d->last_in_us = monotonic_us();

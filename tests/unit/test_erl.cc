@@ -138,6 +138,15 @@ TEST(Dist, packets_split_into_control_and_message) {
     CHECK(erl::binary_bytes(result, bytes));
     CHECK(bytes == std::string_view("\x83\x61\x01", 3));
 
+    std::string_view fast;
+    CHECK_FALSE(erl::send_message(std::string_view(out).substr(4), fast));  // a REG_SEND
+    std::string send;
+    size_t at = erl::begin_packet(send);
+    erl::Ext(send).version().tuple(3).integer(erl::kSend).atom("").pid({"a@h", 1, 0, 5});
+    erl::Ext(send).version().atom("hello");
+    erl::finish_packet(send, at);
+    CHECK(erl::send_message(std::string_view(send).substr(4), fast));
+    CHECK(term_of(fast.substr(1)) == Term::atom("hello"));
     CHECK_FALSE(
         erl::parse_packet(std::string_view("E\x83\x68\x00", 4), p, err));  // a fragment: not negotiated
     CHECK(contains(err, "pass-through"));
