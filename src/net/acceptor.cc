@@ -28,6 +28,12 @@ constexpr size_t kReadChunk = 64 * 1024;
 constexpr int kAcceptBatch = 64;
 constexpr size_t kHandoverBatch = 200;  // descriptors per datagram (SCM_MAX_FD is 253)
 constexpr size_t kLogRequestBytes = 4096;  // a huge request is cut short in the access log
+// A client that does not read its answers gets no more requests served once this much
+// waits to be sent: without the bound, pipelined requests grow the buffer without limit.
+constexpr size_t kOutHighWater = 1u << 20;
+// Buffers above this size are freed once empty, so idle connections hold no memory of
+// their largest request or answer.
+constexpr size_t kKeepBuffer = 4096;
 
 bool is_loopback(const sockaddr_storage& a) {
     if (a.ss_family == AF_INET) {
@@ -67,6 +73,7 @@ struct Acceptor::Conn {
     bool high = true;  // priority of the next request ({info, priority, ...})
     bool eof = false;  // the client will send nothing more
     bool closing = false;  // close once `out` is flushed
+    bool out_paused = false;  // requests wait until the client has read its answers
     bool admin_ok = false;
     bool dead = false;     // closed; freed at the start of the next callback
     bool handed_over = false;  // passed to the next generation, not closed
@@ -364,12 +371,21 @@ void Acceptor::conn_readable(Conn& c) {
 // Handles buffered frames; closes a connection whose client is done and answered.
 void Acceptor::after_input(Conn& c) {
     process_input(c);
+    if (!c.dead && c.in_start == c.in.size() && c.in.capacity() > kKeepBuffer) {
+        std::string().swap(c.in);
+        c.in_start = 0;
+    }
     if (!c.dead && c.eof && c.state == Conn::State::Idle && c.out_start == c.out.size()) close_conn(c);
     maybe_exit();
 }
 
 void Acceptor::process_input(Conn& c) {
     while (c.state == Conn::State::Idle && !c.closing && !c.dead) {
+        if (c.out.size() - c.out_start > kOutHighWater) {
+            c.out_paused = true;  // flush() resumes once the client has read it all
+            set_reading(c, false);
+            return;
+        }
         std::string_view buf(c.in.data() + c.in_start, c.in.size() - c.in_start);
         bert::FrameScan fs = bert::scan_frame(buf, max_frame_);
         if (fs.state == bert::FrameScan::State::TooLarge) {
@@ -628,16 +644,17 @@ void Acceptor::finish_lease(Lease& l, std::string_view payload, bool) {
         count_request(int32_t(l.module), l.req, et);
         log_request(l.req, et);
     }
+    // The reply buffer holds exactly the frame: hand it to the connection without a copy.
+    std::string frame;
     if (c) {
         count_request(int32_t(l.module), c->req, et);  // before the answer leaves: stats never lag a client
-        // The reply buffer holds exactly the frame: hand it to the connection without a copy.
-        std::string frame = std::move(l.reply);
-        send_owned(*c, std::move(frame));
+        frame = std::move(l.reply);
     }
     seg_.slot(slot).served.fetch_add(1, std::memory_order_relaxed);
     leases_[slot].reset();
-    give_back(slot);
+    give_back(slot);  // also before the answer leaves: the client's next look at the stats sees it idle
     if (c) {
+        send_owned(*c, std::move(frame));
         log_request(c->req, et);
         conn_ready(*c);
         if (!c->dead) after_input(*c);
@@ -773,9 +790,15 @@ void Acceptor::flush(Conn& c) {
         return;
     }
     event_del(c.wev);
-    if (c.out.capacity() > (1u << 20)) std::string().swap(c.out);  // do not keep a big answer's buffer
+    if (c.out.capacity() > kKeepBuffer) std::string().swap(c.out);  // do not keep a big answer's buffer
     c.out_start = c.out.size();
-    if (c.closing || (c.eof && c.state == Conn::State::Idle && c.in_start == c.in.size())) close_conn(c);
+    if (c.closing || (c.eof && c.state == Conn::State::Idle && c.in_start == c.in.size())) {
+        close_conn(c);
+    } else if (c.out_paused) {
+        c.out_paused = false;
+        if (!c.eof) set_reading(c, true);
+        after_input(c);
+    }
 }
 
 void Acceptor::on_conn_write(evutil_socket_t, short, void* arg) {
