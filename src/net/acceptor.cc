@@ -694,7 +694,40 @@ void Acceptor::scan_slots() {
             }
         } else if (st == uint32_t(SlotState::Leased) && s.owner.load(std::memory_order_relaxed) == int32_t(index_)) {
             take_handoff(i);
+        } else if (st == uint32_t(SlotState::Dead) && s.owner.load(std::memory_order_relaxed) == int32_t(index_)) {
+            retry_handoff(i);
         }
+    }
+}
+
+// A slot was handed to one of our waiting connections, but its worker died before we took
+// it. The request never reached that worker, so it does not fail: it waits for another slot,
+// and the master replaces the worker.
+void Acceptor::retry_handoff(uint32_t dead_slot) {
+    uint64_t conn_id = seg_.slot(dead_slot).conn.load();
+    seg_.mark_reaping(dead_slot);
+    poke_master();
+    auto it = conns_.find(conn_id);
+    if (it == conns_.end() || it->second->dead || it->second->state != Conn::State::Waiting) return;
+    Conn& c = *it->second;
+    uint32_t slot = 0;
+    switch (seg_.lease_or_enqueue(c.module, int32_t(index_), c.id, c.req.high, now_us(), slot)) {
+        case Segment::Lease::Granted:
+            start_on_slot(c, slot);
+            if (c.state == Conn::State::Idle) after_input(c);
+            return;
+        case Segment::Lease::Queued:
+            return;
+        case Segment::Lease::QueueFull:
+            count_request(int32_t(c.module), c.req, int(ErrorType::Server));
+            send_owned(c, error_frame(ErrorType::Server, 0,
+                                      "queue of module '" + rt_.modules[c.module].name + "' is full (limit " +
+                                          std::to_string(rt_.config.limits.max_queue) + ", limits.max_queue)"));
+            log_request(c.req, int(ErrorType::Server));
+            c.in_start += c.frame_len;
+            conn_ready(c);
+            if (!c.dead) after_input(c);
+            return;
     }
 }
 
