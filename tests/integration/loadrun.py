@@ -31,10 +31,11 @@ class Load:
             argv += ["--max-requests", str(max_requests)]
         self.seconds = seconds
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        test.addCleanup(self.kill)
+        if test is not None:  # else the caller calls kill()
+            test.addCleanup(self.kill)
 
     def result(self):
-        out, err = self.proc.communicate(timeout=self.seconds + 30)
+        out, err = self.proc.communicate(timeout=self.seconds + 60)
         if self.proc.returncode != 0:
             raise AssertionError(f"loadgen exited with {self.proc.returncode}: {err}")
         return json.loads(out)
