@@ -1,5 +1,6 @@
 # bertd top-level build. `make` builds, `make test` tests, `make run` starts the
-# server on conf/bertd.yaml, `make bench` measures, `make install` installs.
+# server on conf/bertd.yaml, `make bench` measures (BENCHMARKS.md), `make soak` soaks,
+# `make install` installs.
 # config.mk is written by ./configure; `make` runs it (and contrib/install-deps
 # as root) when it is missing.
 
@@ -39,7 +40,7 @@ TOOLS := $(TOOL_SRC:%.cc=$(BUILD)/%)
 PROGRAMS := $(BUILD)/bertd $(if $(wildcard src/bertc.cc),$(BUILD)/bertc)
 ERL_BEAMS := $(patsubst modules/erlang/%.erl,$(BUILD)/ebin/%.beam,$(wildcard modules/erlang/*.erl))
 
-.PHONY: all deps test unit run bench fuzz fuzz-build install uninstall clean distclean check-man
+.PHONY: all deps test unit run bench bench-quick soak fuzz fuzz-build install uninstall clean distclean check-man
 all: config.mk $(PROGRAMS) $(TOOLS) $(ERL_BEAMS) bin
 
 config.mk:
@@ -117,6 +118,15 @@ run: deps config.mk all
 
 bench: deps config.mk all
 	@BERTD_BUILD=$(BUILD) python3 tests/bench/bench.py
+
+# One case per kind at 1 s each: a smoke run of the report, not figures to publish.
+bench-quick: deps config.mk all
+	@BERTD_BUILD=$(BUILD) python3 tests/bench/bench.py --quick
+
+# One million mixed requests; memory, descriptors and processes compared before and after.
+SOAK_REQUESTS ?= 1000000
+soak: deps config.mk all
+	@BERTD_BUILD=$(BUILD) python3 tests/integration/soak.py --requests $(SOAK_REQUESTS)
 
 # --- install -------------------------------------------------------------------
 DESTDIR ?=
