@@ -694,7 +694,8 @@ void Acceptor::scan_slots() {
             }
         } else if (st == uint32_t(SlotState::Leased) && s.owner.load(std::memory_order_relaxed) == int32_t(index_)) {
             take_handoff(i);
-        } else if (st == uint32_t(SlotState::Dead) && s.owner.load(std::memory_order_relaxed) == int32_t(index_)) {
+        } else if (st == uint32_t(SlotState::Dead) &&
+                   s.owner.load(std::memory_order_relaxed) == int32_t(index_)) {
             retry_handoff(i);
         }
     }
@@ -722,7 +723,8 @@ void Acceptor::retry_handoff(uint32_t dead_slot) {
             count_request(int32_t(c.module), c.req, int(ErrorType::Server));
             send_owned(c, error_frame(ErrorType::Server, 0,
                                       "queue of module '" + rt_.modules[c.module].name + "' is full (limit " +
-                                          std::to_string(rt_.config.limits.max_queue) + ", limits.max_queue)"));
+                                          std::to_string(rt_.config.limits.max_queue) +
+                                          ", limits.max_queue)"));
             log_request(c.req, int(ErrorType::Server));
             c.in_start += c.frame_len;
             conn_ready(c);

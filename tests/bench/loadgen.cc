@@ -230,8 +230,9 @@ std::string request_frame(const Options& o, const Target& tg, std::string& arg_e
     put_u32(arg_encoding, uint32_t(arg.size()));
     arg_encoding += arg;
     std::string t = {char(131), char(104), char(4)};
-    for (std::string_view atom : {std::string_view("call"), std::string_view(tg.module), std::string_view(tg.function)})
-        put_atom(t, atom);
+    put_atom(t, "call");
+    put_atom(t, tg.module);
+    put_atom(t, tg.function);
     t += {char(108), 0, 0, 0, 1};
     t += arg_encoding;
     t += char(106);
@@ -282,7 +283,8 @@ bool render(std::string_view p, size_t& at, std::string& out, int depth) {
     };
     auto text = [&](uint64_t n, const char* open, const char* close) {
         out += open;
-        for (char ch : p.substr(at, std::min<uint64_t>(n, 200))) out += (ch >= 32 && ch < 127 && ch != '"') ? ch : '.';
+        for (char ch : p.substr(at, std::min<uint64_t>(n, 200)))
+            out += (ch >= 32 && ch < 127 && ch != '"') ? ch : '.';
         if (n > 200) out += "...";
         out += close;
         at += size_t(n);
@@ -397,8 +399,10 @@ Kind classify(std::string_view p, std::string& detail) {
         return kBadReply;
     }
     detail = text.size() > 300 ? text.substr(0, 300) + "..." : text;
-    for (auto [prefix, kind] : {std::pair{"{error,{server,", kServer}, std::pair{"{error,{protocol,", kProtocol},
-                                std::pair{"{error,{user,", kUser}, std::pair{"{error,{proxy,", kProxy}})
+    constexpr std::pair<const char*, Kind> kTypes[] = {
+        {"{error,{server,", kServer}, {"{error,{protocol,", kProtocol}, {"{error,{user,", kUser},
+        {"{error,{proxy,", kProxy}};
+    for (auto [prefix, kind] : kTypes)
         if (text.rfind(prefix, 0) == 0) return kind;
     return kBadReply;
 }
@@ -585,7 +589,8 @@ private:
             int err = 0;
             socklen_t len = sizeof err;
             if (getsockopt(c.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
-            if (err || (events & (EPOLLERR | EPOLLHUP))) return fail(c, kConnect, std::strerror(err ? err : EIO));
+            if (err || (events & (EPOLLERR | EPOLLHUP)))
+                return fail(c, kConnect, std::strerror(err ? err : EIO));
             c.state = Conn::State::Writing;
             return write_some(c);
         }
@@ -603,8 +608,9 @@ private:
                 return fail_errno(c, errno);
             }
             if (r == 0)
-                return fail(c, kClosed, "the server closed the connection after " + std::to_string(c.in.size()) +
-                                            " bytes of an answer");
+                return fail(c, kClosed,
+                            "the server closed the connection after " + std::to_string(c.in.size()) +
+                                " bytes of an answer");
             c.in.append(buf, size_t(r));
             if (c.in.size() < 4) continue;
             uint32_t len = (uint32_t(uint8_t(c.in[0])) << 24) | (uint32_t(uint8_t(c.in[1])) << 16) |
@@ -677,11 +683,13 @@ private:
             buf, sizeof buf,
             "{\"mode\":\"%s\",\"connections\":%d,\"request_bytes\":%zu,\"requests\":%llu,\"errors\":%llu,"
             "\"error_replies\":%llu,\"io_errors\":%llu,\"rps\":%.1f,\"duration_s\":%.3f,\"mean_us\":%.1f,"
-            "\"min_us\":%.1f,\"p50_us\":%.1f,\"p90_us\":%.1f,\"p99_us\":%.1f,\"p999_us\":%.1f,\"max_us\":%.1f,"
+            "\"min_us\":%.1f,\"p50_us\":%.1f,\"p90_us\":%.1f,\"p99_us\":%.1f,\"p999_us\":%.1f,"
+            "\"max_us\":%.1f,"
             "\"start_mono\":%.6f,\"end_mono\":%.6f,\"in_flight_at_end\":%llu,\"oldest_in_flight_ms\":%.1f,",
             o_.connect_mode ? "connect" : "persistent", o_.connections, request_bytes_,
-            (unsigned long long)hist_.total(), (unsigned long long)(answers + io), (unsigned long long)answers,
-            (unsigned long long)io, secs > 0 ? double(hist_.total()) / secs : 0.0, secs, hist_.mean() / 1000.0,
+            (unsigned long long)hist_.total(), (unsigned long long)(answers + io),
+            (unsigned long long)answers, (unsigned long long)io,
+            secs > 0 ? double(hist_.total()) / secs : 0.0, secs, hist_.mean() / 1000.0,
             us(hist_.min()), us(hist_.quantile(0.5)), us(hist_.quantile(0.9)), us(hist_.quantile(0.99)),
             us(hist_.quantile(0.999)), us(hist_.max()), double(warm_end_) / 1e9, double(stop_) / 1e9,
             (unsigned long long)in_flight, double(oldest) / 1e6);
@@ -694,17 +702,17 @@ private:
         }
         out += "},\"targets\":[";
         for (size_t i = 0; i < targets_.size(); i++) {
-            std::snprintf(buf, sizeof buf, "%s{\"target\":\"%s\",\"answered\":%llu,\"failed\":%llu}", i ? "," : "",
-                          json_escape(targets_[i].target.name()).c_str(), (unsigned long long)targets_[i].answered,
-                          (unsigned long long)targets_[i].failed);
+            std::snprintf(buf, sizeof buf, "%s{\"target\":\"%s\",\"answered\":%llu,\"failed\":%llu}",
+                          i ? "," : "", json_escape(targets_[i].target.name()).c_str(),
+                          (unsigned long long)targets_[i].answered, (unsigned long long)targets_[i].failed);
             out += buf;
         }
         out += "],\"failure_log\":[";
         for (size_t i = 0; i < failure_log_.size(); i++) {
             const FailureRecord& f = failure_log_[i];
-            std::snprintf(buf, sizeof buf, "%s{\"t\":%.6f,\"target\":\"%s\",\"kind\":\"%s\",\"detail\":\"", i ? "," : "",
-                          double(f.at_ns) / 1e9, json_escape(targets_[f.target].target.name()).c_str(),
-                          kKindNames[f.kind]);
+            std::snprintf(buf, sizeof buf, "%s{\"t\":%.6f,\"target\":\"%s\",\"kind\":\"%s\",\"detail\":\"",
+                          i ? "," : "", double(f.at_ns) / 1e9,
+                          json_escape(targets_[f.target].target.name()).c_str(), kKindNames[f.kind]);
             out += buf;
             out += json_escape(f.detail);
             out += "\"}";

@@ -25,7 +25,7 @@ CONNECT_TARGETS = ("echo:echo", "echo2:echo:low", "ext:echo")
 # Growth allowed between the snapshots, per process: the larger of a fixed slack (allocator
 # noise) and a fraction of where it started. A leak of a few bytes per request over a million
 # requests is several MiB, well past these.
-SLACK_KB = {"bertd": 2048, "worker": 2048}
+SLACK_KB = {"master": 2048, "acceptor": 2048, "worker": 2048}
 SLACK_FRACTION = 0.10
 
 
@@ -52,7 +52,9 @@ def snapshot(server):
     out = {}
     for pid in session_pids(server.proc.pid):
         argv = cmdline(pid)
-        role = "bertd" if argv and os.path.basename(argv[0]) == "bertd" else "worker"
+        role = "worker"
+        if argv and os.path.basename(argv[0]) == "bertd":
+            role = "master" if pid == server.proc.pid else "acceptor"
         out[pid] = {"role": role, "command": " ".join(a for a in argv if a)[-60:], "rss_kb": rss_kb(pid),
                     "fds": fd_count(pid)}
     return out
@@ -137,9 +139,9 @@ def soak(requests, log=print):
 def print_report(result, log=print):
     log(f"soak: {result['answered']} answers in {result['seconds']} s ({result['rps']} req/s); "
         f"by module {result['requests_by_module']}")
-    log(f"{'pid':>8} {'role':<7} {'RSS start KiB':>13} {'RSS end KiB':>11} {'fds':>9}  command")
+    log(f"{'pid':>8} {'role':<8} {'RSS start KiB':>13} {'RSS end KiB':>11} {'fds':>9}  command")
     for r in result["processes"]:
-        log(f"{r['pid']:>8} {r['role']:<7} {r['rss_start_kb']:>13} {r['rss_end_kb']:>11} "
+        log(f"{r['pid']:>8} {r['role']:<8} {r['rss_start_kb']:>13} {r['rss_end_kb']:>11} "
             f"{r['fds_start']:>4}/{r['fds_end']:<4}  {r['command']}")
     log(f"zombies: {result['zombies']}; " + ("no problems" if not result["problems"] else
                                              "PROBLEMS:\n  " + "\n  ".join(result["problems"])))
