@@ -475,9 +475,10 @@ public:
             t = now_ns();
             if (waiting_) retry_idle(t);
             if (timeout_ns && t >= next_scan) {
+                t = now_ns();  // retries just begun started after the `t` above
                 next_scan = t + 10'000'000;
                 for (auto& c : conns_)
-                    if (c.state != Conn::State::Idle && c.fd >= 0 && t - c.started > timeout_ns)
+                    if (c.state != Conn::State::Idle && c.fd >= 0 && t > c.started + timeout_ns)
                         fail(c, kTimeout, "no answer within " + std::to_string(o_.timeout) + " s");
             }
         }
