@@ -16,8 +16,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import Server, py_handler  # noqa: E402
-from loadrun import ECHO, Load, cmdline, fd_count, rss_kb, session_pids, zombies  # noqa: E402
+from harness import py_handler  # noqa: E402
+from loadrun import ECHO, Load, MeasuredServer, cmdline, fd_count, rss_kb, session_pids, zombies  # noqa: E402
 
 PERSISTENT_TARGETS = ("echo:echo", "echo:echo:low", "echo2:echo", "echo2:echo:low", "ext:echo", "ext:echo:low")
 CONNECT_TARGETS = ("echo:echo", "echo2:echo:low", "ext:echo")
@@ -76,7 +76,7 @@ def run_traffic(port, requests, seconds_cap):
 
 def soak(requests, log=print):
     """Runs the soak; returns (result dict, list of problems found)."""
-    s = Server(config("access.log"))
+    s = MeasuredServer(config("access.log"))
     problems = []
     try:
         s.start()

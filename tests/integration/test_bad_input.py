@@ -16,8 +16,9 @@ import threading
 import time
 import unittest
 
-from harness import Server, wait_until
-from loadrun import ECHO, Load, acceptors, bertd_processes, failures, fd_count, open_files_limit, rss_kb
+from harness import wait_until
+from loadrun import (ECHO, Load, MeasuredServer, acceptors, bertd_processes, failures, fd_count, open_files_limit,
+                     rss_kb)
 
 import bertd
 from bertd import Atom
@@ -289,7 +290,7 @@ def raise_open_files(at_least):
 
 class BadInputTest(unittest.TestCase):
     def server(self, text=None):
-        s = Server(text or config())
+        s = MeasuredServer(text or config())
         self.addCleanup(s.stop)
         return s.start()
 
