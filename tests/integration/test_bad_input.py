@@ -330,7 +330,7 @@ class AbuseUnderLoad(BadInputTest):
         self.assertTrue(all(abuse.rounds.get(n, 0) >= 3 for n in ("garbage", "deep_terms", "huge_atoms")),
                         abuse.rounds)
         self.assertEqual(failures(during), {}, during["failure_log"])
-        baseline = (before + after) / 2
+        baseline = min(before, after)  # the lower one: only a collapse should fail, not the machine's noise
         self.assertGreater(during["rps"] * RATE_FACTOR, baseline,
                            f"{during['rps']:.0f} req/s under abuse, {before:.0f} before, {after:.0f} after")
         # Bounded memory: 40 pipelined 256 KiB answers and 100 KiB-deep terms cost an acceptor
