@@ -341,18 +341,21 @@ def soak_section():
     except (OSError, ValueError):
         return ["## Soak", "", "No soak result in build/soak/result.json: run `make soak` before `make bench` "
                 "to include one.", ""]
+    quarters = len(s["processes"][0]["rss_kb"]) - 1 if s["processes"] else 0
     lines = ["## Soak (`make soak`)", "",
              f"{s['answered']:,} requests ({s['date']}) mixed across modules echo and echo2 (C++) and ext "
              f"(Python), high and low priority, persistent and connect-per-request clients, access log on: "
-             f"{s['seconds']} s, {s['rps']:,} req/s; by module {s['requests_by_module']}. Every process of the "
-             f"server, after a warm-up and after the run (connections closed):", "",
-             "| pid | process | RSS start | RSS end | descriptors start/end |", "|---:|---|---:|---:|---:|"]
+             f"{s['seconds']} s, {s['rps']:,} req/s; by module {s['requests_by_module']}. Resident memory of every "
+             f"process of the server after a warm-up, then after each quarter of the run (its connections "
+             f"closed), and its descriptors at the start and the end:", "",
+             "| pid | process | RSS start | " + " | ".join(f"after {k}/{quarters}" for k in range(1, quarters + 1)) +
+             " | descriptors |", "|---:|---|" + "---:|" * (quarters + 2)]
     for r in s["processes"]:
         what = r["role"] if r["role"] != "worker" else "worker: " + os.path.basename(r["command"].split()[-1])
         if r["role"] == "worker" and r["command"].split()[-1] == "echo2":
             what = "worker: echo (as echo2)"
-        lines.append(f"| {r['pid']} | {what} | {r['rss_start_kb']:,} KiB | {r['rss_end_kb']:,} KiB | "
-                     f"{r['fds_start']}/{r['fds_end']} |")
+        lines.append(f"| {r['pid']} | {what} | " + " | ".join(f"{k:,} KiB" for k in r["rss_kb"]) +
+                     f" | {r['fds_start']} → {r['fds_end']} |")
     lines += ["", f"Zombie processes: {s['zombies']}. Problems found: "
               f"{'none' if not s['problems'] else '; '.join(s['problems'])}.", ""]
     return lines
