@@ -34,6 +34,7 @@ constexpr size_t kOutHighWater = 1u << 20;
 // Buffers above this size are freed once empty, so idle connections hold no memory of
 // their largest request or answer.
 constexpr size_t kKeepBuffer = 4096;
+constexpr int kWorkerPriority = 0;  // of 2; client events get libevent's default, 1
 
 bool is_loopback(const sockaddr_storage& a) {
     if (a.ss_family == AF_INET) {
@@ -142,9 +143,13 @@ int Acceptor::run() {
 
     base_ = event_base_new();
     if (!base_) return 1;
+    // Two priorities: what keeps workers busy (their answers, hand-offs of slots) runs before
+    // new clients are accepted and read, so a worker never idles while this loop is busy.
+    event_base_priority_init(base_, 2);
     accept_ev_ = event_new(base_, rt_.listen_fd.get(), EV_READ | EV_PERSIST, on_accept, this);
     event_add(accept_ev_, nullptr);
     wake_ev_ = event_new(base_, rt_.acceptor_wake[index_].get(), EV_READ | EV_PERSIST, on_wake, this);
+    event_priority_set(wake_ev_, kWorkerPriority);
     event_add(wake_ev_, nullptr);
     if (rt_.handover) {
         handover_ev_ = event_new(base_, rt_.handover.get(), EV_READ | EV_PERSIST, on_handover, this);
@@ -530,6 +535,7 @@ void Acceptor::start_on_slot(Conn& c, uint32_t slot) {
     c.state = Conn::State::Busy;
     c.req.started_us = monotonic_us();
     l->ev = event_new(base_, l->fd, EV_READ | EV_PERSIST | (l->writing ? EV_WRITE : 0), on_lease_io, l.get());
+    event_priority_set(l->ev, kWorkerPriority);
     event_add(l->ev, nullptr);
     const ModuleConfig* mc = rt_.modules[c.module].config;
     if (mc->timeout > 0) {
@@ -565,6 +571,7 @@ void Acceptor::lease_io(Lease& l, short what) {
             std::string().swap(l.pending);
             event_del(l.ev);
             event_assign(l.ev, base_, l.fd, EV_READ | EV_PERSIST, on_lease_io, &l);
+            event_priority_set(l.ev, kWorkerPriority);
             event_add(l.ev, nullptr);
         }
     }
