@@ -29,6 +29,7 @@ from dataclasses import dataclass
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.path.join(ROOT, os.environ.get("BERTD_BUILD", "build/rel"))
 WORKERS = 2
+ROUNDS = 3  # each case alternates bertd and the baseline this many times; the median round counts
 IDLE = 10_000  # idle connections for the memory figure
 MIB = 1 << 20
 
@@ -241,6 +242,20 @@ def run_loadgen(port, case, duration, warmup, cpu):
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
+def median_of(runs):
+    """One figure from several rounds of a case: the median of each rate and percentile (so a burst
+    of other work on the machine during one round does not decide it), the sums of the counts."""
+    def med(key):
+        v = sorted(r[key] for r in runs)
+        return v[len(v) // 2]
+    out = {k: med(k) for k in ("rps", "p50_us", "p90_us", "p99_us", "p999_us", "mean_us")}
+    out.update({k: sum(r[k] for r in runs) for k in ("requests", "errors")})
+    out["failures"] = {k: sum(r["failures"][k] for r in runs) for k in runs[0]["failures"]}
+    out["failure_log"] = [f for r in runs for f in r["failure_log"]][:3]
+    out["rounds_rps"] = [r["rps"] for r in runs]
+    return out
+
+
 def raise_open_files(n):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = n + 1000
@@ -373,8 +388,9 @@ def write_report(results, path, png_name, plot_note):
          f"({results['workers']}); bertd has 2 acceptors. The load is tests/bench/loadgen.cc on loopback: "
          "each client keeps one request in flight; latency is from the request's first byte to the answer's "
          "last (connect mode: from connect()). "
-         f"{results['duration_s']:g} s per measurement after {results['warmup_s']:g} s of warm-up; baseline and "
-         "bertd alternate case by case.", "",
+         f"Each case is measured for {results['duration_s']:g} s per server, in {results['rounds']} rounds that "
+         f"alternate bertd and the baseline (each after {results['warmup_s']:g} s of warm-up); the tables give "
+         "the median round's rate and the median of each percentile.", "",
          f"**Read the ratios, not the absolute figures.** loadgen (pinned to CPU {results['loadgen_cpu']}), the "
          "servers and their workers share the machine's CPUs, and other jobs were running on it too (load "
          f"average {results['load_before']} before the run, {results['load_after']} after), so absolute "
@@ -417,7 +433,7 @@ def write_report(results, path, png_name, plot_note):
     L += soak_section()
     if results["notes"]:
         L += ["## Notes from this run", ""] + [f"- {n}" for n in results["notes"]] + [""]
-    L += ["## Rerun", "", "`make bench` (about four minutes; `make bench-quick` for a one-second smoke run into "
+    L += ["## Rerun", "", "`make bench` (about three minutes; `make bench-quick` for a one-second smoke run into "
           "build/bench/), `make soak` (about a minute), and the fault and bad-input tests under load with "
           "`python3 tests/run.py -k 'test_faults|test_bad_input|test_soak'`.", ""]
     with open(path, "w") as f:
@@ -441,7 +457,8 @@ def main():
     ap.add_argument("--out", default=os.path.join(ROOT, "build/bench/results.json"))
     args = ap.parse_args()
     duration = args.duration or float(os.environ.get("BENCH_DURATION", 1 if args.quick else 3))
-    warmup = args.warmup if args.warmup is not None else (0.2 if args.quick else 0.5)
+    warmup = args.warmup if args.warmup is not None else 0.2
+    rounds = 1 if args.quick else ROUNDS
     report = args.report or os.path.join(ROOT, "build/bench/BENCHMARKS.md" if args.quick else "BENCHMARKS.md")
     png = os.path.join(os.path.dirname(os.path.abspath(report)), "BENCHMARKS.png")
 
@@ -459,10 +476,26 @@ def main():
           f"baseline; loadgen {'on CPU %d' % cpu if cpu is not None else 'unpinned'}", flush=True)
     results = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine(),
                "loadgen_cpu": cpu, "workers": WORKERS, "duration_s": duration, "warmup_s": warmup,
+               "rounds": rounds,
                "load_before": loadavg(), "cases": [], "idle": {}, "notes": []}
     idle_n = raise_open_files(IDLE)
     os.makedirs(os.path.join(ROOT, "build/bench"), exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="bertd-bench-") as tmp:
+        # Idle connections first, on servers that have served nothing yet.
+        if idle_n >= 1000:
+            pair, notes = start_pair("cpp", tmp)
+            results["notes"] += notes
+            try:
+                for sname in ("baseline", "bertd"):
+                    if sname in pair:
+                        try:
+                            results["idle"][sname] = idle_memory(pair[sname], idle_n)
+                            print(f"  idle {sname}: {results['idle'][sname]}", flush=True)
+                        except (OSError, Failed) as e:
+                            results["notes"].append(f"idle connections against {sname}: {e}")
+            finally:
+                for s in pair.values():
+                    s.stop()
         for handler in HANDLERS:
             mine = [c for c in todo if c.handler == handler]
             if not mine:
@@ -475,16 +508,22 @@ def main():
                 for i, case in enumerate(mine):
                     row = {"handler": case.handler, "payload": case.payload, "mode": case.mode,
                            "clients": case.clients, "bertd": None, "baseline": None}
-                    order = ("baseline", "bertd") if i % 2 == 0 else ("bertd", "baseline")
-                    for sname in order:
-                        if sname not in pair:
+                    runs = {"bertd": [], "baseline": []}
+                    for rnd in range(rounds):
+                        order = ("baseline", "bertd") if (i + rnd) % 2 == 0 else ("bertd", "baseline")
+                        for sname in order:
+                            if sname not in pair:
+                                continue
+                            try:
+                                runs[sname].append(run_loadgen(pair[sname].port, case, duration / rounds, warmup,
+                                                               cpu))
+                            except (Failed, subprocess.TimeoutExpired, ValueError) as e:
+                                results["notes"].append(f"{case.name} against {sname} failed: {e}")
+                                print(f"bench: {case.name} against {sname} failed: {e}", flush=True)
+                    for sname, rs in runs.items():
+                        if not rs:
                             continue
-                        try:
-                            r = run_loadgen(pair[sname].port, case, duration, warmup, cpu)
-                        except (Failed, subprocess.TimeoutExpired, ValueError) as e:
-                            results["notes"].append(f"{case.name} against {sname} failed: {e}")
-                            print(f"bench: {case.name} against {sname} failed: {e}", flush=True)
-                            continue
+                        r = median_of(rs)
                         if r["errors"]:
                             note = f"{case.name}/{sname}: {r['errors']} failed requests in {r['requests']} " \
                                    f"({r['failures']}; first: {r['failure_log'][:1]})"
@@ -498,14 +537,6 @@ def main():
                           f"{us(b['p99_us']) if b else '-':>9}   baseline {base['rps'] if base else 0:>9,.0f} "
                           f"req/s p99 {us(base['p99_us']) if base else '-':>9}   ratio "
                           f"{row['ratio'] or 0:.2f}", flush=True)
-                if handler == "cpp" and idle_n >= 1000:
-                    for sname in ("baseline", "bertd"):
-                        if sname in pair:
-                            try:
-                                results["idle"][sname] = idle_memory(pair[sname], idle_n)
-                                print(f"  idle {sname}: {results['idle'][sname]}", flush=True)
-                            except (OSError, Failed) as e:
-                                results["notes"].append(f"idle connections against {sname}: {e}")
             finally:
                 for s in pair.values():
                     s.stop()
