@@ -29,7 +29,7 @@ from dataclasses import dataclass
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.path.join(ROOT, os.environ.get("BERTD_BUILD", "build/rel"))
 WORKERS = 2
-ROUNDS = 3  # each case alternates bertd and the baseline this many times; the median round counts
+ROUNDS = 5  # each case alternates bertd and the baseline this many times; the median round counts
 IDLE = 10_000  # idle connections for the memory figure
 MIB = 1 << 20
 
