@@ -31,9 +31,11 @@ constexpr size_t kLogRequestBytes = 4096;  // a huge request is cut short in the
 // A client that does not read its answers gets no more requests served once this much
 // waits to be sent: without the bound, pipelined requests grow the buffer without limit.
 constexpr size_t kOutHighWater = 1u << 20;
-// Buffers above this size are freed once empty, so idle connections hold no memory of
-// their largest request or answer.
+// Buffers above this size are freed once empty (a request's after a second of rest, so a
+// busy connection keeps its buffer), so idle connections hold no memory of their largest
+// request or answer.
 constexpr size_t kKeepBuffer = 4096;
+constexpr int64_t kShrinkIdleUs = 1'000'000;
 constexpr int kWorkerPriority = 0;  // of 2; client events get libevent's default, 1
 
 bool is_loopback(const sockaddr_storage& a) {
@@ -376,10 +378,6 @@ void Acceptor::conn_readable(Conn& c) {
 // Handles buffered frames; closes a connection whose client is done and answered.
 void Acceptor::after_input(Conn& c) {
     process_input(c);
-    if (!c.dead && c.in_start == c.in.size() && c.in.capacity() > kKeepBuffer) {
-        std::string().swap(c.in);
-        c.in_start = 0;
-    }
     if (!c.dead && c.eof && c.state == Conn::State::Idle && c.out_start == c.out.size()) close_conn(c);
     maybe_exit();
 }
@@ -881,8 +879,15 @@ void Acceptor::on_tick(evutil_socket_t, short, void* arg) {
     int64_t now = monotonic_us();
     auto idle_limit = int64_t(self->rt_.config.limits.idle_timeout * 1e6);
     std::vector<Conn*> idle;
-    for (auto& [id, c] : self->conns_)
-        if (c->state == Conn::State::Idle && idle_limit > 0 && now - c->last_active_us > idle_limit) idle.push_back(c.get());
+    for (auto& [id, c] : self->conns_) {
+        if (c->state != Conn::State::Idle) continue;
+        if (idle_limit > 0 && now - c->last_active_us > idle_limit) idle.push_back(c.get());
+        bool rested = now - c->last_active_us > kShrinkIdleUs;
+        if (rested && c->in_start == c->in.size() && c->in.capacity() > kKeepBuffer) {
+            std::string().swap(c->in);
+            c->in_start = 0;
+        }
+    }
     for (Conn* c : idle) self->close_conn(*c);
     self->access_log_.reopen_if_moved();
     // A wake-up may have been lost if an acceptor died between popping a waiter and waking us.
