@@ -6,8 +6,9 @@ arguments, the C++ and the Python echo handlers; then the memory idle connection
 BENCHMARKS.md and BENCHMARKS.png (throughput against concurrency, gnuplot) at the repository
 root, and build/bench/results.json. It never leaves a process behind.
 
-Usage: tests/bench/bench.py [--duration S] [--warmup S] [--quick] [--report PATH]
+Usage: tests/bench/bench.py [--duration S] [--warmup S] [--quick] [--report PATH] [--from-results JSON]
 --quick: one second per case and fewer cases, report in build/bench/ (a smoke run).
+--from-results: no measuring; the report and plot from a results.json written earlier.
 BERTD_BUILD names the build directory (default build/rel).
 """
 import argparse
@@ -395,6 +396,10 @@ def write_report(results, path, png_name, plot_note):
          "servers and their workers share the machine's CPUs, and other jobs were running on it too (load "
          f"average {results['load_before']} before the run, {results['load_after']} after), so absolute "
          "figures move from run to run; the baseline measured beside each case is the reference.", ""]
+    ratios = sorted(r["ratio"] for r in results["cases"] if r.get("ratio"))
+    if ratios:
+        L += [f"Over the {len(ratios)} cases, bertd's throughput is a median {ratios[len(ratios) // 2]:.2f} of the "
+              f"baseline's (from {ratios[0]:.2f} to {ratios[-1]:.2f}).", ""]
     if plot_note is None:
         L += [f"![requests/s against concurrent clients]({png_name})", ""]
     else:
@@ -417,8 +422,8 @@ def write_report(results, path, png_name, plot_note):
                 cells.append(f"{b['p99_us'] / base['p99_us']:.2f}" if b and base and base["p99_us"] else "-")
                 L.append("| " + " | ".join(cells) + " |")
             L.append("")
-    L += ["Native Erlang module: not measured yet; its rows come with the native modules (src/erl). The hook "
-          "is HANDLERS and cases() in tests/bench/bench.py.", ""]
+    L += ["Not measured here yet: the native Erlang module (its rows come with the native modules, src/erl; the "
+          "hook is HANDLERS and cases() in tests/bench/bench.py), and the libFuzzer figures (tests/fuzz).", ""]
     idle = results.get("idle", {})
     if idle:
         L += ["## Idle connections", "",
@@ -455,7 +460,18 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--report", default=None)
     ap.add_argument("--out", default=os.path.join(ROOT, "build/bench/results.json"))
+    ap.add_argument("--from-results", metavar="JSON", help="write the report and plot from an earlier run's results")
     args = ap.parse_args()
+    if args.from_results:
+        with open(args.from_results) as f:
+            results = json.load(f)
+        report = args.report or os.path.join(ROOT, "BENCHMARKS.md")
+        png = os.path.join(os.path.dirname(os.path.abspath(report)), "BENCHMARKS.png")
+        with tempfile.TemporaryDirectory(prefix="bertd-bench-") as tmp:
+            plot_note = plot(results, png, tmp)
+        write_report(results, report, os.path.basename(png), plot_note)
+        print(f"bench: {os.path.relpath(report, ROOT)} written from {args.from_results}")
+        return 0
     duration = args.duration or float(os.environ.get("BENCH_DURATION", 1 if args.quick else 3))
     warmup = args.warmup if args.warmup is not None else 0.2
     rounds = 1 if args.quick else ROUNDS
