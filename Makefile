@@ -40,6 +40,9 @@ TOOLS := $(TOOL_SRC:%.cc=$(BUILD)/%)
 PROGRAMS := $(BUILD)/bertd $(if $(wildcard src/bertc.cc),$(BUILD)/bertc)
 ERL_BEAMS := $(patsubst modules/erlang/%.erl,$(BUILD)/ebin/%.beam,$(wildcard modules/erlang/*.erl))
 
+# Keep objects of stand-alone tools: they are intermediate files to make.
+.SECONDARY:
+
 .PHONY: all deps test unit run bench bench-quick soak fuzz fuzz-build install uninstall clean distclean check-man
 all: config.mk $(PROGRAMS) $(TOOLS) $(ERL_BEAMS) bin
 
@@ -95,20 +98,29 @@ test: deps config.mk all $(BUILD)/unit-tests $(if $(FUZZ_CXX),fuzz-build)
 	@BERTD_BUILD=$(BUILD) python3 tests/run.py
 
 # --- fuzzing (clang + libFuzzer; configure finds them) ---------------------
+# The server library is compiled once with the fuzzers' instrumentation into an
+# archive; each target links only the objects it needs.
 FUZZ_SRC := $(wildcard tests/fuzz/*.cc)
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.cc=build/fuzz/%)
-FUZZ_LIB_SRC := $(filter src/bert/%,$(LIB_SRC)) $(filter src/net/framer.cc,$(LIB_SRC))
+FUZZ_FLAGS = -std=c++20 -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+	-Isrc $(DEPS_CFLAGS) -MMD -MP
+FUZZ_OBJ := $(LIB_SRC:%.cc=build/fuzz/obj/%.o)
 FUZZ_SECONDS ?= 60
 fuzz-build: $(FUZZ_BIN)
-build/fuzz/%: tests/fuzz/%.cc $(FUZZ_LIB_SRC) config.mk
+build/fuzz/obj/%.o: %.cc config.mk
+	@mkdir -p $(dir $@)
+	$(FUZZ_CXX) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+build/fuzz/libbertd-fuzz.a: $(FUZZ_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+build/fuzz/%: tests/fuzz/%.cc build/fuzz/libbertd-fuzz.a config.mk
 	@mkdir -p build/fuzz
-	$(FUZZ_CXX) -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -Isrc $(DEPS_CFLAGS) \
-		-o $@ $< $(FUZZ_LIB_SRC) $(DEPS_LIBS)
+	$(FUZZ_CXX) $(FUZZ_FLAGS) -fsanitize=fuzzer -o $@ $< build/fuzz/libbertd-fuzz.a $(DEPS_LIBS)
 fuzz: config.mk fuzz-build
 	@for f in $(FUZZ_BIN); do \
 		name=$$(basename $$f); mkdir -p build/fuzz/corpus-$$name; \
 		echo "== fuzzing $$name for $(FUZZ_SECONDS)s"; \
-		$$f -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -print_final_stats=1 \
+		$$f -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -print_final_stats=1 -artifact_prefix=build/fuzz/ \
 			build/fuzz/corpus-$$name tests/fuzz/seeds 2>&1 | grep -E 'stat::number_of_executed_units|ERROR|SUMMARY|Done' ; \
 	done
 

@@ -40,7 +40,8 @@ def discover(pattern):
     loader = unittest.TestLoader()
     suite = unittest.TestSuite()
     dirs = [os.path.join(ROOT, "tests", "integration"), os.path.join(ROOT, "tests", "diff")]
-    for mod in sorted(os.listdir(os.path.join(ROOT, "modules"))):
+    modules = os.path.join(ROOT, "modules")
+    for mod in sorted(os.listdir(modules)) if os.path.isdir(modules) else []:
         d = os.path.join(ROOT, "modules", mod, "tests")
         if os.path.isdir(d):
             dirs.append(d)

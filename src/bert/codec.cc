@@ -144,7 +144,10 @@ bool old_float_text_ok(const char* s) {
 class Decoder {
 public:
     Decoder(const unsigned char* data, size_t size, size_t start, const Limits& limits)
-        : p_(data), size_(size), pos_(start), limits_(limits),
+        : p_(data),
+          size_(size),
+          pos_(start),
+          limits_(limits),
           atom_limit_(std::min<size_t>(limits.max_atom_chars, 255)) {}
 
     bool run(Term& out) {
@@ -183,7 +186,8 @@ private:
     // Every read goes through need(): n bytes from pos_ must be in the input.
     bool need(size_t n, const char* what) { return left() >= n || truncated(what); }
     bool enter(size_t depth) {
-        return depth < limits_.max_depth || fail_count("nesting deeper than max_depth (", limits_.max_depth, ")", pos_);
+        return depth < limits_.max_depth ||
+               fail_count("nesting deeper than max_depth (", limits_.max_depth, ")", pos_);
     }
 
     template <class V>
@@ -198,12 +202,12 @@ private:
         switch (s[0]) {
             case kSmallInteger:
                 if (!need(2, "SMALL_INTEGER_EXT")) return false;
-                out = Term(int64_t{s[1]});
+                out.value() = int64_t{s[1]};
                 pos_ += 2;
                 return true;
             case kInteger:
                 if (!need(5, "INTEGER_EXT")) return false;
-                out = Term(int64_t{static_cast<int32_t>(be32(s + 1))});
+                out.value() = int64_t{static_cast<int32_t>(be32(s + 1))};
                 pos_ += 5;
                 return true;
             case kSmallBig:
@@ -217,7 +221,7 @@ private:
             case kSmallTuple:
             case kLargeTuple: return tuple(out, depth);
             case kNil:
-                out = Term();
+                out.value().emplace<List>();
                 ++pos_;
                 return true;
             case kString: return string_term(out);
@@ -429,21 +433,21 @@ private:
     // Puts pairs in key order, as Erlang holds them; false on a repeated key.
     [[gnu::noinline]] static bool sort_keys(Map& m) {
         auto less = [](const auto& x, const auto& y) { return compare_exact(x.first, y.first) < 0; };
-        if (!std::is_sorted(m.pairs.begin(), m.pairs.end(), less)) std::sort(m.pairs.begin(), m.pairs.end(), less);
+        if (!std::is_sorted(m.pairs.begin(), m.pairs.end(), less))
+            std::sort(m.pairs.begin(), m.pairs.end(), less);
         for (size_t i = 1; i < m.pairs.size(); ++i)
             if (compare_exact(m.pairs[i - 1].first, m.pairs[i].first) == 0) return false;
         return true;
     }
 
-    // Skips the node atom of a pid, ref or port after checking it like any atom.
-    bool node(std::string& out) { return atom(out); }
-
+    // Pids, refs and ports: the node atom is checked and read like any atom,
+    // the fixed-size rest is checked for length, then ei decodes the whole.
     [[gnu::noinline]] bool pid(Term& out) {
         size_t at = pos_;
         bool old = p_[pos_] == kPid;
         ++pos_;
         Pid pid;
-        if (!node(pid.node)) return false;
+        if (!atom(pid.node)) return false;
         if (!need(old ? 9 : 12, "pid")) return false;
         if (old && p_[pos_ + 8] > kMaxOldCreation) return fail_at("PID_EXT creation above 3", at);
         erlang_pid ep;
@@ -467,11 +471,14 @@ private:
             if (!need(3, "reference header")) return false;
             count = be16(p_ + pos_ + 1);
             if (count > kMaxRefIds) return fail("reference with more than 5 id words");
+            // OTP 25 takes a ref without ids alone but refuses it as a map key,
+            // and no node makes one: refuse it everywhere.
+            if (count == 0) return fail("reference without id words");
             pos_ += 2;
         }
         ++pos_;
         Ref ref;
-        if (!node(ref.node)) return false;
+        if (!atom(ref.node)) return false;
         size_t creation_bytes = tag == kNewerReference ? 4 : 1;
         size_t rest = creation_bytes + 4 * count;
         if (!need(rest, "reference")) return false;
@@ -499,7 +506,7 @@ private:
         unsigned tag = p_[pos_];
         ++pos_;
         Port port;
-        if (!node(port.node)) return false;
+        if (!atom(port.node)) return false;
         size_t rest = tag == kPort ? 5 : tag == kNewPort ? 8 : 12;
         if (!need(rest, "port")) return false;
         if (tag == kPort && p_[pos_ + 4] > kMaxOldCreation) return fail_at("PORT_EXT creation above 3", at);
@@ -582,7 +589,8 @@ DecodeError decode_compressed(std::string_view bytes, Term& out, const Limits& l
     if (bytes.size() < 6) return DecodeError{"truncated compressed term header", bytes.size()};
     size_t declared = be32(p + 2);
     if (declared > limits.max_size)
-        return DecodeError{"compressed term declares " + std::to_string(declared) + " bytes, above max_size", 2};
+        return DecodeError{"compressed term declares " + std::to_string(declared) + " bytes, above max_size",
+                           2};
     if (declared == 0) return DecodeError{"compressed term declares 0 bytes", 2};
     std::string error;
     std::string inner = inflate_term(p + 6, bytes.size() - 6, declared, error);
@@ -596,25 +604,36 @@ DecodeError decode_compressed(std::string_view bytes, Term& out, const Limits& l
 }
 
 // --- encoding ------------------------------------------------------------
+// Written by hand except floats: ei's encoders differ from term_to_binary/1 of
+// OTP 25 (ei_encode_longlong keeps INTEGER_EXT to 28 bits, every ei atom
+// encoder writes SMALL_ATOM_UTF8, and pids/ports get UTF-8 node atoms), and
+// ei_x_buff would add a copy into the std::string. encode_append() sizes the
+// term first so the output grows once.
+
+// The kind is already known wherever this is used; get_if avoids std::get's
+// throwing path, which would add to every recursive frame.
+template <class T>
+const T& as(const Term::Value& v) {
+    return *std::get_if<T>(&v);
+}
 
 inline void put8(std::string& out, unsigned v) { out.push_back(static_cast<char>(v)); }
 inline void put16(std::string& out, uint32_t v) {
-    char b[2] = {static_cast<char>(v >> 8), static_cast<char>(v)};
-    out.append(b, 2);
+    put8(out, v >> 8);
+    put8(out, v & 0xff);
 }
 inline void put32(std::string& out, uint32_t v) {
-    char b[4] = {static_cast<char>(v >> 24), static_cast<char>(v >> 16), static_cast<char>(v >> 8),
-                 static_cast<char>(v)};
-    out.append(b, 4);
+    put16(out, v >> 16);
+    put16(out, v & 0xffff);
 }
 
 // How an atom goes out, as OTP 25 chooses: ATOM_EXT when every character fits
 // latin-1 (ei would write SMALL_ATOM_UTF8 for all of them), else
 // SMALL_ATOM_UTF8 or ATOM_UTF8 by byte length.
 struct AtomForm {
-    bool latin1;      // ATOM_EXT
-    bool raw;         // not valid UTF-8: its bytes are taken as latin-1 characters
-    size_t length;    // length field: characters for ATOM_EXT, bytes otherwise
+    bool latin1;    // ATOM_EXT
+    bool raw;       // not valid UTF-8: its bytes are taken as latin-1 characters
+    size_t length;  // length field: characters for ATOM_EXT, bytes otherwise
 };
 
 AtomForm atom_form(std::string_view name) {
@@ -626,7 +645,7 @@ AtomForm atom_form(std::string_view name) {
     return {false, false, std::min<size_t>(name.size(), 0xffff)};
 }
 
-size_t atom_size(std::string_view name) {
+[[gnu::noinline]] size_t atom_size(std::string_view name) {
     AtomForm f = atom_form(name);
     return (f.latin1 || f.length > 255 ? 3 : 2) + f.length;
 }
@@ -668,14 +687,14 @@ size_t magnitude_bytes(uint64_t m) {
     return n;
 }
 
-size_t int_size(int64_t v) {
+[[gnu::noinline]] size_t int_size(int64_t v) {
     if (v >= 0 && v <= 255) return 2;
     if (v >= INT32_MIN && v <= INT32_MAX) return 5;
     uint64_t m = v < 0 ? uint64_t(-(v + 1)) + 1 : uint64_t(v);
     return 3 + magnitude_bytes(m);
 }
 
-void put_int(std::string& out, int64_t v) {
+[[gnu::noinline]] void put_int(std::string& out, int64_t v) {
     if (v >= 0 && v <= 255) {
         put8(out, kSmallInteger);
         put8(out, static_cast<unsigned>(v));
@@ -699,10 +718,10 @@ std::string_view trimmed_magnitude(const BigInt& b) {
     return m;
 }
 
-bool is_byte_string(const List& l) {
+[[gnu::noinline]] bool is_byte_string(const List& l) {
     if (l.improper || l.items.size() > 0xffff) return false;
     for (const Term& t : l.items)
-        if (!t.is_int() || t.as_int() < 0 || t.as_int() > 255) return false;
+        if (const int64_t* v = std::get_if<int64_t>(&t.value()); !v || *v < 0 || *v > 255) return false;
     return true;
 }
 
@@ -711,7 +730,7 @@ bool is_byte_string(const List& l) {
     List flat{std::vector<Term>(l.items.begin(), l.items.end() - 1), false};
     const Term* tail = &l.items.back();
     while (tail->is_list()) {
-        const auto& inner = std::get<List>(tail->value());
+        const auto& inner = as<List>(tail->value());
         if (inner.items.empty()) return flat;
         size_t heads = inner.items.size() - (inner.improper ? 1 : 0);
         flat.items.insert(flat.items.end(), inner.items.begin(),
@@ -748,6 +767,14 @@ size_t size_of_list(const List& l);
     return (m.size() <= 255 ? 3 : 6) + m.size();
 }
 
+[[gnu::noinline]] size_t size_of_identifier(const Term& t) {
+    if (const Pid* p = std::get_if<Pid>(&t.value())) return 1 + atom_size(p->node) + 12;
+    if (const Ref* r = std::get_if<Ref>(&t.value()))
+        return 3 + atom_size(r->node) + 4 + 4 * std::min<size_t>(r->ids.size(), 0xffff);
+    const auto& p = as<Port>(t.value());
+    return 1 + atom_size(p.node) + (p.id <= kMaxNewPortId ? 8 : 12);
+}
+
 size_t size_of_list(const List& l) {
     if (l.items.empty()) return 1;
     if (needs_flattening(l)) return size_of_flattened(l);
@@ -760,31 +787,26 @@ size_t size_of_list(const List& l) {
 
 size_t size_of(const Term& t) {
     switch (t.kind()) {
-        case Term::Kind::Int: return int_size(t.as_int());
-        case Term::Kind::Big: return size_of_big(std::get<BigInt>(t.value()));
+        case Term::Kind::Int: return int_size(as<int64_t>(t.value()));
+        case Term::Kind::Big: return size_of_big(as<BigInt>(t.value()));
         case Term::Kind::Float: return 9;
-        case Term::Kind::Atom: return atom_size(t.atom_name());
-        case Term::Kind::Binary: return 5 + t.bytes().size();
+        case Term::Kind::Atom: return atom_size(as<Atom>(t.value()).name);
+        case Term::Kind::Binary: return 5 + as<Binary>(t.value()).bytes.size();
         case Term::Kind::Tuple: {
-            size_t n = t.size() <= 255 ? 2 : 5;
-            for (const Term& e : t.items()) n += size_of(e);
+            const auto& items = as<Tuple>(t.value()).items;
+            size_t n = items.size() <= 255 ? 2 : 5;
+            for (const Term& e : items) n += size_of(e);
             return n;
         }
-        case Term::Kind::List: return size_of_list(std::get<List>(t.value()));
+        case Term::Kind::List: return size_of_list(as<List>(t.value()));
         case Term::Kind::Map: {
             size_t n = 5;
-            for (const auto& [k, v] : std::get<Map>(t.value()).pairs) n += size_of(k) + size_of(v);
+            for (const auto& [k, v] : as<Map>(t.value()).pairs) n += size_of(k) + size_of(v);
             return n;
         }
-        case Term::Kind::Pid: return 1 + atom_size(std::get<Pid>(t.value()).node) + 12;
-        case Term::Kind::Ref: {
-            const auto& r = std::get<Ref>(t.value());
-            return 3 + atom_size(r.node) + 4 + 4 * std::min<size_t>(r.ids.size(), 0xffff);
-        }
-        case Term::Kind::Port: {
-            const auto& p = std::get<Port>(t.value());
-            return 1 + atom_size(p.node) + (p.id <= kMaxNewPortId ? 8 : 12);
-        }
+        case Term::Kind::Pid:
+        case Term::Kind::Ref:
+        case Term::Kind::Port: return size_of_identifier(t);
     }
     return 0;
 }
@@ -794,20 +816,38 @@ void put_list(std::string& out, const List& l);
 
 [[gnu::noinline]] void put_flattened(std::string& out, const List& l) { put_list(out, flatten_tail(l)); }
 
+// Headers and leaves are written out of line so that the recursive put() and
+// put_list() keep small frames (sanitizers give every inlined byte its own slot).
+[[gnu::noinline]] void put_header(std::string& out, unsigned tag, uint32_t n, bool wide) {
+    put8(out, tag);
+    if (wide)
+        put32(out, n);
+    else
+        put8(out, n);
+}
+
+[[gnu::noinline]] void put_tag(std::string& out, unsigned tag) { put8(out, tag); }
+
+[[gnu::noinline]] void put_byte_string(std::string& out, const List& l) {
+    put8(out, kString);
+    put16(out, static_cast<uint32_t>(l.items.size()));
+    for (const Term& e : l.items) put8(out, static_cast<unsigned>(as<int64_t>(e.value())));
+}
+
+[[gnu::noinline]] void put_binary(std::string& out, const std::string& bytes) {
+    put8(out, kBinary);
+    put32(out, static_cast<uint32_t>(bytes.size()));
+    out.append(bytes);
+}
+
 void put_list(std::string& out, const List& l) {
-    if (l.items.empty()) return put8(out, kNil);
+    if (l.items.empty()) return put_tag(out, kNil);
     if (needs_flattening(l)) return put_flattened(out, l);
     if (l.improper && l.items.size() == 1) return put(out, l.items[0]);
-    if (is_byte_string(l)) {
-        put8(out, kString);
-        put16(out, static_cast<uint32_t>(l.items.size()));
-        for (const Term& e : l.items) put8(out, static_cast<unsigned>(e.as_int()));
-        return;
-    }
-    put8(out, kList);
-    put32(out, static_cast<uint32_t>(l.items.size() - (l.improper ? 1 : 0)));
+    if (is_byte_string(l)) return put_byte_string(out, l);
+    put_header(out, kList, static_cast<uint32_t>(l.items.size() - (l.improper ? 1 : 0)), true);
     for (const Term& e : l.items) put(out, e);
-    if (!l.improper) put8(out, kNil);
+    if (!l.improper) put_tag(out, kNil);
 }
 
 [[gnu::noinline]] void put_unsorted_pairs(std::string& out, const Map& m) {
@@ -889,30 +929,23 @@ void put_map(std::string& out, const Map& m) {
 
 void put(std::string& out, const Term& t) {
     switch (t.kind()) {
-        case Term::Kind::Int: return put_int(out, t.as_int());
-        case Term::Kind::Big: return put_big(out, std::get<BigInt>(t.value()));
-        case Term::Kind::Float: return put_float(out, t.as_float());
-        case Term::Kind::Atom: return put_atom(out, t.atom_name());
-        case Term::Kind::Binary:
-            put8(out, kBinary);
-            put32(out, static_cast<uint32_t>(t.bytes().size()));
-            out.append(t.bytes());
+        case Term::Kind::Int: return put_int(out, as<int64_t>(t.value()));
+        case Term::Kind::Big: return put_big(out, as<BigInt>(t.value()));
+        case Term::Kind::Float: return put_float(out, as<double>(t.value()));
+        case Term::Kind::Atom: return put_atom(out, as<Atom>(t.value()).name);
+        case Term::Kind::Binary: return put_binary(out, as<Binary>(t.value()).bytes);
+        case Term::Kind::Tuple: {
+            const auto& items = as<Tuple>(t.value()).items;
+            bool wide = items.size() > 255;
+            put_header(out, wide ? kLargeTuple : kSmallTuple, static_cast<uint32_t>(items.size()), wide);
+            for (const Term& e : items) put(out, e);
             return;
-        case Term::Kind::Tuple:
-            if (t.size() <= 255) {
-                put8(out, kSmallTuple);
-                put8(out, static_cast<unsigned>(t.size()));
-            } else {
-                put8(out, kLargeTuple);
-                put32(out, static_cast<uint32_t>(t.size()));
-            }
-            for (const Term& e : t.items()) put(out, e);
-            return;
-        case Term::Kind::List: return put_list(out, std::get<List>(t.value()));
-        case Term::Kind::Map: return put_map(out, std::get<Map>(t.value()));
-        case Term::Kind::Pid: return put_pid(out, std::get<Pid>(t.value()));
-        case Term::Kind::Ref: return put_ref(out, std::get<Ref>(t.value()));
-        case Term::Kind::Port: return put_port(out, std::get<Port>(t.value()));
+        }
+        case Term::Kind::List: return put_list(out, as<List>(t.value()));
+        case Term::Kind::Map: return put_map(out, as<Map>(t.value()));
+        case Term::Kind::Pid: return put_pid(out, as<Pid>(t.value()));
+        case Term::Kind::Ref: return put_ref(out, as<Ref>(t.value()));
+        case Term::Kind::Port: return put_port(out, as<Port>(t.value()));
     }
 }
 
@@ -1026,7 +1059,13 @@ bool peek(std::string_view payload, Peek& out) {
     if (!peek_atom(c, r.module, r.module_latin1)) return false;
     if (r.kind != Peek::Kind::Info && !peek_atom(c, r.function, r.function_latin1)) return false;
     r.args_offset = c.pos;
-    if (!peek_list_header(c, r.arity)) return false;
+    // An info's options may be any term ({info, priority, low} in Ernie's README,
+    // [low] in the spec); a call's or cast's arguments must be a list.
+    if (!peek_list_header(c, r.arity)) {
+        // The caller decodes an info's options; they must at least be there.
+        if (r.kind != Peek::Kind::Info || c.left() == 0) return false;
+        r.arity = 0;
+    }
     out = r;
     return true;
 }

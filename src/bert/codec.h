@@ -15,7 +15,10 @@ namespace bert {
 constexpr unsigned char kVersion = 131;
 
 struct Limits {
-    size_t max_depth = 1000;              // nesting of tuples, lists and maps
+    // Nesting of tuples, lists and maps. Decode, encode, compare and destruction
+    // recurse once per level: about 0.3 KB of stack a level, 1.3 KB under
+    // ASan, so 1000 levels fit well within a default 8 MB stack.
+    size_t max_depth = 1000;
     size_t max_size = 256u << 20;         // bytes of one encoded term (after decompression)
     size_t max_atom_chars = 255;          // Erlang's own atom limit; larger values act as 255
 };
@@ -27,11 +30,15 @@ struct DecodeError {
 };
 
 // Decodes one whole term (starting with the version byte 131; compressed terms,
-// tag 80, are inflated). Trailing bytes are an error. Accepts what OTP 25's
+// tag 80, are inflated). Trailing bytes are an error; on any error `out` is
+// left unchanged. Accepts what OTP 25's
 // binary_to_term/1 accepts, except funs, exports and bit binaries, whose tag the
 // error names. Maps come out with pairs in compare_exact key order; duplicate
-// keys, invalid UTF-8 atoms and NaN/infinite floats are errors, as in Erlang.
-// For a compressed term, errors inside the inflated data report offset 1.
+// keys, invalid UTF-8 atoms and NaN/infinite floats are errors, as in Erlang,
+// and so are refs without id words (OTP 25 refuses them as map keys).
+// For a compressed term, a declared size over max_size is refused before any
+// inflating (offset 2), zlib errors report offset 6, and errors in the inflated
+// term offset 1 (the message gives the offset within the inflated data).
 DecodeError decode(std::string_view bytes, Term& out, const Limits& limits = {});
 
 // Encodes with the version byte, byte-identical to term_to_binary/1 of OTP 25

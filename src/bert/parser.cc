@@ -10,7 +10,6 @@
 #include <cstring>
 
 #include "bert/erl_chars.h"
-#include "bert/printer.h"
 
 namespace bert {
 
@@ -25,7 +24,7 @@ using erl_chars::append_utf8;
 constexpr size_t kMaxDepth = 1000;                   // tuples, lists, maps and binaries inside each other
 constexpr size_t kMaxDigits = 100000;                // of one integer literal (conversion is quadratic)
 constexpr size_t kMaxAtomChars = 255;                // Erlang's own limit
-constexpr size_t kMaxBinaryBits = size_t(64) << 23;  // 64 MiB from one binary literal
+constexpr size_t kMaxBinaryBits = size_t(16) << 23;  // 16 MiB from one binary literal
 
 bool white(uint32_t c) { return c <= ' ' || (c >= 0x80 && c <= 0xA0); }
 
@@ -98,12 +97,14 @@ public:
         ++bits_;
     }
     void put_byte(uint8_t v) {
-        if (bits_ % 8 == 0) {
+        unsigned off = bits_ % 8;
+        if (off == 0) {
             bytes_.push_back(char(v));
-            bits_ += 8;
         } else {
-            for (int k = 7; k >= 0; --k) put_bit((v >> k) & 1);
+            bytes_.back() = char(static_cast<unsigned char>(bytes_.back()) | (v >> off));
+            bytes_.push_back(char((v << (8 - off)) & 0xFF));
         }
+        bits_ += 8;
     }
 
 private:
@@ -183,9 +184,10 @@ public:
     }
     bool fail_here(std::string msg) { return fail(pos_, std::move(msg)); }
 
+    // Dispatches on the first character. Kept small, with the work in functions that
+    // are not inlined, so that 1000 levels of nesting fit the stack even under ASan.
     bool term(Term& out, size_t depth) {
         skip_space();
-        size_t start = pos_;
         int c = peek();
         switch (c) {
             case -1: return fail_here("expected a term, found the end of the text");
@@ -193,27 +195,49 @@ public:
             case '[': return list(out, depth);
             case '#': return map(out, depth);
             case '<':
-                if (peek(1) == '<') return binary(out, depth);
-                return fail_here("expected a term");
-            case '"': {
-                std::vector<uint32_t> chars;
-                if (!string_literal(chars)) return false;
-                std::vector<Term> items;
-                items.reserve(chars.size());
-                for (uint32_t ch : chars) items.emplace_back(int64_t{ch});
-                out = Term::list(std::move(items));
-                return true;
-            }
+                if (peek(1) == '<') return binary(out);
+                return fail_here("expected a term, found '<'");
+            case '"': return string_term(out);
             case '\'': return quoted_atom(out);
             default: break;
         }
-        if (c == '-' || c == '+' || c == '$' || (c >= '0' && c <= '9')) {
-            Number n;
-            if (!number(n)) return false;
-            out = n.is_float ? Term(n.f) : std::move(n.i);
-            return true;
-        }
+        if (c == '-' || c == '+' || c == '$' || (c >= '0' && c <= '9')) return number_term(out);
+        return name_term(out);
+    }
+
+private:
+    // What stands at the current position, for messages.
+    std::string found() const {
+        if (at_end()) return "the end of the text";
         size_t p = pos_;
+        uint32_t c = code_point_at(p);
+        if (c < ' ' || c == 127) return "character " + std::to_string(c);
+        if (c >= 0x80 && p - pos_ == 1) return "byte " + std::to_string(c) + " (not UTF-8)";
+        return "'" + std::string(s_.substr(pos_, p - pos_)) + "'";
+    }
+
+    uint32_t code_point_at(size_t& p) const { return erl_chars::next_code_point(s_, p); }
+
+    [[gnu::noinline]] bool string_term(Term& out) {
+        std::vector<uint32_t> chars;
+        if (!string_literal(chars)) return false;
+        std::vector<Term> items;
+        items.reserve(chars.size());
+        for (uint32_t ch : chars) items.emplace_back(int64_t{ch});
+        out = Term::list(std::move(items));
+        return true;
+    }
+
+    [[gnu::noinline]] bool number_term(Term& out) {
+        Number n;
+        if (!number(n)) return false;
+        out = n.is_float ? Term(n.f) : std::move(n.i);
+        return true;
+    }
+
+    // An unquoted atom, or a helpful error for a variable or a stray character.
+    [[gnu::noinline]] bool name_term(Term& out) {
+        size_t start = pos_, p = pos_;
         uint32_t cp = code_point_at(p);
         if (erl_chars::atom_start(cp)) return bare_atom(out);
         if (erl_chars::variable_start(cp)) {
@@ -229,21 +253,19 @@ public:
             return fail(start, "variables are not terms; quote an atom that starts with a capital or '_': '" +
                                    name + "'");
         }
-        return fail_here("expected a term");
+        return fail_here("expected a term, found " + found());
     }
 
-private:
-    uint32_t code_point_at(size_t& p) const { return erl_chars::next_code_point(s_, p); }
-
-    bool enter(size_t depth) {
+    // Only non-empty containers count towards the depth, as in the codec, so that a
+    // term it decodes prints to text that parses.
+    bool enter(size_t depth, size_t open) {
         if (depth >= kMaxDepth)
-            return fail_here("terms nested deeper than " + std::to_string(kMaxDepth) + " levels");
+            return fail(open, "terms nested deeper than " + std::to_string(kMaxDepth) + " levels");
         return true;
     }
 
-    bool tuple(Term& out, size_t depth) {
-        if (!enter(depth)) return false;
-        ++pos_;  // {
+    [[gnu::noinline]] bool tuple(Term& out, size_t depth) {
+        size_t open = pos_++;  // {
         std::vector<Term> items;
         skip_space();
         if (peek() == '}') {
@@ -251,6 +273,7 @@ private:
             out = Term::tuple({});
             return true;
         }
+        if (!enter(depth, open)) return false;
         for (;;) {
             Term t;
             if (!term(t, depth + 1)) return false;
@@ -268,9 +291,8 @@ private:
         }
     }
 
-    bool list(Term& out, size_t depth) {
-        if (!enter(depth)) return false;
-        ++pos_;  // [
+    [[gnu::noinline]] bool list(Term& out, size_t depth) {
+        size_t open = pos_++;  // [
         List l;
         skip_space();
         if (peek() == ']') {
@@ -278,6 +300,7 @@ private:
             out = Term(std::move(l));
             return true;
         }
+        if (!enter(depth, open)) return false;
         for (;;) {
             Term t;
             if (!term(t, depth + 1)) return false;
@@ -313,15 +336,15 @@ private:
         }
     }
 
-    bool map(Term& out, size_t depth) {
-        if (!enter(depth)) return false;
-        ++pos_;  // #
+    [[gnu::noinline]] bool map(Term& out, size_t depth) {
+        size_t open = pos_++;  // #
         skip_space();
         if (peek() != '{') return fail_here("expected '{' after '#'");
         ++pos_;
         Map m;
         skip_space();
         if (peek() != '}') {
+            if (!enter(depth, open)) return false;
             for (;;) {
                 Term k, v;
                 if (!term(k, depth + 1)) return false;
@@ -343,18 +366,22 @@ private:
             }
         }
         ++pos_;  // }
-        // Erlang's key order, and a repeated key keeps its last value.
+        out = Term(canonical(std::move(m)));
+        return true;
+    }
+
+    // Erlang's key order, and a repeated key keeps its last value.
+    [[gnu::noinline]] static Map canonical(Map m) {
         std::stable_sort(m.pairs.begin(), m.pairs.end(),
-                         [](const auto& a, const auto& b) { return compare_map_keys(a.first, b.first) < 0; });
+                         [](const auto& a, const auto& b) { return compare_exact(a.first, b.first) < 0; });
         Map unique;
         for (auto& kv : m.pairs) {
-            if (!unique.pairs.empty() && compare_map_keys(unique.pairs.back().first, kv.first) == 0)
+            if (!unique.pairs.empty() && compare_exact(unique.pairs.back().first, kv.first) == 0)
                 unique.pairs.back() = std::move(kv);
             else
                 unique.pairs.push_back(std::move(kv));
         }
-        out = Term(std::move(unique));
-        return true;
+        return unique;
     }
 
     // --- characters, strings and atoms ---------------------------------------------
@@ -457,7 +484,7 @@ private:
         return true;
     }
 
-    bool quoted_atom(Term& out) {
+    [[gnu::noinline]] bool quoted_atom(Term& out) {
         size_t start = pos_;
         std::vector<uint32_t> chars;
         if (!quoted('\'', chars, "quoted atom")) return false;
@@ -593,8 +620,7 @@ private:
 
     // --- binaries ------------------------------------------------------------------------
 
-    bool binary(Term& out, size_t depth) {
-        if (!enter(depth)) return false;
+    [[gnu::noinline]] bool binary(Term& out) {
         size_t start = pos_;
         pos_ += 2;  // <<
         BitWriter w;
@@ -816,15 +842,13 @@ private:
     // (or whole bytes in reverse when `little`).
     static void put_le_bytes(BitWriter& w, const std::string& le, uint64_t bits, bool little) {
         auto byte = [&](size_t k) { return static_cast<unsigned char>(le[k]); };
+        size_t whole = size_t(bits / 8);
         if (little && bits % 8 == 0) {
-            for (size_t k = 0; k < bits / 8; ++k) w.put_byte(byte(k));
+            for (size_t k = 0; k < whole; ++k) w.put_byte(byte(k));
             return;
         }
-        if (bits % 8 == 0) {
-            for (size_t k = bits / 8; k-- > 0;) w.put_byte(byte(k));
-            return;
-        }
-        for (uint64_t i = bits; i-- > 0;) w.put_bit((byte(size_t(i / 8)) >> (i % 8)) & 1);
+        for (unsigned i = unsigned(bits % 8); i-- > 0;) w.put_bit((byte(whole) >> i) & 1);
+        for (size_t k = whole; k-- > 0;) w.put_byte(byte(k));
     }
 
     std::string_view s_;

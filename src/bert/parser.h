@@ -25,7 +25,7 @@ struct ParseError {
 
 // Parses exactly one term, optionally followed by a single '.', then only
 // whitespace and comments. On error `out` is left unchanged. Nesting is limited to
-// 1000 levels, integer literals to 100000 digits, binary literals to 64 MiB.
+// 1000 levels, integer literals to 100000 digits, binary literals to 16 MiB.
 ParseError parse(std::string_view text, Term& out);
 
 // Parses a sequence of dotted terms ("T1. T2. ..."), as in an Ernie config file.

@@ -1,6 +1,18 @@
 // printer.cc: Term -> Erlang text, byte for byte what OTP 25's io_lib:print(T, 1, Inf, -1)
-// (~p on one line) writes, encoded as UTF-8. It never allocates more than the budget it is
-// given: a cut print stops formatting as soon as the budget is spent.
+// (~p on one line) writes, encoded as UTF-8. It must never format past its byte budget: a
+// cut print stops as soon as the budget is spent, however big the term.
+//
+// The rules of ~p (latin-1 mode, OTP 25), found by comparing with erl (tests/diff):
+// - floats: the shortest digits that read back exactly; written fixed ("123.0",
+//   "0.001") when that is no longer than the scientific form ("1.0e3", "1.2345e-4";
+//   a tie goes to fixed), except that |x| >= 2^53 is always scientific.
+// - strings: a proper list of characters 32..126, 160..255 and \n \r \t \v \b \f \e
+//   prints as "..."; inside, " and \ and those seven are escaped. Binaries the same
+//   way as <<"...">>, else as bytes <<1,2>>.
+// - atoms: bare when they start with a-z or ß..ÿ (not ÷), go on with letters
+//   (A-Z, a-z, À..ÿ but × and ÷), digits, _ and @, and are not reserved words;
+//   else quoted, with \' \\ \n.. \e, \d for 127, \OOO for other controls and
+//   128..159, \x{HEX} beyond 255, and latin-1 letters as they are.
 #include "bert/printer.h"
 
 #include <algorithm>
@@ -33,7 +45,6 @@ public:
     bool limited() const { return cap_ != std::numeric_limits<size_t>::max(); }
     // How many more bytes fit before the text is known to be cut.
     size_t room() const { return full_ ? 0 : cap_ - (out_.size() - start_); }
-    void stop() { full_ = true; }
 
     void put(char c) {
         if (full_) return;
@@ -108,12 +119,12 @@ char named_escape(unsigned c) {
 
 // io_lib:printable_latin1_list's test for one character.
 bool printable_latin1(int64_t c) {
-    return (c >= 32 && c <= 126) || (c >= 160 && c <= 255) || named_escape(unsigned(c)) != 0;
+    return (c >= 32 && c <= 126) || (c >= 160 && c <= 255) || (c >= 0 && c < 32 && named_escape(unsigned(c)));
 }
 
 // --- numbers -----------------------------------------------------------------------
 
-void print_float(double d, Sink& out) {
+[[gnu::noinline]] void print_float(double d, Sink& out) {
     if (std::isnan(d)) return out.put("nan");  // not an Erlang float; never from the wire
     if (std::isinf(d)) return out.put(d < 0 ? "-inf" : "inf");
     if (d == 0) return out.put(std::signbit(d) ? "-0.0" : "0.0");
@@ -183,7 +194,7 @@ std::string big_decimal(const std::string& mag) {
     return s;
 }
 
-void print_big(const BigInt& b, Sink& out) {
+[[gnu::noinline]] void print_big(const BigInt& b, Sink& out) {
     // Conversion is quadratic in the size; when the text is cut anyway and the number
     // cannot fit in what is left, stop here rather than convert megabytes.
     if (out.limited() && b.magnitude.size() > 1024) {
@@ -229,7 +240,7 @@ void put_quoted_char(uint32_t c, char quote, Sink& out) {
     }
 }
 
-void print_atom(std::string_view name, Sink& out) {
+[[gnu::noinline]] void print_atom(std::string_view name, Sink& out) {
     if (!atom_needs_quotes(name)) {
         // Only latin-1 letters get here; re-encoding keeps stray bytes valid UTF-8.
         for (size_t i = 0; i < name.size();) out.put_latin1(next_code_point(name, i));
@@ -255,11 +266,10 @@ public:
         return t;
     }
     const Term* tail() const { return at_tail() ? &cur_->items[i_] : nullptr; }
-    bool more() const { return !at_tail() && !at_end(); }
 
 private:
     bool at_tail() const { return cur_->improper && i_ + 1 == cur_->items.size(); }
-    bool at_end() const { return !cur_->improper && i_ == cur_->items.size(); }
+    bool at_end() const { return i_ >= cur_->items.size(); }  // also an (invalid) empty improper list
     // Steps into a tail that is a list, until an element, a real tail or the end.
     void settle() {
         while (at_tail() && cur_->items[i_].kind() == Term::Kind::List) {
@@ -292,7 +302,16 @@ bool binary_is_string(std::string_view bytes, size_t look) {
 
 void print_term(const Term& t, Sink& out);
 
-void print_list(const List& l, Sink& out) {
+[[gnu::noinline]] void print_tuple(const std::vector<Term>& items, Sink& out) {
+    out.put('{');
+    for (size_t i = 0; i < items.size() && !out.full(); ++i) {
+        if (i) out.put(',');
+        print_term(items[i], out);
+    }
+    out.put('}');
+}
+
+[[gnu::noinline]] void print_list(const List& l, Sink& out) {
     ListWalk probe(l);
     if (probe.tail() != nullptr) return print_term(*probe.tail(), out);  // no elements, only a "tail"
     if (list_is_string(l, out.room())) {
@@ -321,7 +340,7 @@ void print_list(const List& l, Sink& out) {
     out.put(']');
 }
 
-void print_binary(std::string_view bytes, Sink& out) {
+[[gnu::noinline]] void print_binary(std::string_view bytes, Sink& out) {
     out.put("<<");
     if (binary_is_string(bytes, out.room())) {
         if (!bytes.empty()) {
@@ -339,11 +358,11 @@ void print_binary(std::string_view bytes, Sink& out) {
     out.put(">>");
 }
 
-void print_map(const Map& m, Sink& out) {
+[[gnu::noinline]] void print_map(const Map& m, Sink& out) {
     // Erlang keeps maps of up to 32 keys sorted and prints them so. Bigger maps are
-    // hash tries whose order bertd cannot recompute; they print sorted too.
-    // The codec already keeps them sorted; only a map built in C++ needs the sort.
-    auto less = [&](size_t a, size_t b) { return compare_map_keys(m.pairs[a].first, m.pairs[b].first) < 0; };
+    // hash tries whose order bertd cannot recompute; they print sorted too. The codec
+    // already keeps pairs sorted, so only a map built in C++ pays for the sort.
+    auto less = [&](size_t a, size_t b) { return compare_exact(m.pairs[a].first, m.pairs[b].first) < 0; };
     std::vector<size_t> order(m.pairs.size());
     std::iota(order.begin(), order.end(), size_t{0});
     if (!std::is_sorted(order.begin(), order.end(), less)) std::stable_sort(order.begin(), order.end(), less);
@@ -358,32 +377,11 @@ void print_map(const Map& m, Sink& out) {
     out.put('}');
 }
 
-void print_term(const Term& t, Sink& out) {
-    if (out.full()) return;
+// Erlang shows remote identifiers with a node index only the local VM knows;
+// bertd writes the node name in its place: <node.Num.Serial>,
+// #Ref<node.Id2.Id1.Id0>, #Port<node.Id>.
+[[gnu::noinline]] void print_id(const Term& t, Sink& out) {
     switch (t.kind()) {
-        case Term::Kind::Int: {
-            char b[24];
-            auto r = std::to_chars(b, b + sizeof b, t.as_int());
-            return out.put(std::string_view(b, size_t(r.ptr - b)));
-        }
-        case Term::Kind::Big: return print_big(std::get<BigInt>(t.value()), out);
-        case Term::Kind::Float: return print_float(t.as_float(), out);
-        case Term::Kind::Atom: return print_atom(t.atom_name(), out);
-        case Term::Kind::Binary: return print_binary(t.bytes(), out);
-        case Term::Kind::Tuple: {
-            out.put('{');
-            const auto& items = t.items();
-            for (size_t i = 0; i < items.size() && !out.full(); ++i) {
-                if (i) out.put(',');
-                print_term(items[i], out);
-            }
-            return out.put('}');
-        }
-        case Term::Kind::List: return print_list(std::get<List>(t.value()), out);
-        case Term::Kind::Map: return print_map(std::get<Map>(t.value()), out);
-        // Erlang shows remote identifiers with a node index only the local VM knows;
-        // bertd writes the node name in its place: <node.Num.Serial>,
-        // #Ref<node.Id2.Id1.Id0>, #Port<node.Id>.
         case Term::Kind::Pid: {
             const auto& p = std::get<Pid>(t.value());
             out.put('<');
@@ -412,106 +410,32 @@ void print_term(const Term& t, Sink& out) {
             out.put_uint(p.id);
             return out.put('>');
         }
+        default: return;
     }
 }
 
-// --- map key order --------------------------------------------------------------------
-
-int rank(const Term& t) {
+void print_term(const Term& t, Sink& out) {
+    if (out.full()) return;
     switch (t.kind()) {
-        case Term::Kind::Int:
-        case Term::Kind::Big: return 0;
-        case Term::Kind::Float: return 1;  // every float after every integer
-        case Term::Kind::Atom: return 2;
-        case Term::Kind::Ref: return 3;
-        case Term::Kind::Port: return 4;
-        case Term::Kind::Pid: return 5;
-        case Term::Kind::Tuple: return 6;
-        case Term::Kind::Map: return 7;
-        case Term::Kind::List: return t.is_nil() ? 8 : 9;
-        case Term::Kind::Binary: return 10;
-    }
-    return 11;
-}
-
-int compare_key_seq(const std::vector<Term>& a, const std::vector<Term>& b) {
-    size_t n = std::min(a.size(), b.size());
-    for (size_t i = 0; i < n; ++i)
-        if (int c = compare_map_keys(a[i], b[i])) return c;
-    return a.size() < b.size() ? -1 : a.size() > b.size() ? 1 : 0;
-}
-
-// Cons by cons, as Erlang compares: heads in turn, then what is left of each (more
-// cells, [] or an improper tail) against the other.
-int compare_key_lists(const List& a, const List& b) {
-    ListWalk wa(a), wb(b);
-    for (;;) {
-        bool ma = wa.more(), mb = wb.more();
-        if (ma && mb) {
-            const Term* x = wa.next();
-            const Term* y = wb.next();
-            if (int c = compare_map_keys(*x, *y)) return c;
-            continue;
+        case Term::Kind::Int: {
+            char b[24];
+            auto r = std::to_chars(b, b + sizeof b, t.as_int());
+            return out.put(std::string_view(b, size_t(r.ptr - b)));
         }
-        if (!ma && !mb) {
-            const Term *ta = wa.tail(), *tb = wb.tail();
-            if (!ta && !tb) return 0;
-            if (ta && tb) return compare_map_keys(*ta, *tb);
-            int c = rank(Term::nil()) < rank(ta ? *ta : *tb) ? -1 : 1;  // [] against a tail
-            return ta ? -c : c;
-        }
-        // One side still has cells, a non-empty list, against the other's [] or tail.
-        const Term* other = ma ? wb.tail() : wa.tail();
-        int r = other ? rank(*other) : rank(Term::nil());
-        int c = r < 9 ? 1 : -1;  // 9: a non-empty list's rank; a tail is never a list here
-        return ma ? c : -c;
+        case Term::Kind::Big: return print_big(std::get<BigInt>(t.value()), out);
+        case Term::Kind::Float: return print_float(t.as_float(), out);
+        case Term::Kind::Atom: return print_atom(t.atom_name(), out);
+        case Term::Kind::Binary: return print_binary(t.bytes(), out);
+        case Term::Kind::Tuple: return print_tuple(t.items(), out);
+        case Term::Kind::List: return print_list(std::get<List>(t.value()), out);
+        case Term::Kind::Map: return print_map(std::get<Map>(t.value()), out);
+        case Term::Kind::Pid:
+        case Term::Kind::Ref:
+        case Term::Kind::Port: return print_id(t, out);
     }
-}
-
-std::vector<size_t> sorted_keys(const Map& m) {
-    std::vector<size_t> order(m.pairs.size());
-    std::iota(order.begin(), order.end(), size_t{0});
-    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
-        return compare_map_keys(m.pairs[a].first, m.pairs[b].first) < 0;
-    });
-    return order;
 }
 
 }  // namespace
-
-int compare_map_keys(const Term& a, const Term& b) {
-    int ra = rank(a), rb = rank(b);
-    if (ra != rb) return ra < rb ? -1 : 1;
-    switch (a.kind()) {
-        case Term::Kind::Int:
-        case Term::Kind::Big:
-        case Term::Kind::Atom:
-        case Term::Kind::Binary:
-        case Term::Kind::Pid:
-        case Term::Kind::Ref:
-        case Term::Kind::Port: return compare(a, b);  // the same as term order here
-        case Term::Kind::Float: {
-            double x = a.as_float(), y = b.as_float();
-            return x < y ? -1 : y < x ? 1 : 0;
-        }
-        case Term::Kind::Tuple:
-            if (a.size() != b.size()) return a.size() < b.size() ? -1 : 1;
-            return compare_key_seq(a.items(), b.items());
-        case Term::Kind::List: return compare_key_lists(std::get<List>(a.value()), std::get<List>(b.value()));
-        case Term::Kind::Map: {
-            const auto& x = std::get<Map>(a.value());
-            const auto& y = std::get<Map>(b.value());
-            if (x.pairs.size() != y.pairs.size()) return x.pairs.size() < y.pairs.size() ? -1 : 1;
-            auto ox = sorted_keys(x), oy = sorted_keys(y);
-            for (size_t i = 0; i < ox.size(); ++i)
-                if (int c = compare_map_keys(x.pairs[ox[i]].first, y.pairs[oy[i]].first)) return c;
-            for (size_t i = 0; i < ox.size(); ++i)
-                if (int c = compare_map_keys(x.pairs[ox[i]].second, y.pairs[oy[i]].second)) return c;
-            return 0;
-        }
-    }
-    return 0;
-}
 
 void print(const Term& t, std::string& out, size_t max_bytes) {
     Sink sink(out, max_bytes);

@@ -154,8 +154,8 @@ int compare_seq(const std::vector<Term>& a, const std::vector<Term>& b, size_t n
 // A tail that is itself a list (not normalised): compare the rest as a list.
 // Out of line, as the copy would swell every recursive frame.
 [[gnu::noinline]] int compare_rest(const List& longer, size_t from, const Term& tail, bool exact) {
-    Term rest(List{std::vector<Term>(longer.items.begin() + static_cast<std::ptrdiff_t>(from), longer.items.end()),
-                   longer.improper});
+    auto first = longer.items.begin() + static_cast<std::ptrdiff_t>(from);
+    Term rest(List{std::vector<Term>(first, longer.items.end()), longer.improper});
     return cmp(rest, tail, exact);
 }
 

@@ -476,12 +476,15 @@ bool Master::anything_alive() const {
 int64_t Master::next_deadline() const {
     int64_t next = monotonic_us() + 1'000'000;
     for (const auto& g : gens_) {
+        // Respawns matter only where children are respawned; elsewhere a past
+        // respawn time would make ppoll return at once, for ever.
+        bool respawning = phase_ == Phase::Running && g->phase == Generation::Phase::Serving;
         for (const auto& w : g->workers) {
-            if (!w.pid && w.respawn_at_us) next = std::min(next, w.respawn_at_us);
+            if (respawning && !w.pid && w.respawn_at_us) next = std::min(next, w.respawn_at_us);
             if (w.pid && w.term_sent_us) next = std::min(next, w.term_sent_us + kRetireGraceUs + 1000);
         }
         for (const auto& a : g->acceptors)
-            if (!a.pid) next = std::min(next, a.respawn_at_us);
+            if (respawning && !a.pid) next = std::min(next, a.respawn_at_us);
     }
     if (phase_ != Phase::Running) next = std::min(next, stop_deadline_us_);
     return next;

@@ -35,11 +35,13 @@ pid_t spawn_worker(const std::string& command, int sock) {
     pid_t pid = fork();
     if (pid != 0) return pid;
 
-    // Child: fds 3 and 4 are the slot's socket; the worker sees blocking I/O.
+    // Child. Dispositions go back to the defaults before signals are unblocked:
+    // a SIGTERM already pending must kill the worker, not run the master's handler.
+    for (int s : {SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGPIPE, SIGCHLD}) signal(s, SIG_DFL);
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, nullptr);
-    for (int s : {SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGPIPE, SIGCHLD}) signal(s, SIG_DFL);
+    // Fds 3 and 4 are the slot's socket; the worker sees blocking I/O.
     int s = sock;
     if (s == 3 || s == 4) s = fcntl(sock, F_DUPFD, 5);
     dup2(s, 3);

@@ -51,13 +51,12 @@ void AccessLog::open_at_generation() {
 }
 
 void AccessLog::write(const AccessRecord& r) {
-    // Another process replaced a moved file: follow it for this line already, not at the next
-    // tick, or lines written meanwhile would land in the file that was moved away.
-    if (shared_ && shared_->generation.load(std::memory_order_relaxed) != generation_) {
+    if (fd_ < 0) return;
+    // Once any process has reopened the log, no line may go to the old file.
+    if (shared_ && shared_->generation.load(std::memory_order_acquire) != generation_) {
         generation_ = shared_->generation.load();
         open_at_generation();
     }
-    if (fd_ < 0) return;
     line_.clear();
     format(r, line_);
     line_.push_back('\n');

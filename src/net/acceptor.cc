@@ -136,6 +136,12 @@ Acceptor::~Acceptor() {
 }
 
 int Acceptor::run() {
+    if (!start(true)) return 1;
+    event_base_dispatch(base_);
+    return 0;
+}
+
+bool Acceptor::start(bool handle_signals) {
     AcceptorShared& me = seg_.acceptor(index_);
     uint64_t incarnation = me.incarnation.fetch_add(1) + 1;
     me.pid = getpid();
@@ -144,7 +150,7 @@ int Acceptor::run() {
     conn_prefix_ = (uint64_t(index_) << 56) | ((incarnation & 0xFFFFFF) << 32);
 
     base_ = event_base_new();
-    if (!base_) return 1;
+    if (!base_) return false;
     // Two priorities: what keeps workers busy (their answers, hand-offs of slots) runs before
     // new clients are accepted and read, so a worker never idles while this loop is busy.
     event_base_priority_init(base_, 2);
@@ -162,21 +168,40 @@ int Acceptor::run() {
     // A moved access log must be replaced within a second, so look four times a second.
     timeval quarter{0, 250000};
     event_add(tick_ev_, &quarter);
-    for (int sig : {SIGTERM, SIGINT, SIGQUIT, SIGUSR1}) {
-        event* e = evsignal_new(base_, sig, on_signal, this);
-        event_add(e, nullptr);
-        signal_evs_.push_back(e);
+    if (handle_signals) {
+        for (int sig : {SIGTERM, SIGINT, SIGQUIT, SIGUSR1}) {
+            event* e = evsignal_new(base_, sig, on_signal, this);
+            event_add(e, nullptr);
+            signal_evs_.push_back(e);
+        }
+        sigset_t unblock;
+        sigemptyset(&unblock);
+        sigprocmask(SIG_SETMASK, &unblock, nullptr);
+        signal(SIGPIPE, SIG_IGN);
+        signal(SIGHUP, SIG_IGN);
     }
-    sigset_t unblock;
-    sigemptyset(&unblock);
-    sigprocmask(SIG_SETMASK, &unblock, nullptr);
-    signal(SIGPIPE, SIG_IGN);
-    signal(SIGHUP, SIG_IGN);
-
     // Hand-offs may have been made to this index while it was down.
     scan_slots();
-    event_base_dispatch(base_);
-    return 0;
+    return true;
+}
+
+void Acceptor::adopt(int fd) {
+    graveyard_.clear();
+    sockaddr_storage peer{};
+    socklen_t plen = sizeof peer;
+    getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &plen);
+    set_nonblocking(fd);
+    seg_.header().stats.connections_total.fetch_add(1, std::memory_order_relaxed);
+    Conn& c = add_conn(fd, peer);
+    conn_readable(c);
+}
+
+size_t Acceptor::open_connections() const { return conns_.size(); }
+
+size_t Acceptor::leases_held() const {
+    size_t n = 0;
+    for (const auto& l : leases_) n += l != nullptr;
+    return n;
 }
 
 // ---- accepting ---------------------------------------------------------------
@@ -419,7 +444,9 @@ void Acceptor::process_input(Conn& c) {
         std::string_view payload = buf.substr(bert::kFrameHeader, fs.length);
         if (handle_frame(c, payload)) c.in_start += c.frame_len;
     }
-    if (!c.dead && c.state != Conn::State::Idle) set_reading(c, false);
+    // A busy connection keeps its read event: a client that waits for its answer
+    // sends nothing, and toggling the event would cost two epoll_ctl calls a request.
+    // conn_readable stops reading once a whole frame beyond the current one is buffered.
 }
 
 bool Acceptor::handle_frame(Conn& c, std::string_view payload) {
@@ -437,15 +464,19 @@ bool Acceptor::handle_frame(Conn& c, std::string_view payload) {
         return true;
     }
     if (pk.kind == bert::Peek::Kind::Info) {
+        // Infos are small and rare: decode them whole, so a malformed one is answered.
+        bert::Term info;
+        if (bert::DecodeError err = bert::decode(payload, info)) {
+            seg_.header().stats.protocol_errors.fetch_add(1, std::memory_order_relaxed);
+            send_owned(c, error_frame(ErrorType::Protocol, 2, "unable to read data: " + err.message));
+            return true;
+        }
         if (pk.module == "priority") {
-            bert::Term opts;
-            if (!bert::decode(std::string_view(payload.data(), payload.size()), opts)) {
-                // {info, priority, [low]} (the spec) or {info, priority, low} (Ernie's README).
-                const bert::Term& o = opts[2];
-                const bert::Term* v = o.is_list() && o.size() == 1 ? &o[0] : &o;
-                if (v->is_atom("low")) c.high = false;
-                else if (v->is_atom("high")) c.high = true;
-            }
+            // {info, priority, [low]} (the spec) or {info, priority, low} (Ernie's README).
+            const bert::Term& o = info[2];
+            const bert::Term* v = o.is_list() && o.size() == 1 ? &o[0] : &o;
+            if (v->is_atom("low")) c.high = false;
+            else if (v->is_atom("high")) c.high = true;
         }
         return true;  // other info commands are ignored, as the spec says
     }
@@ -649,15 +680,14 @@ void Acceptor::finish_lease(Lease& l, std::string_view payload, bool) {
         count_request(int32_t(l.module), l.req, et);
         log_request(l.req, et);
     }
-    // The reply buffer holds exactly the frame: hand it to the connection without a copy.
-    std::string frame;
-    if (c) {
-        count_request(int32_t(l.module), c->req, et);  // before the answer leaves: stats never lag a client
-        frame = std::move(l.reply);
-    }
+    // The reply buffer holds exactly the frame: it goes to the connection without a copy.
+    std::string frame = std::move(l.reply);
+    if (c) count_request(int32_t(l.module), c->req, et);  // stats never lag a client
     seg_.slot(slot).served.fetch_add(1, std::memory_order_relaxed);
     leases_[slot].reset();
-    give_back(slot);  // also before the answer leaves: the client's next look at the stats sees it idle
+    // The worker goes back (or to the next waiter) before the answer leaves, so the
+    // client's next request finds it free.
+    give_back(slot);
     if (c) {
         send_owned(*c, std::move(frame));
         log_request(c->req, et);

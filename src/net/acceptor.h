@@ -40,6 +40,16 @@ public:
 
     int run();  // returns the process exit status
 
+    // For tests and fuzzing, which drive the loop themselves: sets everything up
+    // (signal handling optional) without dispatching; then step with
+    // event_base_loop(base(), EVLOOP_NONBLOCK).
+    bool start(bool handle_signals);
+    event_base* base() const { return base_; }
+    // Serves an already connected socket as if it had been accepted.
+    void adopt(int fd);
+    size_t open_connections() const;
+    size_t leases_held() const;
+
 private:
     struct Conn;
     struct Lease;

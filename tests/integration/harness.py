@@ -132,6 +132,11 @@ class Server:
         self._log.close()
         _live.discard(self)
         self.proc = None
+        # Under `make test SANITIZE=1` a report in a process that did not crash
+        # only reaches its log: it must still fail the test.
+        for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+            if marker in self.log():
+                raise AssertionError(f"sanitizer report in bertd's log ({self.log_path}):\n{self.log()[-4000:]}")
 
     def __enter__(self):
         return self.start()

@@ -156,6 +156,22 @@ class Priority(ServerTest):
             c.close()
         self.assertEqual(s.service().call.ext.order(), [b"first", b"high", b"low"])
 
+    def test_ernies_bare_atom_priority_form_is_accepted(self):
+        s = self.server(ext_config(count=1))
+        busy = s.connection()
+        busy.send((Atom("call"), Atom("ext"), Atom("record"), [b"first", 600]))
+        time.sleep(0.2)
+        low = s.connection()
+        low.send((Atom("info"), Atom("priority"), Atom("low")))  # as Ernie's README writes it
+        low.send((Atom("call"), Atom("ext"), Atom("record"), [b"low"]))
+        wait_until(lambda: s.stats()["queue.low"] == "1", what="the low request to queue")
+        high = s.connection()
+        high.send((Atom("call"), Atom("ext"), Atom("record"), [b"high"]))
+        wait_until(lambda: s.stats()["queue.high"] == "1", what="the high request to queue")
+        for c in (busy, low, high):
+            self.assertEqual(c.read()[0], Atom("reply"))
+        self.assertEqual(s.service().call.ext.order(), [b"first", b"high", b"low"])
+
     def test_priority_applies_to_the_next_request_only(self):
         s = self.server(ext_config(count=1))
         busy = s.connection()
@@ -351,6 +367,14 @@ class BadInput(ServerTest):
         sock = self.raw(s, bertd.encode_berp((Atom("call"), Atom("ext"), Atom("add"), [3, 4])), shutdown=True)
         self.assertEqual(self.read_answer(sock), (Atom("reply"), 7))
         self.assertEqual(sock.recv(1), b"")
+
+    def test_malformed_info_is_a_protocol_error(self):
+        s = self.server(ext_config())
+        payload = b"\x83\x68\x03\x64\x00\x04info\x64\x00\x08priority\x6d\x00\x00\x00\xff"
+        sock = self.raw(s, struct.pack(">I", len(payload)) + payload)
+        self.assert_protocol_error(self.read_answer(sock), 2)
+        sock.sendall(bertd.encode_berp((Atom("call"), Atom("ext"), Atom("add"), [1, 2])))
+        self.assertEqual(self.read_answer(sock), (Atom("reply"), 3))
 
     def test_unknown_info_is_ignored(self):
         s = self.server(ext_config())

@@ -53,3 +53,89 @@ TEST(Term, complex_types_round_trip) {
     STRCMP_EQUAL("^c(a)t$", re->source.c_str());
     STRCMP_EQUAL("caseless", re->options.at(0).c_str());
 }
+
+// The orders below were read from OTP 25 (lists:sort/1 and map key order).
+namespace {
+Term improper(std::vector<Term> items) { return Term(bert::List{std::move(items), true}); }
+Term big(bool negative, std::string magnitude) { return Term(bert::BigInt{negative, std::move(magnitude)}); }
+void ascending(const std::vector<Term>& ts, int (*cmp)(const Term&, const Term&)) {
+    for (size_t i = 0; i + 1 < ts.size(); ++i) {
+        CHECK_TEXT(cmp(ts[i], ts[i + 1]) < 0, std::to_string(i).c_str());
+        CHECK_TEXT(cmp(ts[i + 1], ts[i]) > 0, std::to_string(i).c_str());
+        CHECK_EQUAL(0, cmp(ts[i], ts[i]));
+    }
+}
+}  // namespace
+
+TEST(Term, lists_compare_cell_by_cell_then_tails) {
+    // [1|2] < [1|x] < [1] < [1,2]: after the 1, 2 < x < [] < [2]. Nil against nil is equal.
+    ascending({improper({Term(1), Term(2)}), improper({Term(1), Term::atom("x")}), Term::list({Term(1)}),
+               Term::list({Term(1), Term(2)})},
+              bert::compare);
+    CHECK_EQUAL(0, bert::compare(Term::nil(), Term::nil()));
+    CHECK(bert::compare(improper({Term(1), Term(2)}), Term::list({Term(1), Term(2)})) != 0);
+    // A hand-built list tail counts as more cells: [1 | [2]] is [1, 2].
+    CHECK_EQUAL(0, bert::compare(improper({Term(1), Term::list({Term(2)})}), Term::list({Term(1), Term(2)})));
+}
+
+TEST(Term, exact_order_puts_integers_before_floats_at_any_depth) {
+    ascending({Term(1), Term(1.0), Term(1.5), Term(2)}, bert::compare);
+    ascending({Term(-1), Term(1), Term(2), Term(-1.0), Term(1.0), Term(1.5)}, bert::compare_exact);
+    ascending({Term::tuple({Term(2)}), Term::tuple({Term(1.5)})}, bert::compare_exact);
+    ascending({Term::tuple({Term(1.5)}), Term::tuple({Term(2)})}, bert::compare);
+    ascending({big(false, std::string(9, '\x01')), Term(1.0)}, bert::compare_exact);
+}
+
+TEST(Term, integers_and_floats_compare_exactly_beyond_2_to_53) {
+    Term two53(int64_t{1} << 53), two53_plus_1((int64_t{1} << 53) + 1);
+    CHECK(bert::compare(two53_plus_1, Term(9007199254740992.0)) > 0);
+    CHECK(bert::compare(two53, Term(9007199254740992.0)) < 0);  // equal value: integer first
+    Term two64 = big(false, std::string("\0\0\0\0\0\0\0\0\1", 9));
+    Term two64_plus_1 = big(false, std::string("\1\0\0\0\0\0\0\0\1", 9));
+    CHECK(bert::compare(two64, Term(18446744073709551616.0)) < 0);
+    CHECK(bert::compare(two64_plus_1, Term(18446744073709551616.0)) > 0);
+    CHECK(bert::compare(Term(INT64_MAX), Term(9223372036854775808.0)) < 0);
+    CHECK(bert::compare(Term(INT64_MIN), Term(-9223372036854775808.0)) < 0);
+    CHECK(bert::compare(big(true, std::string(9, '\x01')), Term(-1e300)) > 0);
+    CHECK(bert::compare(Term(2), Term(1.5)) > 0);
+    CHECK(bert::compare(Term(-2), Term(-1.5)) < 0);
+}
+
+TEST(Term, identifiers_order_as_otp25) {
+    // Pids: serial, then number, then node, then creation.
+    ascending(
+        {Term(bert::Pid{"b@a", 0, 0, 0}), Term(bert::Pid{"b@a", 0, 1, 0}), Term(bert::Pid{"a@a", 1, 1, 0}),
+         Term(bert::Pid{"a@b", 1, 1, 2}), Term(bert::Pid{"a@b", 1, 1, 4}), Term(bert::Pid{"ab", 1, 1, 1}),
+         Term(bert::Pid{"a@b", 2, 1, 3}), Term(bert::Pid{"a@b", 1, 2, 0})},
+        bert::compare);
+    // Refs: node, creation, then ids from the last word down.
+    ascending({Term(bert::Ref{"a@a", {5}, 7}), Term(bert::Ref{"a@b", {1, 2, 3}, 0}),
+               Term(bert::Ref{"a@b", {9}, 1}), Term(bert::Ref{"a@b", {1, 2}, 1}),
+               Term(bert::Ref{"a@b", {3, 1, 2}, 1}), Term(bert::Ref{"a@b", {2, 1, 3}, 1}),
+               Term(bert::Ref{"a@b", {1, 2, 3}, 1}), Term(bert::Ref{"a@b", {1, 2, 3}, 2})},
+              bert::compare);
+    CHECK_EQUAL(0, bert::compare(Term(bert::Ref{"a@b", {1}, 1}), Term(bert::Ref{"a@b", {1, 0}, 1})));
+    // Ports: node, creation, id.
+    ascending({Term(bert::Port{"a@a", 9, 9}), Term(bert::Port{"a@b", 5, 0}), Term(bert::Port{"a@b", 5, 1}),
+               Term(bert::Port{"a@b", uint64_t(1) << 40, 1}), Term(bert::Port{"a@b", 4, 2})},
+              bert::compare);
+}
+
+TEST(Term, maps_compare_by_size_keys_then_values_and_equal_in_any_order) {
+    auto map = [](std::vector<std::pair<Term, Term>> pairs) { return Term(bert::Map{std::move(pairs)}); };
+    ascending({map({{Term(1), Term::atom("a")}}), map({{Term(1.0), Term::atom("a")}})}, bert::compare);
+    ascending({map({{Term::atom("a"), Term(2)}}), map({{Term::atom("b"), Term(1)}})}, bert::compare);
+    ascending({map({{Term::atom("b"), Term(3)}, {Term::atom("a"), Term(1)}}),
+               map({{Term::atom("a"), Term(2)}, {Term::atom("b"), Term(1)}})},
+              bert::compare);
+    ascending(
+        {map({{Term::atom("z"), Term(1)}}), map({{Term::atom("a"), Term(1)}, {Term::atom("b"), Term(1)}})},
+        bert::compare);
+    // Values compare as numbers: #{a => 1} == #{a => 1.0} in Erlang, so only the tie-break orders them.
+    CHECK(bert::compare(map({{Term::atom("a"), Term(1)}}), map({{Term::atom("a"), Term(1.0)}})) < 0);
+    Term x = map({{Term(1), Term::atom("a")}, {Term::atom("k"), Term::nil()}});
+    Term y = map({{Term::atom("k"), Term::nil()}, {Term(1), Term::atom("a")}});
+    CHECK(x == y);
+    CHECK_EQUAL(0, bert::compare(x, y));
+    CHECK_FALSE(x == map({{Term(1), Term::atom("a")}, {Term::atom("k"), Term(0)}}));
+}
