@@ -69,7 +69,7 @@ $(MODLIB): $(MOD_OBJ) $(LIB_OBJ)
 $(BUILD)/bertd: $(BUILD)/src/main.o $(LIB)
 	$(CXX) $(LDFLAGS_ALL) -o $@ $^ $(DEPS_LIBS)
 
-$(BUILD)/bertc: $(BUILD)/src/bertc.o $(LIB)
+$(BUILD)/bertc: $(BUILD)/src/bertc.o $(MODLIB)
 	$(CXX) $(LDFLAGS_ALL) -o $@ $^ $(DEPS_LIBS)
 
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(MODLIB)
