@@ -33,7 +33,7 @@ UNIT_SRC := $(shell find tests/unit -name '*.cc' | sort)
 UNIT_OBJ := $(UNIT_SRC:%.cc=$(BUILD)/%.o)
 
 # Stand-alone tools built from one .cc each (test handlers, bench tools, diff test).
-TOOL_SRC := $(shell find tests/handlers tests/bench tests/diff tests/matrix -name '*.cc' 2>/dev/null | sort)
+TOOL_SRC := $(shell find tests/handlers tests/bench tests/diff tests/clients -name '*.cc' 2>/dev/null | sort)
 TOOLS := $(TOOL_SRC:%.cc=$(BUILD)/%)
 
 PROGRAMS := $(BUILD)/bertd $(if $(wildcard src/bertc.cc),$(BUILD)/bertc)

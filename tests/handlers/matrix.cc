@@ -5,7 +5,7 @@
 
 #include <bertd/handler.h>
 
-#include "../matrix/matrix_values.h"
+#include "../clients/matrix_values.h"
 
 using bert::Term;
 

@@ -7,7 +7,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "modules", "python"))
-sys.path.insert(0, os.path.join(HERE, "..", "matrix"))
+sys.path.insert(0, os.path.join(HERE, "..", "clients"))
 import bertd  # noqa: E402
 from bertd import Atom  # noqa: E402
 from matrix_values import load_table, same, short  # noqa: E402

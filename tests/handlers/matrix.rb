@@ -2,7 +2,7 @@
 # matrix_rb: echo(X), value(Name), check(Name, X) and fail(Message), as in matrix.py.
 # Usage: ruby -I modules/ruby/lib matrix.rb TABLE. It never alters a value.
 require 'ernie'
-require_relative '../matrix/matrix_values'
+require_relative '../clients/matrix_values'
 
 MATRIX_VALUES, MATRIX_ERRORS = MatrixValues.load(ARGV[0])
 

@@ -1,7 +1,7 @@
 """test_matrix.py: the cross-language matrix. One real bertd serves three handler modules, written with
 the Ruby (matrix_rb), Python (matrix_py) and C++ (matrix_cc) handler libraries; every client (Python,
 Ruby, C++, Erlang libraries and bertc) calls every handler with the same table of values, made by
-Erlang itself (tests/matrix/table.escript), in both directions, and meets every error type.
+Erlang itself (tests/clients/matrix_table.escript), in both directions, and meets every error type.
 
 For each client, handler and value:
   echo   the client sends the value, the handler returns what it got: the client compares exactly;
@@ -33,10 +33,10 @@ from harness import Server
 import bertd
 from bertd import Atom
 
-sys.path.insert(0, os.path.join(harness.ROOT, "tests", "matrix"))
+sys.path.insert(0, os.path.join(harness.ROOT, "tests", "clients"))
 from matrix_values import same  # noqa: E402
 
-MATRIX = os.path.join(harness.ROOT, "tests", "matrix")
+CLIENTS = os.path.join(harness.ROOT, "tests", "clients")
 EBIN = os.path.join(harness.BUILD, "ebin")
 BERTC = os.path.join(harness.BUILD, "bertc")
 HANDLERS = {"ruby": "matrix_rb", "python": "matrix_py", "cpp": "matrix_cc"}
@@ -105,7 +105,7 @@ class Matrix(unittest.TestCase):
     def setUpClass(cls):
         cls.dir = tempfile.mkdtemp(prefix="bertd-matrix-")
         cls.addClassCleanup(shutil.rmtree, cls.dir, True)
-        subprocess.run(["escript", os.path.join(MATRIX, "table.escript"), cls.dir], check=True, timeout=60)
+        subprocess.run(["escript", os.path.join(CLIENTS, "matrix_table.escript"), cls.dir], check=True, timeout=60)
         table = os.path.join(cls.dir, "table.bert")
         with open(table, "rb") as f:
             cls.names = [name for name, _ in bertd.decode(f.read())]
@@ -142,10 +142,10 @@ class Matrix(unittest.TestCase):
     def client_commands(cls):
         common = ["127.0.0.1", str(cls.server.port), os.path.join(cls.dir, "table.bert")]
         return {
-            "python": [sys.executable, os.path.join(MATRIX, "client.py")] + common,
-            "ruby": ["ruby", "-I", harness.RUBY_LIB, os.path.join(MATRIX, "client.rb")] + common,
-            "cpp": [os.path.join(harness.BUILD, "tests", "matrix", "client")] + common,
-            "erlang": ["escript", os.path.join(MATRIX, "client.escript"), EBIN] + common,
+            "python": [sys.executable, os.path.join(CLIENTS, "matrix_client.py")] + common,
+            "ruby": ["ruby", "-I", harness.RUBY_LIB, os.path.join(CLIENTS, "matrix_client.rb")] + common,
+            "cpp": [os.path.join(harness.BUILD, "tests", "clients", "matrix_client")] + common,
+            "erlang": ["escript", os.path.join(CLIENTS, "matrix_client.escript"), EBIN] + common,
         }
 
     @classmethod

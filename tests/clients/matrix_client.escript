@@ -1,7 +1,7 @@
 #!/usr/bin/env escript
-%% client.escript: the cross-language matrix's Erlang client: runs every check of a plan against one
+%% matrix_client.escript: the cross-language matrix's Erlang client: runs every check of a plan against one
 %% bertd over one persistent bertd_client connection and prints `ok N` or `fail N why` per check,
-%% then `done`. Usage: escript client.escript EBIN HOST PORT TABLE PLAN. It never retries a check.
+%% then `done`. Usage: escript matrix_client.escript EBIN HOST PORT TABLE PLAN. It never retries a check.
 -mode(compile).
 
 -define(MESSAGE, <<"matrix failure: ☃ ü"/utf8>>).

@@ -1,6 +1,6 @@
-"""client.py: the cross-language matrix's Python client: runs every check of a plan against one bertd
+"""matrix_client.py: the cross-language matrix's Python client: runs every check of a plan against one bertd
 over one persistent bertd.Service and prints `ok N` or `fail N why` per check, then `done`.
-Usage: client.py HOST PORT TABLE PLAN. It never retries a failed check.
+Usage: matrix_client.py HOST PORT TABLE PLAN. It never retries a failed check.
 """
 import os
 import sys

@@ -1,8 +1,8 @@
 #!/usr/bin/env escript
-%% table.escript: writes the cross-language matrix's value table, made by Erlang itself (the
+%% matrix_table.escript: writes the cross-language matrix's value table, made by Erlang itself (the
 %% reference encoder and printer), to OUTDIR: table.bert, a list of {Name, term_to_binary(Value)},
 %% and texts.bert, a list of {Name, Text} with Value as io_lib:print writes it (UTF-8), for bertc.
-%% Usage: escript table.escript OUTDIR. It never writes anywhere else.
+%% Usage: escript matrix_table.escript OUTDIR. It never writes anywhere else.
 -mode(compile).
 
 main([OutDir]) ->
@@ -14,7 +14,7 @@ main([OutDir]) ->
              || {Name, V} <- Table, byte_size(term_to_binary(V)) < 1 bsl 20],
     ok = file:write_file(filename:join(OutDir, "texts.bert"), term_to_binary(Texts));
 main(_) ->
-    io:format(standard_error, "usage: escript table.escript OUTDIR~n", []),
+    io:format(standard_error, "usage: escript matrix_table.escript OUTDIR~n", []),
     halt(1).
 
 values() ->

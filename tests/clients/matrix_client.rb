@@ -1,6 +1,6 @@
-# client.rb: the cross-language matrix's Ruby client: runs every check of a plan against one bertd
+# matrix_client.rb: the cross-language matrix's Ruby client: runs every check of a plan against one bertd
 # over one persistent BERTD::Service and prints `ok N` or `fail N why` per check, then `done`.
-# Usage: ruby -I modules/ruby/lib client.rb HOST PORT TABLE PLAN. It never retries a failed check.
+# Usage: ruby -I modules/ruby/lib matrix_client.rb HOST PORT TABLE PLAN. It never retries a failed check.
 require 'bertd/client'
 require_relative 'matrix_values'
 

@@ -1,6 +1,6 @@
-// client.cc: the cross-language matrix's C++ client: runs every check of a plan against one bertd
+// matrix_client.cc: the cross-language matrix's C++ client: runs every check of a plan against one bertd
 // over one persistent bertd::Client and prints `ok N` or `fail N why` per check, then `done`.
-// Usage: client HOST PORT TABLE PLAN. It never retries a failed check.
+// Usage: matrix_client HOST PORT TABLE PLAN. It never retries a failed check.
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
@@ -82,7 +82,7 @@ std::string one_line(std::string s) {
 
 int main(int argc, char** argv) {
     if (argc != 5) {
-        std::fprintf(stderr, "usage: client HOST PORT TABLE PLAN\n");
+        std::fprintf(stderr, "usage: matrix_client HOST PORT TABLE PLAN\n");
         return 2;
     }
     const matrix::Table table = matrix::load_table(argv[3]);
@@ -90,7 +90,7 @@ int main(int argc, char** argv) {
     std::string plan_error;
     if (matrix::read_term(argv[4], plan, plan_error) && !plan.is_proper_list()) plan_error = "the plan is not a list";
     if (!table.error.empty() || !plan_error.empty()) {
-        std::fprintf(stderr, "client: %s%s\n", table.error.c_str(), plan_error.c_str());
+        std::fprintf(stderr, "matrix_client: %s%s\n", table.error.c_str(), plan_error.c_str());
         return 1;
     }
     bertd::ClientOptions options;
