@@ -139,6 +139,9 @@ install: all $(MODLIB)
 	if [ -d modules/cpp/include ]; then cp -r modules/cpp/include/. $(DESTDIR)$(INCDIR)/bertd/; fi
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@EI_DIR@|$(EI_DIR)|g' modules/cpp/bertd.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/bertd.pc
 	for d in modules/ruby modules/python modules/erlang; do [ -d "$$d" ] && cp -r "$$d" $(DESTDIR)$(DATADIR)/; done; true
+	rm -rf $(DESTDIR)$(DATADIR)/*/tests $(DESTDIR)$(DATADIR)/*/*/__pycache__
+	install -d $(DESTDIR)$(DATADIR)/erlang/ebin
+	for b in $(ERL_BEAMS); do install -m 644 "$$b" $(DESTDIR)$(DATADIR)/erlang/ebin/; done; true
 
 uninstall:
 	rm -f $(DESTDIR)$(SBINDIR)/bertd $(DESTDIR)$(BINDIR)/bertc $(DESTDIR)$(MANDIR)/man8/bertd.8 \
