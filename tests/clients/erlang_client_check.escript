@@ -27,12 +27,12 @@ run(priority, {Host, Port} = Addr) ->
     ok = bertd_client:close(C),
     say(bertd_client:call(Addr, m, c, []));
 run(timeout, {Host, Port}) ->
-    {ok, C} = bertd_client:connect(Host, Port, [{timeout, 300}]),
+    {ok, C} = bertd_client:connect(Host, Port, [{timeout, 300}, {connect_timeout, 10000}]),
     T0 = erlang:monotonic_time(millisecond),
     say(bertd_client:call(C, m, slow, [])),
     say({elapsed, erlang:monotonic_time(millisecond) - T0});
 run(late, {Host, Port}) ->
-    {ok, C} = bertd_client:connect(Host, Port, [{timeout, 300}]),
+    {ok, C} = bertd_client:connect(Host, Port, [{timeout, 300}, {connect_timeout, 10000}]),
     say(bertd_client:call(C, m, slow, [])),
     say(bertd_client:call(C, m, next, []));
 run(persistent, {Host, Port}) ->
