@@ -134,7 +134,8 @@ bool parse_command_line(int argc, char** argv, Args& a) {
     }
     if (i >= argc) throw UsageError{"call or cast expected"};
     std::string_view kind = argv[i++];
-    if (kind != "call" && kind != "cast") throw UsageError{"call or cast expected, not '" + std::string(kind) + "'"};
+    if (kind != "call" && kind != "cast")
+        throw UsageError{"call or cast expected, not '" + std::string(kind) + "'"};
     a.cast = kind == "cast";
     if (argc - i < 2) throw UsageError{"MODULE and FUNCTION expected"};
     a.module = argv[i++];
@@ -172,9 +173,10 @@ std::vector<Term> parse_terms(const std::vector<std::string>& texts) {
         }
         Term t;
         if (bert::ParseError err = bert::parse(text, t)) {
-            std::string shown = text.size() > 60 ? std::string(text.substr(0, 57)) + "..." : std::string(text);
-            throw UsageError{"argument " + std::to_string(k + 1) + " (" + shown + ") is not an Erlang term: " +
-                             err.str()};
+            std::string shown =
+                text.size() > 60 ? std::string(text.substr(0, 57)) + "..." : std::string(text);
+            throw UsageError{"argument " + std::to_string(k + 1) + " (" + shown +
+                             ") is not an Erlang term: " + err.str()};
         }
         terms.push_back(std::move(t));
     }
@@ -245,7 +247,8 @@ void base64(std::string_view bytes, std::string& out) {
     static constexpr char table[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     size_t i = 0;
     for (; i + 3 <= bytes.size(); i += 3) {
-        uint32_t v = (uint32_t(uint8_t(bytes[i])) << 16) | (uint32_t(uint8_t(bytes[i + 1])) << 8) | uint8_t(bytes[i + 2]);
+        uint32_t v = (uint32_t(uint8_t(bytes[i])) << 16) | (uint32_t(uint8_t(bytes[i + 1])) << 8) |
+                     uint8_t(bytes[i + 2]);
         out.push_back(table[v >> 18]);
         out.push_back(table[(v >> 12) & 63]);
         out.push_back(table[(v >> 6) & 63]);

@@ -139,6 +139,8 @@ exchange_on(Socket, Opts, Kind, Payload, Options) ->
                     end;
                 {error, closed} ->
                     {{error, closed}, false};
+                {error, timeout} ->  % send_timeout: the server stopped reading
+                    {{error, timeout}, false};
                 {error, Reason} ->
                     {{error, {send, Reason}}, false}
             end;

@@ -1,14 +1,14 @@
 // cpp_client_check.cc: drives bertd::Client through one scenario against a scripted server (see
 // modules/cpp/tests/test_cpp_client.py) and prints one line per request: what came back or which
 // exception, with its fields. Usage: cpp_client_check PORT SCENARIO. It judges nothing itself.
+#include <bertd/client.h>
+
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
 #include <string>
 #include <thread>
-
-#include <bertd/client.h>
 
 #include "bert/printer.h"
 
@@ -108,7 +108,8 @@ int main(int argc, char** argv) {
         bertd::Client c("127.0.0.1", port, o);
         auto t0 = std::chrono::steady_clock::now();
         say(outcome(call(c, "slow")));
-        auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0);
+        auto ms =
+            std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0);
         say("elapsed " + std::to_string(ms.count()));
     } else if (scenario == "late") {  // a timed-out answer must never be taken for the next one's
         o.timeout = 300ms;

@@ -1,12 +1,12 @@
 // matrix_client.cc: the cross-language matrix's C++ client: runs every check of a plan against one bertd
 // over one persistent bertd::Client and prints `ok N` or `fail N why` per check, then `done`.
 // Usage: matrix_client HOST PORT TABLE PLAN. It never retries a failed check.
+#include <bertd/client.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
 #include <string>
-
-#include <bertd/client.h>
 
 #include "matrix_values.h"
 
@@ -26,7 +26,8 @@ std::string expect_error(const std::function<void()>& fn, int64_t code, const st
     try {
         fn();
     } catch (const E& e) {
-        if (e.code() != code || (detail && e.detail() != *detail) || (error_class && e.error_class() != error_class))
+        if (e.code() != code || (detail && e.detail() != *detail) ||
+            (error_class && e.error_class() != error_class))
             return std::string("got ") + e.what();
         return "";
     } catch (const bertd::rpc::Error& e) {
@@ -35,8 +36,8 @@ std::string expect_error(const std::function<void()>& fn, int64_t code, const st
     return "no error";
 }
 
-std::string run_check(bertd::Client& c, const std::string& check, const std::string& mod, const std::string& name,
-                      const matrix::Table& table) {
+std::string run_check(bertd::Client& c, const std::string& check, const std::string& mod,
+                      const std::string& name, const matrix::Table& table) {
     auto it = table.values.find(name);
     if (!name.empty() && it == table.values.end()) return "the codec cannot decode the value";
     const Term value = name.empty() ? Term() : it->second;
@@ -60,15 +61,16 @@ std::string run_check(bertd::Client& c, const std::string& check, const std::str
                                                    &kMessage, "MatrixError");
     if (check == "no_function") {
         std::string detail = "No such function '" + mod + ":no_such_function'";
-        return expect_error<bertd::rpc::ServerError>([&] { c.call(mod, "no_such_function", {1}); }, 2, &detail);
+        return expect_error<bertd::rpc::ServerError>([&] { c.call(mod, "no_such_function", {1}); }, 2,
+                                                     &detail);
     }
     if (check == "no_module") {
         std::string detail = "No such module 'matrix_none'";
         return expect_error<bertd::rpc::ServerError>([&] { c.call("matrix_none", "f"); }, 1, &detail);
     }
     if (check == "protocol")
-        return expect_error<bertd::rpc::ProtocolError>([&] { c.request_raw(std::string("\x83\xff\x00", 3)); }, 2,
-                                                       nullptr);
+        return expect_error<bertd::rpc::ProtocolError>([&] { c.request_raw(std::string("\x83\xff\x00", 3)); },
+                                                       2, nullptr);
     return "unknown check " + check;
 }
 
@@ -88,7 +90,8 @@ int main(int argc, char** argv) {
     const matrix::Table table = matrix::load_table(argv[3]);
     Term plan;
     std::string plan_error;
-    if (matrix::read_term(argv[4], plan, plan_error) && !plan.is_proper_list()) plan_error = "the plan is not a list";
+    if (matrix::read_term(argv[4], plan, plan_error) && !plan.is_proper_list())
+        plan_error = "the plan is not a list";
     if (!table.error.empty() || !plan_error.empty()) {
         std::fprintf(stderr, "matrix_client: %s%s\n", table.error.c_str(), plan_error.c_str());
         return 1;

@@ -15,7 +15,7 @@
 namespace matrix {
 
 struct Table {
-    std::map<std::string, bert::Term> values;  // by name
+    std::map<std::string, bert::Term> values;   // by name
     std::map<std::string, std::string> errors;  // names this codec could not decode, and why
     std::string error;                          // the file itself could not be read
 };

@@ -1,9 +1,9 @@
 // matrix.cc: the cross-language matrix's handler written with the C++ library, module matrix_cc:
 // echo(X), value(Name), check(Name, X) and fail(Message), as in matrix.py. Usage: matrix TABLE.
 // It never alters a value.
-#include <cstdio>
-
 #include <bertd/handler.h>
+
+#include <cstdio>
 
 #include "../clients/matrix_values.h"
 
@@ -23,7 +23,8 @@ int main(int argc, char** argv) {
     h.expose("matrix_cc", "echo", 1, [](bertd::Args a) { return std::move(a[0]); });
     h.expose("matrix_cc", "value", 1, [&](bertd::Args a) {
         auto it = a[0].is_binary() ? table.values.find(a[0].bytes()) : table.values.end();
-        if (it == table.values.end()) throw bertd::UserError("MatrixError", "no value " + bert::to_string(a[0]));
+        if (it == table.values.end())
+            throw bertd::UserError("MatrixError", "no value " + bert::to_string(a[0]));
         return it->second;
     });
     h.expose("matrix_cc", "check", 2, [&](bertd::Args a) {

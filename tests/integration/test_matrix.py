@@ -212,19 +212,21 @@ class Matrix(unittest.TestCase):
             texts = {name: text.decode("utf-8") for name, text in bertd.decode(f.read())}
         with open(os.path.join(self.dir, "table.bert"), "rb") as f:
             raw = {name: bertd.decode(enc, bert_types=False) for name, enc in bertd.decode(f.read())}
-        # ~p of the 8 MiB binary takes Erlang too long; its bytes (zeros among them) print as a byte list.
+        args = dict(texts)
         for name in self.names:
             if name not in texts:
-                texts[name] = "<<" + ",".join(map(str, raw[name])) + ">>"
-        args = {}
-        for name, text in texts.items():
+                # ~p of the 8 MiB binary takes Erlang too long; its bytes (zeros among them) print as a
+                # byte list. bertc gets it as a string literal with octal escapes, which it reads faster.
+                data = raw[name]
+                texts[name] = "<<" + ",".join(map(str, data)) + ">>"
+                args[name] = '<<"' + "".join(chr(b) if 32 <= b < 127 and b not in (34, 92) else "\\%03o" % b
+                                             for b in data) + '">>'
+        for name, text in args.items():
             if len(text) > 64 * 1024:  # beyond what one argv string may hold: bertc's @FILE
                 path = os.path.join(self.dir, name.decode() + ".txt")
                 with open(path, "w", encoding="utf-8") as f:
                     f.write(text)
                 args[name] = "@" + path
-            else:
-                args[name] = text
         jobs = []  # (description, argv, expected status, check of (stdout, stderr))
         for hlang, module in HANDLERS.items():
             for name in self.names:
@@ -235,8 +237,9 @@ class Matrix(unittest.TestCase):
                 jobs.append((f"echo {module} {label}", ["call", module, "echo", arg], 0, _stdout_is(text)))
                 jobs.append((f"send {module} {label}", ["call", module, "check", quoted, arg], 0, _stdout_is("ok")))
                 jobs.append((f"fetch {module} {label}", ["call", module, "value", quoted], 0, _stdout_is(text)))
-                jobs.append((f"json {module} {label}", ["--json", "call", module, "value", quoted], 0,
-                             _json_is(json_of(raw[name]))))
+                if module == "matrix_cc":  # the JSON form is bertc's own: once per value is enough
+                    jobs.append((f"json {module} {label}", ["--json", "call", module, "value", quoted], 0,
+                                 _json_is(json_of(raw[name]))))
             small = args[SMALL]
             jobs.append((f"cast {module}", ["cast", module, "echo", small], 0, _stdout_is(None)))
             jobs.append((f"priority {module}", ["--priority", "low", "call", module, "echo", small], 0,

@@ -111,11 +111,13 @@ public:
         throw rpc::TimeoutError(where() + ": " + what + " within " + seconds(limit));
     }
     std::string where() const {
-        return (host_.find(':') != std::string::npos ? "[" + host_ + "]" : host_) + ":" + std::to_string(port_);
+        return (host_.find(':') != std::string::npos ? "[" + host_ + "]" : host_) + ":" +
+               std::to_string(port_);
     }
 
     // Waits for `events` on fd; throws when the deadline passes first.
-    void wait(int fd, short events, const Deadline& d, const char* what, std::chrono::milliseconds limit) const {
+    void wait(int fd, short events, const Deadline& d, const char* what,
+              std::chrono::milliseconds limit) const {
         for (;;) {
             pollfd p{fd, events, 0};
             int ms = d.poll_ms();
@@ -274,7 +276,8 @@ std::string text(const Term& t) {
 }
 
 void append_info(std::string& out, std::string_view command, std::vector<Term> options) {
-    std::string payload = bert::encode(Term::tuple({Term::atom("info"), Term::atom(command), Term::list(std::move(options))}));
+    std::string payload =
+        bert::encode(Term::tuple({Term::atom("info"), Term::atom(command), Term::list(std::move(options))}));
     bert::append_frame(out, payload);
 }
 
