@@ -51,8 +51,16 @@ connect(Host, Port) ->
           {ok, pid()} | {error, reason()}.
 connect(Host, Port, Options) ->
     case parse_options(Options, #opts{}) of
-        {ok, Opts} -> gen_server:start(?MODULE, {self(), Host, Port, Opts}, []);
-        Error -> Error
+        {ok, Opts} ->
+            {ok, Conn} = gen_server:start(?MODULE, {self(), Host, Port, Opts}, []),
+            %% Connecting after init, so that a refused connection ends the process normally
+            %% (a failing init would log a crash report).
+            case gen_server:call(Conn, connect, infinity) of
+                ok -> {ok, Conn};
+                Error -> Error
+            end;
+        Error ->
+            Error
     end.
 
 -spec close(pid()) -> ok.
@@ -234,10 +242,13 @@ parse_options([Bad | _], _Opts) ->
 
 init({Owner, Host, Port, Opts}) ->
     Ref = erlang:monitor(process, Owner),
-    case open(Host, Port, Opts) of
-        {ok, Socket} -> {ok, #state{owner_ref = Ref, host = Host, port = Port, opts = Opts, socket = Socket}};
-        Error -> {stop, element(2, Error)}
-    end.
+    {ok, #state{owner_ref = Ref, host = Host, port = Port, opts = Opts}}.
+
+handle_call(connect, _From, State) ->
+    case ensure_socket(State) of
+        {ok, S} -> {reply, ok, S};
+        {Error, S} -> {stop, normal, Error, S}
+    end;
 
 handle_call({request, Kind, Payload, Options}, _From, State) ->
     case ensure_socket(State) of

@@ -34,7 +34,7 @@ run(timeout, {Host, Port}) ->
 run(late, {Host, Port}) ->
     {ok, C} = bertd_client:connect(Host, Port, [{timeout, 300}, {connect_timeout, 10000}]),
     say(bertd_client:call(C, m, slow, [])),
-    say(bertd_client:call(C, m, next, []));
+    say(bertd_client:call(C, m, next, [], [{timeout, 10000}]));  % only the first one is meant to time out
 run(persistent, {Host, Port}) ->
     {ok, C} = bertd_client:connect(Host, Port),
     say(bertd_client:call(C, m, a, [])),

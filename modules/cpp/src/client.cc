@@ -340,7 +340,9 @@ std::optional<Term> Client::exchange(std::string_view request, const RequestOpti
     for (const Info& info : options.infos) append_info(out, info.command, info.options);
     bert::append_frame(out, request);
 
-    Peer peer(host_, port_, options_);
+    ClientOptions effective = options_;
+    if (options.timeout) effective.timeout = *options.timeout;
+    Peer peer(host_, port_, effective);
     Fd conn;
     if (fd_ >= 0) {
         conn = Fd(std::exchange(fd_, -1));
@@ -350,7 +352,7 @@ std::optional<Term> Client::exchange(std::string_view request, const RequestOpti
     if (conn.get() < 0) conn = peer.connect();
 
     // The deadline starts after the connect, which has its own.
-    Deadline d = Deadline::after(options_.timeout);
+    Deadline d = Deadline::after(effective.timeout);
     peer.write_all(conn.get(), out, d);
     std::string body = peer.read_answer(conn.get(), d);
     // From here on the stream is in step: the connection may be kept whatever the answer says.

@@ -82,12 +82,12 @@ class CppClient(unittest.TestCase):
         ])
 
     def test_timeout_bounds_the_wait_for_an_answer(self):
-        s = self.serve(lambda conn, req, body: [("sleep", 3)])
+        s = self.serve(lambda conn, req, body: [("sleep", 10)])
         lines = self.run_check(s.port, "timeout")
         self.assertTrue(lines[0].startswith("TimeoutError ") and "within 0.3s" in lines[0], lines[0])
         elapsed = int(lines[1].split()[1])
         self.assertGreaterEqual(elapsed, 290)
-        self.assertLess(elapsed, 1500)
+        self.assertLess(elapsed, 5000)  # far below the server's 10 s, with room for a busy machine
 
     def test_a_late_answer_is_never_taken_for_the_next_request(self):
         def answer(conn, req, body):

@@ -81,12 +81,12 @@ class ErlangClient(unittest.TestCase):
         ])
 
     def test_timeout_bounds_the_wait_for_an_answer(self):
-        s = self.serve(lambda conn, req, body: [("sleep", 3)])
+        s = self.serve(lambda conn, req, body: [("sleep", 10)])
         lines = self.run_check(s.port, "timeout")
         self.assertEqual(lines[0], "{error,timeout}")
         elapsed = int(lines[1].strip("{}").split(",")[1])
         self.assertGreaterEqual(elapsed, 290)
-        self.assertLess(elapsed, 1500)
+        self.assertLess(elapsed, 5000)  # far below the server's 10 s, with room for a busy machine
 
     def test_a_late_answer_is_never_taken_for_the_next_request(self):
         def answer(conn, req, body):

@@ -106,8 +106,9 @@ struct Info {
 };
 
 struct RequestOptions {
-    std::optional<Priority> priority;  // overrides ClientOptions::priority for this request
-    std::vector<Info> infos;           // sent after the priority info, before the request
+    std::optional<Priority> priority;                  // overrides ClientOptions::priority
+    std::optional<std::chrono::milliseconds> timeout;  // overrides ClientOptions::timeout (0: for ever)
+    std::vector<Info> infos;                           // sent after the priority info, before the request
 };
 
 // Not safe for concurrent use: give each thread its own Client.
