@@ -149,12 +149,13 @@ LIBDIR = $(PREFIX)/lib
 INCDIR = $(PREFIX)/include
 DATADIR = $(PREFIX)/share/bertd
 install: all $(MODLIB)
-	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man5 \
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man1 \
 		$(DESTDIR)$(SYSCONFDIR)/bertd $(DESTDIR)$(DATADIR) $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCDIR)/bertd
 	install -m 755 $(BUILD)/bertd $(DESTDIR)$(SBINDIR)/bertd
 	if [ -f $(BUILD)/bertc ]; then install -m 755 $(BUILD)/bertc $(DESTDIR)$(BINDIR)/bertc; fi
 	for m in man/*.8; do [ -f "$$m" ] && install -m 644 "$$m" $(DESTDIR)$(MANDIR)/man8/; done; true
 	for m in man/*.5; do [ -f "$$m" ] && install -m 644 "$$m" $(DESTDIR)$(MANDIR)/man5/; done; true
+	for m in man/*.1; do [ -f "$$m" ] && install -m 644 "$$m" $(DESTDIR)$(MANDIR)/man1/; done; true
 	for c in conf/*; do [ -f "$$c" ] && install -m 644 "$$c" $(DESTDIR)$(SYSCONFDIR)/bertd/; done; true
 	install -m 644 $(MODLIB) $(DESTDIR)$(LIBDIR)/libbertd-module.a
 	cp -r src/bert $(DESTDIR)$(INCDIR)/bertd/ && find $(DESTDIR)$(INCDIR)/bertd -name '*.cc' -delete
@@ -169,7 +170,7 @@ install: all $(MODLIB)
 
 uninstall:
 	rm -f $(DESTDIR)$(SBINDIR)/bertd $(DESTDIR)$(BINDIR)/bertc $(DESTDIR)$(MANDIR)/man8/bertd.8 \
-		$(DESTDIR)$(MANDIR)/man5/bertd.yaml.5 $(DESTDIR)$(LIBDIR)/libbertd-module.a \
+		$(DESTDIR)$(MANDIR)/man5/bertd.yaml.5 $(DESTDIR)$(MANDIR)/man1/bertc.1 $(DESTDIR)$(LIBDIR)/libbertd-module.a \
 		$(DESTDIR)$(LIBDIR)/pkgconfig/bertd.pc
 	rm -rf $(DESTDIR)$(INCDIR)/bertd $(DESTDIR)$(DATADIR)
 
