@@ -1,5 +1,6 @@
 # bertd top-level build. `make` builds, `make test` tests, `make run` starts the
-# server on conf/bertd.yaml, `make bench` measures, `make install` installs.
+# server on conf/bertd.yaml, `make bench` measures (BENCHMARKS.md), `make soak` soaks,
+# `make install` installs.
 # config.mk is written by ./configure; `make` runs it (and contrib/install-deps
 # as root) when it is missing.
 
@@ -33,7 +34,7 @@ UNIT_SRC := $(shell find tests/unit -name '*.cc' | sort)
 UNIT_OBJ := $(UNIT_SRC:%.cc=$(BUILD)/%.o)
 
 # Stand-alone tools built from one .cc each (test handlers, bench tools, diff test).
-TOOL_SRC := $(shell find tests/handlers tests/bench tests/diff -name '*.cc' 2>/dev/null | sort)
+TOOL_SRC := $(shell find tests/handlers tests/bench tests/diff tests/clients -name '*.cc' 2>/dev/null | sort)
 TOOLS := $(TOOL_SRC:%.cc=$(BUILD)/%)
 
 PROGRAMS := $(BUILD)/bertd $(if $(wildcard src/bertc.cc),$(BUILD)/bertc)
@@ -42,7 +43,7 @@ ERL_BEAMS := $(patsubst modules/erlang/%.erl,$(BUILD)/ebin/%.beam,$(wildcard mod
 # Keep objects of stand-alone tools: they are intermediate files to make.
 .SECONDARY:
 
-.PHONY: all deps test unit run bench fuzz fuzz-build install uninstall clean distclean check-man
+.PHONY: all deps test unit run bench bench-quick soak fuzz fuzz-build install uninstall clean distclean check-man
 all: config.mk $(PROGRAMS) $(TOOLS) $(ERL_BEAMS) bin
 
 config.mk:
@@ -72,7 +73,7 @@ $(MODLIB): $(MOD_OBJ) $(LIB_OBJ)
 $(BUILD)/bertd: $(BUILD)/src/main.o $(LIB)
 	$(CXX) $(LDFLAGS_ALL) -o $@ $^ $(DEPS_LIBS)
 
-$(BUILD)/bertc: $(BUILD)/src/bertc.o $(LIB)
+$(BUILD)/bertc: $(BUILD)/src/bertc.o $(MODLIB)
 	$(CXX) $(LDFLAGS_ALL) -o $@ $^ $(DEPS_LIBS)
 
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(MODLIB)
@@ -130,6 +131,15 @@ run: deps config.mk all
 bench: deps config.mk all
 	@BERTD_BUILD=$(BUILD) python3 tests/bench/bench.py
 
+# One case per kind at 1 s each: a smoke run of the report, not figures to publish.
+bench-quick: deps config.mk all
+	@BERTD_BUILD=$(BUILD) python3 tests/bench/bench.py --quick
+
+# One million mixed requests; memory, descriptors and processes compared before and after.
+SOAK_REQUESTS ?= 1000000
+soak: deps config.mk all
+	@BERTD_BUILD=$(BUILD) python3 tests/integration/soak.py --requests $(SOAK_REQUESTS)
+
 # --- install -------------------------------------------------------------------
 DESTDIR ?=
 BINDIR = $(PREFIX)/bin
@@ -139,23 +149,28 @@ LIBDIR = $(PREFIX)/lib
 INCDIR = $(PREFIX)/include
 DATADIR = $(PREFIX)/share/bertd
 install: all $(MODLIB)
-	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man5 \
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man1 \
 		$(DESTDIR)$(SYSCONFDIR)/bertd $(DESTDIR)$(DATADIR) $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCDIR)/bertd
 	install -m 755 $(BUILD)/bertd $(DESTDIR)$(SBINDIR)/bertd
 	if [ -f $(BUILD)/bertc ]; then install -m 755 $(BUILD)/bertc $(DESTDIR)$(BINDIR)/bertc; fi
 	for m in man/*.8; do [ -f "$$m" ] && install -m 644 "$$m" $(DESTDIR)$(MANDIR)/man8/; done; true
 	for m in man/*.5; do [ -f "$$m" ] && install -m 644 "$$m" $(DESTDIR)$(MANDIR)/man5/; done; true
+	for m in man/*.1; do [ -f "$$m" ] && install -m 644 "$$m" $(DESTDIR)$(MANDIR)/man1/; done; true
 	for c in conf/*; do [ -f "$$c" ] && install -m 644 "$$c" $(DESTDIR)$(SYSCONFDIR)/bertd/; done; true
 	install -m 644 $(MODLIB) $(DESTDIR)$(LIBDIR)/libbertd-module.a
 	cp -r src/bert $(DESTDIR)$(INCDIR)/bertd/ && find $(DESTDIR)$(INCDIR)/bertd -name '*.cc' -delete
 	if [ -d modules/cpp/include ]; then cp -r modules/cpp/include/. $(DESTDIR)$(INCDIR)/bertd/; fi
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@EI_DIR@|$(EI_DIR)|g' modules/cpp/bertd.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/bertd.pc
 	for d in modules/ruby modules/python modules/erlang; do [ -d "$$d" ] && cp -r "$$d" $(DESTDIR)$(DATADIR)/; done; true
-	install -d $(DESTDIR)$(DATADIR)/ebin && install -m 644 $(ERL_BEAMS) $(DESTDIR)$(DATADIR)/ebin/
+	rm -rf $(DESTDIR)$(DATADIR)/*/tests $(DESTDIR)$(DATADIR)/*/*/__pycache__
+	# The server finds bertd_native.beam in share/bertd/ebin; Erlang clients use share/bertd/erlang/ebin.
+	install -d $(DESTDIR)$(DATADIR)/ebin $(DESTDIR)$(DATADIR)/erlang/ebin
+	for b in $(ERL_BEAMS); do install -m 644 "$$b" $(DESTDIR)$(DATADIR)/ebin/; \
+		install -m 644 "$$b" $(DESTDIR)$(DATADIR)/erlang/ebin/; done; true
 
 uninstall:
 	rm -f $(DESTDIR)$(SBINDIR)/bertd $(DESTDIR)$(BINDIR)/bertc $(DESTDIR)$(MANDIR)/man8/bertd.8 \
-		$(DESTDIR)$(MANDIR)/man5/bertd.yaml.5 $(DESTDIR)$(LIBDIR)/libbertd-module.a \
+		$(DESTDIR)$(MANDIR)/man5/bertd.yaml.5 $(DESTDIR)$(MANDIR)/man1/bertc.1 $(DESTDIR)$(LIBDIR)/libbertd-module.a \
 		$(DESTDIR)$(LIBDIR)/pkgconfig/bertd.pc
 	rm -rf $(DESTDIR)$(INCDIR)/bertd $(DESTDIR)$(DATADIR)
 

@@ -9,6 +9,7 @@
 #include <netdb.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -178,6 +179,23 @@ int daemonize(int& ready_fd) {
     return -1;  // continue as the daemon
 }
 
+// Every connection is a descriptor in some acceptor: take the whole hard limit (the loops
+// use epoll, so no FD_SETSIZE concern), and say so when even that cannot hold
+// limits.max_connections.
+void raise_fd_limit(const Config& config) {
+    rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    constexpr rlim_t kOwnFds = 64;  // listen socket, slots, logs, wake-ups
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < rlim_t(config.limits.max_connections) + kOwnFds)
+        log::warn("the open files limit (%llu) is below limits.max_connections (%zu): raise it (ulimit -n, "
+                  "LimitNOFILE=)",
+                  (unsigned long long)rl.rlim_cur, config.limits.max_connections);
+}
+
 std::string absolute(const std::string& path) {
     char buf[PATH_MAX];
     if (path.empty() || path[0] == '/' || !realpath(path.c_str(), buf)) return path;
@@ -241,6 +259,7 @@ int main(int argc, char** argv) {
         if (int rc = daemonize(ready_fd); rc >= 0) return rc;
     }
     log::init(config.error_log, config.log_level, "master");
+    raise_fd_limit(config);
     try {
         Master m(opts, std::move(config), ready_fd);
         return m.run();

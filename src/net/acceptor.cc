@@ -29,6 +29,15 @@ constexpr size_t kReadChunk = 64 * 1024;
 constexpr int kAcceptBatch = 64;
 constexpr size_t kHandoverBatch = 200;  // descriptors per datagram (SCM_MAX_FD is 253)
 constexpr size_t kLogRequestBytes = 4096;  // a huge request is cut short in the access log
+// A client that does not read its answers gets no more requests served once this much
+// waits to be sent: without the bound, pipelined requests grow the buffer without limit.
+constexpr size_t kOutHighWater = 1u << 20;
+// Buffers above this size are freed once empty (a request's after a second of rest, so a
+// busy connection keeps its buffer), so idle connections hold no memory of their largest
+// request or answer.
+constexpr size_t kKeepBuffer = 4096;
+constexpr int64_t kShrinkIdleUs = 1'000'000;
+constexpr int kWorkerPriority = 0;  // of 2; client events get libevent's default, 1
 
 bool is_loopback(const sockaddr_storage& a) {
     if (a.ss_family == AF_INET) {
@@ -88,9 +97,13 @@ bool Acceptor::start(bool handle_signals) {
 
     base_ = event_base_new();
     if (!base_) return false;
+    // Two priorities: what keeps workers busy (their answers, hand-offs of slots) runs before
+    // new clients are accepted and read, so a worker never idles while this loop is busy.
+    event_base_priority_init(base_, 2);
     accept_ev_ = event_new(base_, rt_.listen_fd.get(), EV_READ | EV_PERSIST, on_accept, this);
     event_add(accept_ev_, nullptr);
     wake_ev_ = event_new(base_, rt_.acceptor_wake[index_].get(), EV_READ | EV_PERSIST, on_wake, this);
+    event_priority_set(wake_ev_, kWorkerPriority);
     event_add(wake_ev_, nullptr);
     if (rt_.handover) {
         handover_ev_ = event_new(base_, rt_.handover.get(), EV_READ | EV_PERSIST, on_handover, this);
@@ -343,6 +356,11 @@ void Acceptor::after_input(Conn& c) {
 
 void Acceptor::process_input(Conn& c) {
     while (c.state == Conn::State::Idle && !c.closing && !c.dead) {
+        if (c.out.size() - c.out_start > kOutHighWater) {
+            c.out_paused = true;  // flush() resumes once the client has read it all
+            set_reading(c, false);
+            return;
+        }
         std::string_view buf(c.in.data() + c.in_start, c.in.size() - c.in_start);
         bert::FrameScan fs = bert::scan_frame(buf, max_frame_);
         if (fs.state == bert::FrameScan::State::TooLarge) {
@@ -519,6 +537,7 @@ void Acceptor::start_on_slot(Conn& c, uint32_t slot) {
     c.state = Conn::State::Busy;
     c.req.started_us = monotonic_us();
     l->ev = event_new(base_, l->fd, EV_READ | EV_PERSIST | (l->writing ? EV_WRITE : 0), on_lease_io, l.get());
+    event_priority_set(l->ev, kWorkerPriority);
     event_add(l->ev, nullptr);
     const ModuleConfig* mc = rt_.modules[c.module].config;
     if (mc->timeout > 0) {
@@ -554,6 +573,7 @@ void Acceptor::lease_io(Lease& l, short what) {
             std::string().swap(l.pending);
             event_del(l.ev);
             event_assign(l.ev, base_, l.fd, EV_READ | EV_PERSIST, on_lease_io, &l);
+            event_priority_set(l.ev, kWorkerPriority);
             event_add(l.ev, nullptr);
         }
     }
@@ -682,7 +702,42 @@ void Acceptor::scan_slots() {
             }
         } else if (st == uint32_t(SlotState::Leased) && s.owner.load(std::memory_order_relaxed) == int32_t(index_)) {
             take_handoff(i);
+        } else if (st == uint32_t(SlotState::Dead) &&
+                   s.owner.load(std::memory_order_relaxed) == int32_t(index_)) {
+            retry_handoff(i);
         }
+    }
+}
+
+// A slot was handed to one of our waiting connections, but its worker died before we took
+// it. The request never reached that worker, so it does not fail: it waits for another slot,
+// and the master replaces the worker.
+void Acceptor::retry_handoff(uint32_t dead_slot) {
+    uint64_t conn_id = seg_.slot(dead_slot).conn.load();
+    seg_.mark_reaping(dead_slot);
+    poke_master();
+    auto it = conns_.find(conn_id);
+    if (it == conns_.end() || it->second->dead || it->second->state != Conn::State::Waiting) return;
+    Conn& c = *it->second;
+    uint32_t slot = 0;
+    switch (seg_.lease_or_enqueue(c.module, int32_t(index_), c.id, c.req.high, now_us(), slot)) {
+        case Segment::Lease::Granted:
+            start_on_slot(c, slot);
+            if (c.state == Conn::State::Idle) after_input(c);
+            return;
+        case Segment::Lease::Queued:
+            return;
+        case Segment::Lease::QueueFull:
+            count_request(int32_t(c.module), c.req, int(ErrorType::Server));
+            send_owned(c, error_frame(ErrorType::Server, 0,
+                                      "queue of module '" + rt_.modules[c.module].name + "' is full (limit " +
+                                          std::to_string(rt_.config.limits.max_queue) +
+                                          ", limits.max_queue)"));
+            log_request(c.req, int(ErrorType::Server));
+            c.in_start += c.frame_len;
+            conn_ready(c);
+            if (!c.dead) after_input(c);
+            return;
     }
 }
 
@@ -778,9 +833,15 @@ void Acceptor::flush(Conn& c) {
         return;
     }
     event_del(c.wev);
-    if (c.out.capacity() > (1u << 20)) std::string().swap(c.out);  // do not keep a big answer's buffer
+    if (c.out.capacity() > kKeepBuffer) std::string().swap(c.out);  // do not keep a big answer's buffer
     c.out_start = c.out.size();
-    if (c.closing || (c.eof && c.state == Conn::State::Idle && c.in_start == c.in.size())) close_conn(c);
+    if (c.closing || (c.eof && c.state == Conn::State::Idle && c.in_start == c.in.size())) {
+        close_conn(c);
+    } else if (c.out_paused) {
+        c.out_paused = false;
+        if (!c.eof) set_reading(c, true);
+        after_input(c);
+    }
 }
 
 void Acceptor::on_conn_write(evutil_socket_t, short, void* arg) {
@@ -821,8 +882,15 @@ void Acceptor::on_tick(evutil_socket_t, short, void* arg) {
     int64_t now = monotonic_us();
     auto idle_limit = int64_t(self->rt_.config.limits.idle_timeout * 1e6);
     std::vector<Conn*> idle;
-    for (auto& [id, c] : self->conns_)
-        if (c->state == Conn::State::Idle && idle_limit > 0 && now - c->last_active_us > idle_limit) idle.push_back(c.get());
+    for (auto& [id, c] : self->conns_) {
+        if (c->state != Conn::State::Idle) continue;
+        if (idle_limit > 0 && now - c->last_active_us > idle_limit) idle.push_back(c.get());
+        bool rested = now - c->last_active_us > kShrinkIdleUs;
+        if (rested && c->in_start == c->in.size() && c->in.capacity() > kKeepBuffer) {
+            std::string().swap(c->in);
+            c->in_start = 0;
+        }
+    }
     for (Conn* c : idle) self->close_conn(*c);
     self->access_log_.reopen_if_moved();
     if (!self->rt_.link_address.empty() && !self->link_fd_ && !self->stopping_) self->link_connect();

@@ -80,6 +80,7 @@ private:
     void fail_lease(Lease& l, const std::string& why);
     void give_back(uint32_t slot);
     void take_handoff(uint32_t slot);
+    void retry_handoff(uint32_t dead_slot);
     void scan_slots();
     void count_request(int32_t module, RequestInfo& r, int error_type);
     void log_request(const RequestInfo& r, int error_type);

@@ -23,6 +23,7 @@ struct Acceptor::Conn {
     bool high = true;  // priority of the next request ({info, priority, ...})
     bool eof = false;  // the client will send nothing more
     bool closing = false;  // close once `out` is flushed
+    bool out_paused = false;  // requests wait until the client has read its answers
     bool admin_ok = false;
     bool dead = false;     // closed; freed at the start of the next callback
     bool handed_over = false;  // passed to the next generation, not closed

@@ -183,7 +183,9 @@ int32_t Segment::release(uint32_t slot) {
     Slot& s = slots_[slot];
     ModuleShared& m = modules_[s.module];
     LockGuard g(m.lock);
-    if (s.retire.load(std::memory_order_relaxed)) {
+    // Dead: the worker answered, then died before the slot came back. Leasing the slot
+    // again would send the next request to nobody; the master must replace the worker.
+    if (s.retire.load(std::memory_order_relaxed) || s.state.load() == uint32_t(SlotState::Dead)) {
         s.owner = -1;
         s.state.store(uint32_t(SlotState::Reaping), std::memory_order_release);
         return -2;

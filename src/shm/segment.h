@@ -159,8 +159,9 @@ public:
                            uint32_t& slot_out);
     // Gives `slot` back after a request. If somebody waits, the slot passes to the
     // oldest high (then low) waiter: returns its acceptor index (the caller wakes
-    // it), else -1 and the slot becomes idle. A slot marked `retire` goes to
-    // Reaping instead (returns -2) so the master replaces its worker.
+    // it), else -1 and the slot becomes idle. A slot marked `retire`, or Dead (its worker
+    // died after answering), goes to Reaping instead (returns -2) so the master replaces
+    // its worker.
     int32_t release(uint32_t slot);
     // Hands a slot the master just made ready (after a restart) to a waiter, or idles it.
     int32_t make_ready(uint32_t slot) { return release(slot); }

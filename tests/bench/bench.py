@@ -1,15 +1,23 @@
 #!/usr/bin/env python3
-"""bench.py: what `make bench` runs. Measures bertd against the baseline relay (same hops,
-no protocol logic), each with 2 echo workers, with tests/bench/loadgen on loopback only,
-and prints a table (and build/bench/results.json). It never leaves a process behind.
+"""bench.py: what `make bench` runs. Measures bertd against the same-run baseline relay (same
+hops, no protocol logic), both with the same handler and worker count, with tests/bench/loadgen
+on loopback only: persistent and connect-per-request clients, 1 to 512 of them, small and 1 MiB
+arguments, the C++ and the Python echo handlers; then the memory idle connections cost. Writes
+BENCHMARKS.md and BENCHMARKS.png (throughput against concurrency, gnuplot) at the repository
+root, and build/bench/results.json. It never leaves a process behind.
 
-Usage: tests/bench/bench.py [--duration S] [--warmup S] [--case NAME ...]
+Usage: tests/bench/bench.py [--duration S] [--warmup S] [--quick] [--report PATH] [--from-results JSON]
+--quick: one second per case and fewer cases, report in build/bench/ (a smoke run).
+--from-results: no measuring; the report and plot from a results.json written earlier.
 BERTD_BUILD names the build directory (default build/rel).
 """
 import argparse
 import datetime
 import json
 import os
+import platform
+import resource
+import shutil
 import signal
 import socket
 import struct
@@ -17,16 +25,52 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.path.join(ROOT, os.environ.get("BERTD_BUILD", "build/rel"))
 WORKERS = 2
+ROUNDS = 5  # each case alternates bertd and the baseline this many times; the median round counts
+IDLE = 10_000  # idle connections for the memory figure
+MIB = 1 << 20
 
-# name, loadgen mode, connections
-CASES = [
-    ("persistent", "persistent", 32),
-    ("connect-per-request", "connect", 16),
-]
+HANDLERS = {
+    # name: (title, command: an executable path, as the relay runs it with no arguments)
+    "cpp": ("External C++ handler (tests/handlers/echo.cc)", os.path.join(BUILD, "tests/handlers/echo")),
+    "python": ("External Python handler (tests/handlers/pyecho.py, modules/python)",
+               os.path.join(ROOT, "tests/handlers/pyecho.py")),
+    # "erlang": the native Erlang module rows come with src/erl: a bertd config with a native echo
+    # module and no relay baseline (compare with the C++ rows); add it here and in cases().
+}
+PAYLOADS = {"small": None, "1MiB": MIB}
+PAYLOAD_TITLES = {"small": 'small arguments (`<<"hello">>`)', "1MiB": "1 MiB binary arguments"}
+
+
+@dataclass
+class Case:
+    handler: str
+    payload: str
+    mode: str
+    clients: int
+
+    @property
+    def name(self):
+        return f"{self.handler}/{self.payload}/{self.mode}/{self.clients}"
+
+
+def cases(quick):
+    out = []
+    concurrency = (8, 64) if quick else (1, 8, 64, 512)
+    for handler in ("cpp", "python"):
+        for mode in ("persistent", "connect"):
+            for clients in concurrency:
+                out.append(Case(handler, "small", mode, clients))
+    # 1 MiB answers to 512 clients would hold half a GiB in each process: up to 64.
+    for mode in ("persistent", "connect"):
+        for clients in (1,) if quick else (1, 8, 64):
+            out.append(Case("cpp", "1MiB", mode, clients))
+    return out
+
 
 # {call, echo, echo, [<<"hello">>]} as term_to_binary/1 writes it, and the start of {reply, _}.
 PROBE = bytes([131, 104, 4, 100, 0, 4]) + b"call" + bytes([100, 0, 4]) + b"echo" + bytes([100, 0, 4]) + b"echo" + \
@@ -63,7 +107,15 @@ class Server:
         finally:
             log.close()
         self.wait_listening(10)
-        self.probe()
+        deadline = time.monotonic() + 10
+        while True:  # the Python workers take a moment to start
+            try:
+                self.probe()
+                return
+            except Failed:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
 
     def log_tail(self, lines=5):
         try:
@@ -102,6 +154,30 @@ class Server:
         if answer[:3] != bytes([131, 104, 2]) or not any(answer[3:].startswith(a) for a in REPLY_ATOMS):
             raise Failed(f"answered an echo call with something other than {{reply, _}}: {answer[:64]!r}")
 
+    def pids(self):
+        """The server's own processes, not its workers: bertd's master and acceptors, or the relay."""
+        own = os.path.realpath(self.argv[0])
+        out = []
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                if os.getpgid(int(name)) == self.proc.pid and os.readlink(f"/proc/{name}/exe") == own:
+                    out.append(int(name))
+            except OSError:
+                pass
+        return out
+
+    def rss_kb(self):
+        total = 0
+        for pid in self.pids():
+            try:
+                with open(f"/proc/{pid}/status") as f:
+                    total += next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+            except (OSError, StopIteration):
+                pass
+        return total
+
     def stop(self):
         if self.proc is None:
             return
@@ -122,118 +198,373 @@ class Server:
                 continue
 
 
-def run_loadgen(port, mode, connections, duration, warmup, cpu):
+def start_pair(handler, tmp):
+    """The baseline relay and bertd, both with WORKERS copies of `handler`; either may be missing
+    (with a note) when it cannot start."""
+    command = HANDLERS[handler][1]
+    cfg = os.path.join(tmp, f"{handler}.yaml")
+    with open(cfg, "w") as f:
+        f.write(f"listen: 127.0.0.1\nacceptors: 2\nlimits: {{max_connections: {IDLE + 1000}}}\n"
+                f"modules:\n  - name: echo\n    command: {command}\n    count: {WORKERS}\n")
+    relay_port, bertd_port = free_port(), free_port()
+    pair = {
+        "baseline": Server(f"baseline-{handler}", [os.path.join(BUILD, "tests/bench/relay"), "--port",
+                                                   str(relay_port), "--workers", str(WORKERS), "--handler", command],
+                           relay_port, tmp),
+        "bertd": Server(f"bertd-{handler}", [os.path.join(BUILD, "bertd"), "-c", cfg, "-p", str(bertd_port)],
+                        bertd_port, tmp),
+    }
+    notes = []
+    for name, s in list(pair.items()):
+        try:
+            s.start()
+        except Failed as e:
+            notes.append(f"{name} with the {handler} handler unavailable: {e}")
+            s.stop()
+            del pair[name]
+    return pair, notes
+
+
+def run_loadgen(port, case, duration, warmup, cpu):
     argv = [os.path.join(BUILD, "tests/bench/loadgen"), "--host", "127.0.0.1", "--port", str(port),
-            "--connections", str(connections), "--duration", str(duration), "--warmup", str(warmup),
-            "--mode", mode]
+            "--connections", str(case.clients), "--duration", str(duration), "--warmup", str(warmup),
+            "--mode", case.mode, "--timeout", "10", "--log-failures", "3"]
+    if PAYLOADS[case.payload] is not None:
+        argv += ["--payload", str(PAYLOADS[case.payload])]
 
     def pin():
         if cpu is not None:
             os.sched_setaffinity(0, {cpu})
 
     p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=pin,
-                       timeout=duration + warmup + 30)
+                       timeout=duration + warmup + 60)
     if p.returncode != 0:
         raise Failed(f"loadgen exited with status {p.returncode}: {p.stderr.strip()}")
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
-def fmt_rps(r):
-    return f"{r['rps']:.0f}" if r else "-"
+def median_of(runs):
+    """One figure from several rounds of a case: the median of each rate and percentile (so a burst
+    of other work on the machine during one round does not decide it), the sums of the counts."""
+    def med(key):
+        v = sorted(r[key] for r in runs)
+        return v[len(v) // 2]
+    out = {k: med(k) for k in ("rps", "p50_us", "p90_us", "p99_us", "p999_us", "mean_us")}
+    out.update({k: sum(r[k] for r in runs) for k in ("requests", "errors")})
+    out["failures"] = {k: sum(r["failures"][k] for r in runs) for k in runs[0]["failures"]}
+    out["failure_log"] = [f for r in runs for f in r["failure_log"]][:3]
+    out["rounds_rps"] = [r["rps"] for r in runs]
+    return out
 
 
-def fmt_lat(r):
-    return f"{r['p50_us']:.0f}/{r['p99_us']:.0f}" if r else "-"
+def raise_open_files(n):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = n + 1000
+    try:
+        if hard != resource.RLIM_INFINITY and hard < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))  # root only
+        elif soft != resource.RLIM_INFINITY and soft < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    except (ValueError, OSError):
+        pass
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return n if soft == resource.RLIM_INFINITY else min(n, soft - 1000)
+
+
+def idle_memory(server, n):
+    """KiB of resident memory the server's own processes gain per 1,000 idle connections."""
+    before = server.rss_kb()
+    socks = []
+    try:
+        for _ in range(n):
+            socks.append(socket.create_connection(("127.0.0.1", server.port), timeout=10))
+        time.sleep(1.0)  # every connection accepted and registered
+        server.probe()  # and still serving
+        after = server.rss_kb()
+    finally:
+        for s in socks:
+            s.close()
+    return {"connections": n, "rss_before_kb": before, "rss_after_kb": after,
+            "per_1000_kb": round((after - before) / (n / 1000), 1)}
+
+
+# --- the report -------------------------------------------------------------------------------
+def us(v):
+    if v is None:
+        return "-"
+    return f"{v / 1000:.1f} ms" if v >= 10_000 else f"{v:.0f} µs"
+
+
+def machine():
+    model = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "?")
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty"], stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, text=True).stdout.strip()
+    except OSError:
+        commit = "?"
+    return {"cpu": model, "cpus": os.cpu_count(), "kernel": platform.release(), "commit": commit or "?"}
+
+
+def plot(results, png, workdir):
+    """Throughput against concurrency, small arguments: one line per handler, mode and server."""
+    if not shutil.which("gnuplot"):
+        return "gnuplot is not installed: no plot"
+    series = []
+    for handler in ("cpp", "python"):
+        for mode in ("persistent", "connect"):
+            for server in ("bertd", "baseline"):
+                pts = [(r["clients"], r[server]["rps"]) for r in results["cases"]
+                       if r["handler"] == handler and r["payload"] == "small" and r["mode"] == mode and r.get(server)]
+                if pts:
+                    series.append((handler, mode, server, sorted(pts)))
+    if not series:
+        return "nothing to plot"
+    data = os.path.join(workdir, "plot.dat")
+    with open(data, "w") as f:
+        for _, _, _, pts in series:
+            for x, y in pts:
+                f.write(f"{x} {y}\n")
+            f.write("\n\n")
+    colors = {("cpp", "persistent"): "#1f77b4", ("cpp", "connect"): "#2ca02c",
+              ("python", "persistent"): "#d62728", ("python", "connect"): "#9467bd"}
+    names = {"cpp": "C++", "python": "Python"}
+    plots = []
+    for i, (handler, mode, server, _) in enumerate(series):
+        dt = 1 if server == "bertd" else 2
+        plots.append(f"'{data}' index {i} with linespoints lw 2 dt {dt} pt 7 lc rgb '{colors[(handler, mode)]}' "
+                     f"title '{server} {names[handler]} {mode}'")
+    script = "\n".join([
+        "set terminal pngcairo size 960,560 font 'sans,10'",
+        f"set output '{png}'",
+        "set title 'bertd and the baseline relay: requests/s against concurrent clients (small arguments)'",
+        "set logscale x 2", "set xrange [0.7:720]", "set xtics (1, 8, 64, 512)", "set xlabel 'concurrent clients'",
+        "set ylabel 'requests/s'", "set yrange [0:*]", "set grid", "set key outside right top",
+        "plot " + ", ".join(plots), ""])
+    p = subprocess.run(["gnuplot"], input=script, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return None if p.returncode == 0 else f"gnuplot failed: {p.stderr.strip()[:200]}"
+
+
+def soak_section():
+    path = os.path.join(ROOT, "build", "soak", "result.json")
+    try:
+        with open(path) as f:
+            s = json.load(f)
+    except (OSError, ValueError):
+        return ["## Soak", "", "No soak result in build/soak/result.json: run `make soak` before `make bench` "
+                "to include one.", ""]
+    quarters = len(s["processes"][0]["rss_kb"]) - 1 if s["processes"] else 0
+    lines = ["## Soak (`make soak`)", "",
+             f"{s['answered']:,} requests ({s['date']}) mixed across modules echo and echo2 (C++) and ext "
+             f"(Python), high and low priority, persistent and connect-per-request clients, access log on: "
+             f"{s['seconds']} s, {s['rps']:,} req/s; by module {s['requests_by_module']}. Resident memory of every "
+             f"process of the server after a warm-up, then after each quarter of the run (its connections "
+             f"closed), and its descriptors at the start and the end:", "",
+             "| pid | process | RSS start | " + " | ".join(f"after {k}/{quarters}" for k in range(1, quarters + 1)) +
+             " | descriptors |", "|---:|---|" + "---:|" * (quarters + 2)]
+    for r in s["processes"]:
+        what = r["role"] if r["role"] != "worker" else "worker: " + os.path.basename(r["command"].split()[-1])
+        if r["role"] == "worker" and r["command"].split()[-1] == "echo2":
+            what = "worker: echo (as echo2)"
+        lines.append(f"| {r['pid']} | {what} | " + " | ".join(f"{k:,} KiB" for k in r["rss_kb"]) +
+                     f" | {r['fds_start']} → {r['fds_end']} |")
+    lines += ["", f"Zombie processes: {s['zombies']}. Problems found: "
+              f"{'none' if not s['problems'] else '; '.join(s['problems'])}.", ""]
+    return lines
+
+
+def write_report(results, path, png_name, plot_note):
+    m = results["machine"]
+    L = ["# bertd benchmarks", "",
+         f"Written by `make bench` (tests/bench/bench.py) on {results['date']}, commit {m['commit']}: "
+         f"{m['cpus']} × {m['cpu']}, Linux {m['kernel']}.", "",
+         "Every case runs against **bertd** and the **baseline**, tests/bench/relay.cc: the same hops (client → "
+         "server → worker over a socketpair on fds 3/4 → back) with no protocol logic at all, so the ratio is "
+         "the cost of what bertd does beyond moving bytes (framing, routing, shared-memory slots and queues, "
+         "stats). Both run the same handler with the same number of workers "
+         f"({results['workers']}); bertd has 2 acceptors. The load is tests/bench/loadgen.cc on loopback: "
+         "each client keeps one request in flight; latency is from the request's first byte to the answer's "
+         "last (connect mode: from connect()). "
+         f"Each case is measured for {results['duration_s']:g} s per server, in {results['rounds']} rounds that "
+         f"alternate bertd and the baseline (each after {results['warmup_s']:g} s of warm-up); the tables give "
+         "the median round's rate and the median of each percentile.", "",
+         f"**Read the ratios, not the absolute figures.** loadgen (pinned to CPU {results['loadgen_cpu']}), the "
+         "servers and their workers share the machine's CPUs, and other jobs were running on it too (load "
+         f"average {results['load_before']} before the run, {results['load_after']} after), so absolute "
+         "figures move from run to run; the baseline measured beside each case is the reference.", ""]
+    ratios = sorted(r["ratio"] for r in results["cases"] if r.get("ratio"))
+    if ratios:
+        L += [f"Over the {len(ratios)} cases, bertd's throughput is a median {ratios[len(ratios) // 2]:.2f} of the "
+              f"baseline's (from {ratios[0]:.2f} to {ratios[-1]:.2f}).", ""]
+    if plot_note is None:
+        L += [f"![requests/s against concurrent clients]({png_name})", ""]
+    else:
+        L += [f"(No plot: {plot_note}.)", ""]
+    hdr = ["| mode | clients | bertd req/s | p50 | p99 | p99.9 | baseline req/s | p50 | p99 | p99.9 | "
+           "req/s ratio | p99 ratio |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for handler, (title, _) in HANDLERS.items():
+        for payload in PAYLOADS:
+            rows = [r for r in results["cases"] if r["handler"] == handler and r["payload"] == payload]
+            if not rows:
+                continue
+            L += [f"## {title}, {PAYLOAD_TITLES[payload]}", ""] + hdr
+            for r in rows:
+                b, base = r.get("bertd"), r.get("baseline")
+                cells = [r["mode"], str(r["clients"])]
+                for x in (b, base):
+                    cells += [f"{x['rps']:,.0f}", us(x["p50_us"]), us(x["p99_us"]), us(x["p999_us"])] if x \
+                        else ["-"] * 4
+                cells.append(f"{r['ratio']:.2f}" if r.get("ratio") else "-")
+                cells.append(f"{b['p99_us'] / base['p99_us']:.2f}" if b and base and base["p99_us"] else "-")
+                L.append("| " + " | ".join(cells) + " |")
+            L.append("")
+    L += ["Not measured here yet: the native Erlang module (its rows come with the native modules, src/erl; the "
+          "hook is HANDLERS and cases() in tests/bench/bench.py), and the libFuzzer figures (tests/fuzz).", ""]
+    idle = results.get("idle", {})
+    if idle:
+        L += ["## Idle connections", "",
+              f"Resident memory of the server's own processes (bertd: master and acceptors; baseline: the relay) "
+              f"before and after opening {next(iter(idle.values()))['connections']:,} idle connections, "
+              "and what 1,000 of them cost:", "",
+              "| server | RSS before | RSS with the idle connections | per 1,000 idle connections |",
+              "|---|---:|---:|---:|"]
+        for name, v in idle.items():
+            L.append(f"| {name} | {v['rss_before_kb']:,} KiB | {v['rss_after_kb']:,} KiB | {v['per_1000_kb']:,} KiB |")
+        L.append("")
+    L += soak_section()
+    if results["notes"]:
+        L += ["## Notes from this run", ""] + [f"- {n}" for n in results["notes"]] + [""]
+    L += ["## Rerun", "", "`make bench` (about three minutes; `make bench-quick` for a one-second smoke run into "
+          "build/bench/), `make soak` (about a minute), and the fault and bad-input tests under load with "
+          "`python3 tests/run.py -k 'test_faults|test_bad_input|test_soak'`.", ""]
+    with open(path, "w") as f:
+        f.write("\n".join(L))
+
+
+def loadavg():
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "?"
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--duration", type=float, default=float(os.environ.get("BENCH_DURATION", 5)))
-    ap.add_argument("--warmup", type=float, default=1.0)
-    ap.add_argument("--case", action="append", choices=[c[0] for c in CASES])
+    ap.add_argument("--duration", type=float, default=None)
+    ap.add_argument("--warmup", type=float, default=None)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--report", default=None)
     ap.add_argument("--out", default=os.path.join(ROOT, "build/bench/results.json"))
+    ap.add_argument("--from-results", metavar="JSON", help="write the report and plot from an earlier run's results")
     args = ap.parse_args()
-    cases = [c for c in CASES if not args.case or c[0] in args.case]
+    if args.from_results:
+        with open(args.from_results) as f:
+            results = json.load(f)
+        report = args.report or os.path.join(ROOT, "BENCHMARKS.md")
+        png = os.path.join(os.path.dirname(os.path.abspath(report)), "BENCHMARKS.png")
+        with tempfile.TemporaryDirectory(prefix="bertd-bench-") as tmp:
+            plot_note = plot(results, png, tmp)
+        write_report(results, report, os.path.basename(png), plot_note)
+        print(f"bench: {os.path.relpath(report, ROOT)} written from {args.from_results}")
+        return 0
+    duration = args.duration or float(os.environ.get("BENCH_DURATION", 1 if args.quick else 3))
+    warmup = args.warmup if args.warmup is not None else 0.2
+    rounds = 1 if args.quick else ROUNDS
+    report = args.report or os.path.join(ROOT, "build/bench/BENCHMARKS.md" if args.quick else "BENCHMARKS.md")
+    png = os.path.join(os.path.dirname(os.path.abspath(report)), "BENCHMARKS.png")
 
-    echo = os.path.join(BUILD, "tests/handlers/echo")
-    for exe in (echo, os.path.join(BUILD, "tests/bench/relay"), os.path.join(BUILD, "tests/bench/loadgen")):
+    for exe in (HANDLERS["cpp"][1], HANDLERS["python"][1], os.path.join(BUILD, "tests/bench/relay"),
+                os.path.join(BUILD, "tests/bench/loadgen"), os.path.join(BUILD, "bertd")):
         if not os.access(exe, os.X_OK):
             print(f"bench: {exe} is missing; run `make` first", file=sys.stderr)
             return 1
 
-    # Two cores: loadgen (one thread) is pinned to the last CPU; the server and its workers may
-    # run anywhere, so they get one CPU to themselves and share the other with loadgen.
-    ncpu = os.cpu_count() or 1
+    # loadgen (one thread) is pinned to the last CPU; the servers and their workers may run anywhere.
     allowed = sorted(os.sched_getaffinity(0))
     cpu = allowed[-1] if len(allowed) > 1 else None
-    print(f"bench: {ncpu} CPUs; loadgen shares the machine with the servers "
-          f"({'pinned to CPU %d, servers unpinned' % cpu if cpu is not None else 'no pinning'}); "
-          f"{args.duration:g}s per measurement after {args.warmup:g}s warm-up; {WORKERS} echo workers each",
-          flush=True)
-
-    results = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "cpus": ncpu,
-               "loadgen_cpu": cpu, "workers": WORKERS, "duration_s": args.duration, "warmup_s": args.warmup,
-               "cases": [], "notes": []}
-    servers = {}
+    todo = cases(args.quick)
+    print(f"bench: {len(todo)} cases, {duration:g}s each after {warmup:g}s warm-up, against bertd and the "
+          f"baseline; loadgen {'on CPU %d' % cpu if cpu is not None else 'unpinned'}", flush=True)
+    results = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine(),
+               "loadgen_cpu": cpu, "workers": WORKERS, "duration_s": duration, "warmup_s": warmup,
+               "rounds": rounds,
+               "load_before": loadavg(), "cases": [], "idle": {}, "notes": []}
+    idle_n = raise_open_files(IDLE)
+    os.makedirs(os.path.join(ROOT, "build/bench"), exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="bertd-bench-") as tmp:
-        cfg = os.path.join(tmp, "echo.cfg")
-        with open(cfg, "w") as f:
-            f.write(f'[{{module, echo}}, {{type, external}}, {{command, "{echo}"}}, {{count, {WORKERS}}}].\n')
-        relay_port, bertd_port = free_port(), free_port()
-        candidates = [
-            Server("baseline", [os.path.join(BUILD, "tests/bench/relay"), "--port", str(relay_port),
-                                "--workers", str(WORKERS), "--handler", echo], relay_port, tmp),
-            Server("bertd", [os.path.join(BUILD, "bertd"), "-c", cfg, "-p", str(bertd_port)], bertd_port, tmp),
-        ]
-        try:
-            for s in candidates:
-                try:
-                    s.start()
-                    servers[s.name] = s
-                except Failed as e:
-                    msg = f"{s.name} unavailable: {e}"
-                    print(f"bench: {msg}; continuing without it", flush=True)
-                    results["notes"].append(msg)
-                    s.stop()
-            for name, mode, conns in cases:
-                row = {"case": name, "mode": mode, "connections": conns}
+        # Idle connections first, on servers that have served nothing yet.
+        if idle_n >= 1000:
+            pair, notes = start_pair("cpp", tmp)
+            results["notes"] += notes
+            try:
                 for sname in ("baseline", "bertd"):
-                    if sname not in servers:
-                        row[sname] = None
-                        continue
-                    try:
-                        r = run_loadgen(servers[sname].port, mode, conns, args.duration, args.warmup, cpu)
-                    except (Failed, subprocess.TimeoutExpired, ValueError) as e:
-                        print(f"bench: {name} against {sname} failed: {e}", flush=True)
-                        results["notes"].append(f"{name}/{sname}: {e}")
-                        r = None
-                    if r and r["errors"]:
-                        note = f"{name}/{sname}: {r['errors']} errors in {r['requests']} requests"
-                        print(f"bench: {note}", flush=True)
-                        results["notes"].append(note)
-                    row[sname] = r
-                b, base = row["bertd"], row["baseline"]
-                row["ratio"] = b["rps"] / base["rps"] if b and base and base["rps"] else None
-                results["cases"].append(row)
-        finally:
-            for s in candidates:
-                s.stop()
-
-    hdr = f"{'case':<22} {'conns':>5} {'bertd rps':>10} {'p50/p99 us':>12} {'base rps':>10} " \
-          f"{'p50/p99 us':>12} {'bertd/base':>10}"
-    print(hdr)
-    print("-" * len(hdr))
-    for row in results["cases"]:
-        ratio = f"{row['ratio']:.2f}" if row["ratio"] is not None else "-"
-        print(f"{row['case']:<22} {row['connections']:>5} {fmt_rps(row['bertd']):>10} {fmt_lat(row['bertd']):>12} "
-              f"{fmt_rps(row['baseline']):>10} {fmt_lat(row['baseline']):>12} {ratio:>10}")
-    print("note: loadgen runs on the same 2-CPU machine as the servers (and whatever else is running), "
-          "so figures are relative: compare bertd with the baseline of the same run.")
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+                    if sname in pair:
+                        try:
+                            results["idle"][sname] = idle_memory(pair[sname], idle_n)
+                            print(f"  idle {sname}: {results['idle'][sname]}", flush=True)
+                        except (OSError, Failed) as e:
+                            results["notes"].append(f"idle connections against {sname}: {e}")
+            finally:
+                for s in pair.values():
+                    s.stop()
+        for handler in HANDLERS:
+            mine = [c for c in todo if c.handler == handler]
+            if not mine:
+                continue
+            pair, notes = start_pair(handler, tmp)
+            results["notes"] += notes
+            for n in notes:
+                print(f"bench: {n}", flush=True)
+            try:
+                for i, case in enumerate(mine):
+                    row = {"handler": case.handler, "payload": case.payload, "mode": case.mode,
+                           "clients": case.clients, "bertd": None, "baseline": None}
+                    runs = {"bertd": [], "baseline": []}
+                    for rnd in range(rounds):
+                        order = ("baseline", "bertd") if (i + rnd) % 2 == 0 else ("bertd", "baseline")
+                        for sname in order:
+                            if sname not in pair:
+                                continue
+                            try:
+                                runs[sname].append(run_loadgen(pair[sname].port, case, duration / rounds, warmup,
+                                                               cpu))
+                            except (Failed, subprocess.TimeoutExpired, ValueError) as e:
+                                results["notes"].append(f"{case.name} against {sname} failed: {e}")
+                                print(f"bench: {case.name} against {sname} failed: {e}", flush=True)
+                    for sname, rs in runs.items():
+                        if not rs:
+                            continue
+                        r = median_of(rs)
+                        if r["errors"]:
+                            note = f"{case.name}/{sname}: {r['errors']} failed requests in {r['requests']} " \
+                                   f"({r['failures']}; first: {r['failure_log'][:1]})"
+                            results["notes"].append(note)
+                            print(f"bench: {note}", flush=True)
+                        row[sname] = r
+                    b, base = row["bertd"], row["baseline"]
+                    row["ratio"] = b["rps"] / base["rps"] if b and base and base["rps"] else None
+                    results["cases"].append(row)
+                    print(f"  {case.name:<28} bertd {b['rps'] if b else 0:>9,.0f} req/s p99 "
+                          f"{us(b['p99_us']) if b else '-':>9}   baseline {base['rps'] if base else 0:>9,.0f} "
+                          f"req/s p99 {us(base['p99_us']) if base else '-':>9}   ratio "
+                          f"{row['ratio'] or 0:.2f}", flush=True)
+            finally:
+                for s in pair.values():
+                    s.stop()
+        results["load_after"] = loadavg()
+        plot_note = plot(results, png, tmp)
     with open(args.out, "w") as f:
         json.dump(results, f, indent=2)
         f.write("\n")
-    print(f"bench: results written to {os.path.relpath(args.out, ROOT)}")
+    write_report(results, report, os.path.basename(png), plot_note)
+    print(f"bench: {os.path.relpath(report, ROOT)}"
+          f"{'' if plot_note else ' and ' + os.path.relpath(png, ROOT)} written; raw figures in "
+          f"{os.path.relpath(args.out, ROOT)}")
     return 0
 
 

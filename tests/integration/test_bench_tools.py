@@ -131,7 +131,9 @@ class HandlerProcess:
             os.set_inheritable(3, True)
             os.set_inheritable(4, True)
 
-        self.proc = subprocess.Popen([exe], pass_fds=(3, 4), preexec_fn=on_fds_3_and_4,
+        # Not pass_fds=(3, 4): that needs fds 3 and 4 open in this process before the fork (EBADF
+        # otherwise). Python's own fds are not inheritable, so nothing else leaks.
+        self.proc = subprocess.Popen([exe], close_fds=False, preexec_fn=on_fds_3_and_4,
                                      stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
         theirs.close()
         self.sock.settimeout(5)
@@ -315,6 +317,32 @@ class BenchToolsTest(unittest.TestCase):
         r = self.run_load("--connections", "2", "--function", "nope", "--max-requests", "20")
         self.assertEqual(r["requests"], 0)
         self.assertGreater(r["errors"], 0)
+
+    def test_failures_are_counted_by_kind_and_described(self):
+        r = self.run_load("--connections", "2", "--target", "echo:echo", "--target", "echo:nope",
+                          "--log-failures", "2", "--series", "0.25")
+        self.assertEqual(set(k for k, v in r["failures"].items() if v), {"server"})
+        self.assertEqual(len(r["failure_log"]), 2)
+        self.assertEqual(r["failure_log"][0]["target"], "echo:nope")
+        self.assertIn("No such function 'echo:nope'", r["failure_log"][0]["detail"])
+        self.assertGreater(r["targets"][0]["answered"], 0)
+        self.assertEqual(r["targets"][1]["answered"], 0)
+        self.assertEqual(len(r["series"]), 4)
+        self.assertEqual(sum(r["series"]), r["requests"])
+
+    def test_a_server_that_never_answers_is_a_timeout_not_a_hang(self):
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)  # connections complete in the backlog; nobody ever reads them
+        self.addCleanup(silent.close)
+        p = loadgen("--port", str(silent.getsockname()[1]), "--duration", "1", "--connections", "2",
+                    "--timeout", "0.3")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        import json
+        r = json.loads(p.stdout)
+        self.assertEqual(r["requests"], 0)
+        self.assertGreaterEqual(r["failures"]["timeout"], 2)
+        self.assertLess(r["oldest_in_flight_ms"], 400)
 
     def test_loadgen_refuses_non_loopback_hosts(self):
         for host in ("10.0.0.1", "0.0.0.0", "192.168.1.1", "::", "2001:db8::1", "localhost.example"):

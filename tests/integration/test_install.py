@@ -10,7 +10,7 @@ from harness import ROOT
 
 class ManPages(unittest.TestCase):
     def test_man_pages_render_without_warnings(self):
-        for page in ("man/bertd.8", "man/bertd.yaml.5"):
+        for page in ("man/bertd.8", "man/bertd.yaml.5", "man/bertc.1"):
             r = subprocess.run(["groff", "-ww", "-z", "-man", os.path.join(ROOT, page)], stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
             self.assertEqual(r.returncode, 0, r.stdout)
@@ -19,6 +19,7 @@ class ManPages(unittest.TestCase):
     def test_bertd_man_page_documents_every_option(self):
         text = open(os.path.join(ROOT, "man", "bertd.8")).read()
         for opt in ("\\-c", "\\-p", "\\-l", "\\-a", "\\-d", "\\-P", "\\-\\-name", "\\-\\-sname", "\\-E", "\\-t",
+                    "\\-\\-cookie",
                     "reload\\-handlers", ".B stats", ".B halt", ".B HUP", ".B USR1", ".B QUIT"):
             self.assertIn(opt, text)
 
@@ -37,7 +38,8 @@ class Install(unittest.TestCase):
             if line.startswith("PREFIX ="):
                 prefix = line.split("=", 1)[1].strip()
         root = dest + prefix
-        for path in ("sbin/bertd", "share/man/man8/bertd.8", "share/man/man5/bertd.yaml.5",
+        for path in ("sbin/bertd", "bin/bertc", "share/man/man8/bertd.8", "share/man/man5/bertd.yaml.5",
+                     "share/man/man1/bertc.1", "share/bertd/ebin/bertd_native.beam",
                      "lib/pkgconfig/bertd.pc", "include/bertd/bert/codec.h"):
             self.assertTrue(os.path.exists(os.path.join(root, path)), path)
         r = subprocess.run([os.path.join(root, "sbin", "bertd"), "-v"], stdout=subprocess.PIPE, text=True)

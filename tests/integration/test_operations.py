@@ -354,6 +354,8 @@ class AccessLog(OpsTest):
         log = self.path("access.log")
         s = self.server(self.config(log))
         s.service().call.ext.add(1, 1)
+        # The line is written just after the answer: wait for it, or it may follow the reopen.
+        wait_until(lambda: len(self.lines(log)) == 1, what="the first line")
         os.rename(log, log + ".1")
         os.kill(s.proc.pid, signal.SIGUSR1)
         wait_until(lambda: os.path.exists(log), timeout=0.5, interval=0.01, what="the reopen")

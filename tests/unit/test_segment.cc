@@ -110,6 +110,17 @@ TEST(Segment, worker_death_while_leased_tells_the_owner) {
     CHECK_EQUAL(uint32_t(SlotState::Reaping), seg->slot(1 - s).state.load());
 }
 
+TEST(Segment, slot_whose_worker_died_after_answering_goes_to_the_master_not_to_a_waiter) {
+    seg = make_segment(1, 4);
+    uint32_t s = 0, unused = 0;
+    CHECK(seg->lease_or_enqueue(0, 0, 1, true, 0, s) == Segment::Lease::Granted);
+    CHECK(seg->lease_or_enqueue(0, 1, 2, true, 0, unused) == Segment::Lease::Queued);
+    CHECK_EQUAL(0, seg->worker_died(s));  // the answer is in; the owner has not given the slot back yet
+    CHECK_EQUAL(-2, seg->release(s));
+    CHECK_EQUAL(uint32_t(SlotState::Reaping), seg->slot(s).state.load());
+    CHECK_EQUAL(1, seg->make_ready(s));  // the replacement goes to the waiter
+}
+
 TEST(Segment, a_lock_whose_holder_died_is_taken_over) {
     seg = make_segment(1, 4);
     pid_t pid = fork();

@@ -182,7 +182,7 @@ module Ernie
         answer = process(request)
         next if answer.nil?
 
-        log("<- #{answer.inspect}", Logger::DEBUG)
+        log("<- #{answer.inspect}", Logger::DEBUG) if @logger&.debug? # inspect costs O(answer size)
         output.write(frame_answer(answer))
       end
       log('End of input, exiting')
@@ -232,7 +232,7 @@ module Ernie
     end
 
     def run(kind, mod, fun, args)
-      log("-> #{BERT::Tuple[kind, mod, fun, args].inspect}")
+      log("-> #{BERT::Tuple[kind, mod, fun, args].inspect}") if @logger # inspect costs O(request size)
       args = [args] unless args.is_a?(Array)
       result = dispatch(mod, fun, args)
       kind == :call ? BERT::Tuple[:reply, result] : BERT::Tuple[:noreply]
