@@ -17,7 +17,7 @@ import unittest
 
 import harness
 from harness import Server, py_handler, run_bertd, wait_until
-from loadrun import ECHO, Load, acceptors, failures, kill9, time_until, workers, zombies
+from loadrun import ECHO, Load, acceptors, failures, fd_count, kill9, time_until, workers, zombies
 
 import bertd
 
@@ -80,6 +80,7 @@ class WorkerKilled(FaultTest):
         back = time_until(lambda: len(w := workers(s, ECHO)) == 2 and victim not in w, t_kill, 5)
         r = load.result()
         self.assertLess(back, BACK_WITHIN)
+        print(f"\n    worker back {back * 1000:.0f} ms after kill -9; {failures(r)} of {r['requests']}", end=" ")
         # A worker holds one request at a time: that one may fail, with a server error.
         self.assert_failed_only_within(r, {"server"}, t_kill, 1, detail="exited while serving")
         self.assert_served_throughout(r)
@@ -98,11 +99,14 @@ class AcceptorKilled(FaultTest):
         time.sleep(1.0)
         before = acceptors(s)
         self.assertEqual(len(before), 2)
-        victim = before[0]
+        victim = max(before, key=fd_count)  # the one holding more connections
         t_kill = kill9(victim)
         back = time_until(lambda: len(a := acceptors(s)) == 2 and victim not in a, t_kill, 5)
         results = [persistent.result(), connect.result()]
+        self.assertGreater(sum(sum(failures(r).values()) for r in results), 0, "the victim held no request")
         self.assertLess(back, BACK_WITHIN)
+        print(f"\n    acceptor back {back * 1000:.0f} ms after kill -9; "
+              f"{[(failures(r), r['requests']) for r in results]}", end=" ")
         for r in results:
             # The dead acceptor's connections are closed under their requests (nobody is left to
             # answer them); each loadgen connection has one request in flight, so at most one each.
@@ -155,6 +159,8 @@ class MisbehavingHandlers(FaultTest):
         self.assertLess(t_answer - t_sent, 1.5)
         back = time_until(lambda: len(w := workers(s, PYEXT)) == 2 and set(w) != set(before), t_answer, 5)
         self.assertLess(back, BACK_WITHIN)
+        print(f"\n    timeout answered after {(t_answer - t_sent) * 1000:.0f} ms, worker back {back * 1000:.0f} ms "
+              "later", end=" ")
         r = load.result()
         self.assertEqual(failures(r), {}, r["failure_log"])
         self.assert_served_throughout(r)
@@ -173,6 +179,7 @@ class MisbehavingHandlers(FaultTest):
             self.assertIn(text, str(cm.exception.message))
             back = time_until(lambda: len(w := workers(s, PYEXT)) == 2 and set(w) != set(before), t_sent, 5)
             self.assertLess(back, BACK_WITHIN, function)
+            print(f"\n    {function}: worker back {back * 1000:.0f} ms after the request", end=" ")
         r = load.result()
         self.assertEqual(failures(r), {}, r["failure_log"])
         self.assert_served_throughout(r)
