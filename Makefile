@@ -34,7 +34,7 @@ UNIT_SRC := $(shell find tests/unit -name '*.cc' | sort)
 UNIT_OBJ := $(UNIT_SRC:%.cc=$(BUILD)/%.o)
 
 # Stand-alone tools built from one .cc each (test handlers, bench tools, diff test).
-TOOL_SRC := $(shell find tests/handlers tests/bench tests/diff -name '*.cc' 2>/dev/null | sort)
+TOOL_SRC := $(shell find tests/handlers tests/bench tests/diff tests/clients -name '*.cc' 2>/dev/null | sort)
 TOOLS := $(TOOL_SRC:%.cc=$(BUILD)/%)
 
 PROGRAMS := $(BUILD)/bertd $(if $(wildcard src/bertc.cc),$(BUILD)/bertc)
@@ -73,7 +73,7 @@ $(MODLIB): $(MOD_OBJ) $(LIB_OBJ)
 $(BUILD)/bertd: $(BUILD)/src/main.o $(LIB)
 	$(CXX) $(LDFLAGS_ALL) -o $@ $^ $(DEPS_LIBS)
 
-$(BUILD)/bertc: $(BUILD)/src/bertc.o $(LIB)
+$(BUILD)/bertc: $(BUILD)/src/bertc.o $(MODLIB)
 	$(CXX) $(LDFLAGS_ALL) -o $@ $^ $(DEPS_LIBS)
 
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(MODLIB)
@@ -161,6 +161,11 @@ install: all $(MODLIB)
 	if [ -d modules/cpp/include ]; then cp -r modules/cpp/include/. $(DESTDIR)$(INCDIR)/bertd/; fi
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@EI_DIR@|$(EI_DIR)|g' modules/cpp/bertd.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/bertd.pc
 	for d in modules/ruby modules/python modules/erlang; do [ -d "$$d" ] && cp -r "$$d" $(DESTDIR)$(DATADIR)/; done; true
+	rm -rf $(DESTDIR)$(DATADIR)/*/tests $(DESTDIR)$(DATADIR)/*/*/__pycache__
+	# The server finds bertd_native.beam in share/bertd/ebin; Erlang clients use share/bertd/erlang/ebin.
+	install -d $(DESTDIR)$(DATADIR)/ebin $(DESTDIR)$(DATADIR)/erlang/ebin
+	for b in $(ERL_BEAMS); do install -m 644 "$$b" $(DESTDIR)$(DATADIR)/ebin/; \
+		install -m 644 "$$b" $(DESTDIR)$(DATADIR)/erlang/ebin/; done; true
 
 uninstall:
 	rm -f $(DESTDIR)$(SBINDIR)/bertd $(DESTDIR)$(BINDIR)/bertc $(DESTDIR)$(MANDIR)/man8/bertd.8 \

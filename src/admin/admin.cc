@@ -44,7 +44,18 @@ std::string stats_text(Segment& seg) {
     line(out, "queue.low", ql);
     for (uint32_t m = 0; m < seg.nmodules(); ++m) {
         ModuleShared& ms = seg.module(m);
-        if (ms.nslots == 0) continue;
+        if (ms.name[0] == 0) continue;
+        if (ms.nslots == 0) {
+            // A native module: calls run on an Erlang node, so there are no workers or queues.
+            std::string name = ms.name;
+            line(out, "native.requests." + name, ms.stats.requests.load());
+            for (int t = 0; t < kErrorTypes; ++t)
+                line(out, "native.errors." + std::string(error_type_name(ErrorType(t))) + "." + name,
+                     ms.stats.errors[t].load());
+            line(out, "native.latency.p50_us." + name, ms.stats.latency.percentile(50));
+            line(out, "native.latency.p99_us." + name, ms.stats.latency.percentile(99));
+            continue;
+        }
         struct {
             std::string name;
             uint32_t index;

@@ -34,6 +34,7 @@ std::string usage_text() {
            "  -P, --pidfile FILE      where to write the master's pid\n"
            "      --name NAME         Erlang node name (long)\n"
            "      --sname NAME        Erlang node name (short)\n"
+           "      --cookie COOKIE     Erlang cookie (default: the config, else ~/.erlang.cookie)\n"
            "  -E, --erlang OPTIONS    options for the companion Erlang VM\n"
            "  -t, --test              check the config and exit\n"
            "  -h, --help              this text\n"
@@ -60,6 +61,7 @@ Options parse_options(int argc, char** argv) {
         {"access-log", required_argument, nullptr, 'a'}, {"detached", no_argument, nullptr, 'd'},
         {"pidfile", required_argument, nullptr, 'P'},  {"name", required_argument, nullptr, 'N'},
         {"sname", required_argument, nullptr, 'S'},    {"erlang", required_argument, nullptr, 'E'},
+        {"cookie", required_argument, nullptr, 'K'},
         {"test", no_argument, nullptr, 't'},           {"help", no_argument, nullptr, 'h'},
         {"version", no_argument, nullptr, 'v'},        {nullptr, 0, nullptr, 0}};
     optind = 1;
@@ -78,6 +80,7 @@ Options parse_options(int argc, char** argv) {
             case 'N': o.name = optarg; break;
             case 'S': o.sname = optarg; break;
             case 'E': o.erlang_opts = optarg; break;
+            case 'K': o.cookie = optarg; break;
             case 't': o.test_config = true; break;
             case 'h': o.command = Options::Command::Help; return o;
             case 'v': o.command = Options::Command::Version; return o;

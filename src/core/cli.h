@@ -21,6 +21,7 @@ struct Options {
     bool daemon = false;      // -d
     std::string pidfile;      // -P
     std::string name, sname;  // --name, --sname (Erlang node name)
+    std::string cookie;       // --cookie (Erlang distribution cookie)
     std::string erlang_opts;  // -E
     bool test_config = false; // -t
     std::string host = "127.0.0.1";  // commands: where the server listens (-H)

@@ -22,6 +22,18 @@ const ModuleConfig* Config::find_module(const std::string& name) const {
     return nullptr;
 }
 
+const ModuleConfig* Config::find_module(const std::string& name, ModuleConfig::Type type) const {
+    for (const auto& m : modules)
+        if (m.name == name && m.type == type) return &m;
+    return nullptr;
+}
+
+bool Config::has_native() const {
+    for (const auto& m : modules)
+        if (m.type == ModuleConfig::Type::Native) return true;
+    return false;
+}
+
 size_t parse_size(const std::string& text) {
     size_t i = 0;
     while (i < text.size() && std::isdigit(static_cast<unsigned char>(text[i]))) ++i;
@@ -103,6 +115,19 @@ void validate(Config& c) {
         // A native and an external module may share a name (shadowing); two of one kind may not.
         if (!seen.insert({m.name, int(m.type)}).second)
             throw ConfigError(m.where + ": module '" + m.name + "' is defined twice");
+    }
+    const ErlangConfig& e = c.erlang;
+    if (!e.name.empty() && !e.sname.empty()) throw ConfigError(c.path + ": erlang: give name or sname, not both");
+    std::set<std::string> names;
+    for (const auto& r : e.registered) {
+        auto fail = [&](const std::string& what) { throw ConfigError(r.where + ": registered name '" + r.name + "': " + what); };
+        if (!valid_module_name(r.name)) fail("a registered name must be a non-empty atom of at most 255 characters");
+        if (r.name == "rex" || r.name == "net_kernel")
+            fail("'rex' and 'net_kernel' are bertd's own (rpc:call and net_adm:ping)");
+        if (!names.insert(r.name).second) fail("defined twice");
+        if (r.module.empty() || r.function.empty()) fail("needs a module and a function");
+        if (!c.find_module(r.module, ModuleConfig::Type::External))
+            fail("module '" + r.module + "' is not an external module of this config");
     }
 }
 
@@ -187,6 +212,51 @@ ModuleConfig yaml_module(const Yaml& y, const YAML::Node& n) {
     return m;
 }
 
+bool yaml_bool(const Yaml& y, const YAML::Node& n, const std::string& key) {
+    std::string v = y.str(n, key);
+    if (v == "true" || v == "yes" || v == "on") return true;
+    if (v == "false" || v == "no" || v == "off") return false;
+    y.fail(n, key + " must be true or false, not '" + v + "'");
+}
+
+void yaml_erlang(const Yaml& y, const YAML::Node& n, ErlangConfig& e) {
+    e.present = true;
+    if (n.IsNull()) return;
+    if (!n.IsMap()) y.fail(n, "erlang must be a mapping (name, cookie, registered, ...)");
+    for (const auto& kv : n) {
+        std::string key = kv.first.as<std::string>();
+        const YAML::Node& v = kv.second;
+        if (key == "name") e.name = y.str(v, key);
+        else if (key == "sname") e.sname = y.str(v, key);
+        else if (key == "cookie") e.cookie = y.str(v, key);
+        else if (key == "link_name") e.link_name = y.str(v, key);
+        else if (key == "trust_clients") e.trust_clients = yaml_bool(y, v, key);
+        else if (key == "call_timeout") e.call_timeout = y.duration(v, key);
+        else if (key == "vm_options") e.vm_options = y.str(v, key);
+        else if (key == "ebin") e.ebin = y.str(v, key);
+        else if (key == "registered") {
+            if (!v.IsSequence()) y.fail(v, "registered must be a list of {name, module, function}");
+            for (const auto& r : v) {
+                if (!r.IsMap()) y.fail(r, "each registered entry needs name, module and function");
+                RegisteredName rn;
+                rn.where = y.at(r);
+                for (const auto& rk : r) {
+                    std::string k = rk.first.as<std::string>();
+                    if (k == "name") rn.name = y.str(rk.second, k);
+                    else if (k == "module") rn.module = y.str(rk.second, k);
+                    else if (k == "function") rn.function = y.str(rk.second, k);
+                    else y.fail(rk.first, "unknown key '" + k + "' (known: name, module, function)");
+                }
+                e.registered.push_back(rn);
+            }
+        } else {
+            y.fail(kv.first, "unknown erlang key '" + key +
+                                 "' (known: name, sname, cookie, link_name, trust_clients, call_timeout, "
+                                 "vm_options, ebin, registered)");
+        }
+    }
+}
+
 Config parse_yaml(const std::string& text, const std::string& path) {
     Config c;
     c.path = path;
@@ -225,10 +295,12 @@ Config parse_yaml(const std::string& text, const std::string& path) {
         } else if (key == "modules") {
             if (!v.IsSequence()) y.fail(v, "modules must be a list");
             for (const auto& m : v) c.modules.push_back(yaml_module(y, m));
+        } else if (key == "erlang") {
+            yaml_erlang(y, v, c.erlang);
         } else {
             y.fail(kv.first, "unknown key '" + key +
                                  "' (known: listen, port, acceptors, access_log, error_log, log_level, pidfile, "
-                                 "admin_allow, limits, modules)");
+                                 "admin_allow, limits, modules, erlang)");
         }
     }
     validate(c);

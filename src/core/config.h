@@ -34,6 +34,26 @@ struct Limits {
     size_t max_queue = 10000;         // waiting requests per module and priority
 };
 
+// {Name, bertd@host} ! Msg from an Erlang node becomes a cast Module:Function(Msg) on
+// an external module.
+struct RegisteredName {
+    std::string name, module, function;
+    std::string where;
+};
+
+// The Erlang side (src/erl): bertd's node identity and the link's behaviour.
+struct ErlangConfig {
+    bool present = false;        // an erlang: section was given (starts the link even without natives)
+    std::string name, sname;     // node name, long or short (--name/--sname override both)
+    std::string cookie;          // empty: --cookie, else ~/.erlang.cookie
+    std::string link_name;       // the C-node's own name when a companion VM carries `name`
+    bool trust_clients = false;  // send client arguments as terms (may create atoms on the node)
+    double call_timeout = 0;     // seconds; native calls without a module timeout, erlang_rpc; 0 = none
+    std::string vm_options;      // extra options for the companion VM (-E adds to them)
+    std::string ebin;            // where bertd_native.beam is; empty: next to the bertd binary
+    std::vector<RegisteredName> registered;
+};
+
 struct Config {
     std::string path;              // the file it came from
     std::string listen = "0.0.0.0";  // Ernie listened on every address
@@ -46,8 +66,11 @@ struct Config {
     std::vector<std::string> admin_allow;  // addresses allowed __admin__ besides loopback
     Limits limits;
     std::vector<ModuleConfig> modules;
+    ErlangConfig erlang;
 
     const ModuleConfig* find_module(const std::string& name) const;
+    const ModuleConfig* find_module(const std::string& name, ModuleConfig::Type type) const;
+    bool has_native() const;
 };
 
 // Reads and validates `path`. YAML unless the file name ends in .cfg or its

@@ -20,6 +20,7 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "erl/link.h"
 #include "log/log.h"
 #include "net/acceptor.h"
 
@@ -134,8 +135,13 @@ std::unique_ptr<Master::Generation> Master::build_generation(Config config, uint
         rt.modules.push_back(mr);
         nslots += uint32_t(m.count);
     }
+    // Native modules get a module entry too, for their stats (no slots, no queue use).
+    std::vector<const ModuleConfig*> natives;
+    for (const auto& m : c.modules)
+        if (m.type == ModuleConfig::Type::Native) natives.push_back(&m);
+    size_t nmods = rt.modules.size() + natives.size();
     std::string name = "/bertd." + std::to_string(getpid()) + "." + std::to_string(number);
-    rt.seg = Segment::create(name, uint32_t(std::max<size_t>(rt.modules.size(), 1)), std::max<uint32_t>(nslots, 1),
+    rt.seg = Segment::create(name, uint32_t(std::max<size_t>(nmods, 1)), std::max<uint32_t>(nslots, 1),
                              uint32_t(c.acceptors), uint32_t(c.limits.max_queue));
     Segment& seg = *rt.seg;
     seg.header().master_pid = getpid();
@@ -150,6 +156,12 @@ std::unique_ptr<Master::Generation> Master::build_generation(Config config, uint
         snprintf(ms.name, sizeof ms.name, "%s", mr.name.c_str());
         for (int i = 0; i < mr.config->count; ++i, ++slot) seg.slot(slot).module = mr.index;
     }
+    for (size_t i = 0; i < natives.size(); ++i) {
+        uint32_t idx = uint32_t(rt.modules.size() + i);
+        snprintf(seg.module(idx).name, sizeof seg.module(idx).name, "%s", natives[i]->name.c_str());
+        rt.native_index[natives[i]->name] = idx;
+    }
+    if (id_.enabled) rt.link_address = erl::link_address(getpid());
     rt.slots.resize(nslots);
     for (auto& s : rt.slots) {
         int sv[2];
@@ -190,7 +202,7 @@ static void carry_stats(Segment& from, Segment& to) {
         for (uint32_t j = 0; j < from.nmodules(); ++j) {
             ModuleShared& x = from.module(j);
             ModuleShared& y = to.module(i);
-            if (x.nslots == 0 || strcmp(x.name, y.name) != 0) continue;
+            if (x.name[0] == 0 || (x.nslots == 0) != (y.nslots == 0) || strcmp(x.name, y.name) != 0) continue;
             y.stats.requests = x.stats.requests.load();
             for (int t = 0; t < kErrorTypes; ++t) y.stats.errors[t] = x.stats.errors[t].load();
         }
@@ -275,6 +287,8 @@ void Master::reap_children() {
         int status;
         pid_t pid = waitpid(-1, &status, WNOHANG);
         if (pid <= 0) return;
+        if (pid == link_.pid) erlang_exited(link_, "the Erlang link", status);
+        if (pid == companion_.pid) erlang_exited(companion_, "the companion Erlang VM", status);
         for (auto& g : gens_) {
             for (uint32_t i = 0; i < g->workers.size(); ++i)
                 if (g->workers[i].pid == pid) worker_exited(*g, i, status);
@@ -394,6 +408,21 @@ void Master::reload_config() {
         log::error("reload refused, still serving the previous configuration: %s", e.what());
         return;
     }
+    bool link_was_off = !id_.enabled;
+    if (link_was_off) {
+        // The first native module (or erlang section) arrives with this reload: bertd's
+        // identity is decided now, and kept for the server's life like any other.
+        try {
+            id_ = erl::resolve_identity(opts_, c);
+        } catch (const ConfigError& e) {
+            log::error("reload refused, still serving the previous configuration: %s", e.what());
+            return;
+        }
+        if (id_.enabled) {
+            setenv("BERTD_ERLANG", ("@" + erl::handler_address(getpid())).c_str(), 1);
+            link_.wanted = true;  // tend_erlang starts it
+        }
+    }
     std::unique_ptr<Generation> g;
     try {
         if (c.listen + " " + std::to_string(c.port) != listen_key_) {
@@ -418,6 +447,22 @@ void Master::reload_config() {
     start_generation(fresh);
     log::info("configuration reloaded: generation %llu serves, generation %llu finishes its requests",
               (unsigned long long)fresh.rt.generation, (unsigned long long)old.rt.generation);
+    if (id_.enabled) {
+        if (link_.pid) kill(link_.pid, SIGHUP);  // it re-reads the file: native modules, registered names
+        const Config& nc = fresh.rt.config;
+        if (erl::needs_companion(nc) && id_.companion.empty())
+            log::warn("native modules with codepaths need a companion VM: restart bertd to start one");
+        bool wanted = erl::needs_companion(nc) && !id_.companion.empty();
+        erl::CompanionCommand cmd = wanted ? erl::companion_command(id_, nc, opts_) : erl::CompanionCommand{};
+        if (cmd.command != companion_cmd_.command || cmd.env != companion_cmd_.env || wanted != companion_.wanted) {
+            // New code paths or options: the VM is restarted with them.
+            companion_cmd_ = cmd;
+            companion_.wanted = wanted;
+            companion_.fails = 0;
+            companion_.respawn_at_us = 0;
+            if (companion_.pid) kill(companion_.pid, SIGTERM);
+        }
+    }
     // The old acceptors stop accepting, finish what they hold, and pass each idle
     // connection to the new generation, so a client never sees its connection drop.
     old.rt.seg->header().successor = fresh.rt.generation;
@@ -458,12 +503,13 @@ void Master::begin_stop(bool graceful) {
         log::info("stopping now");
         phase_ = Phase::Terminating;
         listen_fd_.reset();
-        signal_all(SIGTERM, true, true);
+        signal_all(SIGTERM, true, true);  // the Erlang link and VM go once the acceptors have
     }
     stop_deadline_us_ = monotonic_us() + kStopGraceUs;
 }
 
 bool Master::anything_alive() const {
+    if (link_.pid || companion_.pid) return true;
     for (const auto& g : gens_) {
         for (const auto& a : g->acceptors)
             if (a.pid) return true;
@@ -487,6 +533,8 @@ int64_t Master::next_deadline() const {
             if (respawning && !a.pid) next = std::min(next, a.respawn_at_us);
     }
     if (phase_ != Phase::Running) next = std::min(next, stop_deadline_us_);
+    for (const ErlangProcess* p : {&link_, &companion_})
+        if (p->wanted && !p->pid) next = std::min(next, p->respawn_at_us);
     return next;
 }
 
@@ -523,6 +571,98 @@ void Master::notify_ready(const std::string& msg) {
     ready_fd_ = -1;
 }
 
+// ---- the Erlang link and the companion VM --------------------------------------------------
+
+// In a child: closes what belongs to the generations (listen sockets, slot and
+// hand-over sockets), so that only the master and the acceptors hold them.
+void Master::close_inherited() {
+    listen_fd_.reset();
+    if (ready_fd_ >= 0) ::close(ready_fd_);
+    ready_fd_ = -1;
+    for (auto& g : gens_) {
+        g->rt.listen_fd.reset();
+        g->rt.slots.clear();
+        g->rt.handover.reset();
+    }
+}
+
+void Master::spawn_link() {
+    pid_t master = getpid();
+    pid_t pid = fork();
+    if (pid < 0) {
+        log::error("fork the Erlang link: %s", strerror(errno));
+        link_.respawn_at_us = monotonic_us() + 1'000'000;
+        return;
+    }
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        for (int s : kSignals) signal(s, SIG_DFL);
+        log::set_role("erlang link");
+        prctl(PR_SET_NAME, "bertd-link");  // so ps and tests can tell it from the acceptors
+        close_inherited();
+        Config c = gens_.empty() ? first_config_ : current().rt.config;
+        int status = erl::run_link(opts_, c, id_, master);
+        _exit(status);
+    }
+    link_.pid = pid;
+    link_.started_us = monotonic_us();
+    log::debug("Erlang link started (pid %d) as node %s", pid, id_.cnode.c_str());
+}
+
+void Master::spawn_companion() {
+    pid_t pid = fork();
+    if (pid < 0) {
+        log::error("fork the companion Erlang VM: %s", strerror(errno));
+        companion_.respawn_at_us = monotonic_us() + 1'000'000;
+        return;
+    }
+    if (pid == 0) {
+        // erl execs erlexec, which execs beam: the death signal stays with the VM.
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, nullptr);
+        for (int s : kSignals) signal(s, SIG_DFL);
+        signal(SIGPIPE, SIG_DFL);
+        int null = open("/dev/null", O_RDONLY);
+        if (null >= 0) {
+            dup2(null, 0);
+            if (null != 0) ::close(null);
+        }
+        close_fds_from(3, {});
+        for (const auto& e : companion_cmd_.env) putenv(const_cast<char*>(e.c_str()));
+        execl("/bin/sh", "sh", "-c", companion_cmd_.command.c_str(), static_cast<char*>(nullptr));
+        _exit(127);
+    }
+    companion_.pid = pid;
+    companion_.started_us = monotonic_us();
+    log::info("companion Erlang VM %s started (pid %d)", id_.companion.c_str(), pid);
+    log::debug("companion command: %s", companion_cmd_.command.c_str());
+}
+
+void Master::erlang_exited(ErlangProcess& p, const char* what, int status) {
+    p.pid = 0;
+    if (phase_ != Phase::Running || !p.wanted) return;
+    int64_t now = monotonic_us();
+    p.fails = now - p.started_us < 5'000'000 ? p.fails + 1 : 1;
+    p.respawn_at_us = now + backoff_us(p.fails + 1);
+    log::error("%s %s; restarting it", what, describe_status(status).c_str());
+}
+
+void Master::tend_erlang() {
+    if (phase_ != Phase::Running) return;
+    int64_t now = monotonic_us();
+    if (link_.wanted && !link_.pid && now >= link_.respawn_at_us) spawn_link();
+    if (companion_.wanted && !companion_.pid && now >= companion_.respawn_at_us) spawn_companion();
+}
+
+void Master::stop_erlang(int sig) {
+    if (sig == SIGTERM && !link_.wanted && !companion_.wanted) return;  // asked already
+    link_.wanted = companion_.wanted = false;
+    if (link_.pid) kill(link_.pid, sig);
+    if (companion_.pid) kill(companion_.pid, sig);
+}
+
 // ---- the loop ---------------------------------------------------------------------------
 
 int Master::run() {
@@ -537,7 +677,18 @@ int Master::run() {
     for (int s : kSignals) sigaction(s, &sa, nullptr);
     signal(SIGPIPE, SIG_IGN);
 
+    id_ = erl::resolve_identity(opts_, first_config_);
     open_listen_socket(first_config_);
+    if (id_.enabled) {
+        // Handler workers find the link here (bertd.erlang_rpc and the like).
+        setenv("BERTD_ERLANG", ("@" + erl::handler_address(getpid())).c_str(), 1);
+        link_.wanted = true;
+        if (erl::needs_companion(first_config_)) {
+            companion_.wanted = true;
+            companion_cmd_ = erl::companion_command(id_, first_config_, opts_);
+        }
+        tend_erlang();
+    }
     gens_.push_back(build_generation(first_config_, next_generation_++));
     start_generation(current());
     write_pidfile();
@@ -581,9 +732,14 @@ int Master::run() {
         }
         if (phase_ == Phase::Running) {
             tend(current());
+            tend_erlang();
             retire_old_generations();
             continue;
         }
+        bool any_acceptor = false;
+        for (auto& g : gens_)
+            for (auto& a : g->acceptors) any_acceptor |= a.pid != 0;
+        if (!any_acceptor) stop_erlang(SIGTERM);  // native requests in flight are answered by now
         for (auto& g : gens_) {
             bool acceptors_left = false;
             for (auto& a : g->acceptors) acceptors_left |= a.pid != 0;
@@ -598,6 +754,7 @@ int Master::run() {
         if (monotonic_us() >= stop_deadline_us_) {
             log::warn("children still running after the grace period; killing them");
             signal_all(SIGKILL, true, true);
+            stop_erlang(SIGKILL);
             stop_deadline_us_ = monotonic_us() + 1'000'000;
         }
     }

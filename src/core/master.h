@@ -12,6 +12,7 @@
 
 #include "core/cli.h"
 #include "core/runtime.h"
+#include "erl/identity.h"
 
 namespace bertd {
 
@@ -47,6 +48,17 @@ private:
         bool workers_told = false;
     };
 
+    // The Erlang link and the companion VM live for the server's life, across
+    // generations; a reload sends the link SIGHUP and restarts the VM only when its
+    // command line changed.
+    struct ErlangProcess {
+        pid_t pid = 0;
+        int64_t started_us = 0;
+        int64_t respawn_at_us = 0;
+        int fails = 0;
+        bool wanted = false;
+    };
+
     std::unique_ptr<Generation> build_generation(Config config, uint64_t number);
     void start_generation(Generation& g);
     Generation& current() { return *gens_.back(); }
@@ -69,6 +81,12 @@ private:
     void write_pidfile();
     void remove_pidfile();
     void notify_ready(const std::string& msg);
+    void spawn_link();
+    void spawn_companion();
+    void erlang_exited(ErlangProcess& p, const char* what, int status);
+    void tend_erlang();
+    void stop_erlang(int sig);
+    void close_inherited();
 
     Options opts_;
     Config first_config_;
@@ -80,6 +98,9 @@ private:
     int64_t stop_deadline_us_ = 0;
     int ready_fd_ = -1;
     bool pidfile_written_ = false;
+    erl::Identity id_;
+    ErlangProcess link_, companion_;
+    erl::CompanionCommand companion_cmd_;
 };
 
 // Applies the command line's overrides (-p, -l, -a, -P) to a config read from file.

@@ -32,6 +32,10 @@ struct Runtime {
     Fd listen_fd;
     std::vector<ModuleRuntime> modules;  // external modules, in config order
     std::unordered_map<std::string, uint32_t> module_index;
+    // Native modules, by name: their entry in the segment's module table (stats only;
+    // they have no slots and no queues of their own).
+    std::unordered_map<std::string, uint32_t> native_index;
+    std::string link_address;  // the Erlang link's abstract socket; empty when there is no link
     std::vector<SlotRuntime> slots;
     std::vector<Fd> acceptor_wake;  // one eventfd per acceptor
     Fd master_wake;                 // acceptors poke the master here

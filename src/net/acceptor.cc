@@ -20,6 +20,7 @@
 #include "bert/frame.h"
 #include "bert/printer.h"
 #include "log/log.h"
+#include "net/acceptor_internal.h"
 
 namespace bertd {
 
@@ -61,62 +62,6 @@ std::string peer_text(const sockaddr_storage& a) {
 }
 }  // namespace
 
-struct Acceptor::Conn {
-    Acceptor* owner = nullptr;
-    uint64_t id = 0;
-    Fd fd;
-    event* rev = nullptr;
-    event* wev = nullptr;
-    std::string in;  // unparsed bytes start at in_start
-    size_t in_start = 0;
-    std::string out;  // unsent bytes start at out_start
-    size_t out_start = 0;
-    enum class State { Idle, Waiting, Busy } state = State::Idle;
-    bool reading = false;
-    bool high = true;  // priority of the next request ({info, priority, ...})
-    bool eof = false;  // the client will send nothing more
-    bool closing = false;  // close once `out` is flushed
-    bool out_paused = false;  // requests wait until the client has read its answers
-    bool admin_ok = false;
-    bool dead = false;     // closed; freed at the start of the next callback
-    bool handed_over = false;  // passed to the next generation, not closed
-    std::string peer;
-    int64_t accepted_us = 0;      // wall clock, for the access log
-    int64_t last_active_us = 0;   // monotonic, for the idle timeout
-    // The request in progress.
-    uint32_t module = 0;
-    bool cast = false;
-    size_t frame_len = 0;  // header + payload, at in_start
-    RequestInfo req;
-
-    ~Conn() {
-        if (rev) event_free(rev);
-        if (wev) event_free(wev);
-    }
-};
-
-struct Acceptor::Lease {
-    Acceptor* owner = nullptr;
-    uint32_t slot = 0;
-    int fd = -1;
-    event* ev = nullptr;
-    event* timer = nullptr;
-    Conn* conn = nullptr;  // null once the client no longer waits (cast, or gone)
-    uint64_t conn_id = 0;
-    uint32_t module = 0;
-    bool cast = false;
-    std::string pending;  // request bytes not yet written
-    size_t pending_off = 0;
-    std::string reply;
-    bool writing = false;
-    RequestInfo req;  // a cast's, logged when its worker finishes
-
-    ~Lease() {
-        if (ev) event_free(ev);
-        if (timer) event_free(timer);
-    }
-};
-
 Acceptor::Acceptor(Runtime& rt, uint32_t index)
     : rt_(rt), seg_(*rt.seg), index_(index), max_frame_(rt.config.limits.max_frame) {
     leases_.resize(seg_.nslots());
@@ -131,6 +76,7 @@ Acceptor::~Acceptor() {
     if (handover_ev_) event_free(handover_ev_);
     if (retry_ev_) event_free(retry_ev_);
     if (tick_ev_) event_free(tick_ev_);
+    if (link_ev_) event_free(link_ev_);
     for (auto* e : signal_evs_) event_free(e);
     if (base_) event_base_free(base_);
 }
@@ -182,6 +128,7 @@ bool Acceptor::start(bool handle_signals) {
     }
     // Hand-offs may have been made to this index while it was down.
     scan_slots();
+    if (!rt_.link_address.empty()) link_connect();
     return true;
 }
 
@@ -319,7 +266,7 @@ void Acceptor::hand_over_idle() {
     std::vector<Conn*> idle;
     for (auto& [id, c] : conns_)
         if (!c->dead && c->state == Conn::State::Idle && c->in_start == c->in.size() &&
-            c->out_start == c->out.size() && !c->eof && !c->closing)
+            c->out_start == c->out.size() && !c->eof && !c->closing && !c->from_link)
             idle.push_back(c.get());
     // Many descriptors per datagram: the successor's queue holds only a few datagrams.
     for (size_t at = 0; at < idle.size(); at += kHandoverBatch) {
@@ -486,6 +433,7 @@ bool Acceptor::handle_frame(Conn& c, std::string_view payload) {
     r.started_us = r.arrived_us;
     r.high = c.high;
     c.high = true;  // priority applies to the next request only
+    r.native = false;
     if (access_log_.enabled()) {
         r.arrived_wall_us = now_us();
         r.text.clear();
@@ -499,6 +447,31 @@ bool Acceptor::handle_frame(Conn& c, std::string_view payload) {
         log_request(r, -1);
         return true;
     }
+    if (!c.from_link && !rt_.native_index.empty()) {
+        auto nat = rt_.native_index.find(std::string(pk.module));
+        if (nat != rt_.native_index.end()) {
+            bool has_external = rt_.module_index.count(std::string(pk.module)) != 0;
+            r.native = true;
+            if (send_native(c, payload, nat->second, has_external)) return false;  // the link answers
+            constexpr int et = int(ErrorType::Server);
+            count_request(int32_t(nat->second), r, et);
+            send_owned(c, error_frame(ErrorType::Server, 0,
+                                      "native module '" + std::string(pk.module) +
+                                          "': the Erlang link is not running (bertd restarts it)"));
+            log_request(r, et);
+            return true;
+        }
+    }
+    return route_external(c, payload);
+}
+
+// Serves a request on the external module of its name: a slot now, or a place in
+// the module's queue. Returns what handle_frame returns.
+bool Acceptor::route_external(Conn& c, std::string_view payload) {
+    bert::Peek pk;
+    bert::peek(payload, pk);
+    RequestInfo& r = c.req;
+    r.native = false;
     auto it = rt_.module_index.find(std::string(pk.module));
     if (it == rt_.module_index.end()) {
         std::string msg = "No such module '" + std::string(pk.module) + "'";
@@ -809,7 +782,7 @@ void Acceptor::log_request(const RequestInfo& r, int error_type) {
         rec.run_us = done - r.started_us;
         rec.queued_high = r.queued_high;
         rec.queued_low = r.queued_low;
-        rec.native = false;
+        rec.native = r.native;
         rec.high = r.high;
         rec.request = r.text;
         access_log_.write(rec);
@@ -920,6 +893,7 @@ void Acceptor::on_tick(evutil_socket_t, short, void* arg) {
     }
     for (Conn* c : idle) self->close_conn(*c);
     self->access_log_.reopen_if_moved();
+    if (!self->rt_.link_address.empty() && !self->link_fd_ && !self->stopping_) self->link_connect();
     // A wake-up may have been lost if an acceptor died between popping a waiter and waking us.
     self->scan_slots();
     self->maybe_exit();
@@ -960,7 +934,7 @@ void Acceptor::maybe_exit() {
         for (Conn* c : idle) close_conn(*c);
     }
     // Leases of casts outlive their connections: their workers are still working.
-    bool busy = !conns_.empty();
+    bool busy = !conns_.empty() || !native_.empty();
     for (auto& l : leases_)
         if (l) busy = true;
     if (!busy) event_base_loopbreak(base_);

@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -28,6 +29,7 @@ struct RequestInfo {
     int64_t arrived_wall_us = 0;  // wall clock, for the log line
     uint32_t queued_high = 0, queued_low = 0;
     bool high = true;
+    bool native = false;  // served by a native module (the access log says nat)
     std::string text;  // the request in Erlang syntax, when the access log is on
 };
 
@@ -92,6 +94,23 @@ private:
     void poke_master();
     void begin_shutdown(bool graceful);
     void maybe_exit();
+    bool route_external(Conn& c, std::string_view payload);  // handle_frame's external half
+
+    // acceptor_link.cc: native requests through the Erlang link, and the connections
+    // the link opens to run rpc:calls from Erlang nodes on external modules.
+    struct NativeRequest {
+        uint64_t conn_id = 0;
+        uint32_t stats_module = 0;
+    };
+    static void on_link_io(evutil_socket_t, short, void*);
+    bool link_connect();
+    void link_io(short what);
+    void link_lost(const std::string& why);
+    void link_message(uint8_t type, uint64_t tag, std::string_view body);
+    void link_flush();
+    bool send_native(Conn& c, std::string_view payload, uint32_t stats_module, bool has_external);
+    void native_answer(uint64_t tag, std::string_view payload);
+    void native_fallback(uint64_t tag);
 
     Runtime& rt_;
     Segment& seg_;
@@ -113,6 +132,15 @@ private:
     std::string read_buf_;
     AccessLog access_log_;
     std::vector<std::unique_ptr<Conn>> graveyard_;  // closed, freed at the next callback
+    Fd link_fd_;
+    event* link_ev_ = nullptr;
+    std::string link_in_, link_out_;
+    size_t link_in_start_ = 0, link_out_start_ = 0;
+    bool link_writing_ = false;
+    std::deque<int> link_fds_;  // descriptors received with Conn messages, in order
+    std::unordered_map<uint64_t, NativeRequest> native_;
+    uint64_t next_native_ = 1;
+    int64_t link_retry_us_ = 0;
 };
 
 }  // namespace bertd

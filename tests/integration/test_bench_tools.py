@@ -131,7 +131,9 @@ class HandlerProcess:
             os.set_inheritable(3, True)
             os.set_inheritable(4, True)
 
-        self.proc = subprocess.Popen([exe], pass_fds=(3, 4), preexec_fn=on_fds_3_and_4,
+        # Not pass_fds=(3, 4): that needs fds 3 and 4 open in this process before the fork (EBADF
+        # otherwise). Python's own fds are not inheritable, so nothing else leaks.
+        self.proc = subprocess.Popen([exe], close_fds=False, preexec_fn=on_fds_3_and_4,
                                      stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
         theirs.close()
         self.sock.settimeout(5)

@@ -5,6 +5,7 @@ from .bert import (Atom, BitBinary, DecodeError, EncodeError, Export, ImproperLi
                    decode, encode, encode_berp, read_berp, read_berp_bytes, write_berp)
 from .client import (BertdError, Connection, ConnectionError, ProtocolError, ProxyError, ReadError,
                      ReadTimeout, RPCError, ServerError, Service, UserError)
+from .erlang import ErlangError, erlang_rpc, erlang_send
 from .handler import Handler, expose, function, logfile, loglevel, start
 
 # When true (the default), a script that exposed functions and did not call start() runs the
@@ -17,4 +18,5 @@ __all__ = [
     "BertdError", "Connection", "ConnectionError", "ProtocolError", "ProxyError", "ReadError", "ReadTimeout",
     "RPCError", "ServerError", "Service", "UserError",
     "Handler", "expose", "function", "logfile", "loglevel", "start", "auto_start",
+    "ErlangError", "erlang_rpc", "erlang_send",
 ]

@@ -224,14 +224,26 @@ class Service:
 
     def request(self, kind, module, function, args, priority=None, info=()):
         """Sends one call or cast with its info frames and returns the result (None for a cast)."""
+        request = bert.encode((Atom(kind), Atom(module), Atom(function), list(args)))
+        return self._send(request, kind, priority, info)
+
+    def request_raw(self, payload, priority=None, info=()):
+        """Sends `payload` (BERT bytes, not checked: it may be malformed) as the request frame after the
+        info frames, and returns the answer interpreted as for a call (None for {noreply}). For tools
+        and tests."""
+        return self._send(bytes(payload), "request", priority, info)
+
+    def _send(self, request, kind, priority, info):
         frames = []
         priority = priority if priority is not None else self.priority
         if priority is not None:
             frames.append((_INFO, _PRIORITY, [Atom(priority)]))
         for command, options in info:
             frames.append((_INFO, Atom(command), list(options)))
-        frames.append((Atom(kind), Atom(module), Atom(function), list(args)))
+        if len(request) > 0xFFFFFFFF:
+            raise bert.EncodeError("request longer than a BERP can carry")
         payload = b"".join(bert.encode_berp(f) for f in frames)
+        payload += len(request).to_bytes(4, "big") + request
         with self._lock:
             answer = self._exchange(payload)
         return self._interpret(answer, kind)

@@ -3,6 +3,7 @@
 # own (those belong to the handler) and never leaves a request without an answer.
 require 'logger'
 require_relative 'bertd/codec'
+require_relative 'bertd/erlang'
 
 module Ernie
   VERSION = '1.0.0'
@@ -17,6 +18,8 @@ module Ernie
       super(message)
     end
   end
+
+  ErlangError = BERTD::Erlang::Error
 
   # A frame that was read whole but is not a BERT; it answers a protocol error.
   Undecodable = Struct.new(:reason)
@@ -143,6 +146,17 @@ module Ernie
       @logger&.add(level, text)
     end
 
+    # Calls mod:fun(*args) on an Erlang node through bertd's Erlang link (nil: bertd's native
+    # node) and returns the result; raises ErlangError for {badrpc, Reason}.
+    def erlang_rpc(node, mod, fun, args = [])
+      BERTD::Erlang.rpc(node, mod, fun, args)
+    end
+
+    # Sends msg to the process registered as `name` on an Erlang node, through bertd.
+    def erlang_send(node, name, msg)
+      BERTD::Erlang.send_message(node, name, msg)
+    end
+
     # Calls Mod:Fun(*Args) as a request would, raising ServerError when it does not exist.
     def dispatch(mod, fun, args)
       m = @mods[mod.to_s]
@@ -168,7 +182,7 @@ module Ernie
         answer = process(request)
         next if answer.nil?
 
-        log("<- #{answer.inspect}", Logger::DEBUG)
+        log("<- #{answer.inspect}", Logger::DEBUG) if @logger&.debug? # inspect costs O(answer size)
         output.write(frame_answer(answer))
       end
       log('End of input, exiting')
@@ -218,7 +232,7 @@ module Ernie
     end
 
     def run(kind, mod, fun, args)
-      log("-> #{BERT::Tuple[kind, mod, fun, args].inspect}")
+      log("-> #{BERT::Tuple[kind, mod, fun, args].inspect}") if @logger # inspect costs O(request size)
       args = [args] unless args.is_a?(Array)
       result = dispatch(mod, fun, args)
       kind == :call ? BERT::Tuple[:reply, result] : BERT::Tuple[:noreply]

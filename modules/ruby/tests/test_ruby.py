@@ -160,11 +160,14 @@ class Handler:
         def give_fds():
             os.dup2(theirs.fileno(), 3)
             os.dup2(theirs.fileno(), 4)
+            os.set_inheritable(3, True)
+            os.set_inheritable(4, True)
 
         try:
-            # 3 and 4 must be in pass_fds or they would be closed after give_fds has set them.
+            # Not pass_fds=(3, 4): that needs fds 3 and 4 open in this process before the fork
+            # (EBADF otherwise). Python's own fds are not inheritable, so nothing else leaks.
             self.proc = subprocess.Popen(
-                argv, pass_fds=(3, 4), preexec_fn=give_fds, env=env, cwd=cwd,
+                argv, close_fds=False, preexec_fn=give_fds, env=env, cwd=cwd,
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             )
         finally:

@@ -113,6 +113,15 @@ module BERTD
       interpret(kind, answer)
     end
 
+    # Sends `payload` (BERT bytes, not checked: it may be malformed) as the request frame after the
+    # options' infos, and returns the answer interpreted as for a call (nil for {noreply}). For tools
+    # and tests.
+    def request_raw(payload, **options)
+      payload = frames(infos(options)) + [payload.bytesize].pack('N') + payload.b
+      answer = @persistent ? @lock.synchronize { exchange_persistent(payload) } : exchange_once(payload)
+      interpret(:call, answer)
+    end
+
     # Closes the persistent connection, if any (a later request opens a new one).
     def close
       @lock.synchronize { drop_socket }

@@ -1,0 +1,252 @@
+// acceptor_link.cc: the acceptor's side of the Erlang link (src/erl/proto.h). A
+// native request keeps its connection busy, with its bytes still in the buffer,
+// until the link answers it or says "fallback" (then the same bytes go to the
+// external module). Connections the link hands over (rpc:call from Erlang nodes)
+// are served like clients, on external modules only. Nothing here blocks, and a
+// lost link answers every request waiting on it at once.
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "bert/frame.h"
+#include "erl/proto.h"
+#include "log/log.h"
+#include "net/acceptor_internal.h"
+
+namespace bertd {
+
+namespace {
+constexpr int64_t kLinkRetryUs = 200'000;
+}
+
+bool Acceptor::link_connect() {
+    if (link_fd_) return true;
+    int64_t now = monotonic_us();
+    if (now < link_retry_us_) return false;
+    link_retry_us_ = now + kLinkRetryUs;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return false;
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    const std::string& name = rt_.link_address;
+    size_t n = std::min(name.size(), sizeof a.sun_path - 2);
+    memcpy(a.sun_path + 1, name.data(), n);
+    auto len = socklen_t(offsetof(sockaddr_un, sun_path) + 1 + n);
+    if (connect(fd, reinterpret_cast<sockaddr*>(&a), len) != 0) {
+        ::close(fd);
+        return false;  // not up yet, or restarting
+    }
+    link_fd_.reset(fd);
+    link_ev_ = event_new(base_, fd, EV_READ | EV_PERSIST, on_link_io, this);
+    event_add(link_ev_, nullptr);
+    char hello[12];
+    linkproto::put_u64(hello, rt_.generation);
+    linkproto::put_u32(hello + 8, index_);
+    linkproto::append(link_out_, linkproto::Hello, 0, std::string_view(hello, sizeof hello));
+    link_flush();
+    log::debug("connected to the Erlang link");
+    return true;
+}
+
+void Acceptor::on_link_io(evutil_socket_t, short what, void* arg) {
+    auto* self = static_cast<Acceptor*>(arg);
+    self->graveyard_.clear();
+    self->link_io(what);
+    self->maybe_exit();
+}
+
+// Writes what is queued. A failure is only noted: the read side then finds the
+// end of the stream, so requests are failed from a callback of their own and
+// never from inside the handle_frame that queued them.
+void Acceptor::link_flush() {
+    if (!link_fd_) return;
+    while (link_out_start_ < link_out_.size()) {
+        ssize_t n = ::send(link_fd_.get(), link_out_.data() + link_out_start_,
+                           link_out_.size() - link_out_start_, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n > 0) {
+            link_out_start_ += size_t(n);
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && errno == EAGAIN) {
+            if (!link_writing_) {
+                link_writing_ = true;
+                event_del(link_ev_);
+                event_assign(link_ev_, base_, link_fd_.get(), EV_READ | EV_WRITE | EV_PERSIST, on_link_io,
+                             this);
+                event_add(link_ev_, nullptr);
+            }
+            return;
+        }
+        event_active(link_ev_, EV_READ, 0);
+        return;
+    }
+    link_out_.clear();
+    link_out_start_ = 0;
+    if (link_writing_) {
+        link_writing_ = false;
+        event_del(link_ev_);
+        event_assign(link_ev_, base_, link_fd_.get(), EV_READ | EV_PERSIST, on_link_io, this);
+        event_add(link_ev_, nullptr);
+    }
+}
+
+void Acceptor::link_io(short what) {
+    if (!link_fd_) return;
+    if (what & EV_WRITE) link_flush();
+    if (!(what & EV_READ)) return;
+    for (int round = 0; round < 16; ++round) {
+        iovec iov{read_buf_.data(), read_buf_.size()};
+        alignas(cmsghdr) char ctrl[CMSG_SPACE(sizeof(int) * 8)];
+        msghdr msg{};
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = ctrl;
+        msg.msg_controllen = sizeof ctrl;
+        ssize_t n = recvmsg(link_fd_.get(), &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+            link_lost(n == 0 ? "it closed the connection" : strerror(errno));
+            return;
+        }
+        if (n < 0) break;
+        for (cmsghdr* cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
+            if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
+            size_t k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+            for (size_t i = 0; i < k; ++i) {
+                int fd;
+                memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof fd);
+                link_fds_.push_back(fd);
+            }
+        }
+        link_in_.append(read_buf_.data(), size_t(n));
+        if (size_t(n) < read_buf_.size()) break;
+    }
+    while (link_fd_) {
+        linkproto::Message m;
+        bool bad;
+        std::string_view buf(link_in_.data() + link_in_start_, link_in_.size() - link_in_start_);
+        if (!linkproto::scan(buf, max_frame_ + 64, m, bad)) {
+            if (bad) link_lost("it sent a malformed message");
+            break;
+        }
+        link_in_start_ += m.total;
+        link_message(m.type, m.tag, m.body);
+    }
+    if (link_in_start_ == link_in_.size()) {
+        link_in_.clear();
+        link_in_start_ = 0;
+    } else if (link_in_start_ > (1u << 20)) {
+        link_in_.erase(0, link_in_start_);
+        link_in_start_ = 0;
+    }
+}
+
+void Acceptor::link_message(uint8_t type, uint64_t tag, std::string_view body) {
+    switch (type) {
+        case linkproto::Answer: native_answer(tag, body); return;
+        case linkproto::Fallback: native_fallback(tag); return;
+        case linkproto::Conn: {
+            if (link_fds_.empty()) {
+                log::warn("the Erlang link handed over a connection without its descriptor");
+                return;
+            }
+            int fd = link_fds_.front();
+            link_fds_.pop_front();
+            set_nonblocking(fd);
+            sockaddr_storage none{};
+            seg_.header().stats.connections_total.fetch_add(1, std::memory_order_relaxed);
+            Conn& c = add_conn(fd, none);
+            c.from_link = true;
+            c.admin_ok = false;
+            conn_readable(c);
+            return;
+        }
+        default: log::warn("the Erlang link sent a message of unknown type %u", unsigned(type)); return;
+    }
+}
+
+void Acceptor::link_lost(const std::string& why) {
+    log::warn("lost the Erlang link: %s", why.c_str());
+    if (link_ev_) event_free(link_ev_);
+    link_ev_ = nullptr;
+    link_fd_.reset();
+    link_writing_ = false;
+    link_in_.clear();
+    link_out_.clear();
+    link_in_start_ = link_out_start_ = 0;
+    for (int fd : link_fds_) ::close(fd);
+    link_fds_.clear();
+    link_retry_us_ = monotonic_us() + kLinkRetryUs / 2;
+    auto pending = std::exchange(native_, {});
+    constexpr int et = int(ErrorType::Server);
+    for (auto& [tag, p] : pending) {
+        auto it = conns_.find(p.conn_id);
+        if (it == conns_.end() || it->second->dead) continue;
+        Conn& c = *it->second;
+        c.in_start += c.frame_len;
+        count_request(int32_t(p.stats_module), c.req, et);
+        send_owned(c, error_frame(ErrorType::Server, 0,
+                                  "native call: lost the connection to the Erlang link during the call"));
+        log_request(c.req, et);
+        conn_ready(c);
+        if (!c.dead) after_input(c);
+    }
+}
+
+bool Acceptor::send_native(Conn& c, std::string_view payload, uint32_t stats_module, bool has_external) {
+    if (!link_fd_) {
+        link_retry_us_ = 0;  // a connect to a unix socket costs next to nothing: try now
+        if (!link_connect()) return false;
+    }
+    uint64_t tag = next_native_++;
+    char flags = char((c.cast ? linkproto::Cast : 0) | (has_external ? linkproto::HasExternal : 0));
+    linkproto::append(link_out_, linkproto::Request, tag, std::string_view(&flags, 1), payload);
+    native_[tag] = {c.id, stats_module};
+    c.state = Conn::State::Busy;
+    link_flush();
+    return true;
+}
+
+void Acceptor::native_answer(uint64_t tag, std::string_view payload) {
+    auto it = native_.find(tag);
+    if (it == native_.end()) return;
+    NativeRequest p = it->second;
+    native_.erase(it);
+    auto ci = conns_.find(p.conn_id);
+    if (ci == conns_.end() || ci->second->dead) return;  // the client left
+    Conn& c = *ci->second;
+    c.in_start += c.frame_len;
+    int et = answer_error_type(payload);
+    count_request(int32_t(p.stats_module), c.req, et);
+    std::string frame;
+    frame.reserve(bert::kFrameHeader + payload.size());
+    bert::append_frame(frame, payload);
+    send_owned(c, std::move(frame));
+    log_request(c.req, et);
+    conn_ready(c);
+    if (!c.dead) after_input(c);
+}
+
+// The native module does not take this call: the external module of the same name does.
+void Acceptor::native_fallback(uint64_t tag) {
+    auto it = native_.find(tag);
+    if (it == native_.end()) return;
+    uint64_t conn_id = it->second.conn_id;
+    native_.erase(it);
+    auto ci = conns_.find(conn_id);
+    if (ci == conns_.end() || ci->second->dead) return;
+    Conn& c = *ci->second;
+    c.state = Conn::State::Idle;
+    std::string_view payload(c.in.data() + c.in_start + bert::kFrameHeader, c.frame_len - bert::kFrameHeader);
+    if (route_external(c, payload)) c.in_start += c.frame_len;
+    if (c.state == Conn::State::Idle) {
+        conn_ready(c);
+        if (!c.dead) after_input(c);
+    } else if (!c.dead) {
+        set_reading(c, false);
+    }
+}
+
+}  // namespace bertd
