@@ -147,18 +147,20 @@ class Reloads(FaultTest):
 
 class MisbehavingHandlers(FaultTest):
     def test_hanging_handler_is_timed_out_and_replaced_while_others_are_served(self):
-        s = self.server(config(ext_extra="timeout: 500ms"))
-        load = Load(self, s.port, 3.0, connections=8, targets=("echo:echo", "echo:echo:low", "ext:echo"),
-                    timeout=3, series=0.5)
+        # 2 s, not less: the other ext worker (Python) must answer the load within the timeout
+        # even when the machine is busy with other work.
+        s = self.server(config(ext_extra="timeout: 2s"))
+        load = Load(self, s.port, 4.0, connections=8, targets=("echo:echo", "echo:echo:low", "ext:echo"),
+                    timeout=6, series=0.5)
         time.sleep(0.5)
         before = workers(s, PYEXT)
         t_sent = time.monotonic()
         with self.assertRaises(bertd.ServerError) as cm:
-            s.service().call.ext.slow(10000)
+            s.service().call.ext.slow(20000)
         t_answer = time.monotonic()
-        self.assertIn("'ext' did not answer within 0.5 s (timeout)", str(cm.exception.message))
-        self.assertGreaterEqual(t_answer - t_sent, 0.45)
-        self.assertLess(t_answer - t_sent, 1.5)
+        self.assertIn("'ext' did not answer within 2 s (timeout)", str(cm.exception.message))
+        self.assertGreaterEqual(t_answer - t_sent, 1.95)
+        self.assertLess(t_answer - t_sent, 4)
         back = time_until(lambda: len(w := workers(s, PYEXT)) == 2 and set(w) != set(before), t_answer, 5)
         self.assertLess(back, BACK_WITHIN)
         print(f"\n    timeout answered after {(t_answer - t_sent) * 1000:.0f} ms, worker back {back * 1000:.0f} ms "
