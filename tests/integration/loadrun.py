@@ -120,8 +120,27 @@ def is_bertd(pid):
         return False
 
 
+def comm(pid):
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
 def acceptors(server):
-    return sorted(p for p in children(server.proc.pid) if is_bertd(p))
+    """The master's bertd children but the Erlang link (named bertd-link)."""
+    return sorted(p for p in children(server.proc.pid) if is_bertd(p) and comm(p) != "bertd-link")
+
+
+def link_pid(server):
+    """The Erlang link process (native modules), or None: for the link's fault tests."""
+    return next((p for p in children(server.proc.pid) if is_bertd(p) and comm(p) == "bertd-link"), None)
+
+
+def companion_vm_pid(server):
+    """The companion Erlang VM the master starts for native codepaths (beam.smp), or None."""
+    return next((p for p in children(server.proc.pid) if comm(p) == "beam.smp"), None)
 
 
 def workers(server, marker):
@@ -166,6 +185,8 @@ def bertd_processes(server):
     out = {server.proc.pid: "master"}
     for p in acceptors(server):
         out[p] = "acceptor"
+    if (p := link_pid(server)) is not None:
+        out[p] = "link"
     return out
 
 

@@ -17,7 +17,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import py_handler  # noqa: E402
-from loadrun import ECHO, Load, MeasuredServer, cmdline, fd_count, rss_kb, session_pids, zombies  # noqa: E402
+from loadrun import ECHO, Load, MeasuredServer, cmdline, comm, fd_count, rss_kb, session_pids, zombies  # noqa: E402
 
 PERSISTENT_TARGETS = ("echo:echo", "echo:echo:low", "echo2:echo", "echo2:echo:low", "ext:echo", "ext:echo:low")
 CONNECT_TARGETS = ("echo:echo", "echo2:echo:low", "ext:echo")
@@ -25,7 +25,7 @@ CONNECT_TARGETS = ("echo:echo", "echo2:echo:low", "ext:echo")
 # Growth allowed between the snapshots, per process: the larger of a fixed slack (allocator
 # noise) and a fraction of where it started. A leak of a few bytes per request over a million
 # requests is several MiB, well past these.
-SLACK_KB = {"master": 2048, "acceptor": 2048, "worker": 2048}
+SLACK_KB = {"master": 2048, "acceptor": 2048, "link": 2048, "worker": 2048}
 SLACK_FRACTION = 0.10
 LONG_RUN = 500_000
 
@@ -55,7 +55,7 @@ def snapshot(server):
         argv = cmdline(pid)
         role = "worker"
         if argv and os.path.basename(argv[0]) == "bertd":
-            role = "master" if pid == server.proc.pid else "acceptor"
+            role = "master" if pid == server.proc.pid else "link" if comm(pid) == "bertd-link" else "acceptor"
         out[pid] = {"role": role, "command": " ".join(a for a in argv if a)[-60:], "rss_kb": rss_kb(pid),
                     "fds": fd_count(pid)}
     return out

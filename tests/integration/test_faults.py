@@ -5,8 +5,10 @@ process held may fail, each with an answer or a closed connection (never a hang:
 a request after 3 s without an answer), everything else succeeds, and the process is back
 within a second, measured from the fault.
 
-Not here yet: killing the Erlang link process and the companion Erlang VM (they come with the
-native modules; add them beside WorkerKilled when src/erl lands).
+Not here yet: killing the Erlang link process and the companion Erlang VM under load (native
+modules were out of this work's scope). The hook: a class beside WorkerKilled with a native module
+in the config, loadrun.link_pid(server) and loadrun.companion_vm_pid(server) for the victims, the same
+Load targets plus "nat:..." ones, and assert_failed_only_within() with the link's error kind.
 """
 import os
 import signal
@@ -17,7 +19,7 @@ import unittest
 
 import harness
 from harness import Server, py_handler, run_bertd, wait_until
-from loadrun import ECHO, Load, acceptors, failures, kill9, time_until, workers, zombies
+from loadrun import ECHO, Load, acceptors, failures, fd_count, kill9, time_until, workers, zombies
 
 import bertd
 
@@ -80,6 +82,7 @@ class WorkerKilled(FaultTest):
         back = time_until(lambda: len(w := workers(s, ECHO)) == 2 and victim not in w, t_kill, 5)
         r = load.result()
         self.assertLess(back, BACK_WITHIN)
+        print(f"\n    worker back {back * 1000:.0f} ms after kill -9; {failures(r)} of {r['requests']}", end=" ")
         # A worker holds one request at a time: that one may fail, with a server error.
         self.assert_failed_only_within(r, {"server"}, t_kill, 1, detail="exited while serving")
         self.assert_served_throughout(r)
@@ -98,11 +101,14 @@ class AcceptorKilled(FaultTest):
         time.sleep(1.0)
         before = acceptors(s)
         self.assertEqual(len(before), 2)
-        victim = before[0]
+        victim = max(before, key=fd_count)  # the one holding more connections
         t_kill = kill9(victim)
         back = time_until(lambda: len(a := acceptors(s)) == 2 and victim not in a, t_kill, 5)
         results = [persistent.result(), connect.result()]
+        self.assertGreater(sum(sum(failures(r).values()) for r in results), 0, "the victim held no request")
         self.assertLess(back, BACK_WITHIN)
+        print(f"\n    acceptor back {back * 1000:.0f} ms after kill -9; "
+              f"{[(failures(r), r['requests']) for r in results]}", end=" ")
         for r in results:
             # The dead acceptor's connections are closed under their requests (nobody is left to
             # answer them); each loadgen connection has one request in flight, so at most one each.
@@ -141,20 +147,24 @@ class Reloads(FaultTest):
 
 class MisbehavingHandlers(FaultTest):
     def test_hanging_handler_is_timed_out_and_replaced_while_others_are_served(self):
-        s = self.server(config(ext_extra="timeout: 500ms"))
-        load = Load(self, s.port, 3.0, connections=8, targets=("echo:echo", "echo:echo:low", "ext:echo"),
-                    timeout=3, series=0.5)
+        # 2 s, not less: the other ext worker (Python) must answer the load within the timeout
+        # even when the machine is busy with other work.
+        s = self.server(config(ext_extra="timeout: 2s"))
+        load = Load(self, s.port, 4.0, connections=8, targets=("echo:echo", "echo:echo:low", "ext:echo"),
+                    timeout=6, series=0.5)
         time.sleep(0.5)
         before = workers(s, PYEXT)
         t_sent = time.monotonic()
         with self.assertRaises(bertd.ServerError) as cm:
-            s.service().call.ext.slow(10000)
+            s.service().call.ext.slow(20000)
         t_answer = time.monotonic()
-        self.assertIn("'ext' did not answer within 0.5 s (timeout)", str(cm.exception.message))
-        self.assertGreaterEqual(t_answer - t_sent, 0.45)
-        self.assertLess(t_answer - t_sent, 1.5)
+        self.assertIn("'ext' did not answer within 2 s (timeout)", str(cm.exception.message))
+        self.assertGreaterEqual(t_answer - t_sent, 1.95)
+        self.assertLess(t_answer - t_sent, 4)
         back = time_until(lambda: len(w := workers(s, PYEXT)) == 2 and set(w) != set(before), t_answer, 5)
         self.assertLess(back, BACK_WITHIN)
+        print(f"\n    timeout answered after {(t_answer - t_sent) * 1000:.0f} ms, worker back {back * 1000:.0f} ms "
+              "later", end=" ")
         r = load.result()
         self.assertEqual(failures(r), {}, r["failure_log"])
         self.assert_served_throughout(r)
@@ -173,6 +183,7 @@ class MisbehavingHandlers(FaultTest):
             self.assertIn(text, str(cm.exception.message))
             back = time_until(lambda: len(w := workers(s, PYEXT)) == 2 and set(w) != set(before), t_sent, 5)
             self.assertLess(back, BACK_WITHIN, function)
+            print(f"\n    {function}: worker back {back * 1000:.0f} ms after the request", end=" ")
         r = load.result()
         self.assertEqual(failures(r), {}, r["failure_log"])
         self.assert_served_throughout(r)
