@@ -39,9 +39,13 @@ HANDLERS = {
     "cpp": ("External C++ handler (tests/handlers/echo.cc)", os.path.join(BUILD, "tests/handlers/echo")),
     "python": ("External Python handler (tests/handlers/pyecho.py, modules/python)",
                os.path.join(ROOT, "tests/handlers/pyecho.py")),
-    # "erlang": the native Erlang module rows come with src/erl: a bertd config with a native echo
-    # module and no relay baseline (compare with the C++ rows); add it here and in cases().
+    # bertd calls the native module bertd_echo:echo/1 on its companion Erlang VM; the baseline beside
+    # it is the relay with the C++ echo, so the ratio is native against the fastest external handler.
+    "erlang": ("Native Erlang module (modules/erlang/bertd_echo.erl); baseline: the relay with the C++ echo",
+               os.path.join(BUILD, "tests/handlers/echo")),
 }
+# The module each handler's bertd serves the echo as (the relay always passes frames to its workers).
+BERTD_MODULE = {"cpp": "echo", "python": "echo", "erlang": "bertd_echo"}
 PAYLOADS = {"small": None, "1MiB": MIB}
 PAYLOAD_TITLES = {"small": 'small arguments (`<<"hello">>`)', "1MiB": "1 MiB binary arguments"}
 
@@ -61,7 +65,7 @@ class Case:
 def cases(quick):
     out = []
     concurrency = (8, 64) if quick else (1, 8, 64, 512)
-    for handler in ("cpp", "python"):
+    for handler in ("cpp", "python", "erlang"):
         for mode in ("persistent", "connect"):
             for clients in concurrency:
                 out.append(Case(handler, "small", mode, clients))
@@ -73,8 +77,14 @@ def cases(quick):
 
 
 # {call, echo, echo, [<<"hello">>]} as term_to_binary/1 writes it, and the start of {reply, _}.
-PROBE = bytes([131, 104, 4, 100, 0, 4]) + b"call" + bytes([100, 0, 4]) + b"echo" + bytes([100, 0, 4]) + b"echo" + \
-    bytes([108, 0, 0, 0, 1, 109, 0, 0, 0, 5]) + b"hello" + bytes([106])
+def probe_request(module):
+    """{call, Module, echo, [<<"hello">>]} as term_to_binary/1 writes it."""
+    m = module.encode()
+    return bytes([131, 104, 4, 100, 0, 4]) + b"call" + bytes([100, 0, len(m)]) + m + bytes([100, 0, 4]) + b"echo" + \
+        bytes([108, 0, 0, 0, 1, 109, 0, 0, 0, 5]) + b"hello" + bytes([106])
+
+
+PROBE = probe_request("echo")
 REPLY_ATOMS = (bytes([100, 0, 5]) + b"reply", bytes([118, 0, 5]) + b"reply",
                bytes([115, 5]) + b"reply", bytes([119, 5]) + b"reply")
 
@@ -92,8 +102,8 @@ def free_port():
 class Server:
     """A server process in its own process group, so stopping it stops its workers too."""
 
-    def __init__(self, name, argv, port, logdir):
-        self.name, self.argv, self.port = name, argv, port
+    def __init__(self, name, argv, port, logdir, module="echo"):
+        self.name, self.argv, self.port, self.module = name, argv, port, module
         self.log_path = os.path.join(logdir, name + ".log")
         self.proc = None
 
@@ -107,8 +117,8 @@ class Server:
         finally:
             log.close()
         self.wait_listening(10)
-        deadline = time.monotonic() + 10
-        while True:  # the Python workers take a moment to start
+        deadline = time.monotonic() + 20
+        while True:  # the Python workers and the companion Erlang VM take a moment to start
             try:
                 self.probe()
                 return
@@ -141,7 +151,8 @@ class Server:
         """One echo call before the load, so a server that accepts but cannot answer is named as such."""
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
-                s.sendall(struct.pack(">I", len(PROBE)) + PROBE)
+                req = probe_request(self.module)
+                s.sendall(struct.pack(">I", len(req)) + req)
                 data = b""
                 while len(data) < 4 or len(data) < 4 + struct.unpack(">I", data[:4])[0]:
                     chunk = s.recv(65536)
@@ -203,16 +214,20 @@ def start_pair(handler, tmp):
     (with a note) when it cannot start."""
     command = HANDLERS[handler][1]
     cfg = os.path.join(tmp, f"{handler}.yaml")
+    if handler == "erlang":
+        module = (f"  - name: bertd_echo\n    type: native\n    codepaths: [{os.path.join(BUILD, 'ebin')}]\n")
+    else:
+        module = f"  - name: echo\n    command: {command}\n    count: {WORKERS}\n"
     with open(cfg, "w") as f:
         f.write(f"listen: 127.0.0.1\nacceptors: 2\nlimits: {{max_connections: {IDLE + 1000}}}\n"
-                f"modules:\n  - name: echo\n    command: {command}\n    count: {WORKERS}\n")
+                f"modules:\n{module}")
     relay_port, bertd_port = free_port(), free_port()
     pair = {
         "baseline": Server(f"baseline-{handler}", [os.path.join(BUILD, "tests/bench/relay"), "--port",
                                                    str(relay_port), "--workers", str(WORKERS), "--handler", command],
                            relay_port, tmp),
         "bertd": Server(f"bertd-{handler}", [os.path.join(BUILD, "bertd"), "-c", cfg, "-p", str(bertd_port)],
-                        bertd_port, tmp),
+                        bertd_port, tmp, BERTD_MODULE[handler]),
     }
     notes = []
     for name, s in list(pair.items()):
@@ -225,8 +240,9 @@ def start_pair(handler, tmp):
     return pair, notes
 
 
-def run_loadgen(port, case, duration, warmup, cpu):
+def run_loadgen(port, case, duration, warmup, cpu, module="echo"):
     argv = [os.path.join(BUILD, "tests/bench/loadgen"), "--host", "127.0.0.1", "--port", str(port),
+            "--module", module,
             "--connections", str(case.clients), "--duration", str(duration), "--warmup", str(warmup),
             "--mode", case.mode, "--timeout", "10", "--log-failures", "3"]
     if PAYLOADS[case.payload] is not None:
@@ -422,8 +438,20 @@ def write_report(results, path, png_name, plot_note):
                 cells.append(f"{b['p99_us'] / base['p99_us']:.2f}" if b and base and base["p99_us"] else "-")
                 L.append("| " + " | ".join(cells) + " |")
             L.append("")
-    L += ["Not measured here yet: the native Erlang module (its rows come with the native modules, src/erl; the "
-          "hook is HANDLERS and cases() in tests/bench/bench.py), and the libFuzzer figures (tests/fuzz).", ""]
+    native = {(r["mode"], r["clients"]): r["bertd"]["rps"] for r in results["cases"]
+              if r["handler"] == "erlang" and r["payload"] == "small" and r.get("bertd")}
+    external = {(r["mode"], r["clients"]): r["bertd"]["rps"] for r in results["cases"]
+                if r["handler"] == "cpp" and r["payload"] == "small" and r.get("bertd")}
+    both = sorted(k for k in native if k in external)
+    if both:
+        L += ["## Native calls against external calls", "",
+              "bertd's rate for the native Erlang echo divided by its rate for the external C++ echo, same run "
+              "(the goal is at least 0.5):", "", "| mode | clients | native req/s | external req/s | native / external |",
+              "|---|---:|---:|---:|---:|"]
+        for k in both:
+            L.append(f"| {k[0]} | {k[1]} | {native[k]:,.0f} | {external[k]:,.0f} | {native[k] / external[k]:.2f} |")
+        L.append("")
+    L += ["The libFuzzer figures (tests/fuzz) are in the section at the end of this file, kept by hand.", ""]
     idle = results.get("idle", {})
     if idle:
         L += ["## Idle connections", "",
@@ -532,7 +560,7 @@ def main():
                                 continue
                             try:
                                 runs[sname].append(run_loadgen(pair[sname].port, case, duration / rounds, warmup,
-                                                               cpu))
+                                                               cpu, pair[sname].module))
                             except (Failed, subprocess.TimeoutExpired, ValueError) as e:
                                 results["notes"].append(f"{case.name} against {sname} failed: {e}")
                                 print(f"bench: {case.name} against {sname} failed: {e}", flush=True)
