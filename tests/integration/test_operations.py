@@ -41,6 +41,25 @@ class OpsTest(unittest.TestCase):
     def setUp(self):
         import tempfile
         self.dir = tempfile.mkdtemp(prefix="bertd-ops-")
+        # Whatever a test started from its own directory goes when it ends, even if it failed
+        # before it learnt the pid (a daemon whose start timed out, say). Acceptors share the
+        # master's command line; workers exit once both are gone (end of file on fd 3).
+        self.addCleanup(self.kill_everything_from_here)
+
+    def kill_everything_from_here(self):
+        for name in os.listdir("/proc"):
+            if not name.isdigit() or int(name) == os.getpid():
+                continue
+            try:
+                with open(f"/proc/{name}/cmdline", "rb") as f:
+                    cmdline = f.read()
+            except OSError:
+                continue
+            if self.dir.encode() in cmdline:
+                try:
+                    os.kill(int(name), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
 
     def path(self, name):
         return os.path.join(self.dir, name)
