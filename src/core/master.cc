@@ -645,7 +645,7 @@ void Master::erlang_exited(ErlangProcess& p, const char* what, int status) {
     if (phase_ != Phase::Running || !p.wanted) return;
     int64_t now = monotonic_us();
     p.fails = now - p.started_us < 5'000'000 ? p.fails + 1 : 1;
-    p.respawn_at_us = now + backoff_us(p.fails + 1);
+    p.respawn_at_us = now + backoff_us(p.fails);  // the first restart at once: requests wait for it
     log::error("%s %s; restarting it", what, describe_status(status).c_str());
 }
 

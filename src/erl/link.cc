@@ -413,12 +413,13 @@ void Link::handshakes_done() {
             continue;
         }
         ++n.fails;
-        n.retry_at_us = monotonic_us() + backoff_us(n.fails);
+        n.retry_at_us = monotonic_us() + retry_delay_us(n);
         if (n.fails == 1 || n.last_error != h.error)
             log::warn("cannot connect to Erlang node %s: %s", n.name.c_str(), h.error.c_str());
         n.last_error = h.error;
         auto waiting = std::exchange(n.on_connect, {});
         for (auto& f : waiting) f(h.error);
+        if (!holds_requests(n)) fail_waiting(n, not_connected(n));
     }
 }
 
@@ -464,7 +465,7 @@ void Link::dist_closed(DistConn& d) {
             log::info("Erlang node %s disconnected", n.name.c_str());
         n.setup = Node::Setup::None;
         n.fails = std::max(n.fails, 1);
-        n.retry_at_us = monotonic_us() + backoff_us(n.fails);
+        n.retry_at_us = monotonic_us() + retry_delay_us(n);
         n.last_error = "the connection was lost";
     }
     for (uint64_t tag : lost) {
@@ -475,16 +476,15 @@ void Link::dist_closed(DistConn& d) {
         calls_.erase(it);
         fail_call(c, "the Erlang node " + n.name + " went away during the call");
     }
-    if (!n.conn) {
-        auto waiting = std::exchange(n.waiting, {});
-        for (auto& w : waiting) {
-            bert::Peek pk;
-            bert::peek(w.payload, pk);
-            answer_error(
-                w.acceptor, w.tag, 0,
-                "native module '" + std::string(pk.module) + "': the Erlang node " + n.name + " went away");
-        }
-    }
+    // Requests not yet sent wait for the node where it is expected back.
+    if (!n.conn && !holds_requests(n)) fail_waiting(n, "the Erlang node " + n.name + " went away");
+}
+
+// The companion VM is restarted by the master and boots in about a second: look for
+// it often, so the requests that wait for it go as soon as it is up.
+int64_t Link::retry_delay_us(const Node& n) const {
+    int64_t d = backoff_us(n.fails);
+    return n.name == id_.companion ? std::min<int64_t>(d, 200'000) : d;
 }
 
 // ---- calls ---------------------------------------------------------------------------------------
@@ -576,6 +576,7 @@ void Link::rex_call(DistConn& d, uint64_t tag, std::string_view m, std::string_v
 void Link::tick() {
     int64_t now = monotonic_us();
     expire_calls(now);
+    expire_waiting(now);
     for (auto& [name, n] : nodes_) {
         if (n.wanted) ensure_connected(n);
         if (conn_of(n) && n.wanted && n.setup == Node::Setup::Failed && now >= n.setup_retry_us)

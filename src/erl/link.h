@@ -96,6 +96,7 @@ public:
         uint64_t acceptor = 0, tag = 0;
         uint8_t flags = 0;
         std::string payload;
+        int64_t deadline_us = 0;  // answered with an error if still waiting then
     };
     struct Node {
         std::string name;
@@ -110,7 +111,7 @@ public:
         int64_t setup_retry_us = 0;
         std::unordered_map<std::string, std::set<std::pair<std::string, int>>> exports;  // module -> F/A
         std::unordered_map<std::string, std::string> missing;  // module -> why it cannot be loaded
-        std::vector<NativeReq> waiting;                        // arrived while the exports load
+        std::vector<NativeReq> waiting;  // arrived while the node connects or its exports load
         std::vector<std::function<void(const std::string& error)>> on_connect;  // "" on success
     };
     struct Call {
@@ -151,6 +152,7 @@ private:
     void add_dist(int fd, const std::string& node, bool incoming);
     Node& node(const std::string& name);
     void ensure_connected(Node& n);
+    int64_t retry_delay_us(const Node& n) const;
     void node_up(Node& n);
     void dist_closed(DistConn& d);
     DistConn* conn_of(Node& n);
@@ -182,6 +184,12 @@ private:
     void setup_reply(Call& c, std::string_view result);
     void setup_failed(Node& n, const std::string& why);
     void drain_waiting(Node& n);
+    bool holds_requests(const Node& n) const;
+    void hold_native(Node& n, uint64_t acceptor, uint64_t tag, uint8_t flags, std::string_view payload,
+                     const std::string& module);
+    void fail_waiting(Node& n, const std::string& why);
+    void expire_waiting(int64_t now);
+    std::string not_connected(const Node& n) const;  // "the Erlang node N is not connected (why)"
     void fail_call(Call& c, const std::string& why);
 
     // inbound.cc: what Erlang nodes send, and the loop connections that serve it

@@ -1,8 +1,10 @@
 // native.cc: native requests from acceptors. Decides native or external from the
 // export lists cached per node (refreshed when a node (re)connects and on reload),
 // sends the call to bertd_native on the node through rex without decoding the
-// client's arguments, and relays the answer bytes the node encoded. It never waits:
-// a node that is down answers at once with a server error.
+// client's arguments, and relays the answer bytes the node encoded. It never blocks.
+// A request for a node that is down waits (bounded) only where the node is expected
+// back: the companion VM, which the master restarts, or a node this link has not
+// failed to reach yet; elsewhere it is answered at once with a server error.
 #include <cstring>
 
 #include "bert/codec.h"
@@ -17,6 +19,9 @@ namespace bertd::erl {
 
 namespace {
 constexpr double kSetupTimeout = 10;
+// The longest a request waits for its node to connect and load, when its module has
+// no shorter timeout: a companion VM boots in one to three seconds.
+constexpr int64_t kNodeWaitUs = 10'000'000;
 
 bert::Term decode_result(std::string_view result) {
     std::string bytes(1, char(bert::kVersion));
@@ -118,15 +123,17 @@ void Link::native_request(AccConn& a, uint64_t tag, uint8_t flags, std::string_v
     Node& n = node(it->second);
     if (!conn_of(n)) {
         ensure_connected(n);
-        answer_error(a.id, tag, 0,
-                     "native module '" + module + "': the Erlang node " + n.name + " is not connected" +
-                         (n.last_error.empty() ? "" : " (" + n.last_error + ")") +
-                         "; bertd keeps reconnecting");
+        if (holds_requests(n))
+            hold_native(n, a.id, tag, flags, payload, module);
+        else
+            answer_error(
+                a.id, tag, 0,
+                "native module '" + module + "': " + not_connected(n) + "; bertd keeps reconnecting");
         return;
     }
     switch (n.setup) {
         case Node::Setup::None: start_setup(n); [[fallthrough]];
-        case Node::Setup::Loading: n.waiting.push_back({a.id, tag, flags, std::string(payload)}); return;
+        case Node::Setup::Loading: hold_native(n, a.id, tag, flags, payload, module); return;
         case Node::Setup::Failed:
             answer_error(a.id, tag, 0, "native module '" + module + "': " + n.setup_error);
             return;
@@ -161,8 +168,7 @@ void Link::decide_native(Node& n, uint64_t acceptor, uint64_t tag, uint8_t flags
     }
     DistConn* d = conn_of(n);
     if (!d) {
-        answer_error(acceptor, tag, 0,
-                     "native module '" + module + "': the Erlang node " + n.name + " is not connected");
+        answer_error(acceptor, tag, 0, "native module '" + module + "': " + not_connected(n));
         return;
     }
     bool cast = flags & linkproto::Cast;
@@ -327,12 +333,54 @@ void Link::setup_failed(Node& n, const std::string& why) {
     n.setup_error = why;
     n.setup_retry_us = monotonic_us() + 2'000'000;
     log::error("Erlang node %s: %s", n.name.c_str(), why.c_str());
+    fail_waiting(n, why);
+}
+
+// Whether requests for an unconnected node wait for it: bertd restarts its companion
+// VM, and a node this link has not yet failed to reach may just be connecting.
+bool Link::holds_requests(const Node& n) const { return n.name == id_.companion || n.fails == 0; }
+
+void Link::hold_native(Node& n, uint64_t acceptor, uint64_t tag, uint8_t flags, std::string_view payload,
+                       const std::string& module) {
+    int64_t wait = kNodeWaitUs;
+    if (auto t = native_timeouts_.find(module); t != native_timeouts_.end() && t->second > 0)
+        wait = std::min(wait, int64_t(t->second * 1e6));
+    n.waiting.push_back({acceptor, tag, flags, std::string(payload), monotonic_us() + wait});
+}
+
+void Link::fail_waiting(Node& n, const std::string& why) {
     auto waiting = std::exchange(n.waiting, {});
     for (auto& w : waiting) {
         bert::Peek pk;
         bert::peek(w.payload, pk);
         answer_error(w.acceptor, w.tag, 0, "native module '" + std::string(pk.module) + "': " + why);
     }
+}
+
+void Link::expire_waiting(int64_t now) {
+    for (auto& [name, n] : nodes_) {
+        if (n.waiting.empty()) continue;
+        std::vector<NativeReq> keep;
+        for (auto& w : n.waiting) {
+            if (now < w.deadline_us) {
+                keep.push_back(std::move(w));
+                continue;
+            }
+            bert::Peek pk;
+            bert::peek(w.payload, pk);
+            std::string why = conn_of(n)
+                                  ? "the Erlang node " + n.name + " is still loading the native modules"
+                                  : not_connected(n);
+            answer_error(w.acceptor, w.tag, 0, "native module '" + std::string(pk.module) + "': " + why);
+        }
+        n.waiting = std::move(keep);
+    }
+}
+
+std::string Link::not_connected(const Node& n) const {
+    std::string s = "the Erlang node " + n.name + " is not connected";
+    if (!n.last_error.empty()) s += " (" + n.last_error + ")";
+    return s;
 }
 
 void Link::drain_waiting(Node& n) {

@@ -77,6 +77,7 @@ Acceptor::~Acceptor() {
     if (retry_ev_) event_free(retry_ev_);
     if (tick_ev_) event_free(tick_ev_);
     if (link_ev_) event_free(link_ev_);
+    if (link_retry_ev_) event_free(link_retry_ev_);
     for (auto* e : signal_evs_) event_free(e);
     if (base_) event_base_free(base_);
 }
@@ -452,14 +453,8 @@ bool Acceptor::handle_frame(Conn& c, std::string_view payload) {
         if (nat != rt_.native_index.end()) {
             bool has_external = rt_.module_index.count(std::string(pk.module)) != 0;
             r.native = true;
-            if (send_native(c, payload, nat->second, has_external)) return false;  // the link answers
-            constexpr int et = int(ErrorType::Server);
-            count_request(int32_t(nat->second), r, et);
-            send_owned(c, error_frame(ErrorType::Server, 0,
-                                      "native module '" + std::string(pk.module) +
-                                          "': the Erlang link is not running (bertd restarts it)"));
-            log_request(r, et);
-            return true;
+            send_native(c, payload, nat->second, has_external);
+            return false;  // the link answers, or the wait for it ends
         }
     }
     return route_external(c, payload);
@@ -934,7 +929,7 @@ void Acceptor::maybe_exit() {
         for (Conn* c : idle) close_conn(*c);
     }
     // Leases of casts outlive their connections: their workers are still working.
-    bool busy = !conns_.empty() || !native_.empty();
+    bool busy = !conns_.empty() || !native_.empty() || !link_parked_.empty();
     for (auto& l : leases_)
         if (l) busy = true;
     if (!busy) event_base_loopbreak(base_);

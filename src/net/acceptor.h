@@ -102,13 +102,25 @@ private:
         uint64_t conn_id = 0;
         uint32_t stats_module = 0;
     };
+    // A native request that found no link (it is being restarted): its bytes stay in
+    // the connection's buffer until the link is back or the wait is over.
+    struct ParkedNative {
+        uint64_t conn_id = 0;
+        uint32_t stats_module = 0;
+        bool has_external = false;
+        int64_t deadline_us = 0;
+    };
     static void on_link_io(evutil_socket_t, short, void*);
+    static void on_link_retry(evutil_socket_t, short, void*);
     bool link_connect();
+    void link_retry();
+    void native_unavailable(Conn& c, uint32_t stats_module);
     void link_io(short what);
     void link_lost(const std::string& why);
     void link_message(uint8_t type, uint64_t tag, std::string_view body);
     void link_flush();
-    bool send_native(Conn& c, std::string_view payload, uint32_t stats_module, bool has_external);
+    void send_native(Conn& c, std::string_view payload, uint32_t stats_module, bool has_external);
+    void write_native(Conn& c, std::string_view payload, uint32_t stats_module, bool has_external);
     void native_answer(uint64_t tag, std::string_view payload);
     void native_fallback(uint64_t tag);
 
@@ -141,6 +153,8 @@ private:
     std::unordered_map<uint64_t, NativeRequest> native_;
     uint64_t next_native_ = 1;
     int64_t link_retry_us_ = 0;
+    std::deque<ParkedNative> link_parked_;
+    event* link_retry_ev_ = nullptr;
 };
 
 }  // namespace bertd

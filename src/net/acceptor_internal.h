@@ -4,6 +4,7 @@
 
 #include <event2/event.h>
 
+#include "bert/frame.h"
 #include "net/acceptor.h"
 
 namespace bertd {
@@ -36,6 +37,11 @@ struct Acceptor::Conn {
     bool cast = false;
     size_t frame_len = 0;  // header + payload, at in_start
     RequestInfo req;
+
+    // The request in progress, while its bytes wait in `in` (native calls, fallbacks).
+    std::string_view payload() const {
+        return std::string_view(in).substr(in_start + bert::kFrameHeader, frame_len - bert::kFrameHeader);
+    }
 
     ~Conn() {
         if (rev) event_free(rev);

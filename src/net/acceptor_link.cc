@@ -19,6 +19,10 @@ namespace bertd {
 
 namespace {
 constexpr int64_t kLinkRetryUs = 200'000;
+// While the link is down (the master restarts it at once), native requests wait
+// this long for it, trying to reach it every kParkRetryUs.
+constexpr int64_t kLinkWaitUs = 2'000'000;
+constexpr int64_t kParkRetryUs = 20'000;
 }
 
 bool Acceptor::link_connect() {
@@ -195,18 +199,76 @@ void Acceptor::link_lost(const std::string& why) {
     }
 }
 
-bool Acceptor::send_native(Conn& c, std::string_view payload, uint32_t stats_module, bool has_external) {
+void Acceptor::send_native(Conn& c, std::string_view payload, uint32_t stats_module, bool has_external) {
+    c.state = Conn::State::Busy;
     if (!link_fd_) {
         link_retry_us_ = 0;  // a connect to a unix socket costs next to nothing: try now
-        if (!link_connect()) return false;
+        if (!link_connect()) {
+            link_parked_.push_back({c.id, stats_module, has_external, monotonic_us() + kLinkWaitUs});
+            if (!link_retry_ev_) link_retry_ev_ = evtimer_new(base_, on_link_retry, this);
+            if (!evtimer_pending(link_retry_ev_, nullptr)) {
+                timeval tv{0, suseconds_t(kParkRetryUs)};
+                evtimer_add(link_retry_ev_, &tv);
+            }
+            return;
+        }
     }
+    write_native(c, payload, stats_module, has_external);
+}
+
+void Acceptor::write_native(Conn& c, std::string_view payload, uint32_t stats_module, bool has_external) {
     uint64_t tag = next_native_++;
     char flags = char((c.cast ? linkproto::Cast : 0) | (has_external ? linkproto::HasExternal : 0));
     linkproto::append(link_out_, linkproto::Request, tag, std::string_view(&flags, 1), payload);
     native_[tag] = {c.id, stats_module};
-    c.state = Conn::State::Busy;
     link_flush();
-    return true;
+}
+
+void Acceptor::on_link_retry(evutil_socket_t, short, void* arg) {
+    auto* self = static_cast<Acceptor*>(arg);
+    self->graveyard_.clear();
+    self->link_retry();
+    self->maybe_exit();
+}
+
+// The parked requests go to the link once it is back; those that waited too long
+// are answered with an error.
+void Acceptor::link_retry() {
+    link_retry_us_ = 0;
+    bool up = link_connect();
+    int64_t now = monotonic_us();
+    auto parked = std::exchange(link_parked_, {});
+    for (const ParkedNative& p : parked) {
+        auto it = conns_.find(p.conn_id);
+        if (it == conns_.end() || it->second->dead) continue;  // the client left
+        Conn& c = *it->second;
+        if (up) {
+            write_native(c, c.payload(), p.stats_module, p.has_external);
+        } else if (now >= p.deadline_us) {
+            native_unavailable(c, p.stats_module);
+        } else {
+            link_parked_.push_back(p);
+        }
+    }
+    if (!link_parked_.empty()) {
+        timeval tv{0, suseconds_t(kParkRetryUs)};
+        evtimer_add(link_retry_ev_, &tv);
+    }
+}
+
+void Acceptor::native_unavailable(Conn& c, uint32_t stats_module) {
+    constexpr int et = int(ErrorType::Server);
+    bert::Peek pk;
+    bert::peek(c.payload(), pk);
+    c.in_start += c.frame_len;
+    count_request(int32_t(stats_module), c.req, et);
+    send_owned(
+        c, error_frame(ErrorType::Server, 0,
+                       "native module '" + std::string(pk.module) + "': the Erlang link is not running (" +
+                           std::to_string(kLinkWaitUs / 1'000'000) + " s without it; bertd restarts it)"));
+    log_request(c.req, et);
+    conn_ready(c);
+    if (!c.dead) after_input(c);
 }
 
 void Acceptor::native_answer(uint64_t tag, std::string_view payload) {
@@ -239,8 +301,7 @@ void Acceptor::native_fallback(uint64_t tag) {
     if (ci == conns_.end() || ci->second->dead) return;
     Conn& c = *ci->second;
     c.state = Conn::State::Idle;
-    std::string_view payload(c.in.data() + c.in_start + bert::kFrameHeader, c.frame_len - bert::kFrameHeader);
-    if (route_external(c, payload)) c.in_start += c.frame_len;
+    if (route_external(c, c.payload())) c.in_start += c.frame_len;
     if (c.state == Conn::State::Idle) {
         conn_ready(c);
         if (!c.dead) after_input(c);

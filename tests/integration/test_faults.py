@@ -5,10 +5,9 @@ process held may fail, each with an answer or a closed connection (never a hang:
 a request after 3 s without an answer), everything else succeeds, and the process is back
 within a second, measured from the fault.
 
-Not here yet: killing the Erlang link process and the companion Erlang VM under load (native
-modules were out of this work's scope). The hook: a class beside WorkerKilled with a native module
-in the config, loadrun.link_pid(server) and loadrun.companion_vm_pid(server) for the victims, the same
-Load targets plus "nat:..." ones, and assert_failed_only_within() with the link's error kind.
+The Erlang side gets the same treatment: the link process (bertd-link) and the companion VM are
+killed under a load mixing native and external calls. Only the native calls in flight in the killed
+process fail; calls that arrive while it is restarted wait for it and are served.
 """
 import os
 import signal
@@ -18,8 +17,10 @@ import time
 import unittest
 
 import harness
-from harness import Server, py_handler, run_bertd, wait_until
-from loadrun import ECHO, Load, acceptors, failures, fd_count, kill9, time_until, workers, zombies
+from erlnode import compile_erlang, test_cookie, unique_name
+from harness import ROOT, Server, py_handler, run_bertd, wait_until
+from loadrun import (ECHO, Load, acceptors, companion_vm_pid, failures, fd_count, kill9, link_pid, time_until,
+                     workers, zombies)
 
 import bertd
 
@@ -142,6 +143,84 @@ class Reloads(FaultTest):
         st = s.stats()
         self.assertEqual(st["workers.total.echo"], "2")  # the last config: 2 + 4 % 2
         self.assertNotIn("reload refused", s.log())
+        self.assert_no_zombies(s)
+
+
+class ErlangKilled(FaultTest):
+    """A server with a native module on its companion VM beside an external one."""
+
+    TARGETS = ("nat:echo", "echo:echo", "nat:echo:low")  # connection i sends target i mod 3
+    NATIVE_CONNECTIONS = 8  # of 12
+
+    def native_server(self):
+        ebin = compile_erlang([os.path.join(ROOT, "tests", "erlang", "nat.erl")])
+        s = Server(textwrap.dedent(f"""\
+            listen: 127.0.0.1
+            acceptors: 2
+            modules:
+              - name: echo
+                command: {ECHO}
+                count: 2
+              - name: nat
+                type: native
+                codepaths: [{ebin}]
+                timeout: 6s
+            """), args=["--name", unique_name("flt"), "--cookie", test_cookie()])
+        self.addCleanup(s.stop)
+        s.start(timeout=20)
+        wait_until(lambda: self.native_answers(s), timeout=20, interval=0.1, what="the companion VM")
+        return s
+
+    @staticmethod
+    def native_answers(s):
+        try:
+            return s.service(timeout=5).call.nat.add(1, 2) == 3
+        except Exception:
+            return False
+
+    def test_killed_erlang_link_fails_only_its_calls_and_is_back_within_a_second(self):
+        s = self.native_server()
+        load = Load(self, s.port, 3.0, connections=12, targets=self.TARGETS, timeout=3, series=0.5)
+        time.sleep(1.0)
+        victim = link_pid(s)
+        self.assertIsNotNone(victim)
+        t_kill = kill9(victim)
+        back = time_until(lambda: link_pid(s) not in (None, victim), t_kill, 5)
+        r = load.result()
+        self.assertLess(back, BACK_WITHIN)
+        print(f"\n    link back {back * 1000:.0f} ms after kill -9; {failures(r)} of {r['requests']}", end=" ")
+        # The calls the link held are answered with an error; those that arrive while it is down
+        # wait for the new one (never "not running").
+        self.assert_failed_only_within(r, {"server"}, t_kill, self.NATIVE_CONNECTIONS,
+                                       detail="lost the connection to the Erlang link")
+        self.assert_served_throughout(r)
+        self.assertTrue(all(t["answered"] > 0 for t in r["targets"]), r["targets"])
+        self.assertIn("the Erlang link killed by signal", s.log())
+        self.assertTrue(self.native_answers(s))
+        self.assert_no_zombies(s)
+
+    def test_killed_companion_vm_fails_only_its_calls_and_waiting_calls_are_served_when_it_is_back(self):
+        s = self.native_server()
+        load = Load(self, s.port, 6.0, connections=12, targets=self.TARGETS, timeout=8, series=0.5)
+        time.sleep(1.0)
+        victim = companion_vm_pid(s)
+        self.assertIsNotNone(victim)
+        t_kill = kill9(victim)
+        back = time_until(lambda: companion_vm_pid(s) not in (None, victim), t_kill, 5)
+        serving = time_until(lambda: self.native_answers(s), t_kill, 15, interval=0.05)
+        r = load.result()
+        self.assertLess(back, BACK_WITHIN)
+        print(f"\n    VM process back {back * 1000:.0f} ms and serving {serving * 1000:.0f} ms after kill -9; "
+              f"{failures(r)} of {r['requests']}, longest wait {r['max_us'] / 1e3:.0f} ms", end=" ")
+        # Only the calls in flight on the VM fail; the ones that arrive while it boots wait for it.
+        self.assert_failed_only_within(r, {"server"}, t_kill, self.NATIVE_CONNECTIONS,
+                                       detail="went away during the call")
+        # The external module is served throughout; native calls wait the VM's boot out, no more.
+        self.assertGreater(min(r["series"]), 0, f"a stretch with no answers: {r['series']}")
+        self.assertLess(r["max_us"] / 1e6, serving + 1.0)
+        self.assertLess(r["oldest_in_flight_ms"], 3000, "a request hung")
+        self.assertTrue(all(t["answered"] > 0 for t in r["targets"]), r["targets"])
+        self.assertIn("the companion Erlang VM killed by signal", s.log())
         self.assert_no_zombies(s)
 
 
