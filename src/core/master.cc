@@ -271,7 +271,7 @@ void Master::start_worker(Generation& g, uint32_t slot) {
     s.retire = 0;
     s.started_us = now_us();
     log::debug("worker for '%s' started on slot %u (pid %d)", mr.name.c_str(), slot, pid);
-    wake_acceptor(g, seg.make_ready(slot));
+    wake_acceptor(g, seg.release(slot));
 }
 
 void Master::wake_acceptor(Generation& g, int32_t i) {

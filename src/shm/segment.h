@@ -157,14 +157,12 @@ public:
     // Leases an idle slot of `module` for (acceptor, conn), or queues the request.
     Lease lease_or_enqueue(uint32_t module, int32_t acceptor, uint64_t conn, bool high, int64_t now_us,
                            uint32_t& slot_out);
-    // Gives `slot` back after a request. If somebody waits, the slot passes to the
-    // oldest high (then low) waiter: returns its acceptor index (the caller wakes
-    // it), else -1 and the slot becomes idle. A slot marked `retire`, or Dead (its worker
-    // died after answering), goes to Reaping instead (returns -2) so the master replaces
-    // its worker.
+    // Gives `slot` back after a request, or offers one the master just made ready (a
+    // new or restarted worker). If somebody waits, the slot passes to the oldest high
+    // (then low) waiter: returns its acceptor index (the caller wakes it), else -1 and
+    // the slot becomes idle. A slot marked `retire`, or Dead (its worker died after
+    // answering), goes to Reaping instead (returns -2) so the master replaces its worker.
     int32_t release(uint32_t slot);
-    // Hands a slot the master just made ready (after a restart) to a waiter, or idles it.
-    int32_t make_ready(uint32_t slot) { return release(slot); }
     uint32_t queue_length(uint32_t module, bool high);
     // Reads owner and conn of a slot consistently (under the lock).
     bool owned_by(uint32_t slot, int32_t acceptor, uint64_t& conn_out);

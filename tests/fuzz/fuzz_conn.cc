@@ -49,7 +49,7 @@ World& world() {
         seg.module(0).first_slot = 0;
         seg.module(0).nslots = 1;
         seg.slot(0).module = 0;
-        seg.make_ready(0);
+        seg.release(0);
         int sv[2];
         socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv);
         rt.slots.resize(1);
@@ -82,7 +82,7 @@ void play_master(World& w) {
     bertd::drain(w.rt.slots[0].server_end.get());
     bertd::drain(w.worker);
     seg.slot(0).retire = 0;
-    if (seg.make_ready(0) == 0) wake_acceptor(w);
+    if (seg.release(0) == 0) wake_acceptor(w);
 }
 
 void pump(World& w) {

@@ -22,7 +22,7 @@ std::unique_ptr<Segment> make_segment(uint32_t nslots, uint32_t qcap) {
     for (uint32_t i = 0; i < nslots; ++i) {
         seg->slot(i).module = 0;
         seg->slot(i).state = uint32_t(SlotState::Reaping);
-        CHECK_EQUAL(-1, seg->make_ready(i));  // nobody waits: the slot becomes idle
+        CHECK_EQUAL(-1, seg->release(i));  // nobody waits: the slot becomes idle
     }
     return seg;
 }
@@ -97,7 +97,7 @@ TEST(Segment, retired_slot_goes_to_the_master_not_to_a_waiter) {
     CHECK_EQUAL(-2, seg->release(s));
     CHECK_EQUAL(uint32_t(SlotState::Reaping), seg->slot(s).state.load());
     seg->slot(s).retire = 0;
-    CHECK_EQUAL(1, seg->make_ready(s));  // the new worker goes to the waiter
+    CHECK_EQUAL(1, seg->release(s));  // the new worker goes to the waiter
 }
 
 TEST(Segment, worker_death_while_leased_tells_the_owner) {
@@ -118,7 +118,7 @@ TEST(Segment, slot_whose_worker_died_after_answering_goes_to_the_master_not_to_a
     CHECK_EQUAL(0, seg->worker_died(s));  // the answer is in; the owner has not given the slot back yet
     CHECK_EQUAL(-2, seg->release(s));
     CHECK_EQUAL(uint32_t(SlotState::Reaping), seg->slot(s).state.load());
-    CHECK_EQUAL(1, seg->make_ready(s));  // the replacement goes to the waiter
+    CHECK_EQUAL(1, seg->release(s));  // the replacement goes to the waiter
 }
 
 TEST(Segment, a_lock_whose_holder_died_is_taken_over) {
