@@ -9,20 +9,13 @@ import threading
 import time
 
 from . import bert
+from ._atoms import _CALL, _CAST, _INFO, _REPLY, _NOREPLY, _ERROR, _PRIORITY
 from .bert import Atom
 
 __all__ = [
     "Service", "Connection", "BertdError", "RPCError", "ProtocolError", "ServerError", "UserError",
     "ProxyError", "ConnectionError", "ReadTimeout", "ReadError",
 ]
-
-_CALL = Atom("call")
-_CAST = Atom("cast")
-_INFO = Atom("info")
-_REPLY = Atom("reply")
-_NOREPLY = Atom("noreply")
-_ERROR = Atom("error")
-_PRIORITY = Atom("priority")
 
 
 class BertdError(Exception):

@@ -13,15 +13,10 @@ import socket
 import threading
 
 from . import bert
+from ._atoms import _RPC, _SEND, _REPLY, _ERROR, _BADRPC
 from .bert import Atom
 
 __all__ = ["erlang_rpc", "erlang_send", "ErlangError"]
-
-_RPC = Atom("rpc")
-_SEND = Atom("send")
-_REPLY = Atom("reply")
-_ERROR = Atom("error")
-_BADRPC = Atom("badrpc")
 
 
 class ErlangError(Exception):

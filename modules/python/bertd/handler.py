@@ -22,6 +22,7 @@ import traceback
 import types
 
 from . import bert
+from ._atoms import _CALL, _CAST, _INFO, _REPLY, _NOREPLY, _ERROR, _SERVER, _USER, _PROTOCOL
 from .bert import Atom
 
 __all__ = ["expose", "function", "start", "logfile", "loglevel", "Handler"]
@@ -32,16 +33,6 @@ ANSWER_FD = 4
 _log = logging.getLogger("bertd.handler")
 _log.addHandler(logging.NullHandler())
 _log.propagate = False
-
-_CALL = Atom("call")
-_CAST = Atom("cast")
-_INFO = Atom("info")
-_REPLY = Atom("reply")
-_NOREPLY = Atom("noreply")
-_ERROR = Atom("error")
-_SERVER = Atom("server")
-_USER = Atom("user")
-_PROTOCOL = Atom("protocol")
 
 
 class Handler:
