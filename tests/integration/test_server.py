@@ -139,13 +139,15 @@ class Calls(ServerTest):
 
 
 class Priority(ServerTest):
-    def test_high_priority_is_served_before_low(self):
+    def served_order(self, low_info):
+        """With the one worker busy, a low request (marked by `low_info`) and then a high one
+        queue; returns the order the worker served them in."""
         s = self.server(ext_config(count=1))
         busy = s.connection()
         busy.send((Atom("call"), Atom("ext"), Atom("record"), [b"first", 600]))
         time.sleep(0.2)
         low = s.connection()
-        low.send((Atom("info"), Atom("priority"), [Atom("low")]))
+        low.send(low_info)
         low.send((Atom("call"), Atom("ext"), Atom("record"), [b"low"]))
         wait_until(lambda: s.stats()["queue.low"] == "1", what="the low request to queue")
         high = s.connection()
@@ -154,23 +156,16 @@ class Priority(ServerTest):
         for c in (busy, low, high):
             self.assertEqual(c.read()[0], Atom("reply"))
             c.close()
-        self.assertEqual(s.service().call.ext.order(), [b"first", b"high", b"low"])
+        return s.service().call.ext.order()
+
+    def test_high_priority_is_served_before_low(self):
+        order = self.served_order((Atom("info"), Atom("priority"), [Atom("low")]))
+        self.assertEqual(order, [b"first", b"high", b"low"])
 
     def test_ernies_bare_atom_priority_form_is_accepted(self):
-        s = self.server(ext_config(count=1))
-        busy = s.connection()
-        busy.send((Atom("call"), Atom("ext"), Atom("record"), [b"first", 600]))
-        time.sleep(0.2)
-        low = s.connection()
-        low.send((Atom("info"), Atom("priority"), Atom("low")))  # as Ernie's README writes it
-        low.send((Atom("call"), Atom("ext"), Atom("record"), [b"low"]))
-        wait_until(lambda: s.stats()["queue.low"] == "1", what="the low request to queue")
-        high = s.connection()
-        high.send((Atom("call"), Atom("ext"), Atom("record"), [b"high"]))
-        wait_until(lambda: s.stats()["queue.high"] == "1", what="the high request to queue")
-        for c in (busy, low, high):
-            self.assertEqual(c.read()[0], Atom("reply"))
-        self.assertEqual(s.service().call.ext.order(), [b"first", b"high", b"low"])
+        # As Ernie's README writes it: the option without a list around it.
+        order = self.served_order((Atom("info"), Atom("priority"), Atom("low")))
+        self.assertEqual(order, [b"first", b"high", b"low"])
 
     def test_priority_applies_to_the_next_request_only(self):
         s = self.server(ext_config(count=1))
