@@ -958,6 +958,8 @@ struct Cursor {
     size_t left() const { return n - pos; }
 };
 
+constexpr size_t kMaxAtomChars = 255;
+
 bool peek_atom(Cursor& c, std::string_view& out, bool& latin1) {
     if (c.left() < 2) return false;
     unsigned tag = c.p[c.pos];
@@ -974,6 +976,14 @@ bool peek_atom(Cursor& c, std::string_view& out, bool& latin1) {
     }
     if (c.left() - header < len) return false;
     const unsigned char* text = c.p + c.pos + header;
+    // Erlang's limit of 255 characters, as decode's: a longer name is no term Erlang
+    // could have written, and must not be echoed back in an error answer.
+    if (len > kMaxAtomChars) {
+        if (tag == kAtom) return false;
+        size_t chars = 0;
+        for (size_t i = 0; i < len; ++i) chars += (text[i] & 0xC0) != 0x80;
+        if (chars > kMaxAtomChars) return false;
+    }
     out = std::string_view(reinterpret_cast<const char*>(text), len);
     latin1 = false;
     if (tag == kAtom || tag == kSmallAtom)

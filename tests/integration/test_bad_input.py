@@ -193,11 +193,13 @@ class Abuse:
         huge = b"a" * 65535
         with self.connect() as s:
             s.sendall(framed(b"\x83\x68\x04" + atom_ext(b"call") + atom_ext(huge) + atom_ext(b"f") + b"\x6a"))
+            # Past Erlang's 255 characters an atom is no term Erlang could write: a protocol error,
+            # and the 64 KiB name is not echoed back.
             a = read_answer(s)
-            self.check(is_error(a, "server") and a[1][1] == 1, f"huge module: {str(a)[:80]}")
+            self.check(is_error(a, "protocol") and len(str(a)) < 1000, f"huge module: {str(a)[:80]}")
             s.sendall(framed(b"\x83\x68\x04" + atom_ext(b"call") + atom_ext(b"echo") + atom_ext(huge) + b"\x6a"))
             a = read_answer(s)
-            self.check(is_error(a, "server") and a[1][1] == 2, f"huge function: {str(a)[:80]}")
+            self.check(is_error(a, "protocol") and len(str(a)) < 1000, f"huge function: {str(a)[:80]}")
             s.sendall(framed(b"\x83\x68\x04" + atom_ext(b"call") + atom_ext(b"echo") + atom_ext(b"echo") +
                              b"\x6c\x00\x00\x00\x01" + atom_ext(huge) + b"\x6a\x6a"))
             a = read_answer(s)  # the handler's codec decides; the C++ one refuses atoms over 255 characters

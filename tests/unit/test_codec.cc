@@ -801,6 +801,26 @@ TEST(CodecPeek, garbage_and_wrong_shapes_are_other) {
     }
 }
 
+TEST(CodecPeek, names_past_erlangs_255_characters_are_refused) {
+    // ATOM_EXT's 16-bit length allows 65535 bytes; Erlang writes at most 255 characters.
+    auto call_named = [](unsigned tag, const std::string& name) {
+        std::string p = B({131, 104, 4, 100, 0, 4, 'c', 'a', 'l', 'l', uint8_t(tag),
+                           uint8_t(name.size() >> 8), uint8_t(name.size())});
+        return p + name + B({100, 0, 1, 'f', 106});
+    };
+    bert::Peek pk;
+    CHECK(bert::peek(call_named(100, std::string(255, 'm')), pk));
+    CHECK(!bert::peek(call_named(100, std::string(256, 'm')), pk));
+    CHECK(!bert::peek(call_named(118, std::string(65535, 'm')), pk));
+    // UTF-8: 255 two-byte characters are 510 bytes, and allowed.
+    std::string e_acute = "\xc3\xa9";
+    std::string ok, long_one;
+    for (int i = 0; i < 255; ++i) ok += e_acute;
+    CHECK(bert::peek(call_named(118, ok), pk));
+    CHECK_EQUAL(510u, pk.module.size());
+    CHECK(!bert::peek(call_named(118, ok + e_acute), pk));
+}
+
 TEST(CodecPeek, every_truncation_of_a_call_is_other) {
     std::string p = bert::encode(Term::tuple(
         {Term::atom("call"), Term::atom("mod"), Term::atom("fun"), Term::list({Term(1), Term(2)})}));
