@@ -26,6 +26,7 @@ namespace bertd {
 
 namespace {
 constexpr size_t kReadChunk = 64 * 1024;
+constexpr int kReadRounds = 16;  // at most 1 MiB from one connection per wake-up
 constexpr int kAcceptBatch = 64;
 constexpr size_t kHandoverBatch = 200;  // descriptors per datagram (SCM_MAX_FD is 253)
 constexpr size_t kLogRequestBytes = 4096;  // a huge request is cut short in the access log
@@ -321,22 +322,29 @@ void Acceptor::set_reading(Conn& c, bool on) {
 }
 
 void Acceptor::conn_readable(Conn& c) {
-    // Bound what one connection buffers: one whole frame beyond the one in progress.
-    size_t buffered = c.in.size() - c.in_start;
-    if (buffered > max_frame_ + 2 * bert::kFrameHeader) {
-        set_reading(c, false);
-        return;
-    }
     if (c.in_start > 0 && (c.in_start == c.in.size() || c.in_start > (1u << 20))) {
         c.in.erase(0, c.in_start);
         c.in_start = 0;
     }
-    ssize_t n = ::recv(c.fd.get(), read_buf_.data(), read_buf_.size(), 0);
-    if (n > 0) {
-        c.in.append(read_buf_.data(), size_t(n));
-        c.last_active_us = monotonic_us();
-    } else {
-        if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+    // The buffer grows with what arrives, never with what a header announces (a client
+    // could announce max_frame and trickle). Read what the socket holds, up to kReadRounds chunks, before
+    // going back to the loop.
+    bool got = false;
+    for (int round = 0; round < kReadRounds; ++round) {
+        // Bound what one connection buffers: one whole frame beyond the one in progress.
+        if (c.in.size() - c.in_start > max_frame_ + 2 * bert::kFrameHeader) {
+            set_reading(c, false);
+            break;
+        }
+        ssize_t n = ::recv(c.fd.get(), read_buf_.data(), read_buf_.size(), 0);
+        if (n > 0) {
+            c.in.append(read_buf_.data(), size_t(n));
+            got = true;
+            if (size_t(n) < read_buf_.size()) break;
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && errno == EAGAIN) break;
         // EOF or error: answer what is already here, then close.
         c.eof = true;
         set_reading(c, false);
@@ -344,7 +352,10 @@ void Acceptor::conn_readable(Conn& c) {
             close_conn(c);
             return;
         }
+        break;
     }
+    if (!got && !c.eof) return;
+    if (got) c.last_active_us = monotonic_us();
     after_input(c);
 }
 
