@@ -611,7 +611,7 @@ void Acceptor::lease_io(Lease& l, short what) {
         fail_lease(l, "the handler sent an answer that is not a BERT term");
         return;
     }
-    finish_lease(l, payload, true);
+    finish_lease(l, payload);
 }
 
 void Acceptor::on_lease_timeout(evutil_socket_t, short, void* arg) {
@@ -651,7 +651,7 @@ void Acceptor::fail_lease(Lease& l, const std::string& why) {
     }
 }
 
-void Acceptor::finish_lease(Lease& l, std::string_view payload, bool) {
+void Acceptor::finish_lease(Lease& l, std::string_view payload) {
     Conn* c = l.conn;
     uint32_t slot = l.slot;
     int et = answer_error_type(payload);

@@ -76,7 +76,7 @@ private:
     void handle_admin(Conn& c, const bert::Peek& pk, std::string_view payload);
     void start_on_slot(Conn& c, uint32_t slot);
     void lease_io(Lease& l, short what);
-    void finish_lease(Lease& l, std::string_view answer_payload, bool worker_ok);
+    void finish_lease(Lease& l, std::string_view answer_payload);
     void fail_lease(Lease& l, const std::string& why);
     void give_back(uint32_t slot);
     void take_handoff(uint32_t slot);
