@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -14,6 +15,14 @@
 #include "shm/segment.h"
 
 namespace bertd {
+
+// Module names to indices, looked up with the string_view a request's peek gives
+// (no std::string made on the request path).
+struct NameHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+};
+using NameIndex = std::unordered_map<std::string, uint32_t, NameHash, std::equal_to<>>;
 
 struct ModuleRuntime {
     std::string name;
@@ -31,10 +40,10 @@ struct Runtime {
     std::unique_ptr<Segment> seg;
     Fd listen_fd;
     std::vector<ModuleRuntime> modules;  // external modules, in config order
-    std::unordered_map<std::string, uint32_t> module_index;
+    NameIndex module_index;
     // Native modules, by name: their entry in the segment's module table (stats only;
     // they have no slots and no queues of their own).
-    std::unordered_map<std::string, uint32_t> native_index;
+    NameIndex native_index;
     std::string link_address;  // the Erlang link's abstract socket; empty when there is no link
     std::vector<SlotRuntime> slots;
     std::vector<Fd> acceptor_wake;  // one eventfd per acceptor

@@ -460,9 +460,9 @@ bool Acceptor::handle_frame(Conn& c, std::string_view payload) {
         return true;
     }
     if (!c.from_link && !rt_.native_index.empty()) {
-        auto nat = rt_.native_index.find(std::string(pk.module));
+        auto nat = rt_.native_index.find(pk.module);
         if (nat != rt_.native_index.end()) {
-            bool has_external = rt_.module_index.count(std::string(pk.module)) != 0;
+            bool has_external = rt_.module_index.contains(pk.module);
             r.native = true;
             send_native(c, payload, nat->second, has_external);
             return false;  // the link answers, or the wait for it ends
@@ -478,7 +478,7 @@ bool Acceptor::route_external(Conn& c, std::string_view payload) {
     bert::peek(payload, pk);
     RequestInfo& r = c.req;
     r.native = false;
-    auto it = rt_.module_index.find(std::string(pk.module));
+    auto it = rt_.module_index.find(pk.module);
     if (it == rt_.module_index.end()) {
         std::string msg = "No such module '" + std::string(pk.module) + "'";
         seg_.header().stats.unknown_module.fetch_add(1, std::memory_order_relaxed);
