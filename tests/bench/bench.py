@@ -471,7 +471,9 @@ def write_report(results, path, png_name, plot_note):
     L += soak_section()
     if results["notes"]:
         L += ["## Notes from this run", ""] + [f"- {n}" for n in results["notes"]] + [""]
-    L += ["## Rerun", "", "`make bench` (about three minutes; `make bench-quick` for a one-second smoke run into "
+    took = f"this run took {results['elapsed_s'] / 60:.0f} minutes" if results.get("elapsed_s") else \
+        "about a quarter of an hour"
+    L += ["## Rerun", "", f"`make bench` ({took}; `make bench-quick` for a one-second smoke run into "
           "build/bench/), `make soak` (about a minute), and the fault and bad-input tests under load with "
           "`python3 tests/run.py -k 'test_faults|test_bad_input|test_soak'`.", ""]
     with open(path, "w") as f:
@@ -523,6 +525,7 @@ def main():
     todo = cases(args.quick)
     print(f"bench: {len(todo)} cases, {duration:g}s each after {warmup:g}s warm-up, against bertd and the "
           f"baseline; loadgen {'on CPU %d' % cpu if cpu is not None else 'unpinned'}", flush=True)
+    t_start = time.monotonic()
     results = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine(),
                "loadgen_cpu": cpu, "workers": WORKERS, "duration_s": duration, "warmup_s": warmup,
                "rounds": rounds,
@@ -590,6 +593,7 @@ def main():
                 for s in pair.values():
                     s.stop()
         results["load_after"] = loadavg()
+        results["elapsed_s"] = round(time.monotonic() - t_start)
         plot_note = plot(results, png, tmp)
     with open(args.out, "w") as f:
         json.dump(results, f, indent=2)
