@@ -178,14 +178,19 @@ class ErlangKilled(FaultTest):
         except Exception:
             return False
 
+    def kill_and_time_return(self, find):
+        """kill -9 of the process find() names; returns the kill's time and the seconds until
+        find() names another."""
+        victim = find()
+        self.assertIsNotNone(victim)
+        t_kill = kill9(victim)
+        return t_kill, time_until(lambda: find() not in (None, victim), t_kill, 5)
+
     def test_killed_erlang_link_fails_only_its_calls_and_is_back_within_a_second(self):
         s = self.native_server()
         load = Load(self, s.port, 3.0, connections=12, targets=self.TARGETS, timeout=3, series=0.5)
         time.sleep(1.0)
-        victim = link_pid(s)
-        self.assertIsNotNone(victim)
-        t_kill = kill9(victim)
-        back = time_until(lambda: link_pid(s) not in (None, victim), t_kill, 5)
+        t_kill, back = self.kill_and_time_return(lambda: link_pid(s))
         r = load.result()
         self.assertLess(back, BACK_WITHIN)
         print(f"\n    link back {back * 1000:.0f} ms after kill -9; {failures(r)} of {r['requests']}", end=" ")
@@ -203,10 +208,7 @@ class ErlangKilled(FaultTest):
         s = self.native_server()
         load = Load(self, s.port, 6.0, connections=12, targets=self.TARGETS, timeout=8, series=0.5)
         time.sleep(1.0)
-        victim = companion_vm_pid(s)
-        self.assertIsNotNone(victim)
-        t_kill = kill9(victim)
-        back = time_until(lambda: companion_vm_pid(s) not in (None, victim), t_kill, 5)
+        t_kill, back = self.kill_and_time_return(lambda: companion_vm_pid(s))
         serving = time_until(lambda: self.native_answers(s), t_kill, 15, interval=0.05)
         r = load.result()
         self.assertLess(back, BACK_WITHIN)
