@@ -153,6 +153,7 @@ private:
     std::unordered_map<uint64_t, NativeRequest> native_;
     uint64_t next_native_ = 1;
     int64_t link_retry_us_ = 0;
+    int64_t link_lost_us_ = 0;  // when link_lost() last ran
     std::deque<ParkedNative> link_parked_;
     event* link_retry_ev_ = nullptr;
 };

@@ -182,7 +182,8 @@ void Acceptor::link_lost(const std::string& why) {
     link_in_start_ = link_out_start_ = 0;
     for (int fd : link_fds_) ::close(fd);
     link_fds_.clear();
-    link_retry_us_ = monotonic_us() + kLinkRetryUs / 2;
+    link_lost_us_ = monotonic_us();
+    link_retry_us_ = link_lost_us_ + kLinkRetryUs / 2;
     auto pending = std::exchange(native_, {});
     constexpr int et = int(ErrorType::Server);
     for (auto& [tag, p] : pending) {
@@ -202,7 +203,10 @@ void Acceptor::link_lost(const std::string& why) {
 void Acceptor::send_native(Conn& c, std::string_view payload, uint32_t stats_module, bool has_external) {
     c.state = Conn::State::Busy;
     if (!link_fd_) {
-        link_retry_us_ = 0;  // a connect to a unix socket costs next to nothing: try now
+        // A connect to a unix socket costs next to nothing: try now. But not just after the
+        // link was lost: the dying process's listen socket may still take the connection
+        // and then reset it, failing a request that could have waited for the new link.
+        if (monotonic_us() - link_lost_us_ >= kParkRetryUs) link_retry_us_ = 0;
         if (!link_connect()) {
             link_parked_.push_back({c.id, stats_module, has_external, monotonic_us() + kLinkWaitUs});
             if (!link_retry_ev_) link_retry_ev_ = evtimer_new(base_, on_link_retry, this);
