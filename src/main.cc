@@ -4,7 +4,6 @@
 // printed with what to fix.
 #include <arpa/inet.h>
 #include <fcntl.h>
-#include <glob.h>
 #include <limits.h>
 #include <netdb.h>
 #include <signal.h>
@@ -25,6 +24,7 @@
 #include "core/cli.h"
 #include "core/config.h"
 #include "core/master.h"
+#include "io/ipc.h"
 #include "log/log.h"
 
 using namespace bertd;
@@ -115,19 +115,14 @@ int command_by_pidfile(const Options& o) {
     }
     if (o.command == Options::Command::ReloadHandlers) return kill(pid, SIGUSR2) == 0 ? 0 : 1;
     if (o.command == Options::Command::Halt) return kill(pid, SIGQUIT) == 0 ? 0 : 1;
-    // The newest generation's segment.
-    glob_t g{};
-    std::string pattern = "/dev/shm/bertd." + std::to_string(pid) + ".*";
-    unsigned long best = 0;
-    if (glob(pattern.c_str(), 0, nullptr, &g) == 0)
-        for (size_t i = 0; i < g.gl_pathc; ++i) best = std::max(best, strtoul(strrchr(g.gl_pathv[i], '.') + 1, nullptr, 10));
-    globfree(&g);
-    if (!best) {
-        fprintf(stderr, "bertd: server %d has no shared segment (is it starting?)\n", int(pid));
+    std::string name = IpcNames::newest_segment(pid);
+    if (name.empty()) {
+        fprintf(stderr, "bertd: cannot find the shared segment of server %d (is it starting? run as its user or root)\n",
+                int(pid));
         return 1;
     }
     try {
-        auto seg = Segment::open("/bertd." + std::to_string(pid) + "." + std::to_string(best));
+        auto seg = Segment::open(name);
         fputs(admin::stats_text(*seg).c_str(), stdout);
         return 0;
     } catch (const std::exception& e) {

@@ -21,6 +21,7 @@
 #include <stdexcept>
 
 #include "erl/link.h"
+#include "io/unix.h"
 #include "log/log.h"
 #include "net/acceptor.h"
 
@@ -63,19 +64,7 @@ std::string describe_status(int status) {
     return "stopped";
 }
 
-sockaddr_un abstract_address(const std::string& name, socklen_t& len) {
-    sockaddr_un a{};
-    a.sun_family = AF_UNIX;
-    size_t n = std::min(name.size(), sizeof a.sun_path - 1);
-    memcpy(a.sun_path + 1, name.data(), n);  // sun_path[0] = 0: the abstract namespace
-    len = socklen_t(offsetof(sockaddr_un, sun_path) + 1 + n);
-    return a;
-}
 }  // namespace
-
-std::string handover_address(int pid, uint64_t gen) {
-    return "bertd." + std::to_string(pid) + "." + std::to_string(gen) + ".handover";
-}
 
 void apply_overrides(const Options& o, Config& c) {
     if (o.port >= 0) c.port = o.port;
@@ -140,8 +129,8 @@ std::unique_ptr<Master::Generation> Master::build_generation(Config config, uint
     for (const auto& m : c.modules)
         if (m.type == ModuleConfig::Type::Native) natives.push_back(&m);
     size_t nmods = rt.modules.size() + natives.size();
-    std::string name = "/bertd." + std::to_string(getpid()) + "." + std::to_string(number);
-    rt.seg = Segment::create(name, uint32_t(std::max<size_t>(nmods, 1)), std::max<uint32_t>(nslots, 1),
+    rt.ipc = ipc_;
+    rt.seg = Segment::create(ipc_.segment(number), uint32_t(std::max<size_t>(nmods, 1)), std::max<uint32_t>(nslots, 1),
                              uint32_t(c.acceptors), uint32_t(c.limits.max_queue));
     Segment& seg = *rt.seg;
     seg.header().master_pid = getpid();
@@ -161,7 +150,7 @@ std::unique_ptr<Master::Generation> Master::build_generation(Config config, uint
         snprintf(seg.module(idx).name, sizeof seg.module(idx).name, "%s", natives[i]->name.c_str());
         rt.native_index[natives[i]->name] = idx;
     }
-    if (id_.enabled) rt.link_address = erl::link_address(getpid());
+    if (id_.enabled) rt.link_address = ipc_.link();
     rt.slots.resize(nslots);
     for (auto& s : rt.slots) {
         int sv[2];
@@ -175,10 +164,8 @@ std::unique_ptr<Master::Generation> Master::build_generation(Config config, uint
     rt.master_wake.reset(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
 
     // Where the previous generation's idle connections arrive after a reload.
-    rt.handover.reset(socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-    socklen_t len;
-    sockaddr_un a = abstract_address(handover_address(getpid(), number), len);
-    if (!rt.handover || bind(rt.handover.get(), reinterpret_cast<sockaddr*>(&a), len) != 0)
+    rt.handover.reset(bind_abstract(ipc_.handover(number), SOCK_DGRAM));
+    if (!rt.handover)
         throw std::runtime_error(std::string("handover socket: ") + strerror(errno));
 
     g->workers.resize(nslots);
@@ -419,7 +406,7 @@ void Master::reload_config() {
             return;
         }
         if (id_.enabled) {
-            setenv("BERTD_ERLANG", ("@" + erl::handler_address(getpid())).c_str(), 1);
+            setenv("BERTD_ERLANG", ("@" + ipc_.link_handlers()).c_str(), 1);
             link_.wanted = true;  // tend_erlang starts it
         }
     }
@@ -601,7 +588,7 @@ void Master::spawn_link() {
         prctl(PR_SET_NAME, "bertd-link");  // so ps and tests can tell it from the acceptors
         close_inherited();
         Config c = gens_.empty() ? first_config_ : current().rt.config;
-        int status = erl::run_link(opts_, c, id_, master);
+        int status = erl::run_link(opts_, c, id_, master, ipc_);
         _exit(status);
     }
     link_.pid = pid;
@@ -681,7 +668,7 @@ int Master::run() {
     open_listen_socket(first_config_);
     if (id_.enabled) {
         // Handler workers find the link here (bertd.erlang_rpc and the like).
-        setenv("BERTD_ERLANG", ("@" + erl::handler_address(getpid())).c_str(), 1);
+        setenv("BERTD_ERLANG", ("@" + ipc_.link_handlers()).c_str(), 1);
         link_.wanted = true;
         if (erl::needs_companion(first_config_)) {
             companion_.wanted = true;

@@ -98,6 +98,7 @@ private:
     int64_t stop_deadline_us_ = 0;
     int ready_fd_ = -1;
     bool pidfile_written_ = false;
+    IpcNames ipc_ = IpcNames::create(getpid());
     erl::Identity id_;
     ErlangProcess link_, companion_;
     erl::CompanionCommand companion_cmd_;

@@ -12,16 +12,6 @@
 
 namespace bertd {
 
-void set_nonblocking(int fd) {
-    int fl = fcntl(fd, F_GETFL);
-    if (fl >= 0) fcntl(fd, F_SETFL, fl | O_NONBLOCK);
-}
-
-void set_cloexec(int fd, bool on) {
-    int fl = fcntl(fd, F_GETFD);
-    if (fl >= 0) fcntl(fd, F_SETFD, on ? (fl | FD_CLOEXEC) : (fl & ~FD_CLOEXEC));
-}
-
 void close_fds_from(int from, const std::vector<int>& keep) {
     if (keep.empty() && close_range(unsigned(from), ~0u, 0) == 0) return;
     long max = sysconf(_SC_OPEN_MAX);

@@ -1,5 +1,5 @@
-// process.h: small RAII and process helpers shared by the master and its children:
-// an owning fd, non-blocking set-up, spawning a handler command on fds 3 and 4.
+// process.h: process helpers shared by the master and its children: spawning a
+// handler command on fds 3 and 4, draining a socket, closing inherited descriptors.
 // Nothing here knows about BERT.
 #pragma once
 
@@ -7,38 +7,11 @@
 #include <unistd.h>
 
 #include <string>
-#include <utility>
 #include <vector>
 
+#include "io/fd.h"
+
 namespace bertd {
-
-class Fd {
-public:
-    Fd() = default;
-    explicit Fd(int fd) : fd_(fd) {}
-    Fd(Fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-    Fd& operator=(Fd&& o) noexcept {
-        if (this != &o) reset(std::exchange(o.fd_, -1));
-        return *this;
-    }
-    Fd(const Fd&) = delete;
-    Fd& operator=(const Fd&) = delete;
-    ~Fd() { reset(); }
-
-    int get() const { return fd_; }
-    explicit operator bool() const { return fd_ >= 0; }
-    int release() { return std::exchange(fd_, -1); }
-    void reset(int fd = -1) {
-        if (fd_ >= 0) ::close(fd_);
-        fd_ = fd;
-    }
-
-private:
-    int fd_ = -1;
-};
-
-void set_nonblocking(int fd);
-void set_cloexec(int fd, bool on);
 
 // Forks a handler worker: `command` runs through /bin/sh with `sock` as fds 3
 // and 4, stdin from /dev/null, stdout and stderr inherited, default signal

@@ -12,6 +12,7 @@
 
 #include "core/config.h"
 #include "core/process.h"
+#include "io/ipc.h"
 #include "shm/segment.h"
 
 namespace bertd {
@@ -44,6 +45,7 @@ struct Runtime {
     // Native modules, by name: their entry in the segment's module table (stats only;
     // they have no slots and no queues of their own).
     NameIndex native_index;
+    IpcNames ipc;              // the names of this server's internal sockets
     std::string link_address;  // the Erlang link's abstract socket; empty when there is no link
     std::vector<SlotRuntime> slots;
     std::vector<Fd> acceptor_wake;  // one eventfd per acceptor
@@ -52,9 +54,5 @@ struct Runtime {
     uint64_t generation = 1;
     std::string access_log_path;
 };
-
-// The abstract unix socket name where generation `gen` of master `pid` takes
-// over connections from the generation before it.
-std::string handover_address(int pid, uint64_t gen);
 
 }  // namespace bertd

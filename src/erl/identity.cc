@@ -218,7 +218,4 @@ CompanionCommand companion_command(const Identity& id, const Config& config, con
     return cc;
 }
 
-std::string link_address(int master_pid) { return "bertd." + std::to_string(master_pid) + ".link"; }
-std::string handler_address(int master_pid) { return "bertd." + std::to_string(master_pid) + ".erlang"; }
-
 }  // namespace bertd::erl

@@ -49,9 +49,4 @@ CompanionCommand companion_command(const Identity& id, const Config& config, con
 // Quotes one word for /bin/sh.
 std::string shell_quote(const std::string& word);
 
-// The abstract unix socket names of the link: acceptors connect to the first,
-// handler workers (BERTD_ERLANG) to the second.
-std::string link_address(int master_pid);
-std::string handler_address(int master_pid);
-
 }  // namespace bertd::erl

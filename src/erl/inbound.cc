@@ -14,6 +14,7 @@
 #include "bert/printer.h"
 #include "erl/link.h"
 #include "erl/proto.h"
+#include "io/unix.h"
 #include "log/log.h"
 
 namespace bertd::erl {
@@ -326,19 +327,7 @@ Link::LoopConn* Link::new_loop() {
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return nullptr;
     std::string msg;
     linkproto::append(msg, linkproto::Conn, 0, {});
-    iovec iov{msg.data(), msg.size()};
-    alignas(cmsghdr) char ctrl[CMSG_SPACE(sizeof(int))]{};
-    msghdr mh{};
-    mh.msg_iov = &iov;
-    mh.msg_iovlen = 1;
-    mh.msg_control = ctrl;
-    mh.msg_controllen = sizeof ctrl;
-    cmsghdr* cm = CMSG_FIRSTHDR(&mh);
-    cm->cmsg_level = SOL_SOCKET;
-    cm->cmsg_type = SCM_RIGHTS;
-    cm->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(cm), &sv[1], sizeof(int));
-    ssize_t n = sendmsg(a.fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
+    ssize_t n = send_with_fds(a.fd, msg, &sv[1], 1);
     ::close(sv[1]);
     if (n != ssize_t(msg.size())) {
         // Nothing or part went: the acceptor's stream cannot be trusted to be in step.

@@ -20,6 +20,7 @@
 #include "bert/printer.h"
 #include "core/master.h"
 #include "erl/proto.h"
+#include "io/unix.h"
 #include "log/log.h"
 #include "shm/segment.h"
 
@@ -35,21 +36,6 @@ constexpr size_t kMaxPacket = size_t(1) << 30;
 int64_t backoff_us(int fails) {
     if (fails <= 0) return 0;
     return std::min<int64_t>(100'000LL << std::min(fails - 1, 5), 2'000'000);
-}
-
-int listen_abstract(const std::string& name) {
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) return -1;
-    sockaddr_un a{};
-    a.sun_family = AF_UNIX;
-    size_t n = std::min(name.size(), sizeof a.sun_path - 2);
-    memcpy(a.sun_path + 1, name.data(), n);
-    auto len = socklen_t(offsetof(sockaddr_un, sun_path) + 1 + n);
-    if (bind(fd, reinterpret_cast<sockaddr*>(&a), len) != 0 || listen(fd, 512) != 0) {
-        ::close(fd);
-        return -1;
-    }
-    return fd;
 }
 
 // Only processes of our own user (or root) may use the link: it runs code on Erlang nodes.
@@ -72,8 +58,12 @@ Link::Stream::~Stream() {
     }
 }
 
-Link::Link(Options opts, Config config, Identity id, int master_pid)
-    : opts_(std::move(opts)), config_(std::move(config)), id_(std::move(id)), master_pid_(master_pid) {
+Link::Link(Options opts, Config config, Identity id, int master_pid, IpcNames ipc)
+    : opts_(std::move(opts)),
+      config_(std::move(config)),
+      id_(std::move(id)),
+      master_pid_(master_pid),
+      ipc_(std::move(ipc)) {
     // Tags only have to be unique among calls in flight, but a reply that arrives
     // after a restart of the link must not match a new call: start somewhere random.
     next_tag_ = (uint64_t(now_us()) << 16) ^ uint64_t(getpid());
@@ -87,8 +77,9 @@ Link::~Link() {
     if (base_) event_base_free(base_);
 }
 
-int run_link(const Options& opts, const Config& config, const Identity& id, int master_pid) {
-    Link l(opts, config, id, master_pid);
+int run_link(const Options& opts, const Config& config, const Identity& id, int master_pid,
+             const IpcNames& ipc) {
+    Link l(opts, config, id, master_pid, ipc);
     return l.run();
 }
 
@@ -106,8 +97,8 @@ int Link::run() {
     sigprocmask(SIG_SETMASK, &none, nullptr);
 
     // The acceptors' socket first: they connect as soon as they start.
-    acc_listen_.reset(listen_abstract(link_address(master_pid_)));
-    handler_listen_.reset(listen_abstract(handler_address(master_pid_)));
+    acc_listen_.reset(listen_abstract(ipc_.link(), SOCK_STREAM, 512));
+    handler_listen_.reset(listen_abstract(ipc_.link_handlers(), SOCK_STREAM, 512));
     if (!acc_listen_ || !handler_listen_) {
         log::error("cannot listen on the link's unix sockets: %s", strerror(errno));
         return 1;

@@ -25,12 +25,13 @@
 #include "erl/cnode.h"
 #include "erl/dist.h"
 #include "erl/identity.h"
+#include "io/ipc.h"
 
 namespace bertd::erl {
 
 class Link {
 public:
-    Link(Options opts, Config config, Identity id, int master_pid);
+    Link(Options opts, Config config, Identity id, int master_pid, IpcNames ipc);
     ~Link();
     Link(const Link&) = delete;
     Link& operator=(const Link&) = delete;
@@ -216,6 +217,7 @@ private:
     Config config_;
     Identity id_;
     int master_pid_;
+    IpcNames ipc_;
     CNode cnode_;
     event_base* base_ = nullptr;
     std::vector<event*> events_;
@@ -243,6 +245,7 @@ private:
 };
 
 // Runs the link in this (forked) process; returns the exit status.
-int run_link(const Options& opts, const Config& config, const Identity& id, int master_pid);
+int run_link(const Options& opts, const Config& config, const Identity& id, int master_pid,
+             const IpcNames& ipc);
 
 }  // namespace bertd::erl

@@ -19,6 +19,7 @@
 #include "admin/admin.h"
 #include "bert/frame.h"
 #include "bert/printer.h"
+#include "io/unix.h"
 #include "log/log.h"
 #include "net/acceptor_internal.h"
 
@@ -221,27 +222,15 @@ void Acceptor::on_handover(evutil_socket_t fd, short, void* arg) {
     self->graveyard_.clear();
     for (int i = 0; i < kAcceptBatch; ++i) {
         char byte;
-        iovec iov{&byte, 1};
-        alignas(cmsghdr) char ctrl[CMSG_SPACE(sizeof(int) * kHandoverBatch)];
-        msghdr msg{};
-        msg.msg_iov = &iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = ctrl;
-        msg.msg_controllen = sizeof ctrl;
-        if (recvmsg(fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC) <= 0) return;
-        for (cmsghdr* cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
-            if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
-            size_t n = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-            for (size_t k = 0; k < n; ++k) {
-                int conn_fd;
-                memcpy(&conn_fd, CMSG_DATA(cm) + k * sizeof(int), sizeof conn_fd);
-                set_nonblocking(conn_fd);
-                sockaddr_storage peer{};
-                socklen_t plen = sizeof peer;
-                getpeername(conn_fd, reinterpret_cast<sockaddr*>(&peer), &plen);
-                Conn& c = self->add_conn(conn_fd, peer);
-                self->conn_readable(c);  // the client may have sent a request meanwhile
-            }
+        std::vector<int> fds;
+        if (recv_with_fds(fd, &byte, 1, fds) <= 0) return;
+        for (int conn_fd : fds) {
+            set_nonblocking(conn_fd);
+            sockaddr_storage peer{};
+            socklen_t plen = sizeof peer;
+            getpeername(conn_fd, reinterpret_cast<sockaddr*>(&peer), &plen);
+            Conn& c = self->add_conn(conn_fd, peer);
+            self->conn_readable(c);  // the client may have sent a request meanwhile
         }
     }
 }
@@ -252,16 +241,10 @@ void Acceptor::hand_over_idle() {
     uint64_t successor = seg_.header().successor.load();
     if (successor == 0) return;
     if (!handover_out_) {
-        handover_out_.reset(socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-        std::string name = handover_address(seg_.header().master_pid, successor);
-        sockaddr_un a{};
-        a.sun_family = AF_UNIX;
-        memcpy(a.sun_path + 1, name.data(), std::min(name.size(), sizeof a.sun_path - 2));
-        auto len = socklen_t(offsetof(sockaddr_un, sun_path) + 1 + std::min(name.size(), sizeof a.sun_path - 2));
-        if (connect(handover_out_.get(), reinterpret_cast<sockaddr*>(&a), len) != 0) {
+        handover_out_.reset(connect_abstract(rt_.ipc.handover(successor), SOCK_DGRAM));
+        if (!handover_out_) {
             log::warn("cannot reach generation %llu to hand connections over: %s", (unsigned long long)successor,
                       strerror(errno));
-            handover_out_.reset();
             return;
         }
     }
@@ -273,23 +256,9 @@ void Acceptor::hand_over_idle() {
     // Many descriptors per datagram: the successor's queue holds only a few datagrams.
     for (size_t at = 0; at < idle.size(); at += kHandoverBatch) {
         size_t n = std::min(idle.size() - at, kHandoverBatch);
-        char byte = 'c';
-        iovec iov{&byte, 1};
-        alignas(cmsghdr) char ctrl[CMSG_SPACE(sizeof(int) * kHandoverBatch)]{};
-        msghdr msg{};
-        msg.msg_iov = &iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = ctrl;
-        msg.msg_controllen = CMSG_SPACE(sizeof(int) * n);
-        cmsghdr* cm = CMSG_FIRSTHDR(&msg);
-        cm->cmsg_level = SOL_SOCKET;
-        cm->cmsg_type = SCM_RIGHTS;
-        cm->cmsg_len = CMSG_LEN(sizeof(int) * n);
-        for (size_t k = 0; k < n; ++k) {
-            int fd = idle[at + k]->fd.get();
-            memcpy(CMSG_DATA(cm) + k * sizeof(int), &fd, sizeof fd);
-        }
-        if (sendmsg(handover_out_.get(), &msg, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
+        int fds[kHandoverBatch];
+        for (size_t k = 0; k < n; ++k) fds[k] = idle[at + k]->fd.get();
+        if (send_with_fds(handover_out_.get(), "c", fds, n) < 0) {
             // The successor's queue is full: try again shortly.
             timeval soon{0, 5000};
             evtimer_add(retry_ev_, &soon);

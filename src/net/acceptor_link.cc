@@ -12,6 +12,7 @@
 
 #include "bert/frame.h"
 #include "erl/proto.h"
+#include "io/unix.h"
 #include "log/log.h"
 #include "net/acceptor_internal.h"
 
@@ -30,18 +31,8 @@ bool Acceptor::link_connect() {
     int64_t now = monotonic_us();
     if (now < link_retry_us_) return false;
     link_retry_us_ = now + kLinkRetryUs;
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) return false;
-    sockaddr_un a{};
-    a.sun_family = AF_UNIX;
-    const std::string& name = rt_.link_address;
-    size_t n = std::min(name.size(), sizeof a.sun_path - 2);
-    memcpy(a.sun_path + 1, name.data(), n);
-    auto len = socklen_t(offsetof(sockaddr_un, sun_path) + 1 + n);
-    if (connect(fd, reinterpret_cast<sockaddr*>(&a), len) != 0) {
-        ::close(fd);
-        return false;  // not up yet, or restarting
-    }
+    int fd = connect_abstract(rt_.link_address, SOCK_STREAM);
+    if (fd < 0) return false;  // not up yet, or restarting
     link_fd_.reset(fd);
     link_ev_ = event_new(base_, fd, EV_READ | EV_PERSIST, on_link_io, this);
     event_add(link_ev_, nullptr);
@@ -102,28 +93,14 @@ void Acceptor::link_io(short what) {
     if (what & EV_WRITE) link_flush();
     if (!(what & EV_READ)) return;
     for (int round = 0; round < 16; ++round) {
-        iovec iov{read_buf_.data(), read_buf_.size()};
-        alignas(cmsghdr) char ctrl[CMSG_SPACE(sizeof(int) * 8)];
-        msghdr msg{};
-        msg.msg_iov = &iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = ctrl;
-        msg.msg_controllen = sizeof ctrl;
-        ssize_t n = recvmsg(link_fd_.get(), &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+        std::vector<int> fds;
+        ssize_t n = recv_with_fds(link_fd_.get(), read_buf_.data(), read_buf_.size(), fds);
         if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
             link_lost(n == 0 ? "it closed the connection" : strerror(errno));
             return;
         }
         if (n < 0) break;
-        for (cmsghdr* cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
-            if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
-            size_t k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-            for (size_t i = 0; i < k; ++i) {
-                int fd;
-                memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof fd);
-                link_fds_.push_back(fd);
-            }
-        }
+        link_fds_.insert(link_fds_.end(), fds.begin(), fds.end());
         link_in_.append(read_buf_.data(), size_t(n));
         if (size_t(n) < read_buf_.size()) break;
     }

@@ -5,7 +5,6 @@
 
 #include <errno.h>
 #include <string.h>
-#include <time.h>
 
 #include <boost/interprocess/mapped_region.hpp>
 #include <boost/interprocess/shared_memory_object.hpp>
@@ -227,18 +226,6 @@ uint32_t Segment::queue_length(uint32_t module, bool high) {
     ModuleShared& m = modules_[module];
     LockGuard g(m.lock);
     return high ? m.high.count : m.low.count;
-}
-
-int64_t now_us() {
-    timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return int64_t(ts.tv_sec) * 1000000 + ts.tv_nsec / 1000;
-}
-
-int64_t monotonic_us() {
-    timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return int64_t(ts.tv_sec) * 1000000 + ts.tv_nsec / 1000;
 }
 
 }  // namespace bertd

@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include "io/clock.h"
+
 namespace bertd {
 
 // A process-shared, robust mutex: if its holder dies, the next locker takes it over.
@@ -184,8 +186,5 @@ private:
     AcceptorShared* acceptors_ = nullptr;
     QueueEntry* queue_ = nullptr;
 };
-
-int64_t now_us();        // CLOCK_REALTIME microseconds
-int64_t monotonic_us();  // CLOCK_MONOTONIC microseconds
 
 }  // namespace bertd
