@@ -326,7 +326,7 @@ Link::LoopConn* Link::new_loop() {
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return nullptr;
     std::string msg;
-    linkproto::append(msg, linkproto::Conn, 0, {});
+    linkproto::append(msg, linkproto::Connection, 0, {});
     ssize_t n = send_with_fds(a.fd, msg, &sv[1], 1);
     ::close(sv[1]);
     if (n != ssize_t(msg.size())) {

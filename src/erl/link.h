@@ -25,6 +25,7 @@
 #include "erl/cnode.h"
 #include "erl/dist.h"
 #include "erl/identity.h"
+#include "erl/proto.h"
 #include "io/ipc.h"
 
 namespace bertd::erl {
@@ -124,7 +125,7 @@ public:
         bool has_deadline = false;
         // Native
         uint64_t acceptor = 0, acc_tag = 0;
-        bool has_external = false, cast = false;
+        bool cast = false;
         std::string mf;  // "mod:fun", for messages
         double timeout_s = 0;
         // HandlerRpc
@@ -179,6 +180,7 @@ private:
     void decide_native(Node& n, uint64_t acceptor, uint64_t tag, uint8_t flags, std::string_view payload);
     void answer_acceptor(uint64_t acceptor, uint64_t tag, uint8_t type, std::string_view payload);
     void answer_error(uint64_t acceptor, uint64_t tag, int code, const std::string& detail);
+    void decline(uint64_t acceptor, uint64_t tag, linkproto::DeclineReason why);
     void native_reply(Call& c, std::string_view result);
     void start_setup(Node& n);
     void send_exports_query(Node& n);

@@ -91,6 +91,12 @@ void Link::answer_acceptor(uint64_t acceptor, uint64_t tag, uint8_t type, std::s
     queue_out(*a);
 }
 
+// The acceptor's router decides who serves a request the native module does not take.
+void Link::decline(uint64_t acceptor, uint64_t tag, linkproto::DeclineReason why) {
+    char body = char(why);
+    answer_acceptor(acceptor, tag, linkproto::Declined, std::string_view(&body, 1));
+}
+
 void Link::answer_error(uint64_t acceptor, uint64_t tag, int code, const std::string& detail) {
     std::string frame = error_frame(ErrorType::Server, code, detail);
     answer_acceptor(acceptor, tag, linkproto::Answer, std::string_view(frame).substr(4));
@@ -104,14 +110,10 @@ void Link::native_request(AccConn& a, uint64_t tag, uint8_t flags, std::string_v
         return;
     }
     std::string module = utf8_name(pk.module, pk.module_latin1);
-    bool has_external = flags & linkproto::HasExternal;
     auto it = native_modules_.find(module);
     if (it == native_modules_.end()) {
         // The acceptor's configuration is newer or older than ours (a reload in progress).
-        if (has_external)
-            answer_acceptor(a.id, tag, linkproto::Fallback, {});
-        else
-            answer_error(a.id, tag, 1, "No such module '" + module + "'");
+        decline(a.id, tag, linkproto::NoModule);
         return;
     }
     if (it->second.empty()) {
@@ -148,22 +150,15 @@ void Link::decide_native(Node& n, uint64_t acceptor, uint64_t tag, uint8_t flags
     bert::peek(payload, pk);
     std::string module = utf8_name(pk.module, pk.module_latin1);
     std::string fn = utf8_name(pk.function, pk.function_latin1);
-    bool has_external = flags & linkproto::HasExternal;
     auto ex = n.exports.find(module);
     if (ex == n.exports.end()) {
-        if (has_external)
-            answer_acceptor(acceptor, tag, linkproto::Fallback, {});
-        else
-            answer_error(acceptor, tag, 1, "No such module '" + module + "'");
+        decline(acceptor, tag, linkproto::NoModule);
         return;
     }
     int arity = int(pk.arity);
     bool exported = ex->second.count({fn, arity}) || ex->second.count({fn + "_pred", arity});
     if (!exported) {
-        if (has_external)
-            answer_acceptor(acceptor, tag, linkproto::Fallback, {});
-        else
-            answer_error(acceptor, tag, 2, "No such function '" + module + ":" + fn + "'");
+        decline(acceptor, tag, linkproto::NoFunction);
         return;
     }
     DistConn* d = conn_of(n);
@@ -191,7 +186,6 @@ void Link::decide_native(Node& n, uint64_t acceptor, uint64_t tag, uint8_t flags
     c.conn = d->id;
     c.acceptor = acceptor;
     c.acc_tag = tag;
-    c.has_external = has_external;
     c.cast = cast;
     c.mf = module + ":" + fn;
     auto t = native_timeouts_.find(module);
@@ -206,11 +200,7 @@ void Link::native_reply(Call& c, std::string_view result) {
     }
     bert::Term t = decode_result(result);
     if (t.is_atom("fallback")) {
-        // The predicate said external.
-        if (c.has_external)
-            answer_acceptor(c.acceptor, c.acc_tag, linkproto::Fallback, {});
-        else
-            answer_error(c.acceptor, c.acc_tag, 2, "No such function '" + c.mf + "'");
+        decline(c.acceptor, c.acc_tag, linkproto::NoFunction);  // the predicate said external
         return;
     }
     answer_error(c.acceptor, c.acc_tag, 0,

@@ -18,14 +18,19 @@ enum Type : uint8_t {
     Request = 2,  // body: u8 flags, then the client's BERT payload {call|cast, M, F, Args}
     // link -> acceptor
     Answer = 10,    // body: the BERT payload to send to the client
-    Fallback = 11,  // no body: serve the request with the external module of that name
-    Conn = 12,      // tag 0, no body, one descriptor attached (SCM_RIGHTS): a connection
+    Declined = 11,    // body: u8 why (net/router.h's Declined); the acceptor's router decides who serves it
+    Connection = 12,  // tag 0, no body, one descriptor attached (SCM_RIGHTS): a connection
                     // the link makes external calls on (rpc:call from Erlang nodes)
 };
 
 enum Flags : uint8_t {
-    Cast = 1,         // answer once the call is dispatched, with {noreply}
-    HasExternal = 2,  // an external module of the same name exists (fallback is possible)
+    Cast = 1,  // answer once the call is dispatched, with {noreply}
+};
+
+// Why a native module did not take a request (the body of Declined).
+enum DeclineReason : uint8_t {
+    NoModule = 1,    // the node has no such module
+    NoFunction = 2,  // it does not export Function/Arity, or Function_pred said external
 };
 
 inline void put_u32(char* p, uint32_t v) {

@@ -20,17 +20,19 @@ AbstractAddress abstract_address(std::string_view name) {
 }
 
 namespace {
-int unix_socket(int type) { return socket(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0); }
-
-int bind_to(std::string_view name, int type) {
+// A new socket bound to `name`, or connected to it. -1 with errno set on failure.
+int socket_at(std::string_view name, int type, bool connect_to) {
     AbstractAddress a = abstract_address(name);
     if (a.len == 0) {
         errno = ENAMETOOLONG;
         return -1;
     }
-    int fd = unix_socket(type);
+    int fd = socket(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) return -1;
-    if (bind(fd, reinterpret_cast<sockaddr*>(&a.addr), a.len) != 0) {
+    auto* addr = reinterpret_cast<sockaddr*>(&a.addr);
+    // A unix connect completes or fails at once; EAGAIN means the listener's backlog is full.
+    int rc = connect_to ? connect(fd, addr, a.len) : bind(fd, addr, a.len);
+    if (rc != 0) {
         int e = errno;
         ::close(fd);
         errno = e;
@@ -41,7 +43,7 @@ int bind_to(std::string_view name, int type) {
 }  // namespace
 
 int listen_abstract(std::string_view name, int type, int backlog) {
-    int fd = bind_to(name, type);
+    int fd = socket_at(name, type, false);
     if (fd >= 0 && listen(fd, backlog) != 0) {
         int e = errno;
         ::close(fd);
@@ -51,25 +53,9 @@ int listen_abstract(std::string_view name, int type, int backlog) {
     return fd;
 }
 
-int bind_abstract(std::string_view name, int type) { return bind_to(name, type); }
+int bind_abstract(std::string_view name, int type) { return socket_at(name, type, false); }
 
-int connect_abstract(std::string_view name, int type) {
-    AbstractAddress a = abstract_address(name);
-    if (a.len == 0) {
-        errno = ENAMETOOLONG;
-        return -1;
-    }
-    int fd = unix_socket(type);
-    if (fd < 0) return -1;
-    // A unix connect completes at once or fails at once; EAGAIN means the backlog is full.
-    if (connect(fd, reinterpret_cast<sockaddr*>(&a.addr), a.len) != 0) {
-        int e = errno;
-        ::close(fd);
-        errno = e;
-        return -1;
-    }
-    return fd;
-}
+int connect_abstract(std::string_view name, int type) { return socket_at(name, type, true); }
 
 bool peer_credentials(int fd, PeerCred& out) {
     ucred cr{};

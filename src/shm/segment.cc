@@ -137,7 +137,7 @@ Segment::~Segment() = default;
 
 void Segment::remove() { bip::shared_memory_object::remove(name_.c_str()); }
 
-Segment::Lease Segment::lease_or_enqueue(uint32_t module, int32_t acceptor, uint64_t conn, bool high,
+Segment::Grant Segment::lease_or_enqueue(uint32_t module, int32_t acceptor, uint64_t request, bool high,
                                          int64_t now, uint32_t& slot_out) {
     ModuleShared& m = modules_[module];
     LockGuard g(m.lock);
@@ -145,20 +145,20 @@ Segment::Lease Segment::lease_or_enqueue(uint32_t module, int32_t acceptor, uint
         Slot& s = slots_[i];
         if (s.state.load(std::memory_order_relaxed) == uint32_t(SlotState::Idle)) {
             s.owner = acceptor;
-            s.conn = conn;
+            s.request = request;
             s.state.store(uint32_t(SlotState::Leased), std::memory_order_release);
             slot_out = i;
-            return Lease::Granted;
+            return Grant::Leased;
         }
     }
     Ring& r = high ? m.high : m.low;
     uint32_t cap = header_->queue_capacity;
-    if (r.count >= cap) return Lease::QueueFull;
+    if (r.count >= cap) return Grant::QueueFull;
     QueueEntry* base = queue_ + m.queue_base + (high ? 0 : cap);
-    base[(r.head + r.count) % cap] = QueueEntry{acceptor, conn, now};
+    base[(r.head + r.count) % cap] = QueueEntry{acceptor, request, now};
     ++r.count;
     (high ? m.stats.queued_high : m.stats.queued_low).fetch_add(1, std::memory_order_relaxed);
-    return Lease::Queued;
+    return Grant::Queued;
 }
 
 int32_t Segment::pop_waiter(ModuleShared& m, uint32_t slot) {
@@ -171,7 +171,7 @@ int32_t Segment::pop_waiter(ModuleShared& m, uint32_t slot) {
         --r.count;
         Slot& s = slots_[slot];
         s.owner = e.acceptor;
-        s.conn = e.conn;
+        s.request = e.request;
         s.state.store(uint32_t(SlotState::Leased), std::memory_order_release);
         return e.acceptor;
     }
@@ -195,11 +195,11 @@ int32_t Segment::release(uint32_t slot) {
     return -1;
 }
 
-bool Segment::owned_by(uint32_t slot, int32_t acceptor, uint64_t& conn_out) {
+bool Segment::owned_by(uint32_t slot, int32_t acceptor, uint64_t& request_out) {
     Slot& s = slots_[slot];
     LockGuard g(modules_[s.module].lock);
     if (s.state.load() != uint32_t(SlotState::Leased) || s.owner.load() != acceptor) return false;
-    conn_out = s.conn.load();
+    request_out = s.request.load();
     return true;
 }
 

@@ -52,7 +52,7 @@ struct Slot {
     std::atomic<uint32_t> state;
     // Written under the module lock; read without it only as a hint.
     std::atomic<int32_t> owner;  // acceptor index holding the lease, -1 if none
-    std::atomic<uint64_t> conn;  // the connection the lease was granted for (hand-offs)
+    std::atomic<uint64_t> request;  // the request (an acceptor's id) the lease was granted for
     std::atomic<int32_t> pid;
     uint32_t module;
     std::atomic<uint32_t> retire;  // replace the worker once its current request is done
@@ -63,7 +63,7 @@ struct Slot {
 
 struct QueueEntry {
     int32_t acceptor;
-    uint64_t conn;
+    uint64_t request;
     int64_t enqueued_us;
 };
 
@@ -155,9 +155,9 @@ public:
     void remove();  // unlinks the name (master, at exit)
 
     // ---- The slot table and queues; every call takes the module's lock. ----
-    enum class Lease { Granted, Queued, QueueFull };
-    // Leases an idle slot of `module` for (acceptor, conn), or queues the request.
-    Lease lease_or_enqueue(uint32_t module, int32_t acceptor, uint64_t conn, bool high, int64_t now_us,
+    enum class Grant { Leased, Queued, QueueFull };
+    // Leases an idle slot of `module` for (acceptor, request), or queues the request.
+    Grant lease_or_enqueue(uint32_t module, int32_t acceptor, uint64_t request, bool high, int64_t now_us,
                            uint32_t& slot_out);
     // Gives `slot` back after a request, or offers one the master just made ready (a
     // new or restarted worker). If somebody waits, the slot passes to the oldest high
@@ -166,8 +166,8 @@ public:
     // answering), goes to Reaping instead (returns -2) so the master replaces its worker.
     int32_t release(uint32_t slot);
     uint32_t queue_length(uint32_t module, bool high);
-    // Reads owner and conn of a slot consistently (under the lock).
-    bool owned_by(uint32_t slot, int32_t acceptor, uint64_t& conn_out);
+    // Reads owner and request of a slot consistently (under the lock).
+    bool owned_by(uint32_t slot, int32_t acceptor, uint64_t& request_out);
     // Moves a slot to Reaping (its worker is gone or must go); the master takes over.
     void mark_reaping(uint32_t slot);
     // Master, on a worker's death: Leased -> Dead (returns the owner to wake), other -> Reaping (returns -1).

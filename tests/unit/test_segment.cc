@@ -39,10 +39,10 @@ TEST_GROUP(Segment) {
 TEST(Segment, idle_slots_are_leased_then_requests_queue) {
     seg = make_segment(2, 8);
     uint32_t s1 = 99, s2 = 99, s3 = 99;
-    CHECK(seg->lease_or_enqueue(0, 0, 1, true, 0, s1) == Segment::Lease::Granted);
-    CHECK(seg->lease_or_enqueue(0, 1, 2, true, 0, s2) == Segment::Lease::Granted);
+    CHECK(seg->lease_or_enqueue(0, 0, 1, true, 0, s1) == Segment::Grant::Leased);
+    CHECK(seg->lease_or_enqueue(0, 1, 2, true, 0, s2) == Segment::Grant::Leased);
     CHECK(s1 != s2);
-    CHECK(seg->lease_or_enqueue(0, 0, 3, true, 0, s3) == Segment::Lease::Queued);
+    CHECK(seg->lease_or_enqueue(0, 0, 3, true, 0, s3) == Segment::Grant::Queued);
     CHECK_EQUAL(1u, seg->queue_length(0, true));
     CHECK_EQUAL(0u, seg->queue_length(0, false));
 }
@@ -50,9 +50,9 @@ TEST(Segment, idle_slots_are_leased_then_requests_queue) {
 TEST(Segment, high_priority_is_served_before_low) {
     seg = make_segment(1, 8);
     uint32_t s = 0, unused = 0;
-    CHECK(seg->lease_or_enqueue(0, 0, 1, true, 0, s) == Segment::Lease::Granted);
-    CHECK(seg->lease_or_enqueue(0, 1, 10, false, 0, unused) == Segment::Lease::Queued);  // low first
-    CHECK(seg->lease_or_enqueue(0, 0, 20, true, 0, unused) == Segment::Lease::Queued);   // then high
+    CHECK(seg->lease_or_enqueue(0, 0, 1, true, 0, s) == Segment::Grant::Leased);
+    CHECK(seg->lease_or_enqueue(0, 1, 10, false, 0, unused) == Segment::Grant::Queued);  // low first
+    CHECK(seg->lease_or_enqueue(0, 0, 20, true, 0, unused) == Segment::Grant::Queued);   // then high
     uint64_t conn = 0;
     CHECK_EQUAL(0, seg->release(s));  // goes to acceptor 0, conn 20 (high)
     CHECK(seg->owned_by(s, 0, conn));
@@ -67,20 +67,20 @@ TEST(Segment, high_priority_is_served_before_low) {
 TEST(Segment, queue_is_bounded) {
     seg = make_segment(1, 2);
     uint32_t s = 0;
-    CHECK(seg->lease_or_enqueue(0, 0, 1, true, 0, s) == Segment::Lease::Granted);
-    CHECK(seg->lease_or_enqueue(0, 0, 2, true, 0, s) == Segment::Lease::Queued);
-    CHECK(seg->lease_or_enqueue(0, 0, 3, true, 0, s) == Segment::Lease::Queued);
-    CHECK(seg->lease_or_enqueue(0, 0, 4, true, 0, s) == Segment::Lease::QueueFull);
-    CHECK(seg->lease_or_enqueue(0, 0, 5, false, 0, s) == Segment::Lease::Queued);  // low has its own ring
+    CHECK(seg->lease_or_enqueue(0, 0, 1, true, 0, s) == Segment::Grant::Leased);
+    CHECK(seg->lease_or_enqueue(0, 0, 2, true, 0, s) == Segment::Grant::Queued);
+    CHECK(seg->lease_or_enqueue(0, 0, 3, true, 0, s) == Segment::Grant::Queued);
+    CHECK(seg->lease_or_enqueue(0, 0, 4, true, 0, s) == Segment::Grant::QueueFull);
+    CHECK(seg->lease_or_enqueue(0, 0, 5, false, 0, s) == Segment::Grant::Queued);  // low has its own ring
 }
 
 TEST(Segment, queue_wraps_around_in_order) {
     seg = make_segment(1, 3);
     uint32_t s = 0, unused = 0;
-    CHECK(seg->lease_or_enqueue(0, 0, 1, true, 0, s) == Segment::Lease::Granted);
+    CHECK(seg->lease_or_enqueue(0, 0, 1, true, 0, s) == Segment::Grant::Leased);
     uint64_t next = 100, expect = 100, conn = 0;
     for (int round = 0; round < 10; ++round) {
-        while (seg->lease_or_enqueue(0, 0, next, true, 0, unused) == Segment::Lease::Queued) ++next;
+        while (seg->lease_or_enqueue(0, 0, next, true, 0, unused) == Segment::Grant::Queued) ++next;
         CHECK_EQUAL(0, seg->release(s));
         CHECK(seg->owned_by(s, 0, conn));
         CHECK_EQUAL(expect, conn);
@@ -91,8 +91,8 @@ TEST(Segment, queue_wraps_around_in_order) {
 TEST(Segment, retired_slot_goes_to_the_master_not_to_a_waiter) {
     seg = make_segment(1, 4);
     uint32_t s = 0, unused = 0;
-    CHECK(seg->lease_or_enqueue(0, 0, 1, true, 0, s) == Segment::Lease::Granted);
-    CHECK(seg->lease_or_enqueue(0, 1, 2, true, 0, unused) == Segment::Lease::Queued);
+    CHECK(seg->lease_or_enqueue(0, 0, 1, true, 0, s) == Segment::Grant::Leased);
+    CHECK(seg->lease_or_enqueue(0, 1, 2, true, 0, unused) == Segment::Grant::Queued);
     seg->slot(s).retire = 1;
     CHECK_EQUAL(-2, seg->release(s));
     CHECK_EQUAL(uint32_t(SlotState::Reaping), seg->slot(s).state.load());
@@ -103,7 +103,7 @@ TEST(Segment, retired_slot_goes_to_the_master_not_to_a_waiter) {
 TEST(Segment, worker_death_while_leased_tells_the_owner) {
     seg = make_segment(2, 4);
     uint32_t s = 0;
-    CHECK(seg->lease_or_enqueue(0, 1, 7, true, 0, s) == Segment::Lease::Granted);
+    CHECK(seg->lease_or_enqueue(0, 1, 7, true, 0, s) == Segment::Grant::Leased);
     CHECK_EQUAL(1, seg->worker_died(s));
     CHECK_EQUAL(uint32_t(SlotState::Dead), seg->slot(s).state.load());
     CHECK_EQUAL(-1, seg->worker_died(1 - s));  // an idle one goes straight to the master
@@ -113,8 +113,8 @@ TEST(Segment, worker_death_while_leased_tells_the_owner) {
 TEST(Segment, slot_whose_worker_died_after_answering_goes_to_the_master_not_to_a_waiter) {
     seg = make_segment(1, 4);
     uint32_t s = 0, unused = 0;
-    CHECK(seg->lease_or_enqueue(0, 0, 1, true, 0, s) == Segment::Lease::Granted);
-    CHECK(seg->lease_or_enqueue(0, 1, 2, true, 0, unused) == Segment::Lease::Queued);
+    CHECK(seg->lease_or_enqueue(0, 0, 1, true, 0, s) == Segment::Grant::Leased);
+    CHECK(seg->lease_or_enqueue(0, 1, 2, true, 0, unused) == Segment::Grant::Queued);
     CHECK_EQUAL(0, seg->worker_died(s));  // the answer is in; the owner has not given the slot back yet
     CHECK_EQUAL(-2, seg->release(s));
     CHECK_EQUAL(uint32_t(SlotState::Reaping), seg->slot(s).state.load());
@@ -131,7 +131,7 @@ TEST(Segment, a_lock_whose_holder_died_is_taken_over) {
     int status = 0;
     waitpid(pid, &status, 0);
     uint32_t s = 0;
-    CHECK(seg->lease_or_enqueue(0, 0, 1, true, 0, s) == Segment::Lease::Granted);
+    CHECK(seg->lease_or_enqueue(0, 0, 1, true, 0, s) == Segment::Grant::Leased);
     CHECK_EQUAL(-1, seg->release(s));
 }
 

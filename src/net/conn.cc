@@ -1,0 +1,251 @@
+// conn.cc: reading into and writing from a connection's two byte queues. The buffer
+// grows with what arrives, never with what a header announces, and at most one
+// whole frame beyond the one in flight is buffered; a client that does not read its
+// answers stops being served. Nothing here decodes or routes: whole frames go to
+// RequestPath::serve.
+#include "net/conn.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+
+#include "bert/frame.h"
+#include "io/clock.h"
+#include "io/unix.h"
+#include "net/acceptor.h"
+#include "net/request.h"
+
+namespace bertd {
+
+namespace {
+constexpr int kReadRounds = 16;  // at most 16 scratch buffers (1 MiB) from one connection per wake-up
+// Buffers above this size are freed once empty (a request's after a second of rest, so a
+// busy connection keeps its buffer), so idle connections hold no memory of their largest
+// request or answer.
+constexpr size_t kKeepBuffer = 4096;
+constexpr int64_t kShrinkIdleUs = 1'000'000;
+
+bool is_loopback(const sockaddr_storage& a) {
+    if (a.ss_family == AF_INET) {
+        auto* in = reinterpret_cast<const sockaddr_in*>(&a);
+        return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+    }
+    if (a.ss_family == AF_INET6) {
+        auto* in6 = reinterpret_cast<const sockaddr_in6*>(&a);
+        if (IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr)) return true;
+        if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) return in6->sin6_addr.s6_addr[12] == 127;
+    }
+    return false;
+}
+
+std::string peer_text(const sockaddr_storage& a) {
+    char buf[INET6_ADDRSTRLEN] = "?";
+    if (a.ss_family == AF_INET)
+        inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&a)->sin_addr, buf, sizeof buf);
+    else if (a.ss_family == AF_INET6)
+        inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(&a)->sin6_addr, buf, sizeof buf);
+    return buf;
+}
+}  // namespace
+
+// ---- ByteQueue -------------------------------------------------------------------------
+
+void ByteQueue::append(std::string&& s) {
+    if (empty()) {
+        buf_ = std::move(s);
+        start_ = 0;
+    } else {
+        buf_.append(s);
+    }
+}
+
+void ByteQueue::consume(size_t n) {
+    start_ += n;
+    if (start_ >= buf_.size()) {
+        buf_.clear();
+        start_ = 0;
+    }
+}
+
+void ByteQueue::compact() {
+    if (start_ > 0 && (start_ == buf_.size() || start_ > (1u << 20))) {
+        buf_.erase(0, start_);
+        start_ = 0;
+    }
+}
+
+void ByteQueue::trim(size_t keep) {
+    if (empty() && buf_.capacity() > keep) {
+        std::string().swap(buf_);
+        start_ = 0;
+    }
+}
+
+// ---- the table -------------------------------------------------------------------------
+
+Connections::Connections(Acceptor& a) : acc_(a) {
+    prefix_ = a.id_prefix();
+    // Closed connections are freed here, in a callback of its own: nothing up the stack
+    // can still hold one then. It runs at the clients' priority, in the same loop turn.
+    reap_ev_ = make_event(a.base(), -1, 0, on_reap, this);
+}
+
+Connections::~Connections() {
+    table_.clear();
+    graveyard_.clear();
+}
+
+Conn& Connections::add(int fd, const sockaddr_storage& peer) {
+    auto c = std::make_unique<Conn>();
+    c->owner = &acc_;
+    c->id = prefix_ | (next_++ & 0xFFFFFFFF);
+    c->fd.reset(fd);
+    c->admin_ok = is_loopback(peer);
+    if (!c->admin_ok) {
+        std::string p = peer_text(peer);
+        for (const auto& a : acc_.rt().config.admin_allow)
+            if (a == p) c->admin_ok = true;
+    }
+    c->accepted_wall_us = now_us();
+    c->last_active_us = monotonic_us();
+    c->rev = make_event(acc_.base(), fd, EV_READ | EV_PERSIST, on_read, c.get());
+    c->wev = make_event(acc_.base(), fd, EV_WRITE | EV_PERSIST, on_write, c.get());
+    acc_.seg().header().stats.connections_active.fetch_add(1, std::memory_order_relaxed);
+    acc_.seg().acceptor(acc_.index()).connections.fetch_add(1, std::memory_order_relaxed);
+    Conn& ref = *c;
+    table_.emplace(c->id, std::move(c));
+    set_reading(ref, true);
+    return ref;
+}
+
+Conn* Connections::find(uint64_t id) {
+    auto it = table_.find(id);
+    return it == table_.end() || it->second->dead ? nullptr : it->second.get();
+}
+
+void Connections::on_read(evutil_socket_t, short, void* arg) {
+    auto* c = static_cast<Conn*>(arg);
+    c->owner->conns().read(*c);
+}
+
+void Connections::on_write(evutil_socket_t, short, void* arg) {
+    auto* c = static_cast<Conn*>(arg);
+    Acceptor& a = *c->owner;
+    a.conns().flush(*c);
+    a.maybe_exit();
+}
+
+void Connections::on_reap(evutil_socket_t, short, void* arg) {
+    static_cast<Connections*>(arg)->graveyard_.clear();
+}
+
+void Connections::set_reading(Conn& c, bool on) {
+    if (on == c.reading) return;
+    c.reading = on;
+    if (on) event_add(c.rev.get(), nullptr);
+    else event_del(c.rev.get());
+}
+
+void Connections::read(Conn& c) {
+    c.in.compact();  // requests find their frame from the queue's front, so moving it is safe
+    std::string& buf = acc_.scratch();
+    size_t limit = acc_.max_frame() + 2 * bert::kFrameHeader;
+    bool got = false;
+    for (int round = 0; round < kReadRounds; ++round) {
+        // Bound what one connection buffers: one whole frame beyond the one in flight.
+        if (c.in.size() > limit) {
+            set_reading(c, false);
+            break;
+        }
+        ssize_t n = ::recv(c.fd.get(), buf.data(), buf.size(), 0);
+        if (n > 0) {
+            c.in.append(std::string_view(buf.data(), size_t(n)));
+            got = true;
+            if (size_t(n) < buf.size()) break;
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && errno == EAGAIN) break;
+        // EOF or error: answer what is already here, then close.
+        c.eof = true;
+        set_reading(c, false);
+        if (n < 0) {
+            close(c);
+            return;
+        }
+        break;
+    }
+    if (!got && !c.eof) return;
+    if (got) c.last_active_us = monotonic_us();
+    serve(c);
+}
+
+void Connections::resume(Conn& c) {
+    if (c.dead) return;
+    c.last_active_us = monotonic_us();
+    if (c.serving) return;  // serve()'s own loop goes on
+    if (!c.eof && !c.closing && !c.out_paused) set_reading(c, true);
+    serve(c);
+}
+
+void Connections::serve(Conn& c) {
+    acc_.requests().serve(c);
+    if (!c.dead && c.eof && c.idle() && c.out.empty()) close(c);
+    acc_.maybe_exit();
+}
+
+void Connections::send(Conn& c, std::string&& frame) {
+    if (c.dead) return;
+    c.out.append(std::move(frame));
+    flush(c);
+}
+
+void Connections::flush(Conn& c) {
+    if (c.dead) return;
+    switch (flush_some(c.fd.get(), c.out.bytes(), c.out.cursor())) {
+        case Flush::Blocked: event_add(c.wev.get(), nullptr); return;
+        case Flush::Failed: close(c); return;  // the client is gone
+        case Flush::Done: break;
+    }
+    event_del(c.wev.get());
+    c.out.trim(kKeepBuffer);  // do not keep a big answer's buffer
+    if (c.closing || (c.eof && c.idle() && c.in.empty())) {
+        close(c);
+    } else if (c.out_paused) {
+        c.out_paused = false;
+        if (!c.eof) set_reading(c, true);
+        serve(c);
+    }
+}
+
+void Connections::close(Conn& c) {
+    if (c.dead) return;
+    c.dead = true;
+    // A request on a worker or at the link outlives its client: its answer is dropped.
+    if (c.request) acc_.requests().orphan(*c.request);
+    event_del(c.rev.get());
+    event_del(c.wev.get());
+    c.fd.reset();
+    if (!c.handed_over) {
+        GlobalStats& gs = acc_.seg().header().stats;
+        gs.connections_active.fetch_sub(1, std::memory_order_relaxed);
+        gs.connections_completed.fetch_add(1, std::memory_order_relaxed);
+        acc_.seg().acceptor(acc_.index()).connections.fetch_sub(1, std::memory_order_relaxed);
+    }
+    auto it = table_.find(c.id);
+    graveyard_.push_back(std::move(it->second));
+    table_.erase(it);
+    event_active(reap_ev_.get(), EV_TIMEOUT, 0);
+}
+
+void Connections::sweep(int64_t now, int64_t idle_limit_us) {
+    std::vector<Conn*> expired;
+    for (auto& [id, c] : table_) {
+        if (!c->idle()) continue;
+        if (idle_limit_us > 0 && now - c->last_active_us > idle_limit_us) expired.push_back(c.get());
+        if (now - c->last_active_us > kShrinkIdleUs) c->in.trim(kKeepBuffer);
+    }
+    for (Conn* c : expired) close(*c);
+}
+
+}  // namespace bertd

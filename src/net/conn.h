@@ -1,0 +1,111 @@
+// conn.h: client connections: each one's socket, the bytes read but not yet
+// served (one queue, whose front is the request in flight) and the bytes still
+// to send (another), and the table of an acceptor's connections. Reading and
+// writing never block and never look inside a frame; a closed connection is freed
+// at one point per loop turn, never under a caller that may still hold it.
+#pragma once
+
+#include <sys/socket.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "io/event.h"
+#include "io/fd.h"
+
+namespace bertd {
+
+class Acceptor;
+struct Request;
+
+// Bytes with a read cursor: appended at the back, consumed from the front.
+class ByteQueue {
+public:
+    std::string_view view() const { return std::string_view(buf_).substr(start_); }
+    size_t size() const { return buf_.size() - start_; }
+    bool empty() const { return start_ == buf_.size(); }
+    size_t capacity() const { return buf_.capacity(); }
+    void append(std::string_view s) { buf_.append(s); }
+    // Takes `s` whole, without a copy when the queue is empty.
+    void append(std::string&& s);
+    void consume(size_t n);
+    // Moves what is unread to the front once the consumed part is worth reclaiming.
+    void compact();
+    // Frees the buffer once it is empty and grew past `keep` bytes.
+    void trim(size_t keep);
+    // For the send loop (io/unix.h flush_some).
+    std::string& bytes() { return buf_; }
+    size_t& cursor() { return start_; }
+
+private:
+    std::string buf_;
+    size_t start_ = 0;
+};
+
+struct Conn {
+    Acceptor* owner = nullptr;
+    uint64_t id = 0;
+    Fd fd;
+    EventPtr rev, wev;
+    ByteQueue in, out;
+    Request* request = nullptr;  // being served; its frame is at the front of `in` while it is attached
+    bool reading = false;
+    bool high_next = true;     // priority of the next request ({info, priority, ...})
+    bool eof = false;          // the client will send nothing more
+    bool closing = false;      // close once `out` is flushed
+    bool out_paused = false;   // no request is served until the client has read its answers
+    bool serving = false;      // inside RequestPath::serve: a completion must not serve again
+    bool admin_ok = false;
+    bool dead = false;         // closed; freed at the end of this loop turn
+    bool handed_over = false;  // passed to the next generation, not closed
+    bool from_link = false;    // the Erlang link's: external modules only, never handed over
+    int64_t accepted_wall_us = 0;  // for the access log
+    int64_t last_active_us = 0;    // monotonic, for the idle timeout
+
+    bool idle() const { return request == nullptr; }
+};
+
+// The acceptor's connections: adding, reading, writing, closing and sweeping them.
+class Connections {
+public:
+    explicit Connections(Acceptor& a);
+    ~Connections();
+
+    Conn& add(int fd, const sockaddr_storage& peer);
+    Conn* find(uint64_t id);
+    size_t size() const { return table_.size(); }
+    template <class F>
+    void each(F&& f) {
+        for (auto& [id, c] : table_)
+            if (!c->dead) f(*c);
+    }
+
+    void read(Conn& c);  // reads what the socket holds, then serves what became whole
+    void set_reading(Conn& c, bool on);
+    void send(Conn& c, std::string&& frame);  // queues and flushes
+    void flush(Conn& c);
+    void close(Conn& c);  // at once; the memory goes at the end of the loop turn
+    // The connection may read its next request (its last one is finished).
+    void resume(Conn& c);
+    // Closes connections idle past the limit and frees buffers of rested ones.
+    void sweep(int64_t now_us, int64_t idle_limit_us);
+
+private:
+    static void on_read(evutil_socket_t, short, void*);
+    static void on_write(evutil_socket_t, short, void*);
+    static void on_reap(evutil_socket_t, short, void*);
+    void serve(Conn& c);  // hands whole frames to the request path; closes a finished client
+
+    Acceptor& acc_;
+    uint64_t prefix_ = 0;  // keeps ids unique across restarts of this acceptor
+    uint64_t next_ = 1;
+    std::unordered_map<uint64_t, std::unique_ptr<Conn>> table_;
+    std::vector<std::unique_ptr<Conn>> graveyard_;
+    EventPtr reap_ev_;
+};
+
+}  // namespace bertd

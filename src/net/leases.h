@@ -1,0 +1,61 @@
+// leases.h: an acceptor's requests on external workers: a slot leased from the
+// shared segment (or a place in the module's high or low queue), the request written
+// to the worker, its one answer read back, its deadline, and the slot given back or
+// handed to the next waiter (whose acceptor is woken through its eventfd). A worker
+// that dies, times out or answers out of step fails only the request it held, and
+// the master replaces it. Nothing here blocks.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "io/event.h"
+
+namespace bertd {
+
+class Acceptor;
+struct Request;
+
+class Leases {
+public:
+    explicit Leases(Acceptor& a);
+    ~Leases();
+
+    // Leases a slot of the request's module and starts it there, or queues it; a full
+    // queue completes it with an error.
+    void start(Request& r);
+    // Looks at every slot: hand-offs made to this acceptor, workers that died under a lease.
+    void scan();
+    size_t held() const;
+
+private:
+    struct Lease {
+        Leases* owner = nullptr;
+        uint32_t slot = 0;
+        int fd = -1;
+        EventPtr io, timer;
+        Request* req = nullptr;  // set while this acceptor holds the slot
+        bool writing = false;
+        std::string answer;
+    };
+    static void on_io(evutil_socket_t, short, void*);
+    static void on_timeout(evutil_socket_t, short, void*);
+
+    Lease& lease_of(uint32_t slot);
+    void begin(Request& r, uint32_t slot);
+    void write_more(Lease& l);
+    void read_answer(Lease& l);
+    void finish(Lease& l);
+    void fail(Lease& l, const std::string& why);
+    void release(Lease& l);
+    void give_back(uint32_t slot);
+    void take_handoff(uint32_t slot);
+    void retry_handoff(uint32_t dead_slot);
+
+    Acceptor& acc_;
+    std::vector<std::unique_ptr<Lease>> slots_;  // by slot index, made on first use
+};
+
+}  // namespace bertd

@@ -1,0 +1,132 @@
+// listener.cc: accept4 in batches, the connection limit, and SCM_RIGHTS hand-overs
+// between generations (io/unix.h).
+#include "net/listener.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+#include <cstring>
+#include <vector>
+
+#include "io/unix.h"
+#include "log/log.h"
+#include "net/acceptor.h"
+#include "net/answers.h"
+#include "net/request.h"
+
+namespace bertd {
+
+namespace {
+constexpr int kAcceptBatch = 64;
+constexpr size_t kHandoverBatch = 200;  // descriptors per datagram (io/unix.h's kMaxPassedFds is 250)
+}  // namespace
+
+Listener::Listener(Acceptor& a) : acc_(a) {
+    Runtime& rt = a.rt();
+    accept_ev_ = make_event(a.base(), rt.listen_fd.get(), EV_READ | EV_PERSIST, on_accept, this);
+    event_add(accept_ev_.get(), nullptr);
+    if (rt.handover) {
+        handover_ev_ = make_event(a.base(), rt.handover.get(), EV_READ | EV_PERSIST, on_handover, this);
+        event_add(handover_ev_.get(), nullptr);
+    }
+    retry_ev_ = make_event(a.base(), -1, 0, on_retry, this);
+}
+
+void Listener::stop_accepting() { event_del(accept_ev_.get()); }
+
+void Listener::on_accept(evutil_socket_t, short, void* arg) { static_cast<Listener*>(arg)->accept_ready(); }
+
+void Listener::accept_ready() {
+    GlobalStats& gs = acc_.seg().header().stats;
+    const Limits& limits = acc_.rt().config.limits;
+    for (int i = 0; i < kAcceptBatch && !acc_.stopping(); ++i) {
+        sockaddr_storage peer{};
+        socklen_t plen = sizeof peer;
+        int fd = accept4(acc_.rt().listen_fd.get(), reinterpret_cast<sockaddr*>(&peer), &plen,
+                         SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE)
+                log::error("accept: out of file descriptors (%s); raise the limit (ulimit -n)", strerror(errno));
+            return;  // EAGAIN: another acceptor took it, or nothing left
+        }
+        if (gs.connections_active.load(std::memory_order_relaxed) >= limits.max_connections) {
+            gs.connections_refused.fetch_add(1, std::memory_order_relaxed);
+            std::string f = error_frame(ErrorType::Server, 0,
+                                        "too many connections (limit " + std::to_string(limits.max_connections) +
+                                            ", limits.max_connections)");
+            [[maybe_unused]] ssize_t n = ::send(fd, f.data(), f.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+            ::close(fd);
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        gs.connections_total.fetch_add(1, std::memory_order_relaxed);
+        Conn& c = acc_.conns().add(fd, peer);
+        acc_.conns().read(c);  // most clients send the request with the connect: try it now
+    }
+}
+
+// ---- handing connections between generations ---------------------------------------------
+
+void Listener::on_handover(evutil_socket_t fd, short, void* arg) {
+    auto* self = static_cast<Listener*>(arg);
+    for (int i = 0; i < kAcceptBatch; ++i) {
+        char byte;
+        std::vector<int> fds;
+        if (recv_with_fds(int(fd), &byte, 1, fds) <= 0) return;
+        for (int conn_fd : fds) self->take_handed_over(conn_fd);
+    }
+}
+
+void Listener::take_handed_over(int fd) {
+    set_nonblocking(fd);
+    sockaddr_storage peer{};
+    socklen_t plen = sizeof peer;
+    getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &plen);
+    Conn& c = acc_.conns().add(fd, peer);
+    acc_.conns().read(c);  // the client may have sent a request meanwhile
+}
+
+void Listener::on_retry(evutil_socket_t, short, void* arg) { static_cast<Listener*>(arg)->acc_.maybe_exit(); }
+
+void Listener::hand_over_idle() {
+    Segment& seg = acc_.seg();
+    uint64_t successor = seg.header().successor.load();
+    if (successor == 0) return;
+    if (!handover_out_) {
+        handover_out_.reset(connect_abstract(acc_.rt().ipc.handover(successor), SOCK_DGRAM));
+        if (!handover_out_) {
+            log::warn("cannot reach generation %llu to hand connections over: %s", (unsigned long long)successor,
+                      strerror(errno));
+            return;
+        }
+    }
+    std::vector<Conn*> idle;
+    acc_.conns().each([&](Conn& c) {
+        if (c.idle() && c.in.empty() && c.out.empty() && !c.eof && !c.closing && !c.from_link) idle.push_back(&c);
+    });
+    // Many descriptors per datagram: the successor's queue holds only a few datagrams.
+    for (size_t at = 0; at < idle.size(); at += kHandoverBatch) {
+        size_t n = std::min(idle.size() - at, kHandoverBatch);
+        int fds[kHandoverBatch];
+        for (size_t k = 0; k < n; ++k) fds[k] = idle[at + k]->fd.get();
+        if (send_with_fds(handover_out_.get(), "c", fds, n) < 0) {
+            // The successor's queue is full: try again shortly.
+            timeval soon{0, 5000};
+            evtimer_add(retry_ev_.get(), &soon);
+            return;
+        }
+        for (size_t k = 0; k < n; ++k) {
+            Conn* c = idle[at + k];
+            // The successor owns the socket now; closing our descriptor leaves it open.
+            seg.header().stats.connections_active.fetch_sub(1, std::memory_order_relaxed);
+            seg.acceptor(acc_.index()).connections.fetch_sub(1, std::memory_order_relaxed);
+            c->handed_over = true;
+            acc_.conns().close(*c);
+        }
+    }
+}
+
+}  // namespace bertd

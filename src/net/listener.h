@@ -1,0 +1,38 @@
+// listener.h: where an acceptor's connections come from: the listen socket (with
+// the server's connection limit), and, after a reload, the previous generation's
+// idle connections handed over on this generation's datagram socket. While stopping,
+// it hands this acceptor's idle connections on to the next generation. Nothing
+// here reads a client's bytes.
+#pragma once
+
+#include <cstddef>
+
+#include "io/event.h"
+#include "io/fd.h"
+
+namespace bertd {
+
+class Acceptor;
+
+class Listener {
+public:
+    explicit Listener(Acceptor& a);
+
+    void stop_accepting();
+    // While stopping: passes every connection between requests (nothing read, nothing to
+    // write) to the successor generation, if there is one.
+    void hand_over_idle();
+
+private:
+    static void on_accept(evutil_socket_t, short, void*);
+    static void on_handover(evutil_socket_t, short, void*);
+    static void on_retry(evutil_socket_t, short, void*);
+    void accept_ready();
+    void take_handed_over(int fd);
+
+    Acceptor& acc_;
+    EventPtr accept_ev_, handover_ev_, retry_ev_;
+    Fd handover_out_;
+};
+
+}  // namespace bertd
