@@ -48,7 +48,12 @@ void Leases::start(Request& r) {
     uint32_t slot = 0;
     switch (acc_.seg().lease_or_enqueue(module, int32_t(acc_.index()), r.id, r.high, now_us(), slot)) {
         case Segment::Grant::Leased: begin(r, slot); return;
-        case Segment::Grant::Queued: r.stage = Request::Stage::Queued; return;
+        case Segment::Grant::Queued:
+            r.stage = Request::Stage::Queued;
+            // A cast is answered when it is queued, as when it is leased: {noreply} means
+            // "it will run", not "it ran". It waits in the queue with its own copy of the frame.
+            if (r.cast && r.conn) acc_.requests().answer_cast(r);
+            return;
         case Segment::Grant::QueueFull:
             acc_.requests().complete(
                 r, Outcome::error(ErrorType::Server, 0,
@@ -78,9 +83,9 @@ void Leases::begin(Request& r, uint32_t slot) {
         timeval tv{time_t(timeout), suseconds_t((timeout - double(time_t(timeout))) * 1e6)};
         evtimer_add(l.timer.get(), &tv);
     }
-    // A cast is answered at once; the worker still runs it here, and it is counted and
-    // logged when the worker is done.
-    if (r.cast) acc_.requests().answer_cast(r);
+    // A cast is answered at once (unless it was when it queued); the worker still runs it
+    // here, and it is counted and logged when the worker is done.
+    if (r.cast && r.conn) acc_.requests().answer_cast(r);
 }
 
 void Leases::on_io(evutil_socket_t, short what, void* arg) {
