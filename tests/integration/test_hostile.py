@@ -1,0 +1,95 @@
+"""test_hostile.py: bertd tried as an attacker and a careless handler author would try it (issue 12):
+answers that could cross between clients, frames whose work is out of proportion to their size,
+other local users at bertd's internal sockets, running out of descriptors, memory held by many
+connections at once, and degraded logs. Each test is named after the behaviour it holds bertd to,
+and runs against real bertd processes.
+"""
+import os
+import resource
+import socket
+import threading
+import time
+import unittest
+
+from harness import Server, wait_until
+from loadrun import ECHO, acceptors
+
+import bertd
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid):
+    """User and system CPU a process has used, from /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def echo_config(extra="", count=2):
+    return f"""
+        listen: 127.0.0.1
+        acceptors: 2
+        {extra}
+        modules:
+          - name: echo
+            command: {ECHO}
+            count: {count}
+        """
+
+
+class HostileTest(unittest.TestCase):
+    def server(self, text, **kw):
+        s = Server(text, **kw)
+        self.addCleanup(s.stop)
+        return s.start()
+
+
+class Descriptors(HostileTest):
+    def test_out_of_descriptors_bertd_pauses_accepting_instead_of_spinning(self):
+        limit = 256
+
+        def low_limit():
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+        s = self.server(echo_config("limits: {max_connections: 5000}"), preexec=low_limit)
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < 1200:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+        held = []
+        self.addCleanup(lambda: [c.close() for c in held])
+        for _ in range(1000):
+            c = socket.socket()
+            c.setblocking(False)
+            c.connect_ex(("127.0.0.1", s.port))
+            held.append(c)
+        time.sleep(0.5)  # the acceptors take what they can, then run out
+        pids = acceptors(s)
+        cpu0 = {p: cpu_seconds(p) for p in pids}
+        lines0 = s.log().count("out of file descriptors")
+        time.sleep(3)
+        used = sum(cpu_seconds(p) - cpu0[p] for p in pids)
+        lines = s.log().count("out of file descriptors") - lines0
+        self.assertGreater(s.log().count("out of file descriptors"), 0, "bertd never noticed it ran out")
+        self.assertLess(used, 0.6, f"the acceptors used {used:.2f} s of CPU in 3 s with no descriptor to spare")
+        self.assertLessEqual(lines, 2, f"{lines} log lines about it in 3 s")
+        # Once clients leave, new ones are served again.
+        for c in held[:900]:
+            c.close()
+        del held[:900]
+        t0 = time.monotonic()
+        answer = wait_until(lambda: self._try_call(s), timeout=5, what="a call to succeed after clients left")
+        self.assertEqual(answer, b"back")
+        print(f"\n    out of descriptors: {used:.2f} s of acceptor CPU in 3 s, {lines} log lines; served again "
+              f"{time.monotonic() - t0:.2f} s after 900 clients left", end=" ")
+
+    @staticmethod
+    def _try_call(s):
+        try:
+            return bertd.Service("127.0.0.1", s.port, timeout=1).call.echo.echo(b"back")
+        except (OSError, bertd.BertdError):
+            return None
+
+
+if __name__ == "__main__":
+    unittest.main()
