@@ -52,7 +52,8 @@ void Leases::start(Request& r) {
             r.stage = Request::Stage::Queued;
             // A cast is answered when it is queued, as when it is leased: {noreply} means
             // "it will run", not "it ran". It waits in the queue with its own copy of the frame.
-            if (r.cast && r.conn) acc_.requests().answer_cast(r);
+            // Over the memory budget it keeps its client waiting instead (no copy).
+            if (r.cast && r.conn && !acc_.conns().over_budget()) acc_.requests().answer_cast(r);
             return;
         case Segment::Grant::QueueFull:
             acc_.requests().complete(
@@ -101,7 +102,7 @@ void Leases::write_more(Lease& l) {
     if (n > 0) r.written += uint32_t(n);
     if (r.written < r.frame_len) return;
     l.writing = false;
-    if (!r.conn) std::string().swap(r.owned);  // nobody needs the bytes any more
+    if (!r.conn) acc_.requests().drop_frame(r);  // nobody needs the bytes any more
     event_del(l.io.get());
     event_assign(l.io.get(), acc_.base(), l.fd, EV_READ | EV_PERSIST, on_io, &l);
     event_priority_set(l.io.get(), Acceptor::kWorkerPriority);

@@ -7,12 +7,13 @@ and runs against real bertd processes.
 import os
 import resource
 import socket
+import struct
 import threading
 import time
 import unittest
 
 from harness import Server, wait_until
-from loadrun import ECHO, acceptors
+from loadrun import ECHO, acceptors, rss_kb
 
 import bertd
 
@@ -26,10 +27,10 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def echo_config(extra="", count=2):
+def echo_config(extra="", count=2, acceptors=2):
     return f"""
         listen: 127.0.0.1
-        acceptors: 2
+        acceptors: {acceptors}
         {extra}
         modules:
           - name: echo
@@ -89,6 +90,71 @@ class Descriptors(HostileTest):
             return bertd.Service("127.0.0.1", s.port, timeout=1).call.echo.echo(b"back")
         except (OSError, bertd.BertdError):
             return None
+
+
+def read_frame(sock):
+    """The next answer, decoded, or None when the server closed the connection first."""
+    buf = b""
+    try:
+        while len(buf) < 4 or len(buf) < 4 + struct.unpack(">I", buf[:4])[0]:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return None
+            buf += chunk
+    except OSError:
+        return None
+    return bertd.decode(buf[4:4 + struct.unpack(">I", buf[:4])[0]])
+
+
+class MemoryBudget(HostileTest):
+    def test_unfinished_frames_of_many_clients_cannot_hold_more_than_max_buffered(self):
+        frame, budget, clients = 8 << 20, 32 << 20, 48
+        # One acceptor: the budget is each acceptor's.
+        s = self.server(echo_config(f"limits: {{max_frame: {frame}, max_buffered: {budget}, max_connections: 1000}}",
+                                    acceptors=1))
+        pids = acceptors(s)
+        base = sum(rss_kb(p) for p in pids)
+        # Each announces a whole frame and sends all of it but the last byte: 384 MiB in all.
+        blob = struct.pack(">I", frame) + b"\x83" + b"x" * (frame - 2)
+        socks = []
+        self.addCleanup(lambda: [c.close() for c in socks])
+
+        def feed(sock):
+            try:
+                sock.sendall(blob)
+            except OSError:
+                pass  # refused and closed, or held back by bertd's backpressure until the timeout
+
+        threads = []
+        for _ in range(clients):
+            c = socket.create_connection(("127.0.0.1", s.port), timeout=4)
+            socks.append(c)
+            threads.append(threading.Thread(target=feed, args=(c,), daemon=True))
+            threads[-1].start()
+        peak, served = 0, 0
+        deadline = time.monotonic() + 4
+        while time.monotonic() < deadline:
+            peak = max(peak, sum(rss_kb(p) for p in pids) - base)
+            # A good client with a small request is served all along.
+            if bertd.Service("127.0.0.1", s.port, timeout=5).call.echo.echo(b"good") == b"good":
+                served += 1
+            time.sleep(0.05)
+        for t in threads:
+            t.join(6)
+        refused = 0
+        for c in socks:
+            c.settimeout(1)
+            answer = read_frame(c)
+            if answer is not None and answer[0] == bertd.Atom("error") and answer[1][0] == bertd.Atom("protocol"):
+                self.assertIn(b"limits.max_buffered", answer[1][3])
+                refused += 1
+        self.assertGreater(refused, 0, "no unfinished frame was refused")
+        self.assertGreater(served, 10, "the good client was not served while the budget was full")
+        # The budget, and a read's worth of slack per connection.
+        self.assertLess(peak, budget // 1024 + (8 << 10),
+                        f"the acceptors grew by {peak} KiB with limits.max_buffered at {budget >> 20} MiB")
+        print(f"\n    {clients} unfinished {frame >> 20} MiB frames: acceptors grew {peak >> 10} MiB at most "
+              f"(budget {budget >> 20} MiB), {refused} refused, {served} good calls served", end=" ")
 
 
 if __name__ == "__main__":
