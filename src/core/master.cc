@@ -167,6 +167,7 @@ std::unique_ptr<Master::Generation> Master::build_generation(Config config, uint
     rt.handover.reset(bind_abstract(ipc_.handover(number), SOCK_DGRAM));
     if (!rt.handover)
         throw std::runtime_error(std::string("handover socket: ") + strerror(errno));
+    pass_credentials(rt.handover.get());  // from its first datagram on: acceptors check who sent each
 
     g->workers.resize(nslots);
     g->acceptors.resize(size_t(c.acceptors));

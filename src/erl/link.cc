@@ -38,12 +38,12 @@ int64_t backoff_us(int fails) {
     return std::min<int64_t>(100'000LL << std::min(fails - 1, 5), 2'000'000);
 }
 
-// Only processes of our own user (or root) may use the link: it runs code on Erlang nodes.
-bool peer_allowed(int fd) {
-    ucred cr{};
-    socklen_t len = sizeof cr;
-    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) != 0) return false;
-    return cr.uid == getuid() || cr.uid == 0;
+// Only this server's processes may use the link (it runs code on Erlang nodes and answers
+// clients): on the acceptors' socket, the master's children; on the handlers' socket, any
+// process the master started (a handler worker, or a process that worker started).
+bool peer_allowed(int fd, bool acceptor, pid_t master, PeerCred& peer) {
+    if (!peer_credentials(fd, peer)) return false;
+    return acceptor ? parent_of(peer.pid) == master : descends_from(peer.pid, master);
 }
 }  // namespace
 
@@ -228,9 +228,16 @@ void Link::accept_local(int listen_fd, Stream::Kind kind) {
     for (int i = 0; i < 64; ++i) {
         int fd = accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) return;
-        if (!peer_allowed(fd)) {
-            log::warn("refused a connection to the link from another user");
+        PeerCred peer;
+        bool acceptor = kind == Stream::Kind::Acceptor;
+        if (!peer_allowed(fd, acceptor, master_pid_, peer)) {
             ::close(fd);
+            uint64_t times;
+            if (refused_.due(times))
+                log::warn("refused a connection to the link's %s socket from pid %d (uid %u): not a process of "
+                          "this server (%llu such since the last line)",
+                          acceptor ? "acceptor" : "handler", int(peer.pid), unsigned(peer.uid),
+                          (unsigned long long)times);
             continue;
         }
         if (kind == Stream::Kind::Acceptor)

@@ -27,6 +27,7 @@
 #include "erl/identity.h"
 #include "erl/proto.h"
 #include "io/ipc.h"
+#include "log/throttle.h"
 
 namespace bertd::erl {
 
@@ -243,6 +244,7 @@ private:
     int64_t last_keepalive_us_ = 0;
     int64_t epmd_retry_us_ = 0;
     std::string helper_beam_;  // bertd_native.beam, read once
+    log::Throttle refused_{10'000'000};  // connections refused at the local sockets
     bool stopping_ = false;
 };
 

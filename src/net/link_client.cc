@@ -47,6 +47,19 @@ bool LinkClient::try_connect() {
     retry_at_us_ = now + kLinkRetryUs;
     int fd = connect_abstract(acc_.rt().link_address, SOCK_STREAM);
     if (fd < 0) return false;  // not up yet, or restarting
+    // The listening side must be this server's: the master (which holds the socket) or its
+    // link. Anyone else who took the name would read the clients' arguments and answer them.
+    PeerCred peer;
+    pid_t master = acc_.seg().header().master_pid;
+    if (!peer_credentials(fd, peer) || (peer.pid != master && parent_of(peer.pid) != master)) {
+        ::close(fd);
+        uint64_t times;
+        if (impostor_.due(times))
+            log::error("refused the process at the Erlang link's socket: pid %d (uid %u) is not this server's "
+                       "(%llu such since the last line)",
+                       int(peer.pid), unsigned(peer.uid), (unsigned long long)times);
+        return false;
+    }
     fd_.reset(fd);
     ev_ = make_event(acc_.base(), fd, EV_READ | EV_PERSIST, on_io, this);
     event_add(ev_.get(), nullptr);

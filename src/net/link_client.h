@@ -15,6 +15,7 @@
 #include "erl/proto.h"
 #include "io/event.h"
 #include "io/fd.h"
+#include "log/throttle.h"
 
 namespace bertd {
 
@@ -59,6 +60,7 @@ private:
     std::deque<uint64_t> parked_;           // ids of the requests waiting for the link
     int64_t retry_at_us_ = 0;
     int64_t lost_at_us_ = 0;  // when lost() last ran
+    log::Throttle impostor_{10'000'000};
 };
 
 }  // namespace bertd

@@ -119,10 +119,24 @@ void Listener::on_resume(evutil_socket_t, short, void* arg) {
 
 void Listener::on_handover(evutil_socket_t fd, short, void* arg) {
     auto* self = static_cast<Listener*>(arg);
+    const std::string& secret = self->acc_.rt().ipc.secret();
     for (int i = 0; i < kAcceptBatch; ++i) {
-        char byte;
+        char body[64];
         std::vector<int> fds;
-        if (recv_with_fds(int(fd), &byte, 1, fds) <= 0) return;
+        PeerCred sender;
+        ssize_t n = recv_with_fds(int(fd), body, sizeof body, fds, &sender);
+        if (n <= 0) return;
+        // Only an acceptor of this server (the generation before) hands connections over: it
+        // knows the secret. (It may have exited since, so its ancestry cannot be asked.)
+        if (secret.empty() || std::string_view(body, size_t(n)) != secret) {
+            for (int f : fds) ::close(f);
+            uint64_t times;
+            if (self->refused_.due(times))
+                log::error("refused %zu connections handed over by pid %d (uid %u): not an acceptor of this server "
+                           "(%llu such since the last line)",
+                           fds.size(), int(sender.pid), unsigned(sender.uid), (unsigned long long)times);
+            continue;
+        }
         for (int conn_fd : fds) self->take_handed_over(conn_fd);
     }
 }
@@ -159,7 +173,7 @@ void Listener::hand_over_idle() {
         size_t n = std::min(idle.size() - at, kHandoverBatch);
         int fds[kHandoverBatch];
         for (size_t k = 0; k < n; ++k) fds[k] = idle[at + k]->fd.get();
-        if (send_with_fds(handover_out_.get(), "c", fds, n) < 0) {
+        if (send_with_fds(handover_out_.get(), acc_.rt().ipc.secret(), fds, n) < 0) {
             // The successor's queue is full: try again shortly.
             timeval soon{0, 5000};
             evtimer_add(retry_ev_.get(), &soon);

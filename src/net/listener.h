@@ -10,6 +10,7 @@
 
 #include "io/event.h"
 #include "io/fd.h"
+#include "log/throttle.h"
 
 namespace bertd {
 
@@ -40,6 +41,7 @@ private:
     int64_t pause_us_ = 0;     // the current pause; 0 while accepting works
     int64_t logged_at_us_ = 0;
     uint64_t pauses_ = 0;      // since the last log line
+    log::Throttle refused_{10'000'000};  // hand-overs from strangers
 };
 
 }  // namespace bertd
