@@ -274,7 +274,18 @@ def _encode(obj, out, old):
         _encode_tuple(_time_tuple(obj), out, old)
     elif isinstance(obj, re.Pattern):
         _encode_tuple(_regex_tuple(obj), out, old)
-    elif isinstance(obj, BitBinary):
+    elif isinstance(obj, _ERLANG_ONLY):
+        _encode_erlang_only(obj, out)
+    else:
+        raise EncodeError(f"cannot encode {t.__name__} as BERT")
+
+
+# The terms only Erlang makes, each in a small class of its own.
+_ERLANG_ONLY = (BitBinary, Pid, Port, Ref, Export, Fun)
+
+
+def _encode_erlang_only(obj, out):
+    if isinstance(obj, BitBinary):
         _encode_bit_binary(obj, out)
     elif isinstance(obj, Pid):
         out.append(NEW_PID)
@@ -304,8 +315,6 @@ def _encode(obj, out, old):
     elif isinstance(obj, Fun):
         # Opaque: the floats it closed over keep the form they were read in.
         out += obj.raw
-    else:
-        raise EncodeError(f"cannot encode {t.__name__} as BERT")
 
 
 def _encode_int(n, out):
