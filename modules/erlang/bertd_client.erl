@@ -18,6 +18,7 @@
 -type option() :: {timeout, timeout_ms()}          % the whole exchange; default infinity
                 | {connect_timeout, timeout_ms()}  % default: the timeout
                 | {priority, high | low}           % sends {info, priority, [P]} before each request
+                | {float_format, new | ernie}      % ernie: floats as FLOAT_EXT (minor_version 0)
                 | safe.                            % decode answers with binary_to_term(B, [safe])
 -type request_option() :: {timeout, timeout_ms()}
                         | {priority, high | low}
@@ -31,6 +32,9 @@
 -record(opts, {timeout = infinity :: timeout_ms(),
                connect_timeout = default :: timeout_ms() | default,
                priority = none :: high | low | none,
+               %% term_to_binary's options: [{minor_version, 0}] writes floats as FLOAT_EXT, the only
+               %% form a handler on Ernie's Ruby library (ruby-bert) reads.
+               encode = [] :: [{minor_version, 0}],
                safe = false :: boolean()}).
 
 -record(state, {owner_ref :: reference(),
@@ -94,30 +98,31 @@ request_raw(Conn, Payload) ->
 -spec request_raw(conn(), binary(), [request_option()]) ->
           {ok, term()} | noreply | {error, error_answer() | reason()}.
 request_raw(Conn, Payload, Options) when is_binary(Payload) ->
-    exchange(Conn, any, Payload, Options).
+    exchange(Conn, any, {raw, Payload}, Options).
 
 %% ---------------------------------------------------------------------------------------------
 %% Requests
 
+%% The request travels as {term, T} (encoded with the connection's options) or {raw, Bytes}.
 request(Conn, Kind, Module, Function, Args, Options)
   when is_atom(Module), is_atom(Function), is_list(Args) ->
-    exchange(Conn, Kind, term_to_binary({Kind, Module, Function, Args}), Options);
+    exchange(Conn, Kind, {term, {Kind, Module, Function, Args}}, Options);
 request(_Conn, Kind, Module, Function, Args, _Options) ->
     {error, {badarg, {Kind, Module, Function, Args}}}.
 
-exchange(Conn, Kind, Payload, Options) when is_pid(Conn) ->
-    try gen_server:call(Conn, {request, Kind, Payload, Options}, infinity)
+exchange(Conn, Kind, Request, Options) when is_pid(Conn) ->
+    try gen_server:call(Conn, {request, Kind, Request, Options}, infinity)
     catch exit:_ -> {error, closed}
     end;
-exchange({Host, Port}, Kind, Payload, Options) ->
-    exchange({Host, Port, []}, Kind, Payload, Options);
-exchange({Host, Port, ConnOptions}, Kind, Payload, Options) ->
+exchange({Host, Port}, Kind, Request, Options) ->
+    exchange({Host, Port, []}, Kind, Request, Options);
+exchange({Host, Port, ConnOptions}, Kind, Request, Options) ->
     case parse_options(ConnOptions, #opts{}) of
         {ok, Opts} ->
             case open(Host, Port, Opts) of
                 {ok, Socket} ->
                     try
-                        {Result, _Keep} = exchange_on(Socket, Opts, Kind, Payload, Options),
+                        {Result, _Keep} = exchange_on(Socket, Opts, Kind, Request, Options),
                         Result
                     after
                         gen_tcp:close(Socket)
@@ -128,16 +133,16 @@ exchange({Host, Port, ConnOptions}, Kind, Payload, Options) ->
         Error ->
             Error
     end;
-exchange(Conn, _Kind, _Payload, _Options) ->
+exchange(Conn, _Kind, _Request, _Options) ->
     {error, {badarg, Conn}}.
 
 %% Sends the infos and the request, reads one answer. {Result, Keep}: Keep is false when the
 %% stream may be out of step (the socket must then be closed).
-exchange_on(Socket, Opts, Kind, Payload, Options) ->
+exchange_on(Socket, Opts, Kind, Request, Options) ->
     case request_frames(Opts, Options) of
         {ok, Infos, Timeout} ->
             Deadline = deadline(Timeout),
-            case send_all(Socket, Infos ++ [Payload]) of
+            case send_all(Socket, Infos ++ [encode(Request, Opts)]) of
                 ok ->
                     case gen_tcp:recv(Socket, 0, remaining(Deadline)) of
                         {ok, Answer} -> {interpret(Kind, Answer, Opts#opts.safe), true};
@@ -156,22 +161,26 @@ exchange_on(Socket, Opts, Kind, Payload, Options) ->
             {Error, true}
     end.
 
-request_frames(Opts, Options) ->
-    request_frames(Options, Opts#opts.priority, [], Opts#opts.timeout).
+encode({raw, Bytes}, _Opts) -> Bytes;
+encode({term, T}, #opts{encode = E}) -> term_to_binary(T, E).
 
-request_frames([], Priority, Infos, Timeout) ->
+request_frames(Opts, Options) ->
+    request_frames(Options, Opts#opts.priority, [], Opts#opts.timeout, Opts).
+
+request_frames([], Priority, Infos, Timeout, Opts) ->
     PriorityInfo = case Priority of
                        none -> [];
-                       P -> [term_to_binary({info, priority, [P]})]
+                       P -> [{term, {info, priority, [P]}}]
                    end,
-    {ok, PriorityInfo ++ lists:reverse(Infos), Timeout};
-request_frames([{priority, P} | Rest], _, Infos, Timeout) when P =:= high; P =:= low ->
-    request_frames(Rest, P, Infos, Timeout);
-request_frames([{timeout, T} | Rest], Priority, Infos, _) when T =:= infinity; is_integer(T), T >= 0 ->
-    request_frames(Rest, Priority, Infos, T);
-request_frames([{info, Command, Opts} | Rest], Priority, Infos, Timeout) when is_atom(Command), is_list(Opts) ->
-    request_frames(Rest, Priority, [term_to_binary({info, Command, Opts}) | Infos], Timeout);
-request_frames([Bad | _], _, _, _) ->
+    {ok, [encode(I, Opts) || I <- PriorityInfo ++ lists:reverse(Infos)], Timeout};
+request_frames([{priority, P} | Rest], _, Infos, Timeout, Opts) when P =:= high; P =:= low ->
+    request_frames(Rest, P, Infos, Timeout, Opts);
+request_frames([{timeout, T} | Rest], Priority, Infos, _, Opts) when T =:= infinity; is_integer(T), T >= 0 ->
+    request_frames(Rest, Priority, Infos, T, Opts);
+request_frames([{info, Command, IOpts} | Rest], Priority, Infos, Timeout, Opts)
+  when is_atom(Command), is_list(IOpts) ->
+    request_frames(Rest, Priority, [{term, {info, Command, IOpts}} | Infos], Timeout, Opts);
+request_frames([Bad | _], _, _, _, _) ->
     {error, {badarg, Bad}}.
 
 send_all(_Socket, []) ->
@@ -232,6 +241,10 @@ parse_options([{connect_timeout, T} | Rest], Opts) when T =:= infinity; is_integ
     parse_options(Rest, Opts#opts{connect_timeout = T});
 parse_options([{priority, P} | Rest], Opts) when P =:= high; P =:= low ->
     parse_options(Rest, Opts#opts{priority = P});
+parse_options([{float_format, new} | Rest], Opts) ->
+    parse_options(Rest, Opts#opts{encode = []});
+parse_options([{float_format, ernie} | Rest], Opts) ->
+    parse_options(Rest, Opts#opts{encode = [{minor_version, 0}]});
 parse_options([safe | Rest], Opts) ->
     parse_options(Rest, Opts#opts{safe = true});
 parse_options([Bad | _], _Opts) ->
@@ -250,10 +263,10 @@ handle_call(connect, _From, State) ->
         {Error, S} -> {stop, normal, Error, S}
     end;
 
-handle_call({request, Kind, Payload, Options}, _From, State) ->
+handle_call({request, Kind, Request, Options}, _From, State) ->
     case ensure_socket(State) of
         {ok, S = #state{socket = Socket, opts = Opts}} ->
-            case exchange_on(Socket, Opts, Kind, Payload, Options) of
+            case exchange_on(Socket, Opts, Kind, Request, Options) of
                 {Result, true} ->
                     {reply, Result, S};
                 {Result, false} ->

@@ -54,6 +54,19 @@ run(refused, {Host, Port} = Addr) ->
     say(bertd_client:call(Addr, m, a, [])),
     say(bertd_client:connect(Host, Port, [{bogus, 1}])),
     say(bertd_client:call(Addr, "m", a, []));
+run(floats, {Host, Port} = Addr) ->
+    say(bertd_client:call(Addr, m, echo, [2.5])),
+    say(bertd_client:call({Host, Port, [{float_format, ernie}]}, m, echo, [2.5])),
+    {ok, C} = bertd_client:connect(Host, Port, [{float_format, ernie}, {priority, low}]),
+    say(bertd_client:call(C, m, echo, [[0.1 + 0.2]], [{info, cache, [validation, <<"t">>]}])),
+    ok = bertd_client:close(C),
+    say(bertd_client:connect(Host, Port, [{float_format, old}]));
+run(terms, {Host, Port} = Addr) ->
+    %% Every tag OTP 25 writes beyond the plain ones, sent and echoed back.
+    Terms = [fun lists:map/2, fun(X) -> {X, Addr} end, <<5:3>>, <<1, 2:7>>, self(), make_ref(),
+             hd(erlang:ports()), binary_to_term(<<131, 120, 100, 0, 3, "a@b", 1:64, 2:32>>)],
+    say(bertd_client:call(Addr, m, echo, [Terms]) =:= {ok, Terms}),
+    say(bertd_client:call({Host, Port, [safe]}, m, echo, [Terms]) =:= {ok, Terms});
 run(owner, {Host, Port}) ->
     %% The connection process ends with the process that opened it.
     Self = self(),

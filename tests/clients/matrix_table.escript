@@ -53,7 +53,24 @@ values() ->
      {bert_time, {bert, time, 1255, 295581, 446228}},
      {bert_regex, {bert, regex, <<"^a.*b$">>, [caseless]}},
      {bert_regex_opts, {bert, regex, <<"a b # comment">>, [caseless, extended, multiline]}},
-     {bert_nested, {bert, dict, [{<<"list">>, [{bert, true}, {bert, false}, {bert, nil}]}]}}].
+     {bert_nested, {bert, dict, [{<<"list">>, [{bert, true}, {bert, false}, {bert, nil}]}]}},
+     %% the terms only Erlang makes: funs, bit strings, pids, ports (V4_PORT_EXT past 32 bits), refs
+     {fun_export, fun lists:map/2}, {fun_local, adder(<<"x">>)}, {fun_local_nested, [adder(adder(1.5))]},
+     {bits_3, <<5:3>>}, {bits_long, <<1, 2, 255, 3:5>>},
+     {pid, foreign(88, <<0, 0, 0, 7, 0, 0, 0, 3, 0, 0, 0, 2>>)},
+     {port, foreign(89, <<0, 0, 0, 9, 0, 0, 0, 5>>)},
+     {port_v4, foreign(120, <<0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 5>>)},
+     {ref, binary_to_term(<<131, 90, 0, 3, 100, 0, 10, "other@host", 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 2,
+                           0, 0, 0, 3>>)},
+     {erlang_mixed, {self(), [make_ref(), hd(erlang:ports())], fun erlang:'+'/2, <<1:1>>}}].
+
+%% A fun closing over V (made at run time, so the compiler cannot fold it away).
+adder(V) ->
+    fun(X) -> {X, V} end.
+
+%% A pid (88) or port (89, 120) of the node 'other@host'.
+foreign(Tag, Fields) ->
+    binary_to_term(<<131, Tag, 100, 0, 10, "other@host", Fields/binary>>).
 
 pow(_, 0) -> 1;
 pow(B, N) -> B * pow(B, N - 1).

@@ -5,6 +5,7 @@ tests/clients/erlang_client_check.escript drives it.
 """
 import os
 import socket
+import struct
 import subprocess
 import sys
 import unittest
@@ -13,6 +14,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.a
 sys.path.insert(0, os.path.join(ROOT, "tests", "clients"))
 from fake_server import FakeServer, error, reply  # noqa: E402
 
+import bertd  # noqa: E402
 from bertd import Atom  # noqa: E402
 
 EBIN = os.path.join(ROOT, os.environ.get("BERTD_BUILD", "build/rel"), "ebin")
@@ -128,6 +130,39 @@ class ErlangClient(unittest.TestCase):
         self.assertEqual(self.run_check(port, "refused"), [
             "{error,{connect,econnrefused}}", "{error,{connect,econnrefused}}",
             "{error,{badarg,{bogus,1}}}", "{error,{badarg,{call,\"m\",a,[]}}}"])
+
+    def test_float_format_ernie_writes_floats_as_minor_version_0_and_answers_read_either_way(self):
+        def answer(conn, req, body):
+            if conn == 1:  # this answer's float in the old form
+                old = bertd.encode((Atom("reply"), req[3][0]), float_format="ernie")
+                return [("bytes", struct.pack(">I", len(old)) + old)]
+            return reply(req[3][0])
+        s = self.serve(answer)
+        self.assertEqual(self.run_check(s.port, "floats"), [
+            "{ok,2.5}", "{ok,2.5}", "{ok,[0.30000000000000004]}", "{error,{badarg,{float_format,old}}}"])
+        echo = b"\x83h\x04d\x00\x04calld\x00\x01md\x00\x04echol\x00\x00\x00\x01"
+        self.assertEqual(s.raw[0], [echo + b"F" + struct.pack(">d", 2.5) + b"j"])
+        self.assertEqual(s.raw[1], [echo + b"c2.50000000000000000000e+00\0\0\0\0\0j"])
+        info = b"\x83h\x03d\x00\x04info"
+        self.assertEqual(s.raw[2], [
+            info + b"d\x00\x08priorityl\x00\x00\x00\x01d\x00\x03lowj",
+            info + b"d\x00\x05cachel\x00\x00\x00\x02d\x00\x0avalidationm\x00\x00\x00\x01tj",
+            echo + b"l\x00\x00\x00\x01c3.00000000000000044409e-01\0\0\0\0\0jj"])
+
+    def test_funs_bit_strings_pids_refs_and_ports_cross_both_ways(self):
+        requests = []
+
+        def answer(conn, req, body):
+            requests.append((req, body))
+            return reply(req[3][0])
+        s = self.serve(answer)
+        self.assertEqual(self.run_check(s.port, "terms"), ["true", "true"])
+        self.assertEqual(len(requests), 2)
+        for req, body in requests:
+            self.assertEqual(bertd.encode(req), body, "the Python codec re-encodes Erlang's bytes exactly")
+            kinds = [type(x) for x in req[3][0]]
+            self.assertEqual(kinds, [bertd.Export, bertd.Fun, bertd.BitBinary, bertd.BitBinary, bertd.Pid,
+                                     bertd.Ref, bertd.Port, bertd.Port])
 
     def test_a_connection_ends_with_the_process_that_opened_it(self):
         s = self.serve(lambda conn, req, body: reply(1))

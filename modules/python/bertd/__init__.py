@@ -1,22 +1,23 @@
 """bertd: Python library for bertd (and Ernie) -- the BERT codec, external handlers and a BERT-RPC client.
 Importing it never starts anything: the handler loop only starts once expose() or function() was used.
 """
-from .bert import (Atom, BitBinary, DecodeError, EncodeError, Export, ImproperList, Map, Pid, Port, Ref,
+from .bert import (Atom, BitBinary, DecodeError, EncodeError, Export, Fun, ImproperList, Map, Pid, Port, Ref,
                    decode, encode, encode_berp, read_berp, read_berp_bytes, write_berp)
 from .client import (BertdError, Connection, ConnectionError, ProtocolError, ProxyError, ReadError,
                      ReadTimeout, RPCError, ServerError, Service, UserError)
 from .erlang import ErlangError, erlang_rpc, erlang_send
-from .handler import Handler, expose, function, logfile, loglevel, start
+from .handler import Handler, expose, float_format, function, logfile, loglevel, start
 
 # When true (the default), a script that exposed functions and did not call start() runs the
 # request loop as it exits, like Ernie's Ruby handlers. Set bertd.auto_start = False to prevent it.
 auto_start = True
 
 __all__ = [
-    "Atom", "BitBinary", "DecodeError", "EncodeError", "Export", "ImproperList", "Map", "Pid", "Port", "Ref",
+    "Atom", "BitBinary", "DecodeError", "EncodeError", "Export", "Fun", "ImproperList", "Map", "Pid", "Port",
+    "Ref",
     "decode", "encode", "encode_berp", "read_berp", "read_berp_bytes", "write_berp",
     "BertdError", "Connection", "ConnectionError", "ProtocolError", "ProxyError", "ReadError", "ReadTimeout",
     "RPCError", "ServerError", "Service", "UserError",
-    "Handler", "expose", "function", "logfile", "loglevel", "start", "auto_start",
+    "Handler", "expose", "float_format", "function", "logfile", "loglevel", "start", "auto_start",
     "ErlangError", "erlang_rpc", "erlang_send",
 ]

@@ -5,7 +5,7 @@ than the input (or a compressed term's checked size) justifies.
 
 Type mapping (both directions unless noted):
     int                         SMALL_INTEGER / INTEGER / SMALL_BIG / LARGE_BIG
-    float                       NEW_FLOAT (FLOAT_EXT text is also decoded)
+    float                       NEW_FLOAT; FLOAT_EXT with encode(..., float_format="ernie") (both decode)
     Atom (a str subclass)       ATOM (latin-1 text) or SMALL_ATOM_UTF8 / ATOM_UTF8; all four atom tags decode
     tuple                       SMALL_TUPLE / LARGE_TUPLE
     list                        NIL / STRING (a list of ints 0..255, as Erlang does) / LIST
@@ -15,11 +15,16 @@ Type mapping (both directions unless noted):
     Map (a dict subclass)       MAP
     BitBinary(data, bits)       BIT_BINARY
     Pid, Ref, Port, Export      NEW_PID, NEWER_REFERENCE, NEW_PORT / V4_PORT, EXPORT (older forms decode)
+    Fun                         NEW_FUN (opaque: written back byte for byte as it was read)
     None / True / False         {bert, nil} / {bert, true} / {bert, false}
     dict                        {bert, dict, [{Key, Value}, ...]}
     datetime.datetime           {bert, time, Mega, Sec, Micro} (UTC; naive datetimes are taken as UTC)
     re.Pattern                  {bert, regex, Source, Options}
 A {bert, ...} tuple without the shape of a known complex type decodes as a plain tuple.
+
+Float formats: "new" (the default) writes NEW_FLOAT, as term_to_binary/1 does; "ernie" writes the
+31-byte FLOAT_EXT text of term_to_binary(T, [{minor_version, 0}]), the only form that Ernie-era
+software (the ruby-bert gem 1.1.6 behind Ernie's handlers and the bertrpc client) can read.
 """
 import dataclasses
 import datetime
@@ -30,7 +35,7 @@ import struct
 import zlib
 
 __all__ = [
-    "Atom", "Map", "ImproperList", "BitBinary", "Pid", "Ref", "Port", "Export",
+    "Atom", "Map", "ImproperList", "BitBinary", "Pid", "Ref", "Port", "Export", "Fun", "FLOAT_FORMATS",
     "DecodeError", "EncodeError", "encode", "decode",
     "encode_berp", "write_berp", "read_berp", "read_berp_bytes",
 ]
@@ -43,6 +48,7 @@ COMPRESSED = 80
 NEW_PID = 88
 NEW_PORT = 89
 NEWER_REFERENCE = 90
+NEW_FUN = 112
 SMALL_INTEGER = 97
 INTEGER = 98
 FLOAT = 99
@@ -72,6 +78,9 @@ DEFAULT_MAX_DEPTH = 300
 # A compressed term may not claim to inflate to more than this unless the caller allows it.
 DEFAULT_MAX_INFLATED = 64 << 20
 MAX_ATOM_CHARS = 255
+# The forms a float can be written in (see the module's docstring).
+FLOAT_FORMATS = ("new", "ernie")
+FLOAT_EXT_SIZE = 31
 
 
 class DecodeError(ValueError):
@@ -155,6 +164,32 @@ class Export:
     arity: int
 
 
+@dataclasses.dataclass(frozen=True)
+class Fun:
+    """A local fun (NEW_FUN_EXT). Python cannot run it: it is an opaque value that encodes back to
+    exactly the bytes it was decoded from (`raw`, from the tag on). Two funs are equal when those
+    bytes are. The other fields are what the bytes say, for reading: Erlang prints this one as
+    #Fun<module.old_index.old_uniq>, and `free` holds the values it closed over."""
+
+    raw: bytes = dataclasses.field(repr=False)
+    module: Atom = dataclasses.field(compare=False)
+    arity: int = dataclasses.field(compare=False)
+    index: int = dataclasses.field(compare=False)
+    old_index: int = dataclasses.field(compare=False)
+    old_uniq: int = dataclasses.field(compare=False)
+    uniq: bytes = dataclasses.field(compare=False, repr=False)
+    pid: "Pid" = dataclasses.field(compare=False, repr=False)
+    free: tuple = dataclasses.field(compare=False)
+
+    @classmethod
+    def from_bytes(cls, raw):
+        """The Fun of raw NEW_FUN_EXT bytes (tag 112 first). Raises DecodeError."""
+        value = decode(bytes([VERSION]) + bytes(raw))
+        if type(value) is not cls:
+            raise DecodeError("not a NEW_FUN_EXT term")
+        return value
+
+
 _BERT = Atom("bert")
 _NIL = Atom("nil")
 _TRUE = Atom("true")
@@ -172,11 +207,14 @@ _REGEX_FLAGS = (("caseless", re.I), ("extended", re.X), ("multiline", re.M), ("d
 # Encoding
 
 
-def encode(obj):
-    """Returns the BERT bytes of obj (version byte included). Raises EncodeError."""
+def encode(obj, float_format="new"):
+    """Returns the BERT bytes of obj (version byte included). Raises EncodeError.
+
+    float_format="ernie" writes floats as FLOAT_EXT (see the module's docstring)."""
     out = bytearray([VERSION])
+    old_floats = writes_float_ext(float_format)
     try:
-        _encode(obj, out)
+        _encode(obj, out, old_floats)
     except RecursionError:
         raise EncodeError("value nested too deeply to encode") from None
     except UnicodeEncodeError as e:
@@ -187,21 +225,34 @@ def encode(obj):
     return bytes(out)
 
 
-def _encode(obj, out):
+def writes_float_ext(float_format):
+    """True for "ernie", False for "new"; anything else is a ValueError."""
+    if float_format not in FLOAT_FORMATS:
+        raise ValueError(f"float_format must be one of {', '.join(FLOAT_FORMATS)}, not {float_format!r}")
+    return float_format == "ernie"
+
+
+def _encode(obj, out, old):
+    """Appends obj's encoding to out; old=True writes floats as FLOAT_EXT."""
     t = type(obj)
     if t is Atom:
         _encode_atom(obj, out)
     elif t is bool:
-        _encode_tuple((_BERT, _TRUE if obj else _FALSE), out)
+        _encode_tuple((_BERT, _TRUE if obj else _FALSE), out, old)
     elif obj is None:
-        _encode_tuple((_BERT, _NIL), out)
+        _encode_tuple((_BERT, _NIL), out, old)
     elif isinstance(obj, int) and not isinstance(obj, bool):
         _encode_int(int(obj), out)
     elif isinstance(obj, float):
         if not math.isfinite(obj):
             raise EncodeError(f"Erlang has no float {obj!r}")
-        out.append(NEW_FLOAT)
-        out += struct.pack(">d", obj)
+        if old:
+            # Erlang's own text: "%.20e", 21 significant digits, so the double comes back exactly.
+            out.append(FLOAT)
+            out += ("%.20e" % obj).encode("ascii").ljust(FLOAT_EXT_SIZE, b"\0")
+        else:
+            out.append(NEW_FLOAT)
+            out += struct.pack(">d", obj)
     elif isinstance(obj, Atom):
         _encode_atom(obj, out)
     elif isinstance(obj, str):
@@ -209,21 +260,32 @@ def _encode(obj, out):
     elif isinstance(obj, (bytes, bytearray, memoryview)):
         _encode_binary(bytes(obj), out)
     elif isinstance(obj, tuple):
-        _encode_tuple(obj, out)
+        _encode_tuple(obj, out, old)
     elif isinstance(obj, list):
-        _encode_list(obj, None, out)
+        _encode_list(obj, None, out, old)
     elif isinstance(obj, ImproperList):
-        _encode_improper(obj, out)
+        _encode_improper(obj, out, old)
     elif isinstance(obj, Map):
-        _encode_map(obj, out)
+        _encode_map(obj, out, old)
     elif isinstance(obj, dict):
         pairs = [(k, v) for k, v in obj.items()]
-        _encode_tuple((_BERT, _DICT, pairs), out)
+        _encode_tuple((_BERT, _DICT, pairs), out, old)
     elif isinstance(obj, datetime.datetime):
-        _encode_tuple(_time_tuple(obj), out)
+        _encode_tuple(_time_tuple(obj), out, old)
     elif isinstance(obj, re.Pattern):
-        _encode_tuple(_regex_tuple(obj), out)
-    elif isinstance(obj, BitBinary):
+        _encode_tuple(_regex_tuple(obj), out, old)
+    elif isinstance(obj, _ERLANG_ONLY):
+        _encode_erlang_only(obj, out)
+    else:
+        raise EncodeError(f"cannot encode {t.__name__} as BERT")
+
+
+# The terms only Erlang makes, each in a small class of its own.
+_ERLANG_ONLY = (BitBinary, Pid, Port, Ref, Export, Fun)
+
+
+def _encode_erlang_only(obj, out):
+    if isinstance(obj, BitBinary):
         _encode_bit_binary(obj, out)
     elif isinstance(obj, Pid):
         out.append(NEW_PID)
@@ -250,8 +312,9 @@ def _encode(obj, out):
         _encode_atom(Atom(obj.module), out)
         _encode_atom(Atom(obj.function), out)
         _encode_int(obj.arity, out)
-    else:
-        raise EncodeError(f"cannot encode {t.__name__} as BERT")
+    elif isinstance(obj, Fun):
+        # Opaque: the floats it closed over keep the form they were read in.
+        out += obj.raw
 
 
 def _encode_int(n, out):
@@ -304,7 +367,7 @@ def _encode_binary(data, out):
     out += data
 
 
-def _encode_tuple(items, out):
+def _encode_tuple(items, out, old):
     if len(items) <= 255:
         out.append(SMALL_TUPLE)
         out.append(len(items))
@@ -312,10 +375,10 @@ def _encode_tuple(items, out):
         out.append(LARGE_TUPLE)
         out += struct.pack(">I", len(items))
     for item in items:
-        _encode(item, out)
+        _encode(item, out, old)
 
 
-def _encode_list(items, tail, out):
+def _encode_list(items, tail, out, old):
     """Writes items as a list ending in tail (None meaning [])."""
     if tail is None:
         if not items:
@@ -330,14 +393,14 @@ def _encode_list(items, tail, out):
     out.append(LIST)
     out += struct.pack(">I", len(items))
     for item in items:
-        _encode(item, out)
+        _encode(item, out, old)
     if tail is None:
         out.append(NIL)
     else:
-        _encode(tail, out)
+        _encode(tail, out, old)
 
 
-def _encode_improper(obj, out):
+def _encode_improper(obj, out, old):
     items = list(obj.items)
     tail = obj.tail
     # [a | [b]] is the proper list [a, b] in Erlang; write it the way Erlang would.
@@ -355,12 +418,12 @@ def _encode_improper(obj, out):
         if tail is None:
             out.append(NIL)
         else:
-            _encode(tail, out)
+            _encode(tail, out, old)
         return
-    _encode_list(items, tail, out)
+    _encode_list(items, tail, out, old)
 
 
-def _encode_map(obj, out):
+def _encode_map(obj, out, old):
     out.append(MAP)
     out += struct.pack(">I", len(obj))
     # Small maps (the only ones whose order term_to_binary makes predictable) are written in
@@ -370,8 +433,8 @@ def _encode_map(obj, out):
     except TypeError:
         keys = list(obj.keys())
     for k in keys:
-        _encode(k, out)
-        _encode(obj[k], out)
+        _encode(k, out, old)
+        _encode(obj[k], out, old)
 
 
 def _encode_bit_binary(obj, out):
@@ -418,8 +481,11 @@ def map_key_order(value):
         return (1, str(value))
     if isinstance(value, Ref):
         return (2, value.node, tuple(reversed(value.ids)), value.creation)
+    if isinstance(value, Fun):  # local funs before external ones, as in OTP 25
+        return (3, 0, value.module, value.old_index, value.old_uniq, len(value.free),
+                tuple(map_key_order(x) for x in value.free))
     if isinstance(value, Export):
-        return (3, value.module, value.function, value.arity)
+        return (3, 1, value.module, value.function, value.arity)
     if isinstance(value, Port):
         return (4, value.node, value.id, value.creation)
     if isinstance(value, Pid):
@@ -742,6 +808,32 @@ class _Decoder:
     def newer_reference(self, depth):
         return self.new_reference(depth, ">I", 4)
 
+    def new_fun(self, depth):
+        start = self.pos - 1
+        size = self.u32()
+        # Size counts itself and the fields after it; the fixed ones alone take 29 bytes.
+        if size < 29:
+            raise DecodeError(f"NEW_FUN_EXT of {size} bytes")
+        self.need(size - 4)
+        end = start + 1 + size
+        arity = self.u8()
+        uniq = self.take(16)
+        index, num_free = self.unpack(">II", 8)
+        module = self.term(depth + 1)
+        old_index = self.term(depth + 1)
+        old_uniq = self.term(depth + 1)
+        pid = self.term(depth + 1)
+        if type(module) is not Atom or type(old_index) is not int or type(old_uniq) is not int \
+                or type(pid) is not Pid:
+            raise DecodeError("bad NEW_FUN_EXT")
+        self.count(num_free, 1)
+        free = []
+        for _ in range(num_free):
+            free.append(self.term(depth + 1))
+        if self.pos != end:
+            raise DecodeError(f"NEW_FUN_EXT says {size} bytes, holds {self.pos - start - 1}")
+        return Fun(self.data[start:end], module, arity, index, old_index, old_uniq, uniq, pid, tuple(free))
+
     def export(self, depth):
         module = self.term(depth + 1)
         function = self.term(depth + 1)
@@ -779,6 +871,7 @@ _DISPATCH = {
     NEW_REFERENCE: _Decoder.new_reference,
     NEWER_REFERENCE: _Decoder.newer_reference,
     EXPORT: _Decoder.export,
+    NEW_FUN: _Decoder.new_fun,
 }
 
 
@@ -837,20 +930,20 @@ def _regex(items):
 _CHUNK = 1 << 20
 
 
-def encode_berp(obj):
+def encode_berp(obj, float_format="new"):
     """Returns the BERP (length header + BERT) of obj."""
-    body = encode(obj)
+    body = encode(obj, float_format)
     if len(body) > 0xFFFFFFFF:
         raise EncodeError("term longer than a BERP can carry")
     return struct.pack(">I", len(body)) + body
 
 
-def write_berp(dest, obj_or_bert, *, raw=False):
+def write_berp(dest, obj_or_bert, *, raw=False, float_format="new"):
     """Writes one BERP to a socket, a binary file or an int file descriptor.
 
     raw=True writes obj_or_bert (bytes) as an already encoded BERT.
     """
-    body = bytes(obj_or_bert) if raw else encode(obj_or_bert)
+    body = bytes(obj_or_bert) if raw else encode(obj_or_bert, float_format)
     _write_all(dest, struct.pack(">I", len(body)) + body)
 
 

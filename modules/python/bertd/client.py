@@ -90,10 +90,13 @@ class Connection:
     """One TCP connection that sends frames and reads frames; no RPC semantics.
 
     Meant for tests and tools that need to send odd or broken input and read whatever comes back.
+    float_format="ernie" makes send() write floats as FLOAT_EXT (see bertd.bert).
     """
 
-    def __init__(self, host, port, timeout=None):
+    def __init__(self, host, port, timeout=None, float_format="new"):
+        bert.writes_float_ext(float_format)  # a bad value fails here, not at the first send
         self.timeout = timeout
+        self.float_format = float_format
         try:
             self.sock = socket.create_connection((host, port), timeout=timeout)
         except OSError as e:
@@ -111,7 +114,7 @@ class Connection:
 
     def send(self, term):
         """Sends one term as a BERP."""
-        self.send_raw(bert.encode_berp(term))
+        self.send_raw(bert.encode_berp(term, self.float_format))
 
     def send_bert(self, body):
         """Sends already encoded BERT bytes (possibly malformed) inside a correct length header."""
@@ -196,9 +199,13 @@ class Service:
     svc.call(priority="low") does it for one request only.
     persistent=True keeps one connection for many requests; by default each request has its own
     connection, like Ruby's bertrpc.
+    float_format="ernie" writes the requests' floats as FLOAT_EXT, the only form a handler on Ernie's
+    own Ruby library (ruby-bert) can read; answers are read in either form.
     """
 
-    def __init__(self, host, port, timeout=None, priority=None, persistent=False):
+    def __init__(self, host, port, timeout=None, priority=None, persistent=False, float_format="new"):
+        bert.writes_float_ext(float_format)
+        self.float_format = float_format
         self.host = host
         self.port = port
         self.timeout = timeout
@@ -217,7 +224,7 @@ class Service:
 
     def request(self, kind, module, function, args, priority=None, info=()):
         """Sends one call or cast with its info frames and returns the result (None for a cast)."""
-        request = bert.encode((Atom(kind), Atom(module), Atom(function), list(args)))
+        request = bert.encode((Atom(kind), Atom(module), Atom(function), list(args)), self.float_format)
         return self._send(request, kind, priority, info)
 
     def request_raw(self, payload, priority=None, info=()):
@@ -235,7 +242,7 @@ class Service:
             frames.append((_INFO, Atom(command), list(options)))
         if len(request) > 0xFFFFFFFF:
             raise bert.EncodeError("request longer than a BERP can carry")
-        payload = b"".join(bert.encode_berp(f) for f in frames)
+        payload = b"".join(bert.encode_berp(f, self.float_format) for f in frames)
         payload += len(request).to_bytes(4, "big") + request
         with self._lock:
             answer = self._exchange(payload)

@@ -10,6 +10,7 @@ not publish.
         return a + b
 
     bertd.expose("text", text_module)   # every public function defined in that module
+    bertd.float_format("ernie")         # answers' floats as FLOAT_EXT, for Ernie-era clients
     # the loop starts by itself when the script ends (bertd.auto_start = False disables that)
 """
 import atexit
@@ -25,7 +26,7 @@ from . import bert
 from ._atoms import _CALL, _CAST, _INFO, _REPLY, _NOREPLY, _ERROR, _SERVER, _USER, _PROTOCOL
 from .bert import Atom
 
-__all__ = ["expose", "function", "start", "logfile", "loglevel", "Handler"]
+__all__ = ["expose", "function", "start", "logfile", "loglevel", "float_format", "Handler"]
 
 REQUEST_FD = 3
 ANSWER_FD = 4
@@ -36,10 +37,16 @@ _log.propagate = False
 
 
 class Handler:
-    """A table of exposed modules and the request loop that serves them."""
+    """A table of exposed modules and the request loop that serves them.
 
-    def __init__(self):
+    float_format="ernie" writes the answers' floats as FLOAT_EXT (see bertd.bert), for clients on
+    ruby-bert (Ernie-era bertrpc); requests are read in either form.
+    """
+
+    def __init__(self, float_format="new"):
         self.modules = {}
+        self.float_format = float_format
+        bert.writes_float_ext(float_format)
 
     def expose(self, name, target):
         """Publishes target's functions as module `name`.
@@ -107,10 +114,10 @@ class Handler:
 
     def encode_answer(self, answer):
         try:
-            return bert.encode(answer)
+            return bert.encode(answer, self.float_format)
         except bert.EncodeError as e:
             _log.error("cannot encode the answer: %s", e)
-            return bert.encode(_user_error(e))
+            return bert.encode(_user_error(e), self.float_format)
 
     def serve(self, request_fd=REQUEST_FD, answer_fd=ANSWER_FD):
         """Answers requests until end-of-file on request_fd (or a closed answer fd)."""
@@ -217,6 +224,13 @@ def start(request_fd=REQUEST_FD, answer_fd=ANSWER_FD):
     """Runs the request loop until end-of-file on fd 3. Returns when it is done."""
     _state["started"] = True
     _default.serve(request_fd, answer_fd)
+
+
+def float_format(fmt):
+    """Sets the form of the floats in answers: "new" (NEW_FLOAT, the default) or "ernie" (FLOAT_EXT,
+    for clients on ruby-bert, such as Ernie-era bertrpc programs)."""
+    bert.writes_float_ext(fmt)
+    _default.float_format = fmt
 
 
 def logfile(path):

@@ -1,7 +1,8 @@
 #!/usr/bin/env escript
 %% pybertd_diff.escript: the Erlang half of test_pybertd_erl.py. It decodes terms Python encoded and
 %% checks them against their Erlang text, and writes term_to_binary bytes of Erlang-made terms for Python
-%% to decode. It must never write anywhere but the two output files it is given.
+%% to decode: plain, compressed, and with {minor_version, 0} (floats as FLOAT_EXT, as Ernie-era software
+%% reads them). It must never write anywhere but the two output files it is given.
 -mode(compile).
 
 main([PyCases, PyResults, ErlCases]) ->
@@ -32,21 +33,33 @@ check(<<L1:32, Bin:L1/binary, L2:32, Text:L2/binary, Rest/binary>>, Acc) ->
           end,
     check(Rest, [Out | Acc]).
 
+%% A literal term, or else an expression such as `fun lists:map/2` (which parse_term does not read).
 parse(Text) ->
     case erl_scan:string(unicode:characters_to_list(Text) ++ ".") of
         {ok, Tokens, _} ->
             case erl_parse:parse_term(Tokens) of
                 {ok, T} -> {ok, T};
-                _ -> error
+                _ -> eval(Tokens)
             end;
         _ ->
             error
     end.
 
+eval(Tokens) ->
+    try
+        {ok, Exprs} = erl_parse:parse_exprs(Tokens),
+        {value, T, _} = erl_eval:exprs(Exprs, erl_eval:new_bindings()),
+        {ok, T}
+    catch
+        _:_ -> error
+    end.
+
 record(T) ->
     Plain = term_to_binary(T),
     Compressed = term_to_binary(T, [compressed]),
-    <<(byte_size(Plain)):32, Plain/binary, (byte_size(Compressed)):32, Compressed/binary>>.
+    Ernie = term_to_binary(T, [{minor_version, 0}]),
+    <<(byte_size(Plain)):32, Plain/binary, (byte_size(Compressed)):32, Compressed/binary,
+      (byte_size(Ernie)):32, Ernie/binary>>.
 
 fixed() ->
     [0, 255, 256, -1, 2147483647, -2147483648, 2147483648, -2147483649,
@@ -61,12 +74,35 @@ fixed() ->
      <<>>, <<1, 2, 3>>, <<1:3>>, <<1, 2, 3:5>>, binary:copy(<<"x">>, 100000),
      #{}, #{a => 1, 1 => a, 2.5 => b, <<"k">> => [x], {t, 1} => #{}},
      #{100 => a, 1.0 => b, z => c, 0 => d, -5 => e},
-     self(), make_ref(), hd(erlang:ports()), fun lists:map/2,
+     self(), make_ref(), hd(erlang:ports()), fun lists:map/2, fun erlang:'+'/2,
+     %% Every tag OTP 25 writes beyond the plain ones: funs (none or some values closed over, a float
+     %% among them), bit strings, and pids, ports and references of another node, with 32-bit
+     %% creations and a port id past 32 bits (V4_PORT_EXT).
+     fun() -> ok end, adder(7), adder({<<1:3>>, 2.5, [self()]}), [adder(1), fun lists:map/2],
+     #{adder(1) => local, fun lists:map/2 => external, fun() -> ok end => none},
+     <<5:3>>, <<1, 2, 255:7>>, {<<>>, <<0:1>>},
+     foreign(88, <<0, 0, 0, 7, 0, 0, 0, 3, 16#ff, 16#ee, 16#dd, 16#cc>>),
+     foreign(89, <<0, 0, 0, 9, 0, 0, 0, 5>>),
+     foreign(120, <<0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 5>>),
+     foreign(90, <<0, 3>>, <<16#80, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3>>),
+     [2.5, -0.0, 1.0e-300, 0.1 + 0.2, 123456789.123456789, {1.5}, #{1.5 => 2.5}],
      {bert, nil}, {bert, true}, {bert, false}, {bert, dict, []}, {bert, dict, [{a, 1}, {<<"b">>, [2]}]},
      {bert, time, 1266, 666145, 259750}, {bert, regex, <<"^a+">>, [caseless]},
      {bert, regex, <<"x">>, [caseless, extended, multiline, dotall]},
      {call, calc, add, [1, 2]}, {reply, {bert, nil}},
      {error, {user, 0, <<"RuntimeError">>, <<"boom">>, [<<"calc.rb:5:in `fail'">>]}}].
+
+%% A fun closing over V (made at run time, so the compiler cannot fold it away).
+adder(V) ->
+    fun(X) -> {X, V} end.
+
+%% A pid (88), port (89, 120) or reference (90) of the node 'other@host': Tag, then the node name,
+%% then Fields (a reference has its word count before the node).
+foreign(Tag, Fields) ->
+    binary_to_term(<<131, Tag, 100, 0, 10, "other@host", Fields/binary>>).
+
+foreign(90, Count, Fields) ->
+    binary_to_term(<<131, 90, Count/binary, 100, 0, 10, "other@host", Fields/binary>>).
 
 random_terms(N) ->
     rand:seed(exsss, {17, 42, 99}),

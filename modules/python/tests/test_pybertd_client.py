@@ -28,6 +28,7 @@ class FakeServer:
         self.accepts = 0
         self.closed = 0
         self.frames = []  # (connection number, term)
+        self.bodies = []  # the frames' bytes
         self.lock = threading.Lock()
         self.conns = []
         self.threads = []
@@ -63,6 +64,7 @@ class FakeServer:
                     continue
                 with self.lock:
                     self.frames.append((number, term))
+                    self.bodies.append(body)
                 if term[0] == INFO:
                     continue
                 if not self.answer(conn, term) or self.close_after_answer:
@@ -187,6 +189,26 @@ class Calls(ClientTest):
         self.assertEqual(svc.call.x.twice(), 1)
         self.assertEqual(svc.call.calc.add(1, 1), 2)
         self.assertEqual(srv.accepts, 2)
+
+    def test_float_format_ernie_sends_float_ext_and_answers_read_in_either_form(self):
+        srv = self.server()
+        old = b"c2.50000000000000000000e+00\0\0\0\0\0"
+        self.assertEqual(self.service(srv, float_format="ernie").call.calc.echo(2.5), 2.5)
+        self.assertEqual(self.service(srv, float_format="ernie", priority="low").call.calc.echo([0.5]), [0.5])
+        self.assertEqual(self.service(srv).call.calc.echo(2.5), 2.5)
+        with bertd.Connection("127.0.0.1", srv.port, timeout=5, float_format="ernie") as conn:
+            self.assertEqual(conn.request((CALL, Atom("calc"), Atom("echo"), [2.5])), (REPLY, 2.5))
+        echo = b"\x83h\x04d\x00\x04calld\x00\x04calcd\x00\x04echol\x00\x00\x00\x01"
+        self.assertEqual(srv.bodies[0], echo + old + b"j")
+        self.assertEqual(srv.bodies[1], bert.encode((INFO, Atom("priority"), [Atom("low")])))
+        self.assertEqual(srv.bodies[2], echo + b"l\x00\x00\x00\x01c5.00000000000000000000e-01\0\0\0\0\0jj")
+        self.assertEqual(srv.bodies[3], echo + b"F" + bert.encode(2.5)[2:] + b"j")
+        self.assertEqual(srv.bodies[4], echo + old + b"j")
+        for bad in ("old", None):
+            with self.assertRaises(ValueError):
+                bertd.Service("127.0.0.1", srv.port, float_format=bad)
+            with self.assertRaises(ValueError):
+                bertd.Connection("127.0.0.1", srv.port, float_format=bad)
 
     def test_names_that_are_not_identifiers(self):
         srv = self.server()

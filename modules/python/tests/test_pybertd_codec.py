@@ -12,10 +12,22 @@ import unittest
 import zlib
 
 from bertd import bert
-from bertd.bert import (Atom, BitBinary, DecodeError, EncodeError, Export, ImproperList, Map, Pid, Port, Ref,
-                        decode, encode)
+from bertd.bert import (Atom, BitBinary, DecodeError, EncodeError, Export, Fun, ImproperList, Map, Pid, Port,
+                        Ref, decode, encode)
 
 UTC = datetime.timezone.utc
+
+
+# term_to_binary(fz:adder(<<"x">>)) on OTP 25, where adder(V) -> fun(X) -> {X, V} end: a NEW_FUN_EXT
+# closing over one value.
+FUN_BYTES = bytes([
+    131, 112, 0, 0, 0, 76, 1, 154, 113, 210, 63, 6, 14, 93, 212, 198, 234, 231, 220, 13, 235, 179, 105, 0, 0,
+    0, 0, 0, 0, 0, 1, 100, 0, 2, 102, 122, 97, 0, 98, 4, 211, 142, 145, 88, 100, 0, 13, 110, 111, 110, 111,
+    100, 101, 64, 110, 111, 104, 111, 115, 116, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0, 109, 0, 0, 0, 1, 120])
+# term_to_binary([1.5, 0.1 + 0.2, -0.0, 5.0e-324], [{minor_version, 0}]) on OTP 25.
+ERNIE_TEXTS = (b"1.50000000000000000000e+00", b"3.00000000000000044409e-01", b"-0.00000000000000000000e+00",
+               b"4.94065645841246544177e-324")
+ERNIE_FLOATS = bytes([131, 108, 0, 0, 0, 4]) + b"".join(b"c" + t.ljust(31, b"\0") for t in ERNIE_TEXTS) + b"j"
 
 
 def v(*parts):
@@ -196,6 +208,59 @@ class RoundTrips(unittest.TestCase):
             with self.assertRaises(EncodeError):
                 encode(value)
 
+    def test_float_format_ernie_writes_floats_as_erlang_minor_version_0_does(self):
+        value = [1.5, 0.1 + 0.2, -0.0, 5e-324]
+        self.assertEqual(encode(value, float_format="ernie"), ERNIE_FLOATS)
+        self.assertEqual(bert.encode_berp(2.5, "ernie"),
+                         b"\x00\x00\x00\x21" + v(99, b"2.50000000000000000000e+00\0\0\0\0\0"))
+        got = decode(ERNIE_FLOATS)
+        self.assertEqual([struct.pack(">d", x) for x in got], [struct.pack(">d", x) for x in value])
+        self.assertEqual(encode(value, float_format="new"), encode(value))
+        self.assertEqual(encode(value), encode(got))
+
+    def test_float_format_ernie_keeps_every_bit_of_every_double(self):
+        import random
+        rng = random.Random(5)
+        for _ in range(2000):
+            (x,) = struct.unpack(">d", rng.getrandbits(64).to_bytes(8, "big"))
+            if x != x or x in (float("inf"), float("-inf")):
+                continue
+            data = encode(x, float_format="ernie")
+            self.assertEqual((data[1], len(data)), (99, 33))
+            self.assertEqual(struct.pack(">d", decode(data)), struct.pack(">d", x))
+
+    def test_ruby_bert_float_text_decodes(self):
+        # ruby-bert 1.1.6 writes format("%15.15e", f): 16 digits, so 0.1 + 0.2 arrives as 0.3.
+        self.assertEqual(decode(v(99, b"2.500000000000000e+00".ljust(31, b"\0"))), 2.5)
+        self.assertEqual(decode(v(99, b"3.000000000000000e-01".ljust(31, b"\0"))), 0.3)
+
+    def test_an_unknown_float_format_is_refused(self):
+        for bad in ("old", "NEW", None, 0):
+            with self.assertRaises(ValueError):
+                encode(1.0, float_format=bad)
+        with self.assertRaises(ValueError):
+            bert.encode_berp(1, "erlang")
+
+    def test_a_fun_is_opaque_and_encodes_back_byte_for_byte(self):
+        fun = decode(FUN_BYTES)
+        self.assertIs(type(fun), Fun)
+        self.assertEqual((fun.module, fun.arity, fun.index, fun.old_index, fun.free),
+                         (Atom("fz"), 1, 0, 0, (b"x",)))
+        self.assertEqual(fun.pid.node, Atom("nonode@nohost"))
+        self.assertEqual(encode(fun), FUN_BYTES)
+        body = FUN_BYTES[1:]
+        self.assertEqual(encode([fun, (fun,)]), v(108, b"\0\0\0\2", body, 104, 1, body, 106))
+        self.assertEqual(Fun.from_bytes(FUN_BYTES[1:]), fun)
+        self.assertEqual(hash(Fun.from_bytes(FUN_BYTES[1:])), hash(fun))
+        self.assertEqual(decode(encode(Map({fun: 1})))[fun], 1)
+        self.assertIn("Fun(module=Atom('fz'), arity=1", repr(fun))
+        self.assertIn("free=(b'x',)", repr(fun))
+        other = bytearray(FUN_BYTES)
+        other[-1] = ord("y")
+        self.assertNotEqual(decode(bytes(other)), fun)
+        with self.assertRaises(DecodeError):
+            Fun.from_bytes(encode(1)[1:])
+
     def test_old_forms_decode(self):
         self.assertEqual(decode(v(99, b"1.50000000000000000000e+00".ljust(31, b"\0"))), 1.5)
         self.assertEqual(decode(v(115, 2, b"ok")), Atom("ok"))
@@ -222,6 +287,12 @@ class RoundTrips(unittest.TestCase):
             decode(encode(deep), max_depth=100)
 
 
+def _fun_with(start, end, replacement):
+    """FUN_BYTES with bytes start..end replaced, its size field made to match."""
+    body = FUN_BYTES[6:start] + replacement + FUN_BYTES[end:]
+    return FUN_BYTES[:2] + struct.pack(">I", len(body) + 4) + body
+
+
 def _nest(n):
     """n nested one-element tuples, as raw bytes (no encoder recursion involved)."""
     return v(*([104, 1] * n), 106)
@@ -237,6 +308,8 @@ class Malformed(unittest.TestCase):
         BitBinary(b"\x01\x80", 1),
         Export(Atom("m"), Atom("f"), 1),
         tuple(range(300)),
+        decode(FUN_BYTES),
+        [2.5, -1e300],
     ]
 
     def assertDecodeError(self, data, **options):
@@ -250,10 +323,10 @@ class Malformed(unittest.TestCase):
 
     def test_every_truncation_is_a_decode_error(self):
         for sample in self.SAMPLES:
-            data = encode(sample)
-            for cut in range(len(data)):
-                with self.subTest(sample=sample, cut=cut):
-                    self.assertDecodeError(data[:cut])
+            for data in (encode(sample), encode(sample, float_format="ernie")):
+                for cut in range(len(data)):
+                    with self.subTest(sample=sample, cut=cut):
+                        self.assertDecodeError(data[:cut])
 
     def test_trailing_bytes(self):
         self.assertDecodeError(encode(1) + b"\0")
@@ -263,7 +336,16 @@ class Malformed(unittest.TestCase):
         bad = [
             b"",
             b"\x82a\x01",                       # wrong version
-            v(0), v(255), v(112), v(121),       # unknown / unsupported tags
+            v(0), v(255), v(117), v(121),       # unknown / unsupported tags
+            v(112),                             # fun without its fields
+            v(112, b"\0\0\0\x1c", b"\0" * 40),  # fun whose size cannot hold its fixed fields
+            FUN_BYTES[:5] + b"\x4d" + FUN_BYTES[6:],                # size past the end of the input
+            FUN_BYTES[:5] + b"\x4b" + FUN_BYTES[6:] + b"\0",       # size short of what it holds
+            FUN_BYTES[:5] + b"\x4d" + FUN_BYTES[6:] + b"\x6a",     # size beyond what it holds
+            _fun_with(31, 36, b"\x61\x01"),                         # module not an atom
+            _fun_with(36, 38, b"\x64\0\1x"),                        # old index not an integer
+            _fun_with(27, 31, b"\0\0\0\x02"),                       # two values closed over, one there
+            _fun_with(43, 72, b"\x61\x01"),                         # creator not a pid
             v(109, huge, b"abc"),               # binary longer than the input
             v(108, huge, 106),                  # list of 4G elements
             v(116, huge),                       # map of 4G pairs

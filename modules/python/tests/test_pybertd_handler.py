@@ -36,13 +36,13 @@ REPLY, NOREPLY, ERROR = Atom("reply"), Atom("noreply"), Atom("error")
 class HandlerProcess:
     """A handler script running with one end of a socketpair as its fd 3 and fd 4."""
 
-    def __init__(self, test, script, env=None, stdout=subprocess.DEVNULL):
+    def __init__(self, test, script, env=None, stdout=subprocess.DEVNULL, args=()):
         ours, theirs = socket.socketpair()
         self.sock = ours
         self.sock.settimeout(10)
         full_env = dict(os.environ, PYTHONPATH=PYLIB)
         full_env.update(env or {})
-        self.proc = subprocess.Popen([sys.executable, "-c", _SHIM, str(theirs.fileno()), script],
+        self.proc = subprocess.Popen([sys.executable, "-c", _SHIM, str(theirs.fileno()), script, *args],
                                      pass_fds=(theirs.fileno(),), env=full_env, stdout=stdout,
                                      stderr=subprocess.PIPE)
         theirs.close()
@@ -243,6 +243,27 @@ class ScriptHandlers(unittest.TestCase):
         self.assertIn("call greeter:greet/1", text)
         self.assertIn("No such function 'greeter:greeting'", text)
         self.assertIn("hello, joe", text)  # responses are logged at DEBUG
+
+    def test_float_format_ernie_writes_answers_floats_as_float_ext(self):
+        path = self.script("""
+            import sys
+            import bertd
+            bertd.expose("m", {"half": lambda x: x / 2})
+            bertd.float_format(sys.argv[1])
+        """)
+        answers = {}
+        for fmt in ("ernie", "new"):
+            h = HandlerProcess(self, path, args=[fmt])
+            # The request's float is FLOAT_EXT: read in either form.
+            h.sock.sendall(bert.encode_berp(call("m", "half", 5.0), float_format="ernie"))
+            answers[fmt] = bert.read_berp_bytes(h.sock)
+        reply = b"\x83h\x02d\x00\x05reply"
+        self.assertEqual(answers["ernie"], reply + b"c2.50000000000000000000e+00\0\0\0\0\0")
+        self.assertEqual(answers["new"], reply + bert.encode(2.5)[1:])
+        with self.assertRaises(ValueError):
+            bertd.Handler(float_format="old")
+        with self.assertRaises(ValueError):
+            bertd.float_format("erlang")
 
     def test_without_fd_3_the_script_says_so(self):
         path = self.script("""

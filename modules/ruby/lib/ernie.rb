@@ -89,10 +89,22 @@ module Ernie
   @loglevel = Logger::INFO
   @auto_start = true
   @started = false
+  @float_format = nil
 
   class << self
     attr_reader :mods, :logger
     attr_accessor :auto_start
+
+    # The form of the floats in answers: :ernie (FLOAT_EXT, what ruby-bert and so every Ernie-era
+    # client reads; the default, see BERTD::Codec.float_format) or :new (NEW_FLOAT, what
+    # term_to_binary/1 writes). Requests are read in either form.
+    def float_format
+      @float_format || BERTD::Codec.float_format
+    end
+
+    def float_format=(format)
+      @float_format = BERTD::Codec.float_format_of(format)
+    end
 
     # Declares module `name`; the block (or callable) declares its functions with `fun`.
     def mod(name, body = nil, &block)
@@ -267,10 +279,10 @@ module Ernie
 
     # A result that cannot be encoded is the handler's error, reported like a raised one.
     def frame_answer(answer)
-      BERTD::Codec.frame(answer)
+      BERTD::Codec.frame(answer, float_format: float_format)
     rescue StandardError => e
       e.set_backtrace(caller) unless e.backtrace
-      BERTD::Codec.frame(user_error(e))
+      BERTD::Codec.frame(user_error(e), float_format: float_format)
     end
 
     # nil at end of input (also when the input ends inside a frame: bertd has gone).

@@ -35,6 +35,10 @@ out['explicit'] = outcome { svc.request(:call, :ext, :add, [7, 8], priority: :hi
 sample = ['héllo'.b, 1.5, 0.1 + 0.2, 1 << 40, -(1 << 31), { 'k' => [:a, nil, true] }, BERT::Tuple[:x, []]]
 out['echo_equal'] = outcome { sample.map { |x| svc.call.ext.echo(x) == x } }
 out['echo_tuple_class'] = outcome { svc.call.ext.echo(BERT::Tuple[1, 2]).class.name }
+out['float_ernie'] = outcome { svc.call.ext.echo(2.5) }
+new_floats = BERTD::Service.new(host, port, timeout: 2, float_format: :new)
+out['float_new'] = outcome { new_floats.call.ext.echo(0.75) }
+out['float_bad'] = outcome { BERTD::Service.new(host, port, float_format: :old) }
 out['user'] = outcome { svc.call.ext.fail('boom') }
 out['server_module'] = outcome { svc.call.failboat.add(1, 2) }
 out['server_function'] = outcome { svc.call.ext.mcfail }

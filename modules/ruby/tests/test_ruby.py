@@ -1,9 +1,11 @@
 """test_ruby.py: tests of bertd's Ruby library (modules/ruby): the Ernie-compatible handler run as a real
-process on fds 3/4, and the Ruby client against a fake BERP server on loopback. Every process and thread
-started here is stopped in tearDown, also when a test fails; nothing listens beyond 127.0.0.1.
+process on fds 3/4, the Ruby client against a fake BERP server on loopback, and BERTD::Codec against the
+real Erlang VM (ruby_diff.escript, codec_diff.rb). Every process and thread started here is stopped in
+tearDown, also when a test fails; nothing listens beyond 127.0.0.1.
 """
 import json
 import os
+import shutil
 import socket
 import struct
 import subprocess
@@ -17,6 +19,23 @@ RUBY_DIR = os.path.dirname(HERE)
 LIB = os.path.join(RUBY_DIR, "lib")
 EXT = os.path.join(RUBY_DIR, "examples", "ext.rb")
 CLIENT_CHECK = os.path.join(HERE, "client_check.rb")
+CODEC_DIFF = os.path.join(HERE, "codec_diff.rb")
+RUBY_DIFF = os.path.join(HERE, "ruby_diff.escript")
+
+# term_to_binary(fz:adder(<<"x">>)) on OTP 25, where adder(V) -> fun(X) -> {X, V} end.
+FUN = bytes([
+    131, 112, 0, 0, 0, 76, 1, 154, 113, 210, 63, 6, 14, 93, 212, 198, 234, 231, 220, 13, 235, 179, 105, 0, 0,
+    0, 0, 0, 0, 0, 1, 100, 0, 2, 102, 122, 97, 0, 98, 4, 211, 142, 145, 88, 100, 0, 13, 110, 111, 110, 111,
+    100, 101, 64, 110, 111, 104, 111, 115, 116, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0, 109, 0, 0, 0, 1, 120])[1:]
+NODE = b"d\x00\x0aother@host"
+# The other tags ruby-bert lacks, as OTP 25 writes them: a pid, ports (V4 for an id past 32 bits), a
+# reference of another node, `fun lists:map/2` and <<5:3>>.
+PID = b"X" + NODE + bytes([0, 0, 0, 7, 0, 0, 0, 3, 0xFF, 0xEE, 0xDD, 0xCC])
+PORT = b"Y" + NODE + bytes([0, 0, 0, 9, 0, 0, 0, 5])
+V4_PORT = b"x" + NODE + bytes([0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 5])
+REF = b"Z\x00\x03" + NODE + bytes([0x80, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3])
+EXPORT = b"qd\x00\x05listsd\x00\x03mapa\x02"
+BITS = b"M\x00\x00\x00\x01\x03\xa0"
 
 
 # ---- a minimal BERT codec, just enough for these tests -------------------------------------------------
@@ -186,6 +205,11 @@ class Handler:
     def recv(self):
         return read_frame(self.sock)
 
+    def recv_raw(self):
+        """The next answer's BERT bytes, undecoded."""
+        header = read_exactly(self.sock, 4)
+        return read_exactly(self.sock, struct.unpack(">I", header)[0])
+
     def stop(self):
         try:
             self.sock.close()
@@ -255,6 +279,26 @@ class HandlerTest(unittest.TestCase):
                       (A("bert"), A("dict"), [(A("k"), b"v")])]:
             self.assertEqual(self.h.ask(call("ext", "echo", [value])), (A("reply"), value), value)
 
+    def test_every_tag_ruby_bert_lacks_comes_back_byte_for_byte(self):
+        value = b"l\x00\x00\x00\x08" + FUN + PID + PORT + V4_PORT + REF + EXPORT + BITS + b"h\x01" + FUN
+        value += b"j"
+        self.h.send_raw(b"\x83h\x04d\x00\x04calld\x00\x03extd\x00\x04echol\x00\x00\x00\x01" + value + b"j")
+        self.assertEqual(self.h.recv_raw(), b"\x83h\x02d\x00\x05reply" + value)
+
+    def test_answers_write_floats_as_float_ext_unless_switched_to_new_float(self):
+        self.h.send(call("ext", "echo", [[0.1 + 0.2, -0.0]]))
+        old = b"".join(b"c" + text.ljust(31, b"\0")
+                       for text in (b"3.00000000000000044409e-01", b"-0.00000000000000000000e+00"))
+        self.assertEqual(self.h.recv_raw(), b"\x83h\x02d\x00\x05replyl\x00\x00\x00\x02" + old + b"j")
+        with tempfile.TemporaryDirectory() as tmp:
+            script = os.path.join(tmp, "h.rb")
+            with open(script, "w") as f:
+                f.write("require 'ernie'\nErnie.float_format = :new\n"
+                        "Ernie.mod(:m) { fun(:half) { |x| x / 2.0 } }\n")
+            h = self.start(["ruby", "-I", LIB, script])
+            h.send(call("m", "half", [5]))
+            self.assertEqual(h.recv_raw(), b"\x83h\x02d\x00\x05replyF" + struct.pack(">d", 2.5))
+
     def test_undecodable_frame_is_protocol_error_and_the_loop_goes_on(self):
         self.h.send_raw(b"\x83\xee")
         kind, err = self.h.recv()
@@ -307,11 +351,93 @@ class HandlerTest(unittest.TestCase):
             self.assertIn("hello you", text)
 
 
+# ---- the codec against Erlang ------------------------------------------------------------------------
+
+
+class CodecAgainstErlang(unittest.TestCase):
+    """Erlang-made terms of every tag ruby-bert lacks (and floats in both forms) decode in Ruby and
+    re-encode to Erlang's own bytes; Ruby-made values decode in Erlang to the term their Erlang text
+    says, with the bytes term_to_binary writes for it."""
+
+    @classmethod
+    def setUpClass(cls):
+        for tool in ("escript", "ruby"):
+            if shutil.which(tool) is None:
+                raise AssertionError(f"{tool} is not installed; contrib/install-deps installs it")
+        with tempfile.TemporaryDirectory(prefix="ruby-diff-") as tmp:
+            erl_terms, ruby_cases, verdicts = (os.path.join(tmp, n) for n in ("erl", "ruby", "verdicts"))
+            run = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60, cwd=tmp, check=True)
+            subprocess.run(["escript", RUBY_DIFF, "terms", erl_terms], **run)
+            p = subprocess.run(["ruby", "-I", LIB, CODEC_DIFF, erl_terms, ruby_cases], **run)
+            cls.report = json.loads(p.stdout)
+            subprocess.run(["escript", RUBY_DIFF, "check", ruby_cases, verdicts], **run)
+            with open(verdicts) as f:
+                cls.verdicts = f.read().splitlines()
+
+    def test_erlang_terms_of_every_tag_reencode_to_erlangs_bytes_in_both_float_forms(self):
+        self.assertEqual(self.report["failures"], [])
+        self.assertGreater(self.report["records"], 200)
+        kinds = {"BERTD::Fun", "BERTD::Export", "BERTD::Pid", "BERTD::Port", "BERTD::Ref", "BERTD::BitBinary",
+                 "Float"}
+        self.assertEqual(set(self.report["kinds"]), kinds)
+        self.assertGreater(self.report["kinds"]["Float"], 200)
+
+    def test_ruby_values_decode_in_erlang_to_their_term_with_the_bytes_erlang_writes(self):
+        self.assertGreater(len(self.verdicts), 500)
+        wrong = [(i, v) for i, v in enumerate(self.verdicts) if v != "ok"]
+        self.assertEqual(wrong, [])
+
+
+class CodecMalformed(unittest.TestCase):
+    """Bad bytes in the new tags are a RuntimeError from BERTD::Codec.decode (the handler then answers a
+    protocol error), never a value, a hang or another exception."""
+
+    PROGRAM = (
+        "require 'bertd/codec'\n"
+        "$stdin.each_line do |hex|\n"
+        "  value = BERTD::Codec.decode([hex.strip].pack('H*'))\n"
+        "  puts \"value #{value.inspect}\"\n"
+        "rescue RuntimeError => e\n"
+        "  puts \"error #{e.message}\"\n"
+        "end\n"
+    )
+
+    def decode_all(self, inputs):
+        p = subprocess.run(["ruby", "-I", LIB, "-e", self.PROGRAM],
+                           input="".join(b.hex() + "\n" for b in inputs),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=30)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        return p.stdout.splitlines()
+
+    def test_truncated_and_inconsistent_terms_are_errors(self):
+        fun = b"\x83" + FUN
+        tags = (FUN, PID, PORT, V4_PORT, REF, EXPORT, BITS)
+        bad = [b"\x83" + t[:cut] for t in tags for cut in range(len(t))]
+        bad += [
+            fun[:5] + b"\x4b" + fun[6:] + b"\0",          # size short of what the fun holds
+            fun[:5] + b"\x4d" + fun[6:] + b"\x6a",        # size beyond it
+            b"\x83p\x00\x00\x00\x1c" + b"\0" * 40,       # size below the fixed fields
+            b"\x83X\x61\x01" + b"\0" * 12,                # pid whose node is not an atom
+            b"\x83Z\x00\x00" + NODE + b"\0" * 4,          # reference without id words
+            b"\x83Z\x00\x09" + NODE + b"\0" * 40,         # too many id words
+            b"\x83qa\x01d\x00\x01fa\x01",                 # export with a non-atom module
+            b"\x83M\x00\x00\x00\x01\x00\x01",             # bit string of 0 bits
+            b"\x83M\x00\x00\x00\x01\x09\x01",
+            b"\x83c" + b"not a float".ljust(31, b"\0"),     # FLOAT_EXT garbage (ruby-bert says 0.0)
+            b"\x83F" + struct.pack(">d", float("inf")),
+        ]
+        lines = self.decode_all(bad)
+        self.assertEqual(len(lines), len(bad))
+        wrong = [(b.hex(), line) for b, line in zip(bad, lines) if not line.startswith("error ")]
+        self.assertEqual(wrong, [])
+
+
 # ---- the client ----------------------------------------------------------------------------------------
 
 
 class FakeServer:
-    """A BERP server thread on 127.0.0.1: records (connection number, term) and answers by function name."""
+    """A BERP server thread on 127.0.0.1: records (connection number, term) and the frames' bytes, and
+    answers by function name."""
 
     def __init__(self):
         self.listener = socket.socket()
@@ -320,6 +446,7 @@ class FakeServer:
         self.listener.settimeout(0.1)
         self.port = self.listener.getsockname()[1]
         self.received = []
+        self.received_raw = []
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.threads = []
@@ -347,11 +474,14 @@ class FakeServer:
     def serve(self, conn, n):
         try:
             while not self.stopping.is_set():
-                term = read_frame(conn)
-                if term is None:
+                header = read_exactly(conn, 4)
+                body = header and read_exactly(conn, struct.unpack(">I", header)[0])
+                if body is None:
                     return
+                term = decode(body)
                 with self.lock:
                     self.received.append((n, term))
+                    self.received_raw.append(body)
                 if term[0] == A("info"):
                     continue
                 answer = self.answer(term)
@@ -434,6 +564,7 @@ class ClientTest(unittest.TestCase):
         finally:
             cls.server.stop()
         cls.received = cls.server.received
+        cls.received_raw = cls.server.received_raw
 
     def error(self, key):
         self.assertIn("error", self.out[key], self.out[key])
@@ -471,11 +602,21 @@ class ClientTest(unittest.TestCase):
     def test_values_round_trip_with_ruby_types(self):
         self.assertEqual(self.out["echo_equal"], {"value": [True] * 7})
         self.assertEqual(self.out["echo_tuple_class"], {"value": "BERT::Tuple"})
-        # A Ruby String travels as a binary, a float as NEW_FLOAT, a Hash as {bert, dict, ...}.
+        # A Ruby String travels as a binary, a float as FLOAT_EXT, a Hash as {bert, dict, ...}.
         echoed = [t[3][0] for _, t in self.received if t[0] == A("call") and t[2] == A("echo")]
         self.assertIn(b"h\xc3\xa9llo", echoed)
         self.assertIn(0.1 + 0.2, echoed)
         self.assertIn((A("bert"), A("dict"), [(b"k", [A("a"), BERT_NIL, BERT_TRUE])]), echoed)
+
+    def test_floats_go_as_float_ext_unless_the_service_says_new_and_answers_read_in_both_forms(self):
+        echo = b"\x83h\x04d\x00\x04calld\x00\x03extd\x00\x04echol\x00\x00\x00\x01"
+        self.assertIn(echo + b"c2.50000000000000000000e+00\0\0\0\0\0j", self.received_raw)
+        self.assertIn(echo + b"F" + struct.pack(">d", 0.75) + b"j", self.received_raw)
+        # The fake server answers NEW_FLOAT: both services read it.
+        self.assertEqual(self.out["float_ernie"], {"value": 2.5})
+        self.assertEqual(self.out["float_new"], {"value": 0.75})
+        self.assertEqual(self.error("float_bad")["class"], "ArgumentError")
+        self.assertIn("float_format must be one of :ernie, :new", self.error("float_bad")["message"])
 
     def test_user_error(self):
         e = self.error("user")

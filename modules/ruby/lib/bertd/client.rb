@@ -76,10 +76,13 @@ module BERTD
   # Where requests go. One TCP connection per request by default, as the bertrpc gem does;
   # `persistent: true` keeps one connection open (answers come back in request order).
   class Service
-    attr_reader :host, :port, :timeout, :connect_timeout
+    attr_reader :host, :port, :timeout, :connect_timeout, :float_format
 
     # timeout: seconds for the whole answer (nil waits for ever); connect_timeout defaults to it.
-    def initialize(host, port, timeout: nil, connect_timeout: nil, persistent: false)
+    # float_format: the form of the requests' floats, :ernie (FLOAT_EXT, what ruby-bert reads:
+    # the default, see BERTD::Codec.float_format) or :new (NEW_FLOAT). Answers are read in either.
+    def initialize(host, port, timeout: nil, connect_timeout: nil, persistent: false, float_format: nil)
+      @float_format = Codec.float_format_of(float_format || Codec.float_format)
       @host = host
       @port = port
       @timeout = timeout
@@ -152,7 +155,7 @@ module BERTD
     end
 
     def frames(terms)
-      terms.map { |term| Codec.frame(term) }.join
+      terms.map { |term| Codec.frame(term, float_format: @float_format) }.join
     rescue StandardError => e
       raise InvalidRequest, "cannot encode request: #{e.message}"
     end
