@@ -1,5 +1,6 @@
-// process.cc: fd set-up and worker spawning. Runs in the master; the child side
-// of spawn_worker uses only async-signal-safe calls before exec.
+// process.cc: the child side of a spawn, up to exec, and descriptor helpers. Runs
+// in a single-threaded process just forked from the master; it only rearranges
+// descriptors and signal state before exec.
 #include "core/process.h"
 
 #include <dirent.h>
@@ -20,31 +21,31 @@ void close_fds_from(int from, const std::vector<int>& keep) {
         if (std::find(keep.begin(), keep.end(), fd) == keep.end()) ::close(fd);
 }
 
-pid_t spawn_worker(const std::string& command, int sock) {
-    std::string exec_line = "exec " + command;
-    pid_t pid = fork();
-    if (pid != 0) return pid;
+std::string worker_shell_line(const std::string& command) { return "exec " + command; }
 
-    // Child. Dispositions go back to the defaults before signals are unblocked:
-    // a SIGTERM already pending must kill the worker, not run the master's handler.
-    for (int s : {SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGPIPE, SIGCHLD}) signal(s, SIG_DFL);
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, nullptr);
-    // Fds 3 and 4 are the slot's socket; the worker sees blocking I/O.
+void give_worker_its_slot(int sock) {
     int s = sock;
     if (s == 3 || s == 4) s = fcntl(sock, F_DUPFD, 5);
     dup2(s, 3);
     dup2(s, 4);
     int fl = fcntl(3, F_GETFL);
     fcntl(3, F_SETFL, fl & ~O_NONBLOCK);
+}
+
+void exec_shell(const std::string& line, int keep_below) {
+    // Dispositions are the defaults (the spawn reset them) before signals are
+    // unblocked: a SIGTERM already pending must kill the child, not be lost.
+    signal(SIGPIPE, SIG_DFL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
     int null = open("/dev/null", O_RDONLY);
     if (null >= 0) {
         dup2(null, 0);
         if (null != 0) ::close(null);
     }
-    close_fds_from(5, {});
-    execl("/bin/sh", "sh", "-c", exec_line.c_str(), static_cast<char*>(nullptr));
+    close_fds_from(keep_below, {});
+    execl("/bin/sh", "sh", "-c", line.c_str(), static_cast<char*>(nullptr));
     _exit(127);
 }
 
