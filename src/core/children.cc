@@ -38,6 +38,7 @@ std::string describe_status(int status) {
 Child& Children::add(ChildKind kind, uint64_t generation, uint32_t index, bool respawn) {
     auto c = std::make_unique<Child>();
     c->kind = kind;
+    c->own_group = kind == ChildKind::Worker;
     c->generation = generation;
     c->index = index;
     c->respawn = respawn;
@@ -64,9 +65,11 @@ bool Children::spawn(Child& c, const std::function<void()>& body) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);   // never outlive the master
         if (getppid() != master) _exit(1);  // it died before the line above
         for (int s : {SIGCHLD, SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2}) ::signal(s, SIG_DFL);
+        if (c.own_group) setpgid(0, 0);
         body();
         _exit(127);
     }
+    if (c.own_group) setpgid(pid, pid);  // as the child does: signals sent now reach the group
     c.pid = pid;
     c.started_us = monotonic_us();
     c.term_sent_us = 0;
@@ -80,6 +83,7 @@ void Children::reap(const std::function<void(Child&, pid_t, int)>& exited) {
         if (pid <= 0) return;
         for (auto& c : all_)
             if (c->pid == pid) {
+                if (c->own_group) ::kill(-pid, SIGKILL);
                 c->pid = 0;
                 exited(*c, pid, status);
                 break;
@@ -87,14 +91,18 @@ void Children::reap(const std::function<void(Child&, pid_t, int)>& exited) {
     }
 }
 
+void Children::kill(const Child& c, int sig) {
+    if (c.pid) ::kill(c.own_group ? -c.pid : c.pid, sig);
+}
+
 void Children::signal(int sig, const std::function<bool(const Child&)>& which) {
     for (auto& c : all_)
-        if (c->pid && which(*c)) kill(c->pid, sig);
+        if (c->pid && which(*c)) kill(*c, sig);
 }
 
 bool Children::ask_to_go(Child& c, int64_t now_us) {
     if (!c.pid || c.term_sent_us) return false;
-    kill(c.pid, SIGTERM);
+    kill(c, SIGTERM);
     c.term_sent_us = now_us;
     return true;
 }

@@ -28,6 +28,10 @@ struct Child {
     int64_t started_us = 0;    // monotonic
     int64_t term_sent_us = 0;  // when it was asked to go; 0 if it was not
     Backoff backoff;           // quick deaths in a row, and when the next start may be
+    // Workers lead a process group of their own: what a handler leaves behind (the
+    // program a `cd ... &&` shell started, a child it forked) is signalled with it,
+    // and killed once it is gone.
+    bool own_group = false;
 };
 
 // "exited with status 1", "killed by signal Killed".
@@ -47,9 +51,12 @@ public:
     bool spawn(Child& c, const std::function<void()>& body);
 
     // Waits for every child that has exited and calls `exited` for each of the table's
-    // with the pid it had (c.pid is 0 by then); other pids (none are expected) are only collected.
+    // with the pid it had (c.pid is 0 by then); other pids (none are expected) are only
+    // collected. What is left of a group leader's group is killed first.
     void reap(const std::function<void(Child&, pid_t pid, int status)>& exited);
 
+    // Sends `sig` to a running child (its whole group when it leads one).
+    static void kill(const Child& c, int sig);
     // Sends `sig` to every running child `which` selects.
     void signal(int sig, const std::function<bool(const Child&)>& which);
     // Asks a child to go (SIGTERM) once; true if it was running and had not been asked yet.

@@ -36,11 +36,11 @@ void Master::choose_companion(const Config& c) {
     companion_cmd_ = cmd;
     companion_.respawn = wanted;
     companion_.backoff.reset();
-    if (companion_.pid) kill(companion_.pid, SIGTERM);
+    Children::kill(companion_, SIGTERM);
 }
 
 void Master::erlang_reloaded(const Config& c) {
-    if (link_.pid) kill(link_.pid, SIGHUP);  // it re-reads the file: native modules, registered names
+    Children::kill(link_, SIGHUP);  // it re-reads the file: native modules, registered names
     if (erl::needs_companion(c) && id_.companion.empty())
         log::warn("native modules with codepaths need a companion VM: restart bertd to start one");
     choose_companion(c);

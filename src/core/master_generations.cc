@@ -252,7 +252,8 @@ void Master::tend(Generation& g) {
         }
         if (st != uint32_t(SlotState::Reaping)) continue;
         if (w.pid) {
-            if (!Children::ask_to_go(w, now) && now - w.term_sent_us > kRetireGraceUs) kill(w.pid, SIGKILL);
+            if (!Children::ask_to_go(w, now) && now - w.term_sent_us > kRetireGraceUs)
+                Children::kill(w, SIGKILL);
         } else if (w.respawn && now >= w.backoff.retry_at_us) {
             start_worker(g, i);
         }
@@ -273,10 +274,8 @@ bool Master::wind_down(Generation& g, int64_t now) {
         g.workers_told = true;
     }
     if (now > g.drain_deadline_us) {
-        for (Child* a : g.acceptors)
-            if (a->pid) kill(a->pid, SIGKILL);
-        for (Child* w : g.workers)
-            if (w->pid) kill(w->pid, SIGKILL);
+        for (Child* a : g.acceptors) Children::kill(*a, SIGKILL);
+        for (Child* w : g.workers) Children::kill(*w, SIGKILL);
     }
     return !acceptors && !workers;
 }
@@ -349,8 +348,7 @@ void Master::reload_config() {
     // connection to the new generation, so a client never sees its connection drop.
     old.rt.seg->header().successor = fresh.rt.generation;
     stop_generation(old, monotonic_us() + kDrainUs);
-    for (Child* a : old.acceptors)
-        if (a->pid) kill(a->pid, SIGQUIT);
+    for (Child* a : old.acceptors) Children::kill(*a, SIGQUIT);
 }
 
 void Master::reload_handlers() {

@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <string_view>
 
 namespace bertd {
 
@@ -21,7 +22,67 @@ void close_fds_from(int from, const std::vector<int>& keep) {
         if (std::find(keep.begin(), keep.end(), fd) == keep.end()) ::close(fd);
 }
 
-std::string worker_shell_line(const std::string& command) { return "exec " + command; }
+namespace {
+// Words that mean something to the shell itself: `exec` in front of them would
+// fail or change their meaning.
+bool shell_word(std::string_view w) {
+    static const char* const kWords[] = {
+        "!",        "{",       "}",     "[[",      "]]",       ".",     ":",    "alias",    "bg",
+        "break",    "case",    "cd",    "command", "continue", "do",    "done", "elif",     "else",
+        "esac",     "eval",    "exec",  "exit",    "export",   "fc",    "fg",   "fi",       "for",
+        "function", "getopts", "hash",  "if",      "jobs",     "local", "read", "readonly", "return",
+        "select",   "set",     "shift", "source",  "then",     "times", "trap", "type",     "ulimit",
+        "umask",    "unalias", "unset", "until",   "wait",     "while"};
+    for (const char* k : kWords)
+        if (w == k) return true;
+    return false;
+}
+}  // namespace
+
+// One simple command: no leading assignment, no shell word first, and no operator
+// outside quotes (;, &, |, parentheses, backquotes, a newline). Quotes, $VAR and
+// redirections are fine after `exec`.
+bool is_plain_command(std::string_view cmd) {
+    size_t i = cmd.find_first_not_of(" \t");
+    if (i == std::string_view::npos) return false;
+    size_t end = cmd.find_first_of(" \t", i);
+    std::string_view first = cmd.substr(i, end == std::string_view::npos ? cmd.size() - i : end - i);
+    if (shell_word(first)) return false;
+    bool in_word = true;  // still in the first word (an '=' there is an assignment)
+    char quote = 0;
+    for (; i < cmd.size(); ++i) {
+        char ch = cmd[i];
+        if (quote) {
+            if (ch == quote)
+                quote = 0;
+            else if (ch == '\\' && quote == '"')
+                ++i;
+            continue;
+        }
+        switch (ch) {
+            case '\'':
+            case '"': quote = ch; break;
+            case '\\': ++i; break;
+            case '=':
+                if (in_word) return false;
+                break;
+            case ';':
+            case '&':
+            case '|':
+            case '(':
+            case ')':
+            case '`':
+            case '\n': return false;
+            case ' ':
+            case '\t': in_word = false; break;
+        }
+    }
+    return quote == 0;
+}
+
+std::string worker_shell_line(const std::string& command) {
+    return is_plain_command(command) ? "exec " + command : command;
+}
 
 void give_worker_its_slot(int sock) {
     int s = sock;

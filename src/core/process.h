@@ -8,14 +8,19 @@
 #include <unistd.h>
 
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "io/fd.h"
 
 namespace bertd {
 
-// The shell line that runs a handler's `command`.
+// The shell line that runs a handler's `command` with /bin/sh -c, as Ernie did
+// (Erlang's open_port({spawn, Command})): `exec` goes in front only when the command
+// is a plain program and arguments, so the worker's pid stays the handler's;
+// assignments, `cd DIR && ...`, pipes and lists run as the shell runs them.
 std::string worker_shell_line(const std::string& command);
+bool is_plain_command(std::string_view command);
 
 // In a forked child: `sock` becomes fds 3 and 4 (blocking), as a handler expects.
 void give_worker_its_slot(int sock);
