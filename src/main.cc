@@ -113,8 +113,15 @@ int command_by_pidfile(const Options& o) {
         fprintf(stderr, "bertd: no running server in pidfile %s\n", o.pidfile.c_str());
         return 1;
     }
-    if (o.command == Options::Command::ReloadHandlers) return kill(pid, SIGUSR2) == 0 ? 0 : 1;
-    if (o.command == Options::Command::Halt) return kill(pid, SIGQUIT) == 0 ? 0 : 1;
+    if (o.command == Options::Command::ReloadHandlers || o.command == Options::Command::Halt) {
+        // What the server answers these commands by port.
+        if (kill(pid, o.command == Options::Command::Halt ? SIGQUIT : SIGUSR2) != 0) {
+            fprintf(stderr, "bertd: cannot signal server %d: %s\n", int(pid), strerror(errno));
+            return 1;
+        }
+        fputs("ok\n", stdout);
+        return 0;
+    }
     std::string name = IpcNames::newest_segment(pid);
     if (name.empty()) {
         fprintf(stderr, "bertd: cannot find the shared segment of server %d (is it starting? run as its user or root)\n",

@@ -110,7 +110,7 @@ private:
     erl::CompanionCommand companion_cmd_;
 };
 
-// Applies the command line's overrides (-p, -l, -a, -P) to a config read from file.
+// Applies the command line's overrides (-p, -l, -a, -P, -H) to a config read from file.
 void apply_overrides(const Options& o, Config& c);
 
 }  // namespace bertd

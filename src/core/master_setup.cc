@@ -19,6 +19,7 @@ void apply_overrides(const Options& o, Config& c) {
     if (o.log_level >= 0) c.log_level = o.log_level;
     if (!o.access_log.empty()) c.access_log = o.access_log;
     if (!o.pidfile.empty()) c.pidfile = o.pidfile;
+    if (!o.listen.empty()) c.listen = o.listen;
 }
 
 void Master::open_listen_socket(const Config& c) {
@@ -29,7 +30,8 @@ void Master::open_listen_socket(const Config& c) {
     addrinfo* res = nullptr;
     std::string port = std::to_string(c.port);
     if (int rc = getaddrinfo(c.listen.c_str(), port.c_str(), &hints, &res); rc != 0)
-        throw std::runtime_error("listen address '" + c.listen + "' (" + c.path +
+        throw std::runtime_error("listen address '" + c.listen + "' (" +
+                                 (opts_.listen.empty() ? c.path : "-H") +
                                  "): not a numeric IPv4 or IPv6 address: " + gai_strerror(rc));
     int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     int one = 1;
