@@ -66,6 +66,7 @@ bool Children::spawn(Child& c, const std::function<void()>& body) {
         if (getppid() != master) _exit(1);  // it died before the line above
         for (int s : {SIGCHLD, SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2}) ::signal(s, SIG_DFL);
         if (c.own_group) setpgid(0, 0);
+        for (auto& other : all_) other->output.close();
         body();
         _exit(127);
     }

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "core/child_output.h"
 #include "io/backoff.h"
 
 namespace bertd {
@@ -32,6 +33,7 @@ struct Child {
     // program a `cd ... &&` shell started, a child it forked) is signalled with it,
     // and killed once it is gone.
     bool own_group = false;
+    ChildOutput output;  // workers: their stderr, which the master relays to the error log
 };
 
 // "exited with status 1", "killed by signal Killed".
@@ -45,9 +47,9 @@ public:
 
     // Forks `c`. The child dies with the master (PR_SET_PDEATHSIG), gets the default
     // disposition of every signal the master catches (its mask stays blocked, as the
-    // master's: each child unblocks once it is ready) and runs `body`, which must not
-    // return. In the master: true, with c.pid and c.started_us set; on failure the
-    // error is logged and the next attempt is a second away.
+    // master's: each child unblocks once it is ready), keeps none of the table's output
+    // pipes, and runs `body`, which must not return. In the master: true, with c.pid and c.started_us set; on
+    // failure the error is logged and the next attempt is a second away.
     bool spawn(Child& c, const std::function<void()>& body);
 
     // Waits for every child that has exited and calls `exited` for each of the table's

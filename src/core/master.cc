@@ -92,11 +92,19 @@ void Master::start() {
     notify_ready("ok\n");
 }
 
+// Until a signal, a deadline, an acceptor's poke or a worker's line on stderr.
 void Master::sleep_until_woken() {
     int64_t wait_us = std::max<int64_t>(0, next_deadline() - monotonic_us());
     timespec ts{time_t(wait_us / 1'000'000), long(wait_us % 1'000'000) * 1000};
     std::vector<pollfd> pfds;
     for (auto& g : gens_) pfds.push_back(pollfd{g->rt.master_wake.get(), POLLIN, 0});
+    size_t first_output = pfds.size();
+    std::vector<Child*> writers;
+    children_.for_each([&](Child& c) {
+        if (c.output.fd() < 0) return;
+        pfds.push_back(pollfd{c.output.fd(), POLLIN, 0});
+        writers.push_back(&c);
+    });
     sigset_t none;
     sigemptyset(&none);
     ppoll(pfds.data(), pfds.size(), &ts, &none);  // the only place signals are delivered
@@ -104,6 +112,8 @@ void Master::sleep_until_woken() {
     for (auto& g : gens_)
         while (::read(g->rt.master_wake.get(), &v, sizeof v) > 0) {
         }
+    for (size_t i = 0; i < writers.size(); ++i)
+        if (pfds[first_output + i].revents) relay_output(*writers[i], writers[i]->pid);
 }
 
 void Master::reap_children() {

@@ -39,6 +39,7 @@ private:
         enum class Phase { Serving, Draining } phase = Phase::Serving;
         int64_t drain_deadline_us = 0;
         bool workers_told = false;
+        std::vector<int> quick_exits;  // by module: workers in a row that died in their first second
     };
 
     // -- the cycle (master.cc) --
@@ -63,6 +64,9 @@ private:
     void spawn_acceptor(Generation& g, uint32_t i);
     void start_worker(Generation& g, uint32_t slot);
     void worker_exited(Generation& g, Child& w, pid_t pid, int status);
+    void worker_died_young(Generation& g, Child& w, pid_t pid, int status);
+    void module_healthy(Generation& g, uint32_t module);
+    void relay_output(Child& c, pid_t pid);
     void acceptor_exited(Generation& g, Child& a, int status);
     void tend(Generation& g);
     bool wind_down(Generation& g, int64_t now);
@@ -85,6 +89,7 @@ private:
     // -- set-up and files (master_setup.cc) --
     void open_listen_socket(const Config& c);
     void close_inherited(const Generation* keep);
+    void stderr_pipe(Fd& read_end, Fd& write_end);
     void write_pidfile();
     void remove_pidfile();
     void notify_ready(const std::string& msg);

@@ -22,6 +22,7 @@ namespace bertd {
 namespace {
 constexpr int64_t kHealthyUs = 1'000'000;  // an acceptor or worker that lived this long did not fail
 constexpr int64_t kBackoffCapUs = 5'000'000;
+constexpr int kFailingAfter = 3;  // workers in a row dying young make a module "failing"
 
 unsigned ncpus() {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -110,6 +111,7 @@ std::unique_ptr<Master::Generation> Master::build_generation(Config config, uint
     if (id_.enabled) rt.link_address = ipc_.link();
     rt.slots.resize(nslots);
     make_slots(*g);
+    g->quick_exits.resize(rt.modules.size());
     return g;
 }
 
@@ -179,11 +181,15 @@ void Master::start_worker(Generation& g, uint32_t slot) {
     std::string line = worker_shell_line(mr.config->command);
     int sock = sr.worker_end.get();
     Child& w = *g.workers[slot];
-    if (!children_.spawn(w, [&] {
-            give_worker_its_slot(sock);
-            exec_shell(line, 5);
-        }))
-        return;
+    Fd err_read, err_write;
+    stderr_pipe(err_read, err_write);
+    bool ok = children_.spawn(w, [&] {
+        if (err_write) dup2(err_write.get(), 2);
+        give_worker_its_slot(sock);
+        exec_shell(line, 5);
+    });
+    if (!ok) return;
+    w.output.attach(std::move(err_read));
     s.pid = w.pid;
     s.retire = 0;
     s.started_us = now_us();
@@ -199,22 +205,70 @@ void Master::wake_acceptor(Generation& g, int32_t i) {
 
 // ---- deaths and tending -----------------------------------------------------------------
 
+// Each line a worker writes on stderr goes to the error log (level 2, notices), and
+// the last few are kept for the report if it dies young.
+void Master::relay_output(Child& c, pid_t pid) {
+    std::string who = "the companion Erlang VM";
+    if (c.kind == ChildKind::Worker) {
+        Generation* g = generation(c.generation);
+        if (!g) return c.output.close();
+        who = "worker " + std::to_string(pid) + " for '" +
+              g->rt.modules[g->rt.seg->slot(c.index).module].name + "'";
+    }
+    c.output.pump(
+        [&](std::string_view line) { log::info("%s: %.*s", who.c_str(), int(line.size()), line.data()); });
+}
+
 void Master::worker_exited(Generation& g, Child& w, pid_t pid, int status) {
     Segment& seg = *g.rt.seg;
     Slot& s = seg.slot(w.index);
+    relay_output(w, pid);  // what it wrote before it went
+    w.output.close();
     bool expected = w.term_sent_us != 0 || !w.respawn;
     int64_t now = monotonic_us();
     if (expected) {
         w.backoff.reset(now);
+    } else if (now - w.started_us < kHealthyUs && !s.retire.load()) {
+        worker_died_young(g, w, pid, status);
+        w.backoff.failed(w.started_us, now, kHealthyUs, kBackoffCapUs);
     } else {
         log::warn("worker %d for '%s' (slot %u) %s", pid, g.rt.modules[s.module].name.c_str(), w.index,
                   describe_status(status).c_str());
+        if (now - w.started_us >= kHealthyUs) module_healthy(g, s.module);
         w.backoff.failed(w.started_us, now, kHealthyUs, kBackoffCapUs);
     }
     s.pid = 0;
     s.restarts.fetch_add(1);
     seg.header().stats.worker_restarts.fetch_add(1);
     wake_acceptor(g, seg.worker_died(w.index));
+}
+
+// Died within its first second, unasked: said with its last words on stderr. After a
+// few in a row the module is failing: the log says so, and stats and the error answers
+// clients get name the reason (the segment's failure note).
+void Master::worker_died_young(Generation& g, Child& w, pid_t pid, int status) {
+    uint32_t m = g.rt.seg->slot(w.index).module;
+    const std::string& name = g.rt.modules[m].name;
+    std::string how = describe_status(status);
+    std::string tail = w.output.tail();
+    std::string words = tail.empty() ? "it wrote nothing on stderr" : "its last lines on stderr: " + tail;
+    log::error("worker %d for '%s' %s within its first second; %s", pid, name.c_str(), how.c_str(),
+               words.c_str());
+    if (++g.quick_exits[m] < kFailingAfter) return;
+    std::string why =
+        "its workers exit within a second of starting (" + how + (tail.empty() ? "" : ": " + tail) + ")";
+    g.rt.seg->set_module_failure(m, why);
+    if (g.quick_exits[m] == kFailingAfter)
+        log::error("module '%s' is failing: %s", name.c_str(), why.c_str());
+}
+
+// A worker of `module` lived past its first second: the module works (again).
+void Master::module_healthy(Generation& g, uint32_t module) {
+    if (g.quick_exits[module] >= kFailingAfter) {
+        g.rt.seg->set_module_failure(module, "");
+        log::info("module '%s' works again", g.rt.modules[module].name.c_str());
+    }
+    g.quick_exits[module] = 0;
 }
 
 void Master::acceptor_exited(Generation& g, Child& a, int status) {
@@ -250,6 +304,7 @@ void Master::tend(Generation& g) {
             seg.mark_reaping(i);  // reload-handlers: an idle worker goes at once
             st = uint32_t(SlotState::Reaping);
         }
+        if (w.pid && g.quick_exits[s.module] && now - w.started_us >= kHealthyUs) module_healthy(g, s.module);
         if (st != uint32_t(SlotState::Reaping)) continue;
         if (w.pid) {
             if (!Children::ask_to_go(w, now) && now - w.term_sent_us > kRetireGraceUs)

@@ -11,6 +11,7 @@
 #include <stdexcept>
 
 #include "core/master.h"
+#include "log/log.h"
 
 namespace bertd {
 
@@ -64,6 +65,18 @@ void Master::close_inherited(const Generation* keep) {
         g->rt.slots.clear();
         g->rt.handover.reset();
     }
+}
+
+// A child's stderr comes to the master through this pipe, and each line is passed on
+// (relay_output). Without one (out of descriptors) the child keeps bertd's stderr.
+void Master::stderr_pipe(Fd& read_end, Fd& write_end) {
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) != 0) {
+        log::error("no stderr pipe for a child: %s", strerror(errno));
+        return;
+    }
+    read_end.reset(p[0]);
+    write_end.reset(p[1]);
 }
 
 void Master::write_pidfile() {

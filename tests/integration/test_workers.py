@@ -10,7 +10,7 @@ import sys
 import tempfile
 import unittest
 
-from harness import HANDLERS, Server, wait_until
+from harness import HANDLERS, Server, free_port, run_bertd, wait_until
 
 PYEXT = os.path.join(HANDLERS, "pyext.py")
 
@@ -84,6 +84,78 @@ class CommandsRunAsErnieRanThem(WorkerTest):
         os.kill(shell, signal.SIGKILL)
         wait_until(lambda: not alive(handler), what=f"the handler {handler} to go with its shell")
         self.assertNotEqual(s.service().call.ext.pid(), handler)
+
+
+class WorkersThatCannotStart(WorkerTest):
+    def test_a_worker_that_exits_at_start_is_reported_with_its_status_and_its_last_lines_on_stderr(self):
+        d = self.tmpdir()
+        script = os.path.join(d, "broken.sh")
+        with open(script, "w") as f:
+            f.write("echo loading the app >&2\necho 'ImportError: no module named app' >&2\nexit 3\n")
+        s = self.server(module_config(f"sh {script}"), wait_workers=False)
+        line = wait_until(lambda: next((l for l in s.log().splitlines() if "within its first second" in l), None),
+                          what="the report of the worker's death")
+        self.assertIn("for 'ext' exited with status 3 within its first second", line)
+        self.assertIn("loading the app | ImportError: no module named app", line)
+        # Each line also reached the error log as it was written.
+        self.assertRegex(s.log(), r"\[info\] master\[\d+\]: worker \d+ for 'ext': ImportError: no module named app")
+
+    def test_a_module_whose_workers_keep_failing_is_named_failing_in_the_log_and_in_stats(self):
+        s = self.server(module_config("/nonexistent/bin/handler --serve"), wait_workers=False)
+        wait_until(lambda: "module 'ext' is failing" in s.log(), what="the module to be said failing")
+        why = wait_until(lambda: s.stats().get("workers.failing.ext"), what="stats to say why")
+        self.assertIn("exit within a second of starting (exited with status 127", why)
+        self.assertIn("not found", why)
+        self.assertEqual(s.log().count("module 'ext' is failing"), 1)  # once, not at every death
+
+    def test_a_module_that_starts_working_again_is_no_longer_failing(self):
+        d = self.tmpdir()
+        count = os.path.join(d, "tries")
+        # The first four tries fail at once, then the real handler starts.
+        cmd = (f"n=$(cat {count} 2>/dev/null || echo 0); echo $((n+1)) > {count}; "
+               f"if [ $n -lt 4 ]; then echo try $n >&2; exit 1; fi; exec {sys.executable} {PYEXT}")
+        s = self.server(f"""
+            listen: 127.0.0.1
+            acceptors: 1
+            modules:
+              - name: ext
+                command: '{cmd}'
+            """, wait_workers=False)
+        wait_until(lambda: s.stats().get("workers.failing.ext"), what="the module to be failing")
+        wait_until(lambda: "module 'ext' works again" in s.log(), timeout=8, what="the module to work again")
+        self.assertNotIn("workers.failing.ext", s.stats())
+        self.assertEqual(s.service().call.ext.add(1, 1), 2)
+
+    def test_a_daemon_reports_a_worker_that_cannot_start_in_its_error_log(self):
+        d = self.tmpdir()
+        error_log = os.path.join(d, "error.log")
+        pidfile = os.path.join(d, "bertd.pid")
+        cfg = os.path.join(d, "bertd.yaml")
+        with open(cfg, "w") as f:
+            f.write(f"listen: 127.0.0.1\nacceptors: 1\nerror_log: {error_log}\n"
+                    f"modules:\n  - name: ext\n    command: /nonexistent/handler\n")
+        port = free_port()
+        code, out, err = run_bertd(["-d", "-c", cfg, "-p", str(port), "-P", pidfile])
+        self.assertEqual(code, 0, err)
+        pid = int(open(pidfile).read())
+        self.addCleanup(stop_daemon, pid)
+
+        def report():
+            with open(error_log) as f:
+                text = f.read()
+            return "module 'ext' is failing" in text and text
+        text = wait_until(report, what="the error log to say the module is failing")
+        self.assertIn("/nonexistent/handler: not found", text)
+
+
+def stop_daemon(pid):
+    try:
+        os.kill(pid, signal.SIGTERM)
+        wait_until(lambda: not alive(pid), what="the daemon to stop")
+    except ProcessLookupError:
+        pass
+    except AssertionError:
+        os.kill(pid, signal.SIGKILL)
 
 
 def alive(pid):
