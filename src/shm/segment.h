@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "io/clock.h"
@@ -92,6 +93,14 @@ struct ModuleStats {
     Histogram latency;
 };
 
+// Why a module's workers keep dying young, in the master's words (empty while they
+// live). The master writes it; anyone reads it through Segment::module_failure, under
+// a sequence count (odd while a write is under way), so no reader takes a lock.
+struct FailureNote {
+    std::atomic<uint32_t> seq;
+    char text[480];
+};
+
 struct ModuleShared {
     RobustMutex lock;  // guards this module's slots and queues
     uint32_t first_slot, nslots;
@@ -99,6 +108,7 @@ struct ModuleShared {
     Ring high, low;
     ModuleStats stats;
     char name[256];
+    FailureNote failure;
 };
 
 struct AcceptorShared {
@@ -172,6 +182,12 @@ public:
     void mark_reaping(uint32_t slot);
     // Master, on a worker's death: Leased -> Dead (returns the owner to wake), other -> Reaping (returns -1).
     int32_t worker_died(uint32_t slot);
+
+    // ---- Why a module is failing (FailureNote); no lock. ----
+    // Master: sets the reason (cut to fit), or clears it with an empty one.
+    void set_module_failure(uint32_t module, std::string_view why);
+    // Anyone: the reason the master gave, or "" while the module's workers are healthy.
+    std::string module_failure(uint32_t module) const;
 
 private:
     Segment() = default;

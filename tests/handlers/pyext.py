@@ -79,5 +79,20 @@ def die():
     os._exit(3)
 
 
+def getenv(name):
+    """The value of an environment variable in this worker, or nil."""
+    value = os.environ.get(name.decode() if isinstance(name, bytes) else name)
+    return value.encode() if value is not None else []
+
+
+def cwd():
+    return os.getcwd().encode()
+
+
+def ppid():
+    return os.getppid()
+
+
 bertd.expose("ext", sys.modules[__name__])
 bertd.expose("other", sys.modules[__name__])
+
