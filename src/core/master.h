@@ -111,6 +111,9 @@ private:
     // generations; a reload sends the link SIGHUP and restarts the VM only when its
     // command line changed. Their `respawn` says whether they are wanted.
     Child& link_ = children_.add(ChildKind::Link, 0, 0, false);
+    // The link's listen sockets (acceptors, handler workers): the master's for the server's
+    // life, so their names are never free for another process while the link restarts.
+    Fd link_listen_, handlers_listen_;
     Child& companion_ = children_.add(ChildKind::Companion, 0, 0, false);
     erl::CompanionCommand companion_cmd_;
 };

@@ -8,6 +8,7 @@
 
 #include "core/master.h"
 #include "erl/link.h"
+#include "io/unix.h"
 #include "log/log.h"
 
 namespace bertd {
@@ -21,6 +22,13 @@ constexpr int64_t kErlangBackoffCapUs = 5'000'000;
 // brings the first native module); handler workers find it through BERTD_ERLANG.
 void Master::start_erlang() {
     if (!id_.enabled) return;
+    if (!link_listen_) {
+        link_listen_.reset(listen_abstract(ipc_.link(), SOCK_STREAM, 512));
+        handlers_listen_.reset(listen_abstract(ipc_.link_handlers(), SOCK_STREAM, 512));
+        if (!link_listen_ || !handlers_listen_)
+            throw std::runtime_error(std::string("cannot listen on the Erlang link's unix sockets: ") +
+                                     strerror(errno));
+    }
     setenv("BERTD_ERLANG", ("@" + ipc_.link_handlers()).c_str(), 1);
     link_.respawn = true;  // tend_erlang starts it
 }
@@ -51,9 +59,10 @@ void Master::spawn_link() {
     bool ok = children_.spawn(link_, [&] {
         log::set_role("erlang link");
         prctl(PR_SET_NAME, "bertd-link");  // so ps and tests can tell it from the acceptors
+        int acceptors = link_listen_.release(), handlers = handlers_listen_.release();
         close_inherited(nullptr);
         Config c = gens_.empty() ? first_config_ : current().rt.config;
-        _exit(erl::run_link(opts_, c, id_, master, ipc_));
+        _exit(erl::run_link(opts_, c, id_, master, ipc_, acceptors, handlers));
     });
     if (ok) log::debug("Erlang link started (pid %d) as node %s", link_.pid, id_.cnode.c_str());
 }

@@ -54,6 +54,8 @@ void Master::open_listen_socket(const Config& c) {
 // own generation; nullptr for the Erlang link).
 void Master::close_inherited(const Generation* keep) {
     listen_fd_.reset();
+    link_listen_.reset();
+    handlers_listen_.reset();
     if (ready_fd_ >= 0) ::close(ready_fd_);
     ready_fd_ = -1;
     for (auto& g : gens_) {

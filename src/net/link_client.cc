@@ -37,7 +37,13 @@ LinkClient::~LinkClient() {
 bool LinkClient::configured() const { return !acc_.rt().link_address.empty(); }
 
 void LinkClient::connect() {
-    if (configured() && !fd_ && !acc_.stopping()) try_connect();
+    if (!configured()) return;
+    if (fd_ && !welcomed_ && monotonic_us() - connected_at_us_ > kLinkWaitUs) {
+        lost("it did not take the connection within " + std::to_string(kLinkWaitUs / 1'000'000) +
+             " s (it is not running; bertd restarts it)");
+        return;
+    }
+    if (!fd_ && !acc_.stopping()) try_connect();
 }
 
 bool LinkClient::try_connect() {
@@ -61,6 +67,8 @@ bool LinkClient::try_connect() {
         return false;
     }
     fd_.reset(fd);
+    welcomed_ = false;
+    connected_at_us_ = now;
     ev_ = make_event(acc_.base(), fd, EV_READ | EV_PERSIST, on_io, this);
     event_add(ev_.get(), nullptr);
     char hello[12];
@@ -160,6 +168,10 @@ void LinkClient::message(const linkproto::Message& m) {
             return;
         }
         case linkproto::Connection: adopt_connection(); return;
+        case linkproto::Welcome:
+            welcomed_ = true;
+            log::debug("the Erlang link took this acceptor's connection");
+            return;
         default: log::warn("the Erlang link sent a message of unknown type %u", unsigned(m.type)); return;
     }
 }

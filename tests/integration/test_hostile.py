@@ -12,8 +12,14 @@ import threading
 import time
 import unittest
 
-from harness import Server, wait_until
-from loadrun import ECHO, acceptors, rss_kb
+import json
+import signal
+import subprocess
+import sys
+
+from erlnode import compile_erlang, test_cookie, unique_name
+from harness import ROOT, Server, wait_until
+from loadrun import ECHO, acceptors, link_pid, rss_kb
 
 import bertd
 
@@ -155,6 +161,191 @@ class MemoryBudget(HostileTest):
                         f"the acceptors grew by {peak} KiB with limits.max_buffered at {budget >> 20} MiB")
         print(f"\n    {clients} unfinished {frame >> 20} MiB frames: acceptors grew {peak >> 10} MiB at most "
               f"(budget {budget >> 20} MiB), {refused} refused, {served} good calls served", end=" ")
+
+
+def internal_sockets(master):
+    """The abstract unix socket names of the server whose master is `master`, from /proc/net/unix
+    (which every local user can read)."""
+    names = set()
+    with open("/proc/net/unix") as f:
+        for line in f:
+            path = line.split()[-1] if len(line.split()) >= 8 else ""
+            if path.startswith(f"@bertd.{master}."):
+                names.add(path[1:])
+    return names
+
+
+# What the impostor runs, as nobody: a small program of its own, given a task in JSON.
+IMPOSTOR = r"""
+import json, socket, struct, sys, time
+task = json.loads(sys.argv[1])
+out = {}
+
+def abstract(name):
+    return "\0" + name
+
+if task["do"] == "squat":
+    ok = 0
+    print("ready", flush=True)
+    deadline = time.monotonic() + task["seconds"]
+    tries = 0
+    while time.monotonic() < deadline:
+        tries += 1
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.bind(abstract(task["name"]))
+            ok += 1
+        except OSError:
+            pass
+        s.close()
+    out = {"bound": ok, "tries": tries}
+elif task["do"] == "talk":
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(3)
+    s.connect(abstract(task["name"]))
+    got = b""
+    try:
+        s.sendall(bytes.fromhex(task["send"]))
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+    except OSError as e:
+        out["error"] = type(e).__name__
+    out["got"] = got.hex()
+elif task["do"] == "hand_over":
+    d = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    d.connect(abstract(task["name"]))  # send_fds() takes no address
+    pairs = [socket.socketpair() for _ in range(task["count"])]
+    socket.send_fds(d, [b"c"], [a.fileno() for a, b in pairs])
+    for a, b in pairs:
+        a.close()
+    answered = 0
+    request = bytes.fromhex(task["request"])
+    for a, b in pairs:
+        b.settimeout(2)
+        try:
+            b.sendall(request)
+            if b.recv(65536):
+                answered += 1
+        except OSError:
+            pass
+    out = {"answered": answered}
+print(json.dumps(out))
+"""
+
+
+def impostor(task):
+    """Starts the impostor as the user nobody (setpriv, as root)."""
+    cmd = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable, "-c", IMPOSTOR,
+           json.dumps(task)]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def result_of(p, timeout=15):
+    """What the impostor printed last, once it is done."""
+    try:
+        out, err = p.communicate(timeout=timeout)
+    finally:
+        p.kill()
+    if p.returncode != 0:
+        raise AssertionError(f"the impostor failed: {err}")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def as_nobody(task, timeout=15):
+    return result_of(impostor(task), timeout)
+
+
+def link_frame(kind, tag, body):
+    """A message of the acceptor/link protocol (src/erl/proto.h)."""
+    return struct.pack(">IBQ", 1 + 8 + len(body), kind, tag) + body
+
+
+@unittest.skipUnless(os.geteuid() == 0, "needs root to run the impostor as another user (setpriv)")
+class LocalUsers(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        ebin = compile_erlang([os.path.join(ROOT, "tests", "erlang", "nat.erl")])
+        cls.server = Server(f"""
+            listen: 127.0.0.1
+            acceptors: 2
+            limits: {{max_connections: 5}}
+            modules:
+              - name: nat
+                type: native
+                codepaths: [{ebin}]
+              - name: echo
+                command: {ECHO}
+            """, args=["--name", unique_name("hostile"), "--cookie", test_cookie()])
+        cls.server.start(timeout=20)
+        try:
+            wait_until(lambda: cls._native_ok(cls.server), timeout=20, what="native calls to work")
+        except Exception:
+            cls.server.stop()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.stop()
+
+    @staticmethod
+    def _native_ok(s):
+        try:
+            return bertd.Service("127.0.0.1", s.port, timeout=5).call.nat.add(1, 2) == 3
+        except bertd.BertdError:
+            return False
+
+    def names(self):
+        names = internal_sockets(self.server.proc.pid)
+        self.assertTrue(any(n.endswith(".link") for n in names), f"no link socket among {names}")
+        return names
+
+    def name_ending(self, suffix):
+        return next(n for n in self.names() if n.endswith(suffix))
+
+    def test_another_local_user_cannot_impersonate_the_erlang_link(self):
+        s = self.server
+        link = self.name_ending(".link")
+        before = link_pid(s)
+        # It cannot take the link's name, not even while the link restarts.
+        squatter = impostor({"do": "squat", "name": link, "seconds": 1.5})
+        self.assertEqual(squatter.stdout.readline().strip(), "ready")
+        os.kill(before, signal.SIGKILL)
+        squat = result_of(squatter)
+        self.assertEqual(squat["bound"], 0, f"the impostor bound the link's name while it restarted: {squat}")
+        self.assertGreater(squat["tries"], 100)
+        wait_until(lambda: link_pid(s) not in (None, before), timeout=5, what="the link to come back")
+        wait_until(lambda: self._native_ok(s), timeout=10, what="native calls after the link restarted")
+        time.sleep(1)
+        # The real link came back once and stays: it never loops because of the impostor.
+        self.assertEqual(s.log().count("the Erlang link killed by signal"), 1)
+        self.assertEqual(s.log().count("the Erlang link exited"), 0, s.log())
+        # It cannot pass for an acceptor: the link closes on it, having answered nothing.
+        call = bertd.encode((bertd.Atom("call"), bertd.Atom("nat"), bertd.Atom("add"), [1, 2]))
+        hello = link_frame(1, 0, struct.pack(">QI", 1, 0))
+        out = as_nobody({"do": "talk", "name": link, "send": (hello + link_frame(2, 7, b"\x00" + call)).hex()})
+        self.assertEqual(out["got"], "", f"the link answered an impostor: {out}")
+        self.assertIn("refused a connection to the link's acceptor socket", s.log())
+        self.assertIn("(uid 65534)", s.log())
+        # Nor for a handler worker calling Erlang.
+        rpc = bertd.encode((bertd.Atom("rpc"), bertd.Atom("x@127.0.0.1"), bertd.Atom("erlang"),
+                            bertd.Atom("node"), []))
+        out = as_nobody({"do": "talk", "name": self.name_ending(".erlang"),
+                         "send": (struct.pack(">I", len(rpc)) + rpc).hex()})
+        self.assertEqual(out["got"], "", f"the link served an impostor's erlang_rpc: {out}")
+        self.assertIn("refused a connection to the link's handler socket", s.log())
+        self.assertTrue(self._native_ok(s))
+
+    def test_another_local_user_cannot_hand_connections_to_bertd(self):
+        s = self.server
+        handover = next(n for n in self.names() if ".handover" in n)
+        request = bertd.encode_berp((bertd.Atom("call"), bertd.Atom("echo"), bertd.Atom("echo"), [b"x"]))
+        out = as_nobody({"do": "hand_over", "name": handover, "count": 50, "request": request.hex()})
+        self.assertEqual(out["answered"], 0, f"bertd served connections an impostor handed it: {out}")
+        self.assertIn("refused 50 connections handed over by pid", s.log())
+        self.assertEqual(bertd.Service("127.0.0.1", s.port, timeout=5).call.echo.echo(b"ok"), b"ok")
 
 
 if __name__ == "__main__":
