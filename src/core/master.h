@@ -63,6 +63,8 @@ private:
     Generation* generation(uint64_t number);
     void spawn_acceptor(Generation& g, uint32_t i);
     void start_worker(Generation& g, uint32_t slot);
+    static bool slot_socketpair(SlotRuntime& s);
+    void renew_slot_socket(Generation& g, uint32_t slot);
     void worker_exited(Generation& g, Child& w, pid_t pid, int status);
     void worker_died_young(Generation& g, Child& w, pid_t pid, int status);
     void module_healthy(Generation& g, uint32_t module);

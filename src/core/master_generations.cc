@@ -118,16 +118,16 @@ std::unique_ptr<Master::Generation> Master::build_generation(Config config, uint
 // The slot sockets, the wake-up eventfds and the hand-over socket.
 void Master::make_slots(Generation& g) {
     Runtime& rt = g.rt;
-    for (auto& s : rt.slots) {
-        int sv[2];
-        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
-            throw std::runtime_error(std::string("socketpair: ") + strerror(errno));
-        s.server_end.reset(sv[0]);
-        s.worker_end.reset(sv[1]);
-        set_nonblocking(sv[0]);
-    }
-    for (int i = 0; i < rt.config.acceptors; ++i)
+    for (auto& s : rt.slots)
+        if (!slot_socketpair(s)) throw std::runtime_error(std::string("socketpair: ") + strerror(errno));
+    for (int i = 0; i < rt.config.acceptors; ++i) {
         rt.acceptor_wake.emplace_back(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+        int cv[2];
+        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, cv) != 0)
+            throw std::runtime_error(std::string("socketpair: ") + strerror(errno));
+        rt.control_master.emplace_back(cv[0]);
+        rt.control_acceptor.emplace_back(cv[1]);
+    }
     rt.master_wake.reset(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
     // Where the previous generation's idle connections arrive after a reload.
     rt.handover.reset(bind_abstract(ipc_.handover(rt.generation), SOCK_DGRAM));
@@ -159,6 +159,8 @@ void Master::spawn_acceptor(Generation& g, uint32_t i) {
     bool ok = children_.spawn(a, [&] {
         log::set_role("acceptor " + std::to_string(i));
         close_inherited(&g);
+        for (uint32_t j = 0; j < g.rt.control_acceptor.size(); ++j)
+            if (j != i) g.rt.control_acceptor[j].reset();
         int status;
         {
             Acceptor acceptor(g.rt, i);
@@ -171,14 +173,49 @@ void Master::spawn_acceptor(Generation& g, uint32_t i) {
                    a.pid);
 }
 
+// A slot's socketpair: the server end non-blocking, and saying who wrote each chunk.
+bool Master::slot_socketpair(SlotRuntime& s) {
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return false;
+    set_nonblocking(sv[0]);
+    pass_credentials(sv[0]);
+    s.server_end.reset(sv[0]);
+    s.worker_end.reset(sv[1]);
+    return true;
+}
+
+// A new worker on a slot that had one gets a fresh socketpair, so nothing the old one left
+// (bytes in flight, or a process that kept its fds 3 and 4) can reach the new one or its
+// clients. Every acceptor gets the new server end before the slot can be leased.
+void Master::renew_slot_socket(Generation& g, uint32_t slot) {
+    SlotRuntime& sr = g.rt.slots[slot];
+    if (!slot_socketpair(sr)) {
+        log::error("slot %u keeps its socket (socketpair: %s); draining it", slot, strerror(errno));
+        drain(sr.server_end.get());
+        drain(sr.worker_end.get());
+        return;
+    }
+    ++sr.epoch;
+    g.rt.seg->slot(slot).epoch.store(sr.epoch);
+    std::string msg = slot_change(slot, sr.epoch);
+    int fd = sr.server_end.get();
+    for (uint32_t i = 0; i < g.acceptors.size(); ++i) {
+        Child& a = *g.acceptors[i];
+        if (!a.pid) continue;  // one started later is forked with the current sockets
+        if (send_with_fds(g.rt.control_master[i].get(), msg, &fd, 1) != ssize_t(msg.size())) {
+            log::error("acceptor %u did not take slot %u's new socket (%s); restarting it", i, slot, strerror(errno));
+            Children::kill(a, SIGKILL);
+        }
+    }
+}
+
 void Master::start_worker(Generation& g, uint32_t slot) {
     Segment& seg = *g.rt.seg;
     Slot& s = seg.slot(slot);
     const ModuleRuntime& mr = g.rt.modules[s.module];
     SlotRuntime& sr = g.rt.slots[slot];
-    // Whatever a dead worker left unread or half-written must not reach the next one.
-    size_t stale = drain(sr.server_end.get()) + drain(sr.worker_end.get());
-    if (stale) log::debug("slot %u: drained %zu stale bytes", slot, stale);
+    if (s.started_us.load() != 0) renew_slot_socket(g, slot);  // not the slot's first worker
+    s.answerer = 0;
     std::string line = worker_shell_line(mr.config->command);
     int sock = sr.worker_end.get();
     Child& w = *g.workers[slot];

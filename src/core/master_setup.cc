@@ -59,6 +59,7 @@ void Master::close_inherited(const Generation* keep) {
     if (ready_fd_ >= 0) ::close(ready_fd_);
     ready_fd_ = -1;
     for (auto& g : gens_) {
+        g->rt.control_master.clear();
         if (g.get() == keep) {
             for (auto& s : g->rt.slots) s.worker_end.reset();
             continue;
@@ -66,6 +67,7 @@ void Master::close_inherited(const Generation* keep) {
         g->rt.listen_fd.reset();
         g->rt.slots.clear();
         g->rt.handover.reset();
+        g->rt.control_acceptor.clear();
     }
 }
 

@@ -60,6 +60,12 @@ struct Slot {
     std::atomic<uint64_t> served;
     std::atomic<uint64_t> restarts;
     std::atomic<int64_t> started_us;  // when the current worker was started
+    // Bumped by the master each time the slot gets a fresh socketpair (a new worker): an
+    // acceptor whose socket for the slot is older reads its control socket first.
+    std::atomic<uint64_t> epoch;
+    // The process that answers for the worker: its pid, or for a shell command that forks
+    // (`cd /srv && ruby h.rb`) the descendant that wrote its first answer. 0 until then.
+    std::atomic<int32_t> answerer;
 };
 
 struct QueueEntry {

@@ -18,7 +18,7 @@ import subprocess
 import sys
 
 from erlnode import compile_erlang, test_cookie, unique_name
-from harness import ROOT, Server, wait_until
+from harness import ROOT, Server, py_handler, wait_until
 from loadrun import ECHO, acceptors, link_pid, rss_kb
 
 import bertd
@@ -161,6 +161,80 @@ class MemoryBudget(HostileTest):
                         f"the acceptors grew by {peak} KiB with limits.max_buffered at {budget >> 20} MiB")
         print(f"\n    {clients} unfinished {frame >> 20} MiB frames: acceptors grew {peak >> 10} MiB at most "
               f"(budget {budget >> 20} MiB), {refused} refused, {served} good calls served", end=" ")
+
+
+class CrossingAnswers(HostileTest):
+    """A slot's bytes belong to the request that leased it; anything else is the handler's fault."""
+
+    def ext(self, timeout=""):
+        return self.server(f"""
+            listen: 127.0.0.1
+            acceptors: 2
+            modules:
+              - name: ext
+                command: {py_handler()}
+                count: 1
+                {timeout}
+            """)
+
+    def answers_of_later_clients(self, s, n=10, seconds=1.5):
+        """What each of `n` clients gets for echo(<its own tag>), one after another, for a while."""
+        got = []
+        deadline = time.monotonic() + seconds
+        i = 0
+        while time.monotonic() < deadline or i < n:
+            tag = f"client {i}".encode()
+            try:
+                got.append((tag, bertd.Service("127.0.0.1", s.port, timeout=10).call.ext.echo(tag)))
+            except bertd.ServerError as e:
+                got.append((tag, e))
+            i += 1
+        return got
+
+    def assert_nobody_got_another_answer(self, got):
+        # A request the faulty worker held may fail; it never gets another's answer.
+        crossed = [(tag, answer) for tag, answer in got if not isinstance(answer, Exception) and answer != tag]
+        self.assertEqual(crossed, [], f"of {len(got)} clients, these got another's answer")
+        self.assertEqual(got[-1][1], got[-1][0], f"the last clients are not served in step: {got[-3:]}")
+        failed = [(tag, str(a)) for tag, a in got if isinstance(a, Exception)]
+        self.assertLessEqual(len(failed), 1, f"more than one failure: {failed}")
+
+    def test_a_handler_that_answers_twice_never_reaches_another_client(self):
+        s = self.ext()
+        self.assertEqual(s.service().call.ext.answer_twice(b"mine"), b"mine")
+        time.sleep(0.2)  # the second answer is in the slot now, and nobody asked for it
+        got = self.answers_of_later_clients(s)
+        self.assert_nobody_got_another_answer(got)
+        wait_until(lambda: "while no request was outstanding" in s.log(), what="the fault in the log")
+
+    def test_a_process_a_worker_left_behind_never_reaches_another_client(self):
+        s = self.ext()
+        path = os.path.join(s.dir, "child.pid")
+        self.assertEqual(s.service().call.ext.leave_writer(path, 300), b"left one")
+        self.addCleanup(lambda: _kill_quietly(path))
+        got = self.answers_of_later_clients(s)  # the child writes while these run
+        self.assert_nobody_got_another_answer(got)
+        self.assertTrue("not the worker, wrote into its socket" in s.log() or "no request was outstanding" in s.log(),
+                        s.log())
+
+    def test_a_late_answer_after_a_timeout_never_reaches_another_client(self):
+        s = self.ext("timeout: 500ms")
+        path = os.path.join(s.dir, "child.pid")
+        self.addCleanup(lambda: _kill_quietly(path))
+        with self.assertRaises(bertd.ServerError) as cm:
+            s.service().call.ext.escape_and_answer_late(path, 1200)
+        self.assertIn("did not answer within", str(cm.exception.message))
+        # The child escaped the worker's process group and answers into the old socket while these run.
+        got = self.answers_of_later_clients(s, seconds=2)
+        self.assert_nobody_got_another_answer(got)
+
+
+def _kill_quietly(path):
+    try:
+        with open(path) as f:
+            os.kill(int(f.read()), signal.SIGKILL)
+    except (OSError, ValueError):
+        pass
 
 
 def internal_sockets(master):
