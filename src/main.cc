@@ -113,8 +113,15 @@ int command_by_pidfile(const Options& o) {
         fprintf(stderr, "bertd: no running server in pidfile %s\n", o.pidfile.c_str());
         return 1;
     }
-    if (o.command == Options::Command::ReloadHandlers) return kill(pid, SIGUSR2) == 0 ? 0 : 1;
-    if (o.command == Options::Command::Halt) return kill(pid, SIGQUIT) == 0 ? 0 : 1;
+    if (o.command == Options::Command::ReloadHandlers || o.command == Options::Command::Halt) {
+        // What the server answers these commands by port.
+        if (kill(pid, o.command == Options::Command::Halt ? SIGQUIT : SIGUSR2) != 0) {
+            fprintf(stderr, "bertd: cannot signal server %d: %s\n", int(pid), strerror(errno));
+            return 1;
+        }
+        fputs("ok\n", stdout);
+        return 0;
+    }
     std::string name = IpcNames::newest_segment(pid);
     if (name.empty()) {
         fprintf(stderr, "bertd: cannot find the shared segment of server %d (is it starting? run as its user or root)\n",
@@ -197,6 +204,47 @@ std::string absolute(const std::string& path) {
     return buf;
 }
 
+// Starts a server: checks the pidfile, detaches if asked, and runs the master.
+int serve(const Options& opts, Config config) {
+    if (!config.pidfile.empty()) {
+        if (pid_t other = live_pid(config.pidfile)) {
+            fprintf(stderr,
+                    "bertd: already running with pid %d (pidfile %s); stop it first or use another pidfile\n",
+                    int(other), config.pidfile.c_str());
+            return 1;
+        }
+    }
+    int ready_fd = -1;
+    if (opts.daemon) {
+        if (int rc = daemonize(ready_fd); rc >= 0) return rc;
+    }
+    log::init(config.error_log, config.log_level, "master");
+    raise_fd_limit(config);
+    try {
+        Master m(opts, std::move(config), ready_fd);
+        return m.run();
+    } catch (const std::exception& e) {
+        if (ready_fd >= 0) {
+            log::error("%s", e.what());
+            std::string msg = std::string(e.what()) + "\n";
+            [[maybe_unused]] ssize_t n = ::write(ready_fd, msg.data(), msg.size());
+        } else {
+            fprintf(stderr, "bertd: %s\n", e.what());
+        }
+        return 1;
+    }
+}
+
+// reload-handlers, stats and halt: by pidfile when one is given without a port, else
+// through the server's port.
+int send_command(const Options& opts, const Config& config) {
+    if (opts.port < 0 && !opts.pidfile.empty()) return command_by_pidfile(opts);
+    const char* fn = opts.command == Options::Command::Stats            ? "stats"
+                     : opts.command == Options::Command::ReloadHandlers ? "reload_handlers"
+                                                                        : "halt";
+    return command_by_port(opts, config.port, fn);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -228,44 +276,11 @@ int main(int argc, char** argv) {
         }
     }
     apply_overrides(opts, config);
-
-    if (opts.command != Options::Command::Start) {
-        if (opts.port < 0 && !opts.pidfile.empty()) return command_by_pidfile(opts);
-        const char* fn = opts.command == Options::Command::Stats            ? "stats"
-                         : opts.command == Options::Command::ReloadHandlers ? "reload_handlers"
-                                                                            : "halt";
-        return command_by_port(opts, config.port, fn);
-    }
+    if (opts.command != Options::Command::Start) return send_command(opts, config);
     if (opts.test_config) {
         printf("bertd: the configuration file %s syntax is ok (%zu modules)\n", opts.config.c_str(),
                config.modules.size());
         return 0;
     }
-    if (!config.pidfile.empty()) {
-        if (pid_t other = live_pid(config.pidfile)) {
-            fprintf(stderr, "bertd: already running with pid %d (pidfile %s); stop it first or use another pidfile\n",
-                    int(other), config.pidfile.c_str());
-            return 1;
-        }
-    }
-
-    int ready_fd = -1;
-    if (opts.daemon) {
-        if (int rc = daemonize(ready_fd); rc >= 0) return rc;
-    }
-    log::init(config.error_log, config.log_level, "master");
-    raise_fd_limit(config);
-    try {
-        Master m(opts, std::move(config), ready_fd);
-        return m.run();
-    } catch (const std::exception& e) {
-        if (ready_fd >= 0) {
-            log::error("%s", e.what());
-            std::string msg = std::string(e.what()) + "\n";
-            [[maybe_unused]] ssize_t n = ::write(ready_fd, msg.data(), msg.size());
-        } else {
-            fprintf(stderr, "bertd: %s\n", e.what());
-        }
-        return 1;
-    }
+    return serve(opts, std::move(config));
 }

@@ -68,6 +68,9 @@ std::string stats_text(Segment& seg) {
         line(out, "workers.idle." + mod.name, idle);
         line(out, "workers.total." + mod.name, ms.nslots);
         line(out, "workers.restarts." + mod.name, restarts);
+        // Only while the module is failing: why, in the master's words.
+        if (std::string why = seg.module_failure(mod.index); !why.empty())
+            out += "workers.failing." + mod.name + "=" + why + "\n";
         line(out, "queue.high." + mod.name, seg.queue_length(mod.index, true));
         line(out, "queue.low." + mod.name, seg.queue_length(mod.index, false));
         line(out, "requests." + mod.name, ms.stats.requests.load());

@@ -27,7 +27,9 @@ std::string usage_text() {
            "Options:\n"
            "  -c, --config FILE       config file (YAML or Ernie .cfg)\n"
            "  -p, --port PORT         port (overrides the config)\n"
-           "  -H, --host ADDRESS      commands: the server's address (default 127.0.0.1)\n"
+           "  -H, --host ADDRESS      the address to listen on (overrides the config);\n"
+           "                          commands: the server's address (default 127.0.0.1)\n"
+           "      --listen ADDRESS    the same as -H\n"
            "  -l, --log-level LEVEL   error log level, 0 (errors) to 4 (debug)\n"
            "  -a, --access-log FILE   access log file\n"
            "  -d, --detached          run as a daemon\n"
@@ -55,15 +57,22 @@ int parse_int(const char* s, const char* what, int lo, int hi) {
 
 Options parse_options(int argc, char** argv) {
     Options o;
-    static const option longopts[] = {
-        {"config", required_argument, nullptr, 'c'},   {"port", required_argument, nullptr, 'p'},
-        {"host", required_argument, nullptr, 'H'},     {"log-level", required_argument, nullptr, 'l'},
-        {"access-log", required_argument, nullptr, 'a'}, {"detached", no_argument, nullptr, 'd'},
-        {"pidfile", required_argument, nullptr, 'P'},  {"name", required_argument, nullptr, 'N'},
-        {"sname", required_argument, nullptr, 'S'},    {"erlang", required_argument, nullptr, 'E'},
-        {"cookie", required_argument, nullptr, 'K'},
-        {"test", no_argument, nullptr, 't'},           {"help", no_argument, nullptr, 'h'},
-        {"version", no_argument, nullptr, 'v'},        {nullptr, 0, nullptr, 0}};
+    static const option longopts[] = {{"config", required_argument, nullptr, 'c'},
+                                      {"port", required_argument, nullptr, 'p'},
+                                      {"host", required_argument, nullptr, 'H'},
+                                      {"log-level", required_argument, nullptr, 'l'},
+                                      {"access-log", required_argument, nullptr, 'a'},
+                                      {"detached", no_argument, nullptr, 'd'},
+                                      {"pidfile", required_argument, nullptr, 'P'},
+                                      {"name", required_argument, nullptr, 'N'},
+                                      {"sname", required_argument, nullptr, 'S'},
+                                      {"erlang", required_argument, nullptr, 'E'},
+                                      {"cookie", required_argument, nullptr, 'K'},
+                                      {"listen", required_argument, nullptr, 'L'},
+                                      {"test", no_argument, nullptr, 't'},
+                                      {"help", no_argument, nullptr, 'h'},
+                                      {"version", no_argument, nullptr, 'v'},
+                                      {nullptr, 0, nullptr, 0}};
     optind = 1;
     opterr = 0;
     // '+' would stop at the first non-option; commands may come first or last, so permute.
@@ -72,7 +81,8 @@ Options parse_options(int argc, char** argv) {
         switch (ch) {
             case 'c': o.config = optarg; break;
             case 'p': o.port = parse_int(optarg, "port", 0, 65535); break;
-            case 'H': o.host = optarg; break;
+            case 'H':
+            case 'L': o.host = o.listen = optarg; break;
             case 'l': o.log_level = parse_int(optarg, "log level", 0, 4); break;
             case 'a': o.access_log = optarg; break;
             case 'd': o.daemon = true; break;

@@ -25,6 +25,7 @@ struct Options {
     std::string erlang_opts;  // -E
     bool test_config = false; // -t
     std::string host = "127.0.0.1";  // commands: where the server listens (-H)
+    std::string listen;  // the server: the address to listen on (-H, --listen; overrides the config)
 };
 
 Options parse_options(int argc, char** argv);  // throws UsageError

@@ -108,6 +108,8 @@ void validate(Config& c) {
     if (c.limits.max_frame > (uint32_t{1} << 31)) throw ConfigError(c.path + ": limits.max_frame must be at most 2GiB");
     if (c.limits.max_connections < 1) throw ConfigError(c.path + ": limits.max_connections must be at least 1");
     if (c.limits.max_queue < 1) throw ConfigError(c.path + ": limits.max_queue must be at least 1");
+    if (c.limits.max_buffered != 0 && c.limits.max_buffered < 2 * c.limits.max_frame + 64)
+        throw ConfigError(c.path + ": limits.max_buffered must hold two frames: at least twice limits.max_frame");
     std::set<std::pair<std::string, int>> seen;
     for (const auto& m : c.modules) {
         validate_module(m);
@@ -290,7 +292,9 @@ Config parse_yaml(const std::string& text, const std::string& path) {
                 else if (k == "idle_timeout") c.limits.idle_timeout = y.duration(lk.second, k);
                 else if (k == "max_connections") c.limits.max_connections = size_t(y.integer(lk.second, k, 1, 10000000));
                 else if (k == "max_queue") c.limits.max_queue = size_t(y.integer(lk.second, k, 1, 10000000));
-                else y.fail(lk.first, "unknown limit '" + k + "' (known: max_frame, idle_timeout, max_connections, max_queue)");
+                else if (k == "max_buffered") c.limits.max_buffered = y.size(lk.second, k);
+                else y.fail(lk.first, "unknown limit '" + k +
+                                          "' (known: max_frame, idle_timeout, max_connections, max_queue, max_buffered)");
             }
         } else if (key == "modules") {
             if (!v.IsSequence()) y.fail(v, "modules must be a list");

@@ -32,6 +32,7 @@ struct Limits {
     double idle_timeout = 300;        // seconds a connection may sit with nothing to do
     size_t max_connections = 10000;   // per server
     size_t max_queue = 10000;         // waiting requests per module and priority
+    size_t max_buffered = 0;          // bytes one acceptor holds for all its connections; 0: from the RAM
 };
 
 // {Name, bertd@host} ! Msg from an Erlang node becomes a cast Module:Function(Msg) on

@@ -1,6 +1,7 @@
 // master.h: the master process. Owns the listen socket and every generation's
-// shared segment and slot sockets; forks and supervises acceptors and handler
-// workers; acts on signals. It never touches a client byte.
+// shared segment and slot sockets; forks and supervises acceptors, handler
+// workers, the Erlang link and the companion VM through one child table; acts on
+// signals. It never touches a client byte.
 #pragma once
 
 #include <sys/types.h>
@@ -10,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "core/children.h"
 #include "core/cli.h"
 #include "core/runtime.h"
 #include "erl/identity.h"
@@ -24,69 +26,75 @@ public:
     int run();  // returns the exit status; throws on start-up errors
 
 private:
-    struct WorkerState {
-        pid_t pid = 0;
-        int64_t started_us = 0;
-        int64_t respawn_at_us = 0;
-        int64_t term_sent_us = 0;  // when it was asked to go; 0 if not
-        int fails = 0;             // quick deaths in a row, for back-off
-    };
-    struct AcceptorState {
-        pid_t pid = 0;
-        int64_t started_us = 0;
-        int64_t respawn_at_us = 0;
-        int fails = 0;
-    };
+    static constexpr int64_t kStopGraceUs = 10'000'000;   // then stragglers are killed
+    static constexpr int64_t kRetireGraceUs = 2'000'000;  // a retired worker's time to exit on SIGTERM
+    static constexpr int64_t kDrainUs = 60'000'000;       // an old generation's longest request
+
     // One configuration's acceptors, workers and segment. A reload starts a new one;
     // the old one drains (its acceptors finish and hand idle connections over) and goes.
     struct Generation {
         Runtime rt;
-        std::vector<WorkerState> workers;
-        std::vector<AcceptorState> acceptors;
+        std::vector<Child*> workers;    // by slot, in the child table
+        std::vector<Child*> acceptors;  // by number, in the child table
         enum class Phase { Serving, Draining } phase = Phase::Serving;
         int64_t drain_deadline_us = 0;
         bool workers_told = false;
+        std::vector<int> quick_exits;  // by module: workers in a row that died in their first second
     };
 
-    // The Erlang link and the companion VM live for the server's life, across
-    // generations; a reload sends the link SIGHUP and restarts the VM only when its
-    // command line changed.
-    struct ErlangProcess {
-        pid_t pid = 0;
-        int64_t started_us = 0;
-        int64_t respawn_at_us = 0;
-        int fails = 0;
-        bool wanted = false;
-    };
+    // -- the cycle (master.cc) --
+    void install_signal_handlers();
+    void start();
+    void sleep_until_woken();
+    void reap_children();
+    void child_exited(Child& c, pid_t pid, int status);
+    void tend_children();
+    void begin_stop(bool graceful);
+    void wind_down_stopping();
+    void reopen_logs();
+    void finish();
+    int64_t next_deadline() const;
 
+    // -- generations (generation.cc) --
     std::unique_ptr<Generation> build_generation(Config config, uint64_t number);
+    void make_slots(Generation& g);
     void start_generation(Generation& g);
     Generation& current() { return *gens_.back(); }
+    Generation* generation(uint64_t number);
     void spawn_acceptor(Generation& g, uint32_t i);
     void start_worker(Generation& g, uint32_t slot);
-    void reap_children();
-    void worker_exited(Generation& g, uint32_t slot, int status);
-    void acceptor_exited(Generation& g, uint32_t i, int status);
+    static bool slot_socketpair(SlotRuntime& s);
+    void renew_slot_socket(Generation& g, uint32_t slot);
+    void worker_exited(Generation& g, Child& w, pid_t pid, int status);
+    void worker_died_young(Generation& g, Child& w, pid_t pid, int status);
+    void module_healthy(Generation& g, uint32_t module);
+    void relay_output(Child& c, pid_t pid);
+    void acceptor_exited(Generation& g, Child& a, int status);
     void tend(Generation& g);
+    bool wind_down(Generation& g, int64_t now);
     void retire_old_generations();
+    void stop_generation(Generation& g, int64_t deadline_us);  // it serves no more; gone by the deadline
+    void wake_acceptor(Generation& g, int32_t i);
     void reload_config();
     void reload_handlers();
-    void begin_stop(bool graceful);
-    void signal_children(Generation& g, int sig, bool acceptors, bool workers);
-    void signal_all(int sig, bool acceptors, bool workers);
-    void wake_acceptor(Generation& g, int32_t i);
-    int64_t next_deadline() const;
-    bool anything_alive() const;
+
+    // -- the Erlang link and the companion VM (master_erlang.cc) --
+    void start_erlang();
+    void spawn_link();
+    void spawn_companion();
+    void erlang_exited(Child& p, int status);
+    void tend_erlang();
+    void choose_companion(const Config& c);
+    void erlang_reloaded(const Config& c);
+    void stop_erlang();
+
+    // -- set-up and files (master_setup.cc) --
     void open_listen_socket(const Config& c);
+    void close_inherited(const Generation* keep);
+    void stderr_pipe(Fd& read_end, Fd& write_end);
     void write_pidfile();
     void remove_pidfile();
     void notify_ready(const std::string& msg);
-    void spawn_link();
-    void spawn_companion();
-    void erlang_exited(ErlangProcess& p, const char* what, int status);
-    void tend_erlang();
-    void stop_erlang(int sig);
-    void close_inherited();
 
     Options opts_;
     Config first_config_;
@@ -100,11 +108,19 @@ private:
     bool pidfile_written_ = false;
     IpcNames ipc_ = IpcNames::create(getpid());
     erl::Identity id_;
-    ErlangProcess link_, companion_;
+    Children children_;
+    // The Erlang link and the companion VM live for the server's life, across
+    // generations; a reload sends the link SIGHUP and restarts the VM only when its
+    // command line changed. Their `respawn` says whether they are wanted.
+    Child& link_ = children_.add(ChildKind::Link, 0, 0, false);
+    // The link's listen sockets (acceptors, handler workers): the master's for the server's
+    // life, so their names are never free for another process while the link restarts.
+    Fd link_listen_, handlers_listen_;
+    Child& companion_ = children_.add(ChildKind::Companion, 0, 0, false);
     erl::CompanionCommand companion_cmd_;
 };
 
-// Applies the command line's overrides (-p, -l, -a, -P) to a config read from file.
+// Applies the command line's overrides (-p, -l, -a, -P, -H) to a config read from file.
 void apply_overrides(const Options& o, Config& c);
 
 }  // namespace bertd

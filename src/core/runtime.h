@@ -17,6 +17,24 @@
 
 namespace bertd {
 
+// What the master sends an acceptor on its control socket when a slot gets a fresh
+// socketpair, with the new server end attached: the slot and its new epoch, big-endian.
+constexpr size_t kSlotChangeSize = 12;
+inline std::string slot_change(uint32_t slot, uint64_t epoch) {
+    std::string m(kSlotChangeSize, '\0');
+    for (int i = 0; i < 4; ++i) m[size_t(i)] = char(slot >> (24 - 8 * i));
+    for (int i = 0; i < 8; ++i) m[size_t(4 + i)] = char(epoch >> (56 - 8 * i));
+    return m;
+}
+inline bool read_slot_change(std::string_view m, uint32_t& slot, uint64_t& epoch) {
+    if (m.size() != kSlotChangeSize) return false;
+    slot = 0;
+    epoch = 0;
+    for (int i = 0; i < 4; ++i) slot = slot << 8 | uint8_t(m[size_t(i)]);
+    for (int i = 0; i < 8; ++i) epoch = epoch << 8 | uint8_t(m[size_t(4 + i)]);
+    return true;
+}
+
 // Module names to indices, looked up with the string_view a request's peek gives
 // (no std::string made on the request path).
 struct NameHash {
@@ -31,9 +49,12 @@ struct ModuleRuntime {
     const ModuleConfig* config = nullptr;
 };
 
+// A slot's socketpair. Each new worker gets a fresh one (epoch + 1): whatever a dead
+// worker left behind (bytes, or a process that kept its fds 3 and 4) stays with the old one.
 struct SlotRuntime {
-    Fd server_end;  // acceptors talk to the worker here (non-blocking)
-    Fd worker_end;  // becomes the worker's fds 3 and 4; kept by the master for respawns
+    Fd server_end;  // acceptors talk to the worker here (non-blocking, SO_PASSCRED)
+    Fd worker_end;  // becomes the worker's fds 3 and 4
+    uint64_t epoch = 0;
 };
 
 struct Runtime {
@@ -49,6 +70,8 @@ struct Runtime {
     std::string link_address;  // the Erlang link's abstract socket; empty when there is no link
     std::vector<SlotRuntime> slots;
     std::vector<Fd> acceptor_wake;  // one eventfd per acceptor
+    // Per acceptor, a SOCK_SEQPACKET pair: the master sends each new slot socket down it.
+    std::vector<Fd> control_master, control_acceptor;
     Fd master_wake;                 // acceptors poke the master here
     Fd handover;                    // idle connections of the previous generation arrive here
     uint64_t generation = 1;

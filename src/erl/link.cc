@@ -38,12 +38,12 @@ int64_t backoff_us(int fails) {
     return std::min<int64_t>(100'000LL << std::min(fails - 1, 5), 2'000'000);
 }
 
-// Only processes of our own user (or root) may use the link: it runs code on Erlang nodes.
-bool peer_allowed(int fd) {
-    ucred cr{};
-    socklen_t len = sizeof cr;
-    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) != 0) return false;
-    return cr.uid == getuid() || cr.uid == 0;
+// Only this server's processes may use the link (it runs code on Erlang nodes and answers
+// clients): on the acceptors' socket, the master's children; on the handlers' socket, any
+// process the master started (a handler worker, or a process that worker started).
+bool peer_allowed(int fd, bool acceptor, pid_t master, PeerCred& peer) {
+    if (!peer_credentials(fd, peer)) return false;
+    return acceptor ? parent_of(peer.pid) == master : descends_from(peer.pid, master);
 }
 }  // namespace
 
@@ -58,12 +58,14 @@ Link::Stream::~Stream() {
     }
 }
 
-Link::Link(Options opts, Config config, Identity id, int master_pid, IpcNames ipc)
+Link::Link(Options opts, Config config, Identity id, int master_pid, IpcNames ipc, int acceptors, int handlers)
     : opts_(std::move(opts)),
       config_(std::move(config)),
       id_(std::move(id)),
       master_pid_(master_pid),
-      ipc_(std::move(ipc)) {
+      ipc_(std::move(ipc)),
+      acc_listen_(acceptors),
+      handler_listen_(handlers) {
     // Tags only have to be unique among calls in flight, but a reply that arrives
     // after a restart of the link must not match a new call: start somewhere random.
     next_tag_ = (uint64_t(now_us()) << 16) ^ uint64_t(getpid());
@@ -78,8 +80,8 @@ Link::~Link() {
 }
 
 int run_link(const Options& opts, const Config& config, const Identity& id, int master_pid,
-             const IpcNames& ipc) {
-    Link l(opts, config, id, master_pid, ipc);
+             const IpcNames& ipc, int acceptors, int handlers) {
+    Link l(opts, config, id, master_pid, ipc, acceptors, handlers);
     return l.run();
 }
 
@@ -97,10 +99,8 @@ int Link::run() {
     sigprocmask(SIG_SETMASK, &none, nullptr);
 
     // The acceptors' socket first: they connect as soon as they start.
-    acc_listen_.reset(listen_abstract(ipc_.link(), SOCK_STREAM, 512));
-    handler_listen_.reset(listen_abstract(ipc_.link_handlers(), SOCK_STREAM, 512));
     if (!acc_listen_ || !handler_listen_) {
-        log::error("cannot listen on the link's unix sockets: %s", strerror(errno));
+        log::error("the master gave the link no listen sockets");
         return 1;
     }
     if (std::string err = cnode_.start(id_.cnode_alive, id_.host, id_.cnode, id_.cookie); !err.empty()) {
@@ -228,14 +228,23 @@ void Link::accept_local(int listen_fd, Stream::Kind kind) {
     for (int i = 0; i < 64; ++i) {
         int fd = accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) return;
-        if (!peer_allowed(fd)) {
-            log::warn("refused a connection to the link from another user");
+        PeerCred peer;
+        bool acceptor = kind == Stream::Kind::Acceptor;
+        if (!peer_allowed(fd, acceptor, master_pid_, peer)) {
             ::close(fd);
+            uint64_t times;
+            if ((acceptor ? refused_acceptors_ : refused_handlers_).due(times))
+                log::warn("refused a connection to the link's %s socket from pid %d (uid %u): not a process of "
+                          "this server (%llu such since the last line)",
+                          acceptor ? "acceptor" : "handler", int(peer.pid), unsigned(peer.uid),
+                          (unsigned long long)times);
             continue;
         }
-        if (kind == Stream::Kind::Acceptor)
-            add_stream(std::make_unique<AccConn>(), fd);
-        else
+        if (kind == Stream::Kind::Acceptor) {
+            Stream* s = add_stream(std::make_unique<AccConn>(), fd);
+            linkproto::append(s->out, linkproto::Welcome, 0, {});
+            queue_out(*s);
+        } else
             add_stream(std::make_unique<HandlerConn>(), fd);
     }
 }

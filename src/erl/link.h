@@ -27,12 +27,13 @@
 #include "erl/identity.h"
 #include "erl/proto.h"
 #include "io/ipc.h"
+#include "log/throttle.h"
 
 namespace bertd::erl {
 
 class Link {
 public:
-    Link(Options opts, Config config, Identity id, int master_pid, IpcNames ipc);
+    Link(Options opts, Config config, Identity id, int master_pid, IpcNames ipc, int acceptors, int handlers);
     ~Link();
     Link(const Link&) = delete;
     Link& operator=(const Link&) = delete;
@@ -243,11 +244,14 @@ private:
     int64_t last_keepalive_us_ = 0;
     int64_t epmd_retry_us_ = 0;
     std::string helper_beam_;  // bertd_native.beam, read once
+    log::Throttle refused_acceptors_{10'000'000}, refused_handlers_{10'000'000};  // strangers at the local sockets
     bool stopping_ = false;
 };
 
 // Runs the link in this (forked) process; returns the exit status.
+// `acceptors` and `handlers` are the listen sockets the master holds for the server's life
+// (so no other process can take their names while the link restarts); the link owns them now.
 int run_link(const Options& opts, const Config& config, const Identity& id, int master_pid,
-             const IpcNames& ipc);
+             const IpcNames& ipc, int acceptors, int handlers);
 
 }  // namespace bertd::erl

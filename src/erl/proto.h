@@ -19,6 +19,8 @@ enum Type : uint8_t {
     // link -> acceptor
     Answer = 10,    // body: the BERT payload to send to the client
     Declined = 11,    // body: u8 why (net/router.h's Declined); the acceptor's router decides who serves it
+    Welcome = 13,     // tag 0, no body: the link took this acceptor's connection (its listen socket
+                      // is the master's, so a connect succeeds even while no link runs)
     Connection = 12,  // tag 0, no body, one descriptor attached (SCM_RIGHTS): a connection
                     // the link makes external calls on (rpc:call from Erlang nodes)
 };

@@ -12,18 +12,26 @@
 
 namespace bertd {
 
-IpcNames IpcNames::create(pid_t master) {
-    unsigned char raw[12];
+namespace {
+std::string random_bytes(size_t n) {
+    std::string out(n, '\0');
     size_t got = 0;
-    while (got < sizeof raw) {
-        ssize_t n = getrandom(raw + got, sizeof raw - got, 0);
-        if (n <= 0) throw std::runtime_error("getrandom: cannot draw the token for bertd's internal sockets");
-        got += size_t(n);
+    while (got < n) {
+        ssize_t r = getrandom(out.data() + got, n - got, 0);
+        if (r <= 0) throw std::runtime_error("getrandom: cannot draw the token for bertd's internal sockets");
+        got += size_t(r);
     }
-    char hex[2 * sizeof raw + 1];
-    for (size_t i = 0; i < sizeof raw; ++i) snprintf(hex + 2 * i, 3, "%02x", raw[i]);
+    return out;
+}
+}  // namespace
+
+IpcNames IpcNames::create(pid_t master) {
+    std::string raw = random_bytes(12);
+    char hex[2 * 12 + 1];
+    for (size_t i = 0; i < raw.size(); ++i) snprintf(hex + 2 * i, 3, "%02x", (unsigned char)raw[i]);
     IpcNames n;
     n.prefix_ = "bertd." + std::to_string(master) + "." + hex;
+    n.secret_ = random_bytes(16);
     return n;
 }
 

@@ -2,6 +2,8 @@
 // this one place. Every name carries a random token the master draws at start and
 // its children inherit, so no other local user can predict a name and bind it
 // first; the peers behind each socket are still checked (unix.h's credentials).
+// Names can be seen by anyone (/proc/net/unix); the secret, drawn with them, is
+// never written anywhere and proves a message comes from this server's processes.
 #pragma once
 
 #include <sys/types.h>
@@ -21,6 +23,7 @@ public:
 
     const std::string& prefix() const { return prefix_; }  // "bertd.<pid>.<token>"
     bool empty() const { return prefix_.empty(); }
+    const std::string& secret() const { return secret_; }  // 16 random bytes; empty from from_prefix()
 
     std::string handover(uint64_t generation) const;  // datagrams: idle connections after a reload
     std::string link() const;                         // acceptors connect to the Erlang link here
@@ -35,6 +38,7 @@ public:
 
 private:
     std::string prefix_;
+    std::string secret_;
 };
 
 }  // namespace bertd

@@ -85,6 +85,15 @@ pid_t parent_of(pid_t pid) {
     return pid_t(ppid);
 }
 
+bool descends_from(pid_t pid, pid_t ancestor) {
+    if (ancestor <= 0) return false;
+    for (int depth = 0; pid > 1 && depth < 32; ++depth) {
+        if (pid == ancestor) return true;
+        pid = parent_of(pid);
+    }
+    return false;
+}
+
 void pass_credentials(int fd) {
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &one, sizeof one);

@@ -37,6 +37,8 @@ struct PeerCred {
 bool peer_credentials(int fd, PeerCred& out);
 // The parent of `pid`, from /proc; 0 when it cannot be read (the process is gone).
 pid_t parent_of(pid_t pid);
+// Is `pid` `ancestor` itself or one of its descendants (a process of that server)?
+bool descends_from(pid_t pid, pid_t ancestor);
 // Has every message received on `fd` carry its sender's credentials (SCM_CREDENTIALS).
 void pass_credentials(int fd);
 

@@ -35,6 +35,7 @@ Acceptor::~Acceptor() {
     conns_.reset();
     wake_ev_.reset();
     tick_ev_.reset();
+    control_ev_.reset();
     signal_evs_.clear();
     if (base_) event_base_free(base_);
 }
@@ -69,6 +70,12 @@ bool Acceptor::start(bool handle_signals) {
     wake_ev_ = make_event(base_, rt_.acceptor_wake[index_].get(), EV_READ | EV_PERSIST, on_wake, this);
     event_priority_set(wake_ev_.get(), kWorkerPriority);
     event_add(wake_ev_.get(), nullptr);
+    if (rt_.control_acceptor.size() > index_) {
+        control_ev_ =
+            make_event(base_, rt_.control_acceptor[index_].get(), EV_READ | EV_PERSIST, on_control, this);
+        event_priority_set(control_ev_.get(), kWorkerPriority);
+        event_add(control_ev_.get(), nullptr);
+    }
     tick_ev_ = make_event(base_, -1, EV_PERSIST, on_tick, this);
     // A moved access log must be replaced within a second, so look four times a second.
     timeval quarter{0, 250000};
@@ -109,6 +116,8 @@ void Acceptor::on_wake(evutil_socket_t fd, short, void* arg) {
     [[maybe_unused]] ssize_t n = ::read(fd, &v, sizeof v);
     static_cast<Acceptor*>(arg)->leases_->scan();
 }
+
+void Acceptor::on_control(evutil_socket_t, short, void* arg) { static_cast<Acceptor*>(arg)->leases_->read_control(); }
 
 void Acceptor::wake(int32_t acceptor) {
     uint64_t one = 1;

@@ -68,6 +68,7 @@ public:
 
 private:
     static void on_wake(evutil_socket_t, short, void*);
+    static void on_control(evutil_socket_t, short, void*);
     static void on_tick(evutil_socket_t, short, void*);
     static void on_signal(evutil_socket_t, short, void*);
     void begin_shutdown(bool graceful);
@@ -87,7 +88,7 @@ private:
     std::unique_ptr<Leases> leases_;
     std::unique_ptr<LinkClient> link_;
     std::unique_ptr<Listener> listener_;
-    EventPtr wake_ev_, tick_ev_;
+    EventPtr wake_ev_, tick_ev_, control_ev_;
     std::vector<EventPtr> signal_evs_;
 };
 

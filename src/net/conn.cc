@@ -8,11 +8,16 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <unistd.h>
+
+#include <algorithm>
 
 #include "bert/frame.h"
 #include "io/clock.h"
 #include "io/unix.h"
+#include "log/log.h"
 #include "net/acceptor.h"
+#include "net/answers.h"
 #include "net/request.h"
 
 namespace bertd {
@@ -24,6 +29,14 @@ constexpr int kReadRounds = 16;  // at most 16 scratch buffers (1 MiB) from one 
 // request or answer.
 constexpr size_t kKeepBuffer = 4096;
 constexpr int64_t kShrinkIdleUs = 1'000'000;
+
+// limits.max_buffered when the config leaves it to the machine: a quarter of the RAM,
+// shared by the acceptors.
+size_t default_budget(size_t acceptors) {
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    size_t ram = pages > 0 && page > 0 ? size_t(pages) * size_t(page) : size_t(4) << 30;
+    return ram / 4 / std::max<size_t>(acceptors, 1);
+}
 
 bool is_loopback(const sockaddr_storage& a) {
     if (a.ss_family == AF_INET) {
@@ -51,6 +64,7 @@ std::string peer_text(const sockaddr_storage& a) {
 // ---- ByteQueue -------------------------------------------------------------------------
 
 void ByteQueue::append(std::string&& s) {
+    charge(s.size());
     if (empty()) {
         buf_ = std::move(s);
         start_ = 0;
@@ -60,11 +74,26 @@ void ByteQueue::append(std::string&& s) {
 }
 
 void ByteQueue::consume(size_t n) {
+    n = std::min(n, size());
+    discharge(n);
     start_ += n;
     if (start_ >= buf_.size()) {
         buf_.clear();
         start_ = 0;
     }
+}
+
+void ByteQueue::clear() {
+    discharge(size());
+    std::string().swap(buf_);
+    start_ = 0;
+}
+
+Flush ByteQueue::flush_to(int fd) {
+    size_t before = size();
+    Flush f = flush_some(fd, buf_, start_);
+    discharge(before - size());
+    return f;
 }
 
 void ByteQueue::compact() {
@@ -85,6 +114,9 @@ void ByteQueue::trim(size_t keep) {
 
 Connections::Connections(Acceptor& a) : acc_(a) {
     prefix_ = a.id_prefix();
+    const Config& config = a.rt().config;
+    budget_ = config.limits.max_buffered ? config.limits.max_buffered
+                                         : default_budget(size_t(std::max(config.acceptors, 1)));
     // Closed connections are freed here, in a callback of its own: nothing up the stack
     // can still hold one then. It runs at the clients' priority, in the same loop turn.
     reap_ev_ = make_event(a.base(), -1, 0, on_reap, this);
@@ -100,6 +132,8 @@ Conn& Connections::add(int fd, const sockaddr_storage& peer) {
     c->owner = &acc_;
     c->id = prefix_ | (next_++ & 0xFFFFFFFF);
     c->fd.reset(fd);
+    c->in.charge_to(&buffered_);
+    c->out.charge_to(&buffered_);
     c->admin_ok = is_loopback(peer);
     if (!c->admin_ok) {
         std::string p = peer_text(peer);
@@ -147,6 +181,14 @@ void Connections::set_reading(Conn& c, bool on) {
 }
 
 void Connections::read(Conn& c) {
+    if (over_budget()) {
+        relieve();  // may refuse this very connection's unfinished frame
+        if (c.dead || c.closing) return;
+        if (over_budget()) {
+            pause(c);
+            return;
+        }
+    }
     c.in.compact();  // requests find their frame from the queue's front, so moving it is safe
     std::string& buf = acc_.scratch();
     size_t limit = acc_.max_frame() + 2 * bert::kFrameHeader;
@@ -155,6 +197,10 @@ void Connections::read(Conn& c) {
         // Bound what one connection buffers: one whole frame beyond the one in flight.
         if (c.in.size() > limit) {
             set_reading(c, false);
+            break;
+        }
+        if (over_budget()) {
+            pause(c);
             break;
         }
         ssize_t n = ::recv(c.fd.get(), buf.data(), buf.size(), 0);
@@ -178,9 +224,11 @@ void Connections::read(Conn& c) {
     if (!got && !c.eof) return;
     if (got) c.last_active_us = monotonic_us();
     serve(c);
+    if (over_budget()) relieve();
 }
 
 void Connections::resume(Conn& c) {
+    if (!paused_.empty() && buffered_ < resume_mark()) resume_paused();
     if (c.dead) return;
     c.last_active_us = monotonic_us();
     if (c.serving) return;  // serve()'s own loop goes on
@@ -202,7 +250,7 @@ void Connections::send(Conn& c, std::string&& frame) {
 
 void Connections::flush(Conn& c) {
     if (c.dead) return;
-    switch (flush_some(c.fd.get(), c.out.bytes(), c.out.cursor())) {
+    switch (c.out.flush_to(c.fd.get())) {
         case Flush::Blocked: event_add(c.wev.get(), nullptr); return;
         case Flush::Failed: close(c); return;  // the client is gone
         case Flush::Done: break;
@@ -226,6 +274,8 @@ void Connections::close(Conn& c) {
     event_del(c.rev.get());
     event_del(c.wev.get());
     c.fd.reset();
+    c.in.clear();
+    c.out.clear();
     if (!c.handed_over) {
         GlobalStats& gs = acc_.seg().header().stats;
         gs.connections_active.fetch_sub(1, std::memory_order_relaxed);
@@ -236,6 +286,54 @@ void Connections::close(Conn& c) {
     graveyard_.push_back(std::move(it->second));
     table_.erase(it);
     event_active(reap_ev_.get(), EV_TIMEOUT, 0);
+}
+
+// ---- the memory budget ---------------------------------------------------------------
+
+void Connections::pause(Conn& c) {
+    if (!c.reading) return;
+    set_reading(c, false);
+    paused_.push_back(c.id);
+}
+
+// Unfinished frames can only grow: refusing the ones that have waited longest is what
+// gives memory back (complete frames are served and go by themselves).
+void Connections::relieve() {
+    std::vector<Conn*> partial;
+    for (auto& [id, c] : table_)
+        if (!c->dead && c->idle() && c->partial_since_us) partial.push_back(c.get());
+    std::sort(partial.begin(), partial.end(),
+              [](const Conn* a, const Conn* b) { return a->partial_since_us < b->partial_since_us; });
+    size_t target = resume_mark();
+    uint64_t refused = 0;
+    for (Conn* c : partial) {
+        if (buffered_ < target) break;
+        size_t held = c->in.size();
+        c->closing = true;
+        set_reading(*c, false);
+        c->in.consume(held);
+        c->partial_since_us = 0;
+        send(*c, error_frame(ErrorType::Protocol, 2,
+                             "frame refused after " + std::to_string(held) +
+                                 " bytes: the server holds too much for its clients (limits.max_buffered " +
+                                 std::to_string(budget_) + " bytes)"));
+        ++refused;
+    }
+    if (refused) {
+        acc_.seg().header().stats.protocol_errors.fetch_add(refused, std::memory_order_relaxed);
+        log::warn("over limits.max_buffered (%zu bytes): refused %llu unfinished frames", budget_,
+                  (unsigned long long)refused);
+    }
+    if (buffered_ < resume_mark()) resume_paused();
+}
+
+void Connections::resume_paused() {
+    for (uint64_t id : std::exchange(paused_, {})) {
+        Conn* c = find(id);
+        if (!c || c->reading || c->eof || c->closing || c->out_paused) continue;
+        set_reading(*c, true);
+        event_active(c->rev.get(), EV_READ, 0);  // it may hold bytes already
+    }
 }
 
 void Connections::sweep(int64_t now, int64_t idle_limit_us) {

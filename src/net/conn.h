@@ -16,20 +16,30 @@
 
 #include "io/event.h"
 #include "io/fd.h"
+#include "io/unix.h"
 
 namespace bertd {
 
 class Acceptor;
 struct Request;
 
-// Bytes with a read cursor: appended at the back, consumed from the front.
+// Bytes with a read cursor: appended at the back, consumed from the front. What it holds
+// is charged to its acceptor's total (the memory budget), so the total cannot drift.
 class ByteQueue {
 public:
+    ByteQueue() = default;
+    ByteQueue(const ByteQueue&) = delete;
+    ByteQueue& operator=(const ByteQueue&) = delete;
+    ~ByteQueue() { clear(); }
+    void charge_to(size_t* total) { total_ = total; }
     std::string_view view() const { return std::string_view(buf_).substr(start_); }
     size_t size() const { return buf_.size() - start_; }
     bool empty() const { return start_ == buf_.size(); }
     size_t capacity() const { return buf_.capacity(); }
-    void append(std::string_view s) { buf_.append(s); }
+    void append(std::string_view s) {
+        buf_.append(s);
+        charge(s.size());
+    }
     // Takes `s` whole, without a copy when the queue is empty.
     void append(std::string&& s);
     void consume(size_t n);
@@ -37,13 +47,21 @@ public:
     void compact();
     // Frees the buffer once it is empty and grew past `keep` bytes.
     void trim(size_t keep);
-    // For the send loop (io/unix.h flush_some).
-    std::string& bytes() { return buf_; }
-    size_t& cursor() { return start_; }
+    void clear();  // drops everything and frees the buffer
+    // Sends from the front until it is all gone or the socket is full.
+    Flush flush_to(int fd);
 
 private:
+    void charge(size_t n) {
+        if (total_) *total_ += n;
+    }
+    void discharge(size_t n) {
+        if (total_) *total_ -= n;
+    }
+
     std::string buf_;
     size_t start_ = 0;
+    size_t* total_ = nullptr;
 };
 
 struct Conn {
@@ -65,6 +83,7 @@ struct Conn {
     bool from_link = false;    // the Erlang link's: external modules only, never handed over
     int64_t accepted_wall_us = 0;  // for the access log
     int64_t last_active_us = 0;    // monotonic, for the idle timeout
+    int64_t partial_since_us = 0;  // monotonic: when the unfinished frame at the front began (0: none)
 
     bool idle() const { return request == nullptr; }
 };
@@ -94,11 +113,23 @@ public:
     // Closes connections idle past the limit and frees buffers of rested ones.
     void sweep(int64_t now_us, int64_t idle_limit_us);
 
+    // ---- the memory budget (limits.max_buffered) -------------------------------------
+    // Every byte the acceptor holds for its clients: their queues and the frames of
+    // requests that went on without them. Over budget, reads pause and the longest-waiting
+    // unfinished frames are refused until it is back under.
+    size_t& buffered() { return buffered_; }
+    bool over_budget() const { return buffered_ >= budget_; }
+    size_t budget() const { return budget_; }
+
 private:
     static void on_read(evutil_socket_t, short, void*);
     static void on_write(evutil_socket_t, short, void*);
     static void on_reap(evutil_socket_t, short, void*);
     void serve(Conn& c);  // hands whole frames to the request path; closes a finished client
+    void pause(Conn& c);
+    void relieve();        // over budget: refuses unfinished frames, oldest first
+    void resume_paused();  // back under budget: reading goes on
+    size_t resume_mark() const { return budget_ / 4 * 3; }
 
     Acceptor& acc_;
     uint64_t prefix_ = 0;  // keeps ids unique across restarts of this acceptor
@@ -106,6 +137,9 @@ private:
     std::unordered_map<uint64_t, std::unique_ptr<Conn>> table_;
     std::vector<std::unique_ptr<Conn>> graveyard_;
     EventPtr reap_ev_;
+    size_t buffered_ = 0;
+    size_t budget_ = 0;
+    std::vector<uint64_t> paused_;  // connections whose reading waits for the budget
 };
 
 }  // namespace bertd

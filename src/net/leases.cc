@@ -10,7 +10,9 @@
 #include <sys/socket.h>
 
 #include "bert/frame.h"
+#include "core/process.h"
 #include "io/clock.h"
+#include "io/unix.h"
 #include "log/log.h"
 #include "net/acceptor.h"
 #include "net/request.h"
@@ -48,7 +50,13 @@ void Leases::start(Request& r) {
     uint32_t slot = 0;
     switch (acc_.seg().lease_or_enqueue(module, int32_t(acc_.index()), r.id, r.high, now_us(), slot)) {
         case Segment::Grant::Leased: begin(r, slot); return;
-        case Segment::Grant::Queued: r.stage = Request::Stage::Queued; return;
+        case Segment::Grant::Queued:
+            r.stage = Request::Stage::Queued;
+            // A cast is answered when it is queued, as when it is leased: {noreply} means
+            // "it will run", not "it ran". It waits in the queue with its own copy of the frame.
+            // Over the memory budget it keeps its client waiting instead (no copy).
+            if (r.cast && r.conn && !acc_.conns().over_budget()) acc_.requests().answer_cast(r);
+            return;
         case Segment::Grant::QueueFull:
             acc_.requests().complete(
                 r, Outcome::error(ErrorType::Server, 0,
@@ -58,7 +66,106 @@ void Leases::start(Request& r) {
     }
 }
 
+// ---- the slot's socket: current, clean, and written by the worker alone -------------------
+
+void Leases::read_control() {
+    if (acc_.rt().control_acceptor.size() <= acc_.index()) return;  // no master (tests, fuzzing)
+    int fd = acc_.rt().control_acceptor[acc_.index()].get();
+    for (;;) {
+        char buf[64];
+        std::vector<int> fds;
+        ssize_t n = recv_with_fds(fd, buf, sizeof buf, fds);
+        if (n <= 0) return;
+        uint32_t slot;
+        uint64_t epoch;
+        if (fds.size() == 1 && read_slot_change(std::string_view(buf, size_t(n)), slot, epoch) &&
+            slot < slots_.size()) {
+            renewed(slot, epoch, fds[0]);
+            continue;
+        }
+        for (int f : fds) ::close(f);
+        log::error("the master sent a control message this acceptor does not understand");
+    }
+}
+
+// The slot has a new worker on a new socketpair: the old socket goes, with whatever is in it.
+void Leases::renewed(uint32_t slot, uint64_t epoch, int fd) {
+    SlotRuntime& sr = acc_.rt().slots[slot];
+    if (slots_[slot] && slots_[slot]->req) fault(slot, "its slot was given a new worker during a request");
+    sr.server_end.reset(fd);
+    sr.epoch = epoch;
+    slots_[slot].reset();  // made again, on the new socket, when next leased
+}
+
+// Is this acceptor's socket for the slot the master's current one? The master sends a new
+// one before it lets the slot be leased, so it is in the control socket by now.
+bool Leases::current(uint32_t slot) {
+    uint64_t epoch = acc_.seg().slot(slot).epoch.load(std::memory_order_acquire);
+    if (acc_.rt().slots[slot].epoch == epoch) return true;
+    read_control();
+    if (acc_.rt().slots[slot].epoch == epoch) return true;
+    fault(slot, "this acceptor has no current socket for it");
+    return false;
+}
+
+// Nothing may wait in a slot before its request is written: a frame there is a handler's
+// fault (it answered twice, or late, or a process it left wrote it) and must never be
+// taken for the next request's answer.
+bool Leases::clean(Lease& l) {
+    char probe;
+    ssize_t n;
+    do n = ::recv(l.fd, &probe, 1, MSG_DONTWAIT | MSG_PEEK);
+    while (n < 0 && errno == EINTR);
+    if (n < 0 && errno == EAGAIN) return true;
+    if (n > 0) {
+        size_t stale = drain(l.fd);
+        fault(l.slot, "it wrote " + std::to_string(stale) +
+                          " bytes while no request was outstanding (a second answer, or a late one); dropped");
+    } else {
+        fault(l.slot, "its socket closed while idle");
+    }
+    return false;
+}
+
+// The slot's answers come from its worker: the process bertd started, or (a shell command
+// that forks) the descendant of it that answered first. Anything else is a process the
+// worker left behind, writing into another client's request.
+bool Leases::from_worker(uint32_t slot, pid_t writer) {
+    if (writer == 0) return true;  // the socket does not say (no master set SO_PASSCRED: tests)
+    Slot& s = acc_.seg().slot(slot);
+    pid_t answerer = s.answerer.load();
+    if (answerer != 0) return writer == answerer;
+    // The first process to answer after the worker started is its answerer from then on:
+    // the worker itself, or what its shell forked. A child the answerer forks later is not.
+    pid_t worker = s.pid.load();
+    if (writer != worker && !descends_from(writer, worker)) return false;
+    s.answerer = writer;
+    return true;
+}
+
+// The worker can no longer be trusted and the slot holds no request of ours: the master
+// replaces the worker (on a fresh socketpair).
+void Leases::fault(uint32_t slot, const std::string& why) {
+    Segment& seg = acc_.seg();
+    Slot& s = seg.slot(slot);
+    s.retire.store(1);
+    if (int32_t pid = s.pid.load(); pid > 0) kill(pid, SIGKILL);
+    log::warn("worker of '%s' (slot %u): %s", acc_.rt().modules[s.module].name.c_str(), slot, why.c_str());
+    if (slots_[slot] && slots_[slot]->req) {
+        fail(*slots_[slot], why);
+        return;
+    }
+    seg.mark_reaping(slot);
+    acc_.poke_master();
+}
+
 void Leases::begin(Request& r, uint32_t slot) {
+    if (!current(slot) || !clean(lease_of(slot))) {
+        // The request never reached that worker: it goes to another slot, or waits.
+        r.stage = Request::Stage::New;
+        start(r);
+        return;
+    }
     Lease& l = lease_of(slot);
     l.req = &r;
     l.answer.clear();
@@ -78,9 +185,9 @@ void Leases::begin(Request& r, uint32_t slot) {
         timeval tv{time_t(timeout), suseconds_t((timeout - double(time_t(timeout))) * 1e6)};
         evtimer_add(l.timer.get(), &tv);
     }
-    // A cast is answered at once; the worker still runs it here, and it is counted and
-    // logged when the worker is done.
-    if (r.cast) acc_.requests().answer_cast(r);
+    // A cast is answered at once (unless it was when it queued); the worker still runs it
+    // here, and it is counted and logged when the worker is done.
+    if (r.cast && r.conn) acc_.requests().answer_cast(r);
 }
 
 void Leases::on_io(evutil_socket_t, short what, void* arg) {
@@ -96,7 +203,7 @@ void Leases::write_more(Lease& l) {
     if (n > 0) r.written += uint32_t(n);
     if (r.written < r.frame_len) return;
     l.writing = false;
-    if (!r.conn) std::string().swap(r.owned);  // nobody needs the bytes any more
+    if (!r.conn) acc_.requests().drop_frame(r);  // nobody needs the bytes any more
     event_del(l.io.get());
     event_assign(l.io.get(), acc_.base(), l.fd, EV_READ | EV_PERSIST, on_io, &l);
     event_priority_set(l.io.get(), Acceptor::kWorkerPriority);
@@ -108,10 +215,18 @@ void Leases::read_answer(Lease& l) {
     size_t max_frame = acc_.max_frame();
     bert::FrameScan fs;
     for (;;) {
-        ssize_t n = ::recv(l.fd, buf.data(), buf.size(), MSG_DONTWAIT);
+        std::vector<int> fds;
+        PeerCred writer;
+        ssize_t n = recv_with_fds(l.fd, buf.data(), buf.size(), fds, &writer);
         if (n <= 0) {
             if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
             fail(l, "lost the connection to the handler worker");
+            return;
+        }
+        for (int f : fds) ::close(f);
+        if (!fds.empty() || !from_worker(l.slot, writer.pid)) {
+            fail(l, "pid " + std::to_string(writer.pid) + ", not the worker, wrote into its socket (a process it " +
+                        "left behind?); the bytes are dropped");
             return;
         }
         l.answer.append(buf.data(), size_t(n));

@@ -3,7 +3,9 @@
 // to the worker, its one answer read back, its deadline, and the slot given back or
 // handed to the next waiter (whose acceptor is woken through its eventfd). A worker
 // that dies, times out or answers out of step fails only the request it held, and
-// the master replaces it. Nothing here blocks.
+// the master replaces it on a fresh socketpair. Answers never cross: bytes a slot holds
+// before its request is written, and bytes written by any process but the worker, are
+// dropped with the worker, never delivered. Nothing here blocks.
 #pragma once
 
 #include <cstdint>
@@ -29,6 +31,8 @@ public:
     // Looks at every slot: hand-offs made to this acceptor, workers that died under a lease.
     void scan();
     size_t held() const;
+    // Takes the fresh slot sockets the master sent on the control socket.
+    void read_control();
 
 private:
     struct Lease {
@@ -44,6 +48,11 @@ private:
     static void on_timeout(evutil_socket_t, short, void*);
 
     Lease& lease_of(uint32_t slot);
+    bool current(uint32_t slot);
+    bool clean(Lease& l);
+    bool from_worker(uint32_t slot, pid_t writer);
+    void renewed(uint32_t slot, uint64_t epoch, int fd);
+    void fault(uint32_t slot, const std::string& why);
     void begin(Request& r, uint32_t slot);
     void write_more(Lease& l);
     void read_answer(Lease& l);

@@ -37,7 +37,13 @@ LinkClient::~LinkClient() {
 bool LinkClient::configured() const { return !acc_.rt().link_address.empty(); }
 
 void LinkClient::connect() {
-    if (configured() && !fd_ && !acc_.stopping()) try_connect();
+    if (!configured()) return;
+    if (fd_ && !welcomed_ && monotonic_us() - connected_at_us_ > kLinkWaitUs) {
+        lost("it did not take the connection within " + std::to_string(kLinkWaitUs / 1'000'000) +
+             " s (it is not running; bertd restarts it)");
+        return;
+    }
+    if (!fd_ && !acc_.stopping()) try_connect();
 }
 
 bool LinkClient::try_connect() {
@@ -47,7 +53,22 @@ bool LinkClient::try_connect() {
     retry_at_us_ = now + kLinkRetryUs;
     int fd = connect_abstract(acc_.rt().link_address, SOCK_STREAM);
     if (fd < 0) return false;  // not up yet, or restarting
+    // The listening side must be this server's: the master (which holds the socket) or its
+    // link. Anyone else who took the name would read the clients' arguments and answer them.
+    PeerCred peer;
+    pid_t master = acc_.seg().header().master_pid;
+    if (!peer_credentials(fd, peer) || (peer.pid != master && parent_of(peer.pid) != master)) {
+        ::close(fd);
+        uint64_t times;
+        if (impostor_.due(times))
+            log::error("refused the process at the Erlang link's socket: pid %d (uid %u) is not this server's "
+                       "(%llu such since the last line)",
+                       int(peer.pid), unsigned(peer.uid), (unsigned long long)times);
+        return false;
+    }
     fd_.reset(fd);
+    welcomed_ = false;
+    connected_at_us_ = now;
     ev_ = make_event(acc_.base(), fd, EV_READ | EV_PERSIST, on_io, this);
     event_add(ev_.get(), nullptr);
     char hello[12];
@@ -147,6 +168,10 @@ void LinkClient::message(const linkproto::Message& m) {
             return;
         }
         case linkproto::Connection: adopt_connection(); return;
+        case linkproto::Welcome:
+            welcomed_ = true;
+            log::debug("the Erlang link took this acceptor's connection");
+            return;
         default: log::warn("the Erlang link sent a message of unknown type %u", unsigned(m.type)); return;
     }
 }

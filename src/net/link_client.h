@@ -15,6 +15,7 @@
 #include "erl/proto.h"
 #include "io/event.h"
 #include "io/fd.h"
+#include "log/throttle.h"
 
 namespace bertd {
 
@@ -27,7 +28,8 @@ public:
     ~LinkClient();
 
     bool configured() const;
-    // Reaches the link if it is not connected (at start and on every tick).
+    // Reaches the link if it is not connected (at start and on every tick), and gives up a
+    // connection the link has not taken in time.
     void connect();
     // Sends a native request to the link, or parks it until the link is back.
     void send(Request& r);
@@ -59,6 +61,11 @@ private:
     std::deque<uint64_t> parked_;           // ids of the requests waiting for the link
     int64_t retry_at_us_ = 0;
     int64_t lost_at_us_ = 0;  // when lost() last ran
+    // The listen socket is the master's, so a connect succeeds even while no link runs: the
+    // connection counts only once the link welcomes it.
+    bool welcomed_ = false;
+    int64_t connected_at_us_ = 0;
+    log::Throttle impostor_{10'000'000};
 };
 
 }  // namespace bertd

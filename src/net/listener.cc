@@ -3,6 +3,7 @@
 #include "net/listener.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -10,6 +11,7 @@
 #include <cstring>
 #include <vector>
 
+#include "io/clock.h"
 #include "io/unix.h"
 #include "log/log.h"
 #include "net/acceptor.h"
@@ -21,6 +23,9 @@ namespace bertd {
 namespace {
 constexpr int kAcceptBatch = 64;
 constexpr size_t kHandoverBatch = 200;  // descriptors per datagram (io/unix.h's kMaxPassedFds is 250)
+// Out of descriptors, accepting pauses this long, doubling while it lasts, up to a second.
+constexpr int64_t kFirstPauseUs = 50'000, kMaxPauseUs = 1'000'000;
+constexpr int64_t kLogEveryUs = 10'000'000;
 }  // namespace
 
 Listener::Listener(Acceptor& a) : acc_(a) {
@@ -32,9 +37,14 @@ Listener::Listener(Acceptor& a) : acc_(a) {
         event_add(handover_ev_.get(), nullptr);
     }
     retry_ev_ = make_event(a.base(), -1, 0, on_retry, this);
+    resume_ev_ = make_event(a.base(), -1, 0, on_resume, this);
+    reserve_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
 }
 
-void Listener::stop_accepting() { event_del(accept_ev_.get()); }
+void Listener::stop_accepting() {
+    event_del(accept_ev_.get());
+    evtimer_del(resume_ev_.get());
+}
 
 void Listener::on_accept(evutil_socket_t, short, void* arg) { static_cast<Listener*>(arg)->accept_ready(); }
 
@@ -47,10 +57,10 @@ void Listener::accept_ready() {
         int fd = accept4(acc_.rt().listen_fd.get(), reinterpret_cast<sockaddr*>(&peer), &plen,
                          SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno == EMFILE || errno == ENFILE)
-                log::error("accept: out of file descriptors (%s); raise the limit (ulimit -n)", strerror(errno));
+            if (errno == EMFILE || errno == ENFILE) out_of_descriptors(errno);
             return;  // EAGAIN: another acceptor took it, or nothing left
         }
+        pause_us_ = 0;
         if (gs.connections_active.load(std::memory_order_relaxed) >= limits.max_connections) {
             gs.connections_refused.fetch_add(1, std::memory_order_relaxed);
             std::string f = error_frame(ErrorType::Server, 0,
@@ -68,14 +78,65 @@ void Listener::accept_ready() {
     }
 }
 
+// The listen socket stays readable while clients wait, so accepting again at once would
+// spin. One waiting client is refused with a reason (through the spare descriptor), then
+// accepting pauses; one log line says so per period, however often it happens.
+void Listener::out_of_descriptors(int err) {
+    if (reserve_) {
+        reserve_.reset();
+        int fd = accept4(acc_.rt().listen_fd.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0) {
+            std::string f = error_frame(ErrorType::Server, 0, "the server is out of file descriptors; try again later");
+            [[maybe_unused]] ssize_t n = ::send(fd, f.data(), f.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+            ::close(fd);
+        }
+        reserve_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    }
+    pause_us_ = pause_us_ == 0 ? kFirstPauseUs : std::min(pause_us_ * 2, kMaxPauseUs);
+    ++pauses_;
+    int64_t now = monotonic_us();
+    if (logged_at_us_ == 0 || now - logged_at_us_ >= kLogEveryUs) {
+        log::error("accept: out of file descriptors (%s): not accepting for up to %lld ms at a time (%llu pauses "
+                   "since the last such line); raise the limit (ulimit -n, LimitNOFILE=) or lower "
+                   "limits.max_connections",
+                   strerror(err), (long long)(kMaxPauseUs / 1000), (unsigned long long)pauses_);
+        logged_at_us_ = now;
+        pauses_ = 0;
+    }
+    event_del(accept_ev_.get());
+    timeval tv{time_t(pause_us_ / 1'000'000), suseconds_t(pause_us_ % 1'000'000)};
+    evtimer_add(resume_ev_.get(), &tv);
+}
+
+void Listener::on_resume(evutil_socket_t, short, void* arg) {
+    auto* self = static_cast<Listener*>(arg);
+    if (self->acc_.stopping()) return;
+    event_add(self->accept_ev_.get(), nullptr);
+    self->accept_ready();
+}
+
 // ---- handing connections between generations ---------------------------------------------
 
 void Listener::on_handover(evutil_socket_t fd, short, void* arg) {
     auto* self = static_cast<Listener*>(arg);
+    const std::string& secret = self->acc_.rt().ipc.secret();
     for (int i = 0; i < kAcceptBatch; ++i) {
-        char byte;
+        char body[64];
         std::vector<int> fds;
-        if (recv_with_fds(int(fd), &byte, 1, fds) <= 0) return;
+        PeerCred sender;
+        ssize_t n = recv_with_fds(int(fd), body, sizeof body, fds, &sender);
+        if (n <= 0) return;
+        // Only an acceptor of this server (the generation before) hands connections over: it
+        // knows the secret. (It may have exited since, so its ancestry cannot be asked.)
+        if (secret.empty() || std::string_view(body, size_t(n)) != secret) {
+            for (int f : fds) ::close(f);
+            uint64_t times;
+            if (self->refused_.due(times))
+                log::error("refused %zu connections handed over by pid %d (uid %u): not an acceptor of this server "
+                           "(%llu such since the last line)",
+                           fds.size(), int(sender.pid), unsigned(sender.uid), (unsigned long long)times);
+            continue;
+        }
         for (int conn_fd : fds) self->take_handed_over(conn_fd);
     }
 }
@@ -112,7 +173,7 @@ void Listener::hand_over_idle() {
         size_t n = std::min(idle.size() - at, kHandoverBatch);
         int fds[kHandoverBatch];
         for (size_t k = 0; k < n; ++k) fds[k] = idle[at + k]->fd.get();
-        if (send_with_fds(handover_out_.get(), "c", fds, n) < 0) {
+        if (send_with_fds(handover_out_.get(), acc_.rt().ipc.secret(), fds, n) < 0) {
             // The successor's queue is full: try again shortly.
             timeval soon{0, 5000};
             evtimer_add(retry_ev_.get(), &soon);

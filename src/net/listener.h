@@ -1,14 +1,16 @@
 // listener.h: where an acceptor's connections come from: the listen socket (with
 // the server's connection limit), and, after a reload, the previous generation's
 // idle connections handed over on this generation's datagram socket. While stopping,
-// it hands this acceptor's idle connections on to the next generation. Nothing
-// here reads a client's bytes.
+// it hands this acceptor's idle connections on to the next generation. Out of file
+// descriptors, it stops accepting for a while rather than spin. Nothing here reads a
+// client's bytes.
 #pragma once
 
 #include <cstddef>
 
 #include "io/event.h"
 #include "io/fd.h"
+#include "log/throttle.h"
 
 namespace bertd {
 
@@ -27,12 +29,19 @@ private:
     static void on_accept(evutil_socket_t, short, void*);
     static void on_handover(evutil_socket_t, short, void*);
     static void on_retry(evutil_socket_t, short, void*);
+    static void on_resume(evutil_socket_t, short, void*);
     void accept_ready();
+    void out_of_descriptors(int err);
     void take_handed_over(int fd);
 
     Acceptor& acc_;
-    EventPtr accept_ev_, handover_ev_, retry_ev_;
+    EventPtr accept_ev_, handover_ev_, retry_ev_, resume_ev_;
     Fd handover_out_;
+    Fd reserve_;               // a spare descriptor, given up to refuse one client when there are none
+    int64_t pause_us_ = 0;     // the current pause; 0 while accepting works
+    int64_t logged_at_us_ = 0;
+    uint64_t pauses_ = 0;      // since the last log line
+    log::Throttle refused_{10'000'000};  // hand-overs from strangers
 };
 
 }  // namespace bertd

@@ -73,6 +73,7 @@ void RequestPath::serve(Conn& c) {
             break;
         }
         if (fs.state == bert::FrameScan::State::NeedMore) {
+            if (!buf.empty() && !c.partial_since_us) c.partial_since_us = monotonic_us();
             if (c.eof && !buf.empty()) {
                 gs.protocol_errors.fetch_add(1, std::memory_order_relaxed);
                 size_t had = buf.size();
@@ -84,6 +85,7 @@ void RequestPath::serve(Conn& c) {
             if (!c.eof) conns.set_reading(c, true);
             break;
         }
+        c.partial_since_us = 0;
         dispatch(make(c, uint32_t(bert::kFrameHeader + fs.length)));
     }
     c.serving = false;
@@ -210,7 +212,7 @@ void RequestPath::complete(Request& r, Outcome o) {
 void RequestPath::answer_cast(Request& r) {
     Conn& c = *r.conn;
     take_log_text(r);
-    if (r.stage != Request::Stage::OnSlot || r.written < r.frame_len) r.owned.assign(r.frame());
+    if (r.stage != Request::Stage::OnSlot || r.written < r.frame_len) keep_frame(r);
     c.in.consume(r.frame_len);
     c.request = nullptr;
     r.conn = nullptr;
@@ -223,7 +225,7 @@ void RequestPath::orphan(Request& r) {
     r.orphaned = true;
     if (r.stage == Request::Stage::OnSlot) {
         // The worker has it: it finishes unseen, and its answer is read and dropped.
-        if (r.written < r.frame_len) r.owned.assign(r.frame());
+        if (r.written < r.frame_len) keep_frame(r);
         r.conn->request = nullptr;
         r.conn = nullptr;
         return;
@@ -240,15 +242,26 @@ Request* RequestPath::find(uint64_t id) {
     return it == live_.end() ? nullptr : it->second.get();
 }
 
+void RequestPath::keep_frame(Request& r) {
+    if (!r.owned.empty()) return;
+    r.owned.assign(r.frame());
+    acc_.conns().buffered() += r.owned.size();
+}
+
+void RequestPath::drop_frame(Request& r) {
+    acc_.conns().buffered() -= r.owned.size();
+    std::string().swap(r.owned);
+}
+
 void RequestPath::recycle(Request& r) {
+    drop_frame(r);
     auto node = live_.extract(r.id);
     if (node.empty()) return;
     std::unique_ptr<Request> p = std::move(node.mapped());
     if (spare_.size() >= kSpareRequests) return;
-    std::string owned = std::move(p->owned), text = std::move(p->log_text);
+    std::string text = std::move(p->log_text);
     *p = Request{};
-    // Small buffers are kept for the next request; a big one is not.
-    if (owned.capacity() <= 4096) p->owned = std::move(owned), p->owned.clear();
+    // A small buffer is kept for the next request; a big one is not.
     if (text.capacity() <= 4096) p->log_text = std::move(text), p->log_text.clear();
     spare_.push_back(std::move(p));
 }

@@ -77,6 +77,10 @@ public:
     void declined(Request& r, Declined why);
     // A request that waits somewhere by id (a shared-memory queue, the link); null if it is gone.
     Request* find(uint64_t id);
+    // The frame of a request that goes on without its connection: a copy of its own, charged
+    // to the acceptor's memory budget, and dropped once nobody needs it.
+    void keep_frame(Request& r);
+    void drop_frame(Request& r);
     size_t live() const { return live_.size(); }
 
 private:

@@ -6,6 +6,8 @@
 #include <errno.h>
 #include <string.h>
 
+#include <algorithm>
+#include <atomic>
 #include <boost/interprocess/mapped_region.hpp>
 #include <boost/interprocess/shared_memory_object.hpp>
 #include <new>
@@ -220,6 +222,34 @@ int32_t Segment::worker_died(uint32_t slot) {
     }
     if (st != uint32_t(SlotState::Dead) && st != uint32_t(SlotState::Stopped)) s.state.store(uint32_t(SlotState::Reaping));
     return -1;
+}
+
+void Segment::set_module_failure(uint32_t module, std::string_view why) {
+    FailureNote& f = modules_[module].failure;
+    uint32_t seq = f.seq.load(std::memory_order_relaxed);
+    f.seq.store(seq + 1, std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_release);
+    size_t n = std::min(why.size(), sizeof f.text - 1);
+    for (size_t i = 0; i < sizeof f.text; ++i)
+        std::atomic_ref<char>(f.text[i]).store(i < n ? why[i] : '\0', std::memory_order_relaxed);
+    f.seq.store(seq + 2, std::memory_order_release);
+}
+
+std::string Segment::module_failure(uint32_t module) const {
+    FailureNote& f = modules_[module].failure;
+    char copy[sizeof f.text];
+    for (int attempt = 0; attempt < 100; ++attempt) {
+        uint32_t before = f.seq.load(std::memory_order_acquire);
+        if (before & 1) continue;
+        for (size_t i = 0; i < sizeof f.text; ++i)
+            copy[i] = std::atomic_ref<char>(f.text[i]).load(std::memory_order_relaxed);
+        std::atomic_thread_fence(std::memory_order_acquire);
+        if (f.seq.load(std::memory_order_relaxed) == before) {
+            copy[sizeof copy - 1] = '\0';
+            return copy;
+        }
+    }
+    return {};  // the master keeps rewriting it: nothing consistent to report
 }
 
 uint32_t Segment::queue_length(uint32_t module, bool high) {

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "io/clock.h"
@@ -59,6 +60,12 @@ struct Slot {
     std::atomic<uint64_t> served;
     std::atomic<uint64_t> restarts;
     std::atomic<int64_t> started_us;  // when the current worker was started
+    // Bumped by the master each time the slot gets a fresh socketpair (a new worker): an
+    // acceptor whose socket for the slot is older reads its control socket first.
+    std::atomic<uint64_t> epoch;
+    // The process that answers for the worker: its pid, or for a shell command that forks
+    // (`cd /srv && ruby h.rb`) the descendant that wrote its first answer. 0 until then.
+    std::atomic<int32_t> answerer;
 };
 
 struct QueueEntry {
@@ -92,6 +99,14 @@ struct ModuleStats {
     Histogram latency;
 };
 
+// Why a module's workers keep dying young, in the master's words (empty while they
+// live). The master writes it; anyone reads it through Segment::module_failure, under
+// a sequence count (odd while a write is under way), so no reader takes a lock.
+struct FailureNote {
+    std::atomic<uint32_t> seq;
+    char text[480];
+};
+
 struct ModuleShared {
     RobustMutex lock;  // guards this module's slots and queues
     uint32_t first_slot, nslots;
@@ -99,6 +114,7 @@ struct ModuleShared {
     Ring high, low;
     ModuleStats stats;
     char name[256];
+    FailureNote failure;
 };
 
 struct AcceptorShared {
@@ -172,6 +188,12 @@ public:
     void mark_reaping(uint32_t slot);
     // Master, on a worker's death: Leased -> Dead (returns the owner to wake), other -> Reaping (returns -1).
     int32_t worker_died(uint32_t slot);
+
+    // ---- Why a module is failing (FailureNote); no lock. ----
+    // Master: sets the reason (cut to fit), or clears it with an empty one.
+    void set_module_failure(uint32_t module, std::string_view why);
+    // Anyone: the reason the master gave, or "" while the module's workers are healthy.
+    std::string module_failure(uint32_t module) const;
 
 private:
     Segment() = default;

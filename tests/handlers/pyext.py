@@ -79,5 +79,63 @@ def die():
     os._exit(3)
 
 
+def getenv(name):
+    """The value of an environment variable in this worker, or nil."""
+    value = os.environ.get(name.decode() if isinstance(name, bytes) else name)
+    return value.encode() if value is not None else []
+
+
+def cwd():
+    return os.getcwd().encode()
+
+
+def ppid():
+    return os.getppid()
+
+
+def _forged():
+    return bertd.encode_berp((bertd.Atom("reply"), b"forged"))
+
+
+def answer_twice(x):
+    """Answers x, then (once the answer has gone) writes a second answer nobody asked for."""
+    import threading
+    threading.Timer(0.05, lambda: os.write(4, _forged())).start()
+    return x
+
+
+def leave_writer(path, ms):
+    """Forks a child that stays in the worker's process group and, ms later, writes an answer
+    of its own into the worker's socket; its pid goes to `path`. Answers at once."""
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(ms / 1000.0)
+        try:
+            os.write(4, _forged())
+        finally:
+            os._exit(0)
+    with open(path, "w") as f:
+        f.write(str(pid))
+    return b"left one"
+
+
+def escape_and_answer_late(path, ms):
+    """Forks a child that leaves the worker's process group (setsid) and answers ms later, after
+    the worker itself has been killed for its timeout; the child's pid goes to `path`."""
+    pid = os.fork()
+    if pid == 0:
+        os.setsid()
+        time.sleep(ms / 1000.0)
+        try:
+            os.write(4, _forged())
+        except OSError:
+            pass
+        os._exit(0)
+    with open(path, "w") as f:
+        f.write(str(pid))
+    time.sleep(60)
+
+
 bertd.expose("ext", sys.modules[__name__])
 bertd.expose("other", sys.modules[__name__])
+

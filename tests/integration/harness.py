@@ -67,7 +67,7 @@ class ServerFailed(Exception):
 class Server:
     """A bertd under test. `config` is the file's text (YAML or Ernie .cfg, by `suffix`)."""
 
-    def __init__(self, config, suffix=".yaml", args=(), port=None, wait_workers=True):
+    def __init__(self, config, suffix=".yaml", args=(), port=None, wait_workers=True, preexec=None):
         self.dir = tempfile.mkdtemp(prefix="bertd-test-")
         self.config_path = os.path.join(self.dir, "bertd" + suffix)
         with open(self.config_path, "w") as f:
@@ -77,6 +77,7 @@ class Server:
         self.log_path = os.path.join(self.dir, "bertd.log")
         self.proc = None
         self.wait_workers = wait_workers
+        self.preexec = preexec  # runs in the child before bertd starts (resource limits)
 
     # -- life cycle --------------------------------------------------------------------
     def start(self, timeout=10.0):
@@ -84,7 +85,7 @@ class Server:
         self._log = open(self.log_path, "ab")
         env = dict(os.environ, PYTHONPATH=PYTHON_LIB, RUBYLIB=RUBY_LIB)
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True, cwd=self.dir, env=env)
+                                     start_new_session=True, cwd=self.dir, env=env, preexec_fn=self.preexec)
         _live.add(self)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

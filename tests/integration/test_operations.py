@@ -452,13 +452,40 @@ class Commands(OpsTest):
         self.assertIn("requests.echo=5", out)
         self.assertIn("workers.idle.echo=2", out)
 
+    def test_pidfile_forms_of_reload_handlers_and_halt_print_what_the_port_forms_print(self):
+        pidfile = self.path("bertd.pid")
+        s = self.server(echo_config(), args=["-P", pidfile])
+        by_port = run_bertd(["reload-handlers", "-p", str(s.port)])
+        by_pidfile = run_bertd(["reload-handlers", "-P", pidfile])
+        self.assertEqual(by_port[:2], (0, "ok\n"), by_port)
+        self.assertEqual(by_pidfile, by_port)
+        self.assertEqual(run_bertd(["halt", "-P", pidfile]), by_port)
+        s.proc.wait(10)
+
+    def test_listen_address_on_the_command_line_overrides_an_ernie_config(self):
+        # An Ernie .cfg has no listen address: bertd would listen on every address, as Ernie did.
+        cfg = self.write("ernie.cfg", f"""[{{module, echo}}, {{type, external}}, {{command, "{ECHO}"}}, {{count, 1}}].\n""")
+        pidfile = self.path("bertd.pid")
+        port = harness.free_port()
+        code, out, err = run_bertd(["-d", "-c", cfg, "-p", str(port), "-P", pidfile, "-H", "127.0.0.2"])
+        self.assertEqual(code, 0, err)
+        self.kill_later(int(open(pidfile).read()))
+        with self.assertRaises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        # -H keeps its meaning for the commands: where the server is.
+        code, out, err = run_bertd(["stats", "-p", str(port), "--listen", "127.0.0.2"])
+        self.assertEqual(code, 0, err)
+        self.assertIn("workers.total.echo=1", out)
+        self.assertEqual(run_bertd(["halt", "-p", str(port), "-H", "127.0.0.2"])[:2], (0, "ok\n"))
+
     def test_version_help_and_bad_options(self):
         code, out, err = run_bertd(["-v"])
         self.assertEqual(code, 0)
         self.assertTrue(out.startswith("bertd "))
         code, out, err = run_bertd(["-h"])
         self.assertEqual(code, 0)
-        for opt in ("-c", "-p", "-l", "-a", "-d", "-P", "--name", "--sname", "-E", "-t", "reload-handlers", "halt"):
+        for opt in ("-c", "-p", "-H", "--listen", "-l", "-a", "-d", "-P", "--name", "--sname", "-E", "-t",
+                    "reload-handlers", "halt"):
             self.assertIn(opt, out)
         for bad in (["-p", "notaport", "-c", "x"], ["-l", "9", "-c", "x"], ["frobnicate"], ["-c"]):
             code, out, err = run_bertd(bad)

@@ -69,6 +69,19 @@ class Calls(ServerTest):
         self.assertEqual(s.service().call.ext.order(), [b"cast"])
         self.assertGreater(time.monotonic() - t1, 0.7, "the cast's work was still running on the worker")
 
+    def test_a_cast_to_a_busy_module_answers_noreply_when_it_is_queued(self):
+        s = self.server(ext_config(count=1))
+        busy = threading.Thread(target=lambda: s.service().call.ext.record("call", 1500), daemon=True)
+        busy.start()
+        wait_until(lambda: int(s.stats()["workers.idle.ext"]) == 0, what="the one worker to be busy")
+        t0 = time.monotonic()
+        self.assertIsNone(s.service().cast.ext.record("queued cast"))
+        self.assertLess(time.monotonic() - t0, 0.5, "a queued cast waited for a worker before its {noreply}")
+        busy.join(5)
+        # It still ran, after the call that held the worker.
+        self.assertEqual(wait_until(lambda: s.service().call.ext.order() if len(s.service().call.ext.order()) == 2
+                                    else None, what="the queued cast to run"), [b"call", b"queued cast"])
+
     def test_unknown_module_is_a_server_error(self):
         s = self.server(ext_config())
         with self.assertRaises(bertd.ServerError) as cm:

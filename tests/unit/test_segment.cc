@@ -147,3 +147,15 @@ TEST(Segment, latency_buckets_are_monotonic_and_bound_the_value) {
     CHECK(h.percentile(50) >= 10 && h.percentile(50) < 12);
     CHECK(h.percentile(99.9) >= 5000);
 }
+
+TEST(Segment, a_failing_modules_reason_is_read_as_the_master_wrote_it_and_cleared) {
+    seg = make_segment(1, 4);
+    STRCMP_EQUAL("", seg->module_failure(0).c_str());
+    seg->set_module_failure(0, "its workers exit within a second of starting (exited with status 127)");
+    STRCMP_EQUAL("its workers exit within a second of starting (exited with status 127)",
+                 seg->module_failure(0).c_str());
+    seg->set_module_failure(0, std::string(5000, 'x'));  // cut to fit, never past the record
+    CHECK_EQUAL(sizeof(bertd::FailureNote::text) - 1, seg->module_failure(0).size());
+    seg->set_module_failure(0, "");
+    STRCMP_EQUAL("", seg->module_failure(0).c_str());
+}

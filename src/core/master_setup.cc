@@ -1,0 +1,117 @@
+// master_setup.cc: what the master sets up around its children: the listen socket,
+// the descriptors a child must not keep, the pidfile and the readiness line. Start-up
+// errors are exceptions with what to fix; nothing here runs per request.
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <stdexcept>
+
+#include "core/master.h"
+#include "log/log.h"
+
+namespace bertd {
+
+void apply_overrides(const Options& o, Config& c) {
+    if (o.port >= 0) c.port = o.port;
+    if (o.log_level >= 0) c.log_level = o.log_level;
+    if (!o.access_log.empty()) c.access_log = o.access_log;
+    if (!o.pidfile.empty()) c.pidfile = o.pidfile;
+    if (!o.listen.empty()) c.listen = o.listen;
+}
+
+void Master::open_listen_socket(const Config& c) {
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICHOST | AI_NUMERICSERV;
+    addrinfo* res = nullptr;
+    std::string port = std::to_string(c.port);
+    if (int rc = getaddrinfo(c.listen.c_str(), port.c_str(), &hints, &res); rc != 0)
+        throw std::runtime_error("listen address '" + c.listen + "' (" +
+                                 (opts_.listen.empty() ? c.path : "-H") +
+                                 "): not a numeric IPv4 or IPv6 address: " + gai_strerror(rc));
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd >= 0) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (fd < 0 || bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, 4096) != 0) {
+        std::string err = strerror(errno);
+        freeaddrinfo(res);
+        if (fd >= 0) ::close(fd);
+        throw std::runtime_error("cannot listen on " + c.listen + " port " + port + ": " + err +
+                                 " (is another server on that port? choose another with -p)");
+    }
+    freeaddrinfo(res);
+    listen_fd_.reset(fd);
+    listen_key_ = c.listen + " " + port;
+}
+
+// In a child: closes what belongs to the master and to the generations (listen,
+// slot and hand-over sockets), keeping only `keep`'s server side (an acceptor's
+// own generation; nullptr for the Erlang link).
+void Master::close_inherited(const Generation* keep) {
+    listen_fd_.reset();
+    link_listen_.reset();
+    handlers_listen_.reset();
+    if (ready_fd_ >= 0) ::close(ready_fd_);
+    ready_fd_ = -1;
+    for (auto& g : gens_) {
+        g->rt.control_master.clear();
+        if (g.get() == keep) {
+            for (auto& s : g->rt.slots) s.worker_end.reset();
+            continue;
+        }
+        g->rt.listen_fd.reset();
+        g->rt.slots.clear();
+        g->rt.handover.reset();
+        g->rt.control_acceptor.clear();
+    }
+}
+
+// A child's stderr comes to the master through this pipe, and each line is passed on
+// (relay_output). Without one (out of descriptors) the child keeps bertd's stderr.
+void Master::stderr_pipe(Fd& read_end, Fd& write_end) {
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) != 0) {
+        log::error("no stderr pipe for a child: %s", strerror(errno));
+        return;
+    }
+    read_end.reset(p[0]);
+    write_end.reset(p[1]);
+}
+
+void Master::write_pidfile() {
+    const std::string& path = current().rt.config.pidfile;
+    if (path.empty()) return;
+    std::string tmp = path + ".tmp";
+    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    std::string text = std::to_string(getpid()) + "\n";
+    if (fd < 0 || ::write(fd, text.data(), text.size()) != ssize_t(text.size()) || ::close(fd) != 0 ||
+        rename(tmp.c_str(), path.c_str()) != 0)
+        throw std::runtime_error("cannot write the pidfile " + path + ": " + strerror(errno));
+    pidfile_written_ = true;
+}
+
+void Master::remove_pidfile() {
+    if (!pidfile_written_) return;
+    const std::string& path = first_config_.pidfile;
+    // Only our own: a second server may have replaced it meanwhile.
+    char buf[32] = {0};
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    ssize_t n = ::read(fd, buf, sizeof buf - 1);
+    ::close(fd);
+    if (n > 0 && atoi(buf) == getpid()) unlink(path.c_str());
+}
+
+void Master::notify_ready(const std::string& msg) {
+    if (ready_fd_ < 0) return;
+    [[maybe_unused]] ssize_t n = ::write(ready_fd_, msg.data(), msg.size());
+    ::close(ready_fd_);
+    ready_fd_ = -1;
+}
+
+}  // namespace bertd

@@ -1,0 +1,426 @@
+"""test_hostile.py: bertd tried as an attacker and a careless handler author would try it (issue 12):
+answers that could cross between clients, frames whose work is out of proportion to their size,
+other local users at bertd's internal sockets, running out of descriptors, memory held by many
+connections at once, and degraded logs. Each test is named after the behaviour it holds bertd to,
+and runs against real bertd processes.
+"""
+import os
+import resource
+import socket
+import struct
+import threading
+import time
+import unittest
+
+import json
+import signal
+import subprocess
+import sys
+
+from erlnode import compile_erlang, test_cookie, unique_name
+from harness import ROOT, Server, py_handler, wait_until
+from loadrun import ECHO, acceptors, link_pid, rss_kb
+
+import bertd
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid):
+    """User and system CPU a process has used, from /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def echo_config(extra="", count=2, acceptors=2):
+    return f"""
+        listen: 127.0.0.1
+        acceptors: {acceptors}
+        {extra}
+        modules:
+          - name: echo
+            command: {ECHO}
+            count: {count}
+        """
+
+
+class HostileTest(unittest.TestCase):
+    def server(self, text, **kw):
+        s = Server(text, **kw)
+        self.addCleanup(s.stop)
+        return s.start()
+
+
+class Descriptors(HostileTest):
+    def test_out_of_descriptors_bertd_pauses_accepting_instead_of_spinning(self):
+        limit = 256
+
+        def low_limit():
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+        s = self.server(echo_config("limits: {max_connections: 5000}"), preexec=low_limit)
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < 1200:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+        held = []
+        self.addCleanup(lambda: [c.close() for c in held])
+        for _ in range(1000):
+            c = socket.socket()
+            c.setblocking(False)
+            c.connect_ex(("127.0.0.1", s.port))
+            held.append(c)
+        time.sleep(0.5)  # the acceptors take what they can, then run out
+        pids = acceptors(s)
+        cpu0 = {p: cpu_seconds(p) for p in pids}
+        lines0 = s.log().count("out of file descriptors")
+        time.sleep(3)
+        used = sum(cpu_seconds(p) - cpu0[p] for p in pids)
+        lines = s.log().count("out of file descriptors") - lines0
+        self.assertGreater(s.log().count("out of file descriptors"), 0, "bertd never noticed it ran out")
+        self.assertLess(used, 0.6, f"the acceptors used {used:.2f} s of CPU in 3 s with no descriptor to spare")
+        self.assertLessEqual(lines, 2, f"{lines} log lines about it in 3 s")
+        # Once clients leave, new ones are served again.
+        for c in held[:900]:
+            c.close()
+        del held[:900]
+        t0 = time.monotonic()
+        answer = wait_until(lambda: self._try_call(s), timeout=5, what="a call to succeed after clients left")
+        self.assertEqual(answer, b"back")
+        print(f"\n    out of descriptors: {used:.2f} s of acceptor CPU in 3 s, {lines} log lines; served again "
+              f"{time.monotonic() - t0:.2f} s after 900 clients left", end=" ")
+
+    @staticmethod
+    def _try_call(s):
+        try:
+            return bertd.Service("127.0.0.1", s.port, timeout=1).call.echo.echo(b"back")
+        except (OSError, bertd.BertdError):
+            return None
+
+
+def read_frame(sock):
+    """The next answer, decoded, or None when the server closed the connection first."""
+    buf = b""
+    try:
+        while len(buf) < 4 or len(buf) < 4 + struct.unpack(">I", buf[:4])[0]:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return None
+            buf += chunk
+    except OSError:
+        return None
+    return bertd.decode(buf[4:4 + struct.unpack(">I", buf[:4])[0]])
+
+
+class MemoryBudget(HostileTest):
+    def test_unfinished_frames_of_many_clients_cannot_hold_more_than_max_buffered(self):
+        frame, budget, clients = 8 << 20, 32 << 20, 48
+        # One acceptor: the budget is each acceptor's.
+        s = self.server(echo_config(f"limits: {{max_frame: {frame}, max_buffered: {budget}, max_connections: 1000}}",
+                                    acceptors=1))
+        pids = acceptors(s)
+        base = sum(rss_kb(p) for p in pids)
+        # Each announces a whole frame and sends all of it but the last byte: 384 MiB in all.
+        blob = struct.pack(">I", frame) + b"\x83" + b"x" * (frame - 2)
+        socks = []
+        self.addCleanup(lambda: [c.close() for c in socks])
+
+        def feed(sock):
+            try:
+                sock.sendall(blob)
+            except OSError:
+                pass  # refused and closed, or held back by bertd's backpressure until the timeout
+
+        threads = []
+        for _ in range(clients):
+            c = socket.create_connection(("127.0.0.1", s.port), timeout=4)
+            socks.append(c)
+            threads.append(threading.Thread(target=feed, args=(c,), daemon=True))
+            threads[-1].start()
+        peak, served = 0, 0
+        deadline = time.monotonic() + 4
+        while time.monotonic() < deadline:
+            peak = max(peak, sum(rss_kb(p) for p in pids) - base)
+            # A good client with a small request is served all along.
+            if bertd.Service("127.0.0.1", s.port, timeout=5).call.echo.echo(b"good") == b"good":
+                served += 1
+            time.sleep(0.05)
+        for t in threads:
+            t.join(6)
+        refused = 0
+        for c in socks:
+            c.settimeout(1)
+            answer = read_frame(c)
+            if answer is not None and answer[0] == bertd.Atom("error") and answer[1][0] == bertd.Atom("protocol"):
+                self.assertIn(b"limits.max_buffered", answer[1][3])
+                refused += 1
+        self.assertGreater(refused, 0, "no unfinished frame was refused")
+        self.assertGreater(served, 10, "the good client was not served while the budget was full")
+        # The budget, and a read's worth of slack per connection.
+        self.assertLess(peak, budget // 1024 + (8 << 10),
+                        f"the acceptors grew by {peak} KiB with limits.max_buffered at {budget >> 20} MiB")
+        print(f"\n    {clients} unfinished {frame >> 20} MiB frames: acceptors grew {peak >> 10} MiB at most "
+              f"(budget {budget >> 20} MiB), {refused} refused, {served} good calls served", end=" ")
+
+
+class CrossingAnswers(HostileTest):
+    """A slot's bytes belong to the request that leased it; anything else is the handler's fault."""
+
+    def ext(self, timeout=""):
+        return self.server(f"""
+            listen: 127.0.0.1
+            acceptors: 2
+            modules:
+              - name: ext
+                command: {py_handler()}
+                count: 1
+                {timeout}
+            """)
+
+    def answers_of_later_clients(self, s, n=10, seconds=1.5):
+        """What each of `n` clients gets for echo(<its own tag>), one after another, for a while."""
+        got = []
+        deadline = time.monotonic() + seconds
+        i = 0
+        while time.monotonic() < deadline or i < n:
+            tag = f"client {i}".encode()
+            try:
+                got.append((tag, bertd.Service("127.0.0.1", s.port, timeout=10).call.ext.echo(tag)))
+            except bertd.ServerError as e:
+                got.append((tag, e))
+            i += 1
+        return got
+
+    def assert_nobody_got_another_answer(self, got):
+        # A request the faulty worker held may fail; it never gets another's answer.
+        crossed = [(tag, answer) for tag, answer in got if not isinstance(answer, Exception) and answer != tag]
+        self.assertEqual(crossed, [], f"of {len(got)} clients, these got another's answer")
+        self.assertEqual(got[-1][1], got[-1][0], f"the last clients are not served in step: {got[-3:]}")
+        failed = [(tag, str(a)) for tag, a in got if isinstance(a, Exception)]
+        self.assertLessEqual(len(failed), 1, f"more than one failure: {failed}")
+
+    def test_a_handler_that_answers_twice_never_reaches_another_client(self):
+        s = self.ext()
+        self.assertEqual(s.service().call.ext.answer_twice(b"mine"), b"mine")
+        time.sleep(0.2)  # the second answer is in the slot now, and nobody asked for it
+        got = self.answers_of_later_clients(s)
+        self.assert_nobody_got_another_answer(got)
+        wait_until(lambda: "while no request was outstanding" in s.log(), what="the fault in the log")
+
+    def test_a_process_a_worker_left_behind_never_reaches_another_client(self):
+        s = self.ext()
+        path = os.path.join(s.dir, "child.pid")
+        self.assertEqual(s.service().call.ext.leave_writer(path, 300), b"left one")
+        self.addCleanup(lambda: _kill_quietly(path))
+        got = self.answers_of_later_clients(s)  # the child writes while these run
+        self.assert_nobody_got_another_answer(got)
+        self.assertTrue("not the worker, wrote into its socket" in s.log() or "no request was outstanding" in s.log(),
+                        s.log())
+
+    def test_a_late_answer_after_a_timeout_never_reaches_another_client(self):
+        s = self.ext("timeout: 500ms")
+        path = os.path.join(s.dir, "child.pid")
+        self.addCleanup(lambda: _kill_quietly(path))
+        with self.assertRaises(bertd.ServerError) as cm:
+            s.service().call.ext.escape_and_answer_late(path, 1200)
+        self.assertIn("did not answer within", str(cm.exception.message))
+        # The child escaped the worker's process group and answers into the old socket while these run.
+        got = self.answers_of_later_clients(s, seconds=2)
+        self.assert_nobody_got_another_answer(got)
+
+
+def _kill_quietly(path):
+    try:
+        with open(path) as f:
+            os.kill(int(f.read()), signal.SIGKILL)
+    except (OSError, ValueError):
+        pass
+
+
+def internal_sockets(master):
+    """The abstract unix socket names of the server whose master is `master`, from /proc/net/unix
+    (which every local user can read)."""
+    names = set()
+    with open("/proc/net/unix") as f:
+        for line in f:
+            path = line.split()[-1] if len(line.split()) >= 8 else ""
+            if path.startswith(f"@bertd.{master}."):
+                names.add(path[1:])
+    return names
+
+
+# What the impostor runs, as nobody: a small program of its own, given a task in JSON.
+IMPOSTOR = r"""
+import json, socket, struct, sys, time
+task = json.loads(sys.argv[1])
+out = {}
+
+def abstract(name):
+    return "\0" + name
+
+if task["do"] == "squat":
+    ok = 0
+    print("ready", flush=True)
+    deadline = time.monotonic() + task["seconds"]
+    tries = 0
+    while time.monotonic() < deadline:
+        tries += 1
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.bind(abstract(task["name"]))
+            ok += 1
+        except OSError:
+            pass
+        s.close()
+    out = {"bound": ok, "tries": tries}
+elif task["do"] == "talk":
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(3)
+    s.connect(abstract(task["name"]))
+    got = b""
+    try:
+        s.sendall(bytes.fromhex(task["send"]))
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+    except OSError as e:
+        out["error"] = type(e).__name__
+    out["got"] = got.hex()
+elif task["do"] == "hand_over":
+    d = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    d.connect(abstract(task["name"]))  # send_fds() takes no address
+    pairs = [socket.socketpair() for _ in range(task["count"])]
+    socket.send_fds(d, [b"c"], [a.fileno() for a, b in pairs])
+    for a, b in pairs:
+        a.close()
+    answered = 0
+    request = bytes.fromhex(task["request"])
+    for a, b in pairs:
+        b.settimeout(2)
+        try:
+            b.sendall(request)
+            if b.recv(65536):
+                answered += 1
+        except OSError:
+            pass
+    out = {"answered": answered}
+print(json.dumps(out))
+"""
+
+
+def impostor(task):
+    """Starts the impostor as the user nobody (setpriv, as root)."""
+    cmd = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable, "-c", IMPOSTOR,
+           json.dumps(task)]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def result_of(p, timeout=15):
+    """What the impostor printed last, once it is done."""
+    try:
+        out, err = p.communicate(timeout=timeout)
+    finally:
+        p.kill()
+    if p.returncode != 0:
+        raise AssertionError(f"the impostor failed: {err}")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def as_nobody(task, timeout=15):
+    return result_of(impostor(task), timeout)
+
+
+def link_frame(kind, tag, body):
+    """A message of the acceptor/link protocol (src/erl/proto.h)."""
+    return struct.pack(">IBQ", 1 + 8 + len(body), kind, tag) + body
+
+
+@unittest.skipUnless(os.geteuid() == 0, "needs root to run the impostor as another user (setpriv)")
+class LocalUsers(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        ebin = compile_erlang([os.path.join(ROOT, "tests", "erlang", "nat.erl")])
+        cls.server = Server(f"""
+            listen: 127.0.0.1
+            acceptors: 2
+            limits: {{max_connections: 5}}
+            modules:
+              - name: nat
+                type: native
+                codepaths: [{ebin}]
+              - name: echo
+                command: {ECHO}
+            """, args=["--name", unique_name("hostile"), "--cookie", test_cookie()])
+        cls.server.start(timeout=20)
+        try:
+            wait_until(lambda: cls._native_ok(cls.server), timeout=20, what="native calls to work")
+        except Exception:
+            cls.server.stop()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.stop()
+
+    @staticmethod
+    def _native_ok(s):
+        try:
+            return bertd.Service("127.0.0.1", s.port, timeout=5).call.nat.add(1, 2) == 3
+        except bertd.BertdError:
+            return False
+
+    def names(self):
+        names = internal_sockets(self.server.proc.pid)
+        self.assertTrue(any(n.endswith(".link") for n in names), f"no link socket among {names}")
+        return names
+
+    def name_ending(self, suffix):
+        return next(n for n in self.names() if n.endswith(suffix))
+
+    def test_another_local_user_cannot_impersonate_the_erlang_link(self):
+        s = self.server
+        link = self.name_ending(".link")
+        before = link_pid(s)
+        # It cannot take the link's name, not even while the link restarts.
+        squatter = impostor({"do": "squat", "name": link, "seconds": 1.5})
+        self.assertEqual(squatter.stdout.readline().strip(), "ready")
+        os.kill(before, signal.SIGKILL)
+        squat = result_of(squatter)
+        self.assertEqual(squat["bound"], 0, f"the impostor bound the link's name while it restarted: {squat}")
+        self.assertGreater(squat["tries"], 100)
+        wait_until(lambda: link_pid(s) not in (None, before), timeout=5, what="the link to come back")
+        wait_until(lambda: self._native_ok(s), timeout=10, what="native calls after the link restarted")
+        time.sleep(1)
+        # The real link came back once and stays: it never loops because of the impostor.
+        self.assertEqual(s.log().count("the Erlang link killed by signal"), 1)
+        self.assertEqual(s.log().count("the Erlang link exited"), 0, s.log())
+        # It cannot pass for an acceptor: the link closes on it, having answered nothing.
+        call = bertd.encode((bertd.Atom("call"), bertd.Atom("nat"), bertd.Atom("add"), [1, 2]))
+        hello = link_frame(1, 0, struct.pack(">QI", 1, 0))
+        out = as_nobody({"do": "talk", "name": link, "send": (hello + link_frame(2, 7, b"\x00" + call)).hex()})
+        self.assertEqual(out["got"], "", f"the link answered an impostor: {out}")
+        self.assertIn("refused a connection to the link's acceptor socket", s.log())
+        self.assertIn("(uid 65534)", s.log())
+        # Nor for a handler worker calling Erlang.
+        rpc = bertd.encode((bertd.Atom("rpc"), bertd.Atom("x@127.0.0.1"), bertd.Atom("erlang"),
+                            bertd.Atom("node"), []))
+        out = as_nobody({"do": "talk", "name": self.name_ending(".erlang"),
+                         "send": (struct.pack(">I", len(rpc)) + rpc).hex()})
+        self.assertEqual(out["got"], "", f"the link served an impostor's erlang_rpc: {out}")
+        self.assertIn("refused a connection to the link's handler socket", s.log())
+        self.assertTrue(self._native_ok(s))
+
+    def test_another_local_user_cannot_hand_connections_to_bertd(self):
+        s = self.server
+        handover = next(n for n in self.names() if ".handover" in n)
+        request = bertd.encode_berp((bertd.Atom("call"), bertd.Atom("echo"), bertd.Atom("echo"), [b"x"]))
+        out = as_nobody({"do": "hand_over", "name": handover, "count": 50, "request": request.hex()})
+        self.assertEqual(out["answered"], 0, f"bertd served connections an impostor handed it: {out}")
+        self.assertIn("refused 50 connections handed over by pid", s.log())
+        self.assertEqual(bertd.Service("127.0.0.1", s.port, timeout=5).call.echo.echo(b"ok"), b"ok")
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,171 @@
+"""test_workers.py: how bertd runs handler workers, against real bertd processes: a module's
+`command` runs through /bin/sh -c as Ernie ran it, and a worker that cannot start is reported.
+
+Every test starts its own bertd on a free loopback port and stops it in a cleanup.
+"""
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import unittest
+
+from harness import HANDLERS, Server, free_port, run_bertd, wait_until
+
+PYEXT = os.path.join(HANDLERS, "pyext.py")
+
+
+def module_config(command, count=1, extra=""):
+    return f"""
+        listen: 127.0.0.1
+        acceptors: 1
+        {extra}
+        modules:
+          - name: ext
+            command: "{command}"
+            count: {count}
+        """
+
+
+class WorkerTest(unittest.TestCase):
+    def server(self, config, **kw):
+        s = Server(config, **kw)
+        self.addCleanup(s.stop)
+        return s.start()
+
+    def tmpdir(self):
+        d = tempfile.mkdtemp(prefix="bertd-w-")
+        self.addCleanup(shutil.rmtree, d, True)
+        return d
+
+
+class CommandsRunAsErnieRanThem(WorkerTest):
+    def test_a_plain_command_is_execed_so_the_workers_pid_is_the_handlers(self):
+        s = self.server(module_config(f"{sys.executable} {PYEXT}"))
+        self.assertIn(s.service().call.ext.pid(), s.children())
+
+    def test_a_leading_assignment_reaches_the_handlers_environment(self):
+        s = self.server(module_config(f"BERTD_TEST_MARK=from-the-command {sys.executable} {PYEXT}"))
+        self.assertEqual(s.service().call.ext.getenv("BERTD_TEST_MARK"), b"from-the-command")
+
+    def test_cd_and_then_the_handler_runs_in_that_directory(self):
+        d = os.path.realpath(self.tmpdir())
+        s = self.server(module_config(f"cd {d} && {sys.executable} {PYEXT}"))
+        self.assertEqual(s.service().call.ext.cwd(), d.encode())
+        # The shell stays the worker the master started; the handler is its child.
+        self.assertIn(s.service().call.ext.ppid(), s.children())
+
+    def test_a_handler_whose_output_goes_through_a_pipe_serves(self):
+        s = self.server(module_config(f"{sys.executable} {PYEXT} | cat"))
+        self.assertEqual(s.service().call.ext.add(2, 3), 5)
+
+    def test_a_quoted_path_with_a_space_is_one_argument(self):
+        d = os.path.join(self.tmpdir(), "dir with space")
+        os.mkdir(d)
+        shutil.copy(PYEXT, d)
+        s = self.server(module_config(f"{sys.executable} '{d}/pyext.py'"))
+        self.assertEqual(s.service().call.ext.echo(b"ok"), b"ok")
+        self.assertIn(s.service().call.ext.pid(), s.children())
+
+    def test_a_handler_a_shell_started_goes_with_its_shell_when_workers_are_replaced(self):
+        d = self.tmpdir()
+        s = self.server(module_config(f"cd {d} && {sys.executable} {PYEXT}"))
+        handler = s.service().call.ext.pid()
+        self.assertNotIn(handler, s.children())  # the shell's child, not the master's
+        os.kill(s.proc.pid, signal.SIGUSR2)  # reload-handlers
+        wait_until(lambda: s.service().call.ext.pid() != handler, what="a new handler")
+        wait_until(lambda: not alive(handler), what=f"the old handler {handler} to be gone")
+
+    def test_what_a_killed_worker_leaves_behind_is_killed_with_it(self):
+        d = self.tmpdir()
+        s = self.server(module_config(f"cd {d} && {sys.executable} {PYEXT}"))
+        handler = s.service().call.ext.pid()
+        shell = s.service().call.ext.ppid()
+        os.kill(shell, signal.SIGKILL)
+        wait_until(lambda: not alive(handler), what=f"the handler {handler} to go with its shell")
+        self.assertNotEqual(s.service().call.ext.pid(), handler)
+
+
+class WorkersThatCannotStart(WorkerTest):
+    def test_a_worker_that_exits_at_start_is_reported_with_its_status_and_its_last_lines_on_stderr(self):
+        d = self.tmpdir()
+        script = os.path.join(d, "broken.sh")
+        with open(script, "w") as f:
+            f.write("echo loading the app >&2\necho 'ImportError: no module named app' >&2\nexit 3\n")
+        s = self.server(module_config(f"sh {script}"), wait_workers=False)
+        line = wait_until(lambda: next((l for l in s.log().splitlines() if "within its first second" in l), None),
+                          what="the report of the worker's death")
+        self.assertIn("for 'ext' exited with status 3 within its first second", line)
+        self.assertIn("loading the app | ImportError: no module named app", line)
+        # Each line also reached the error log as it was written.
+        self.assertRegex(s.log(), r"\[info\] master\[\d+\]: worker \d+ for 'ext': ImportError: no module named app")
+
+    def test_a_module_whose_workers_keep_failing_is_named_failing_in_the_log_and_in_stats(self):
+        s = self.server(module_config("/nonexistent/bin/handler --serve"), wait_workers=False)
+        wait_until(lambda: "module 'ext' is failing" in s.log(), what="the module to be said failing")
+        why = wait_until(lambda: s.stats().get("workers.failing.ext"), what="stats to say why")
+        self.assertIn("exit within a second of starting (exited with status 127", why)
+        self.assertIn("not found", why)
+        self.assertEqual(s.log().count("module 'ext' is failing"), 1)  # once, not at every death
+
+    def test_a_module_that_starts_working_again_is_no_longer_failing(self):
+        d = self.tmpdir()
+        count = os.path.join(d, "tries")
+        # The first four tries fail at once, then the real handler starts.
+        cmd = (f"n=$(cat {count} 2>/dev/null || echo 0); echo $((n+1)) > {count}; "
+               f"if [ $n -lt 4 ]; then echo try $n >&2; exit 1; fi; exec {sys.executable} {PYEXT}")
+        s = self.server(f"""
+            listen: 127.0.0.1
+            acceptors: 1
+            modules:
+              - name: ext
+                command: '{cmd}'
+            """, wait_workers=False)
+        wait_until(lambda: s.stats().get("workers.failing.ext"), what="the module to be failing")
+        wait_until(lambda: "module 'ext' works again" in s.log(), timeout=8, what="the module to work again")
+        self.assertNotIn("workers.failing.ext", s.stats())
+        self.assertEqual(s.service().call.ext.add(1, 1), 2)
+
+    def test_a_daemon_reports_a_worker_that_cannot_start_in_its_error_log(self):
+        d = self.tmpdir()
+        error_log = os.path.join(d, "error.log")
+        pidfile = os.path.join(d, "bertd.pid")
+        cfg = os.path.join(d, "bertd.yaml")
+        with open(cfg, "w") as f:
+            f.write(f"listen: 127.0.0.1\nacceptors: 1\nerror_log: {error_log}\n"
+                    f"modules:\n  - name: ext\n    command: /nonexistent/handler\n")
+        port = free_port()
+        code, out, err = run_bertd(["-d", "-c", cfg, "-p", str(port), "-P", pidfile])
+        self.assertEqual(code, 0, err)
+        pid = int(open(pidfile).read())
+        self.addCleanup(stop_daemon, pid)
+
+        def report():
+            with open(error_log) as f:
+                text = f.read()
+            return "module 'ext' is failing" in text and text
+        text = wait_until(report, what="the error log to say the module is failing")
+        self.assertIn("/nonexistent/handler: not found", text)
+
+
+def stop_daemon(pid):
+    try:
+        os.kill(pid, signal.SIGTERM)
+        wait_until(lambda: not alive(pid), what="the daemon to stop")
+    except ProcessLookupError:
+        pass
+    except AssertionError:
+        os.kill(pid, signal.SIGKILL)
+
+
+def alive(pid):
+    """True while `pid` runs (a zombie does not count)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+if __name__ == "__main__":
+    unittest.main()
