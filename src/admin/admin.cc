@@ -82,6 +82,7 @@ std::string stats_text(Segment& seg) {
     }
     line(out, "errors.protocol", g.protocol_errors.load());
     line(out, "errors.unknown_module", g.unknown_module.load());
+    line(out, "access_log.lost", g.access_log_lost.load());
     line(out, "acceptors.restarts", g.acceptor_restarts.load());
     line(out, "workers.restarts", g.worker_restarts.load());
     line(out, "uptime", uint64_t((now_us() - g.started_us.load()) / 1000000));

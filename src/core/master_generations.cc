@@ -75,6 +75,7 @@ void carry_stats(Segment& from, Segment& to) {
     b.connections_refused = a.connections_refused.load();
     b.protocol_errors = a.protocol_errors.load();
     b.unknown_module = a.unknown_module.load();
+    b.access_log_lost = a.access_log_lost.load();
     b.acceptor_restarts = a.acceptor_restarts.load();
     b.worker_restarts = a.worker_restarts.load();
     b.started_us = a.started_us.load();

@@ -7,7 +7,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <errno.h>
+
 #include <cstdio>
+#include <cstring>
+
+#include "log/log.h"
 
 namespace bertd {
 
@@ -28,9 +33,10 @@ void AccessLog::format(const AccessRecord& r, std::string& out) {
     out.append(r.request);
 }
 
-void AccessLog::open(const std::string& path, AccessLogShared* shared) {
+void AccessLog::open(const std::string& path, AccessLogShared* shared, GlobalStats* stats) {
     path_ = path;
     shared_ = shared;
+    stats_ = stats;
     generation_ = shared_->generation.load();
     open_at_generation();
     struct stat st;
@@ -43,11 +49,33 @@ void AccessLog::open(const std::string& path, AccessLogShared* shared) {
     }
 }
 
+bool AccessLog::open_path(int& fd) {
+    fd = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (fd >= 0) return true;
+    uint64_t times;
+    if (said_open_.due(times))
+        log::error("access log %s: cannot open it (%s)%s", path_.c_str(), strerror(errno),
+                   fd_ >= 0 ? "; lines still go to the file it replaced, which may be deleted" : "; lines are lost");
+    return false;
+}
+
 void AccessLog::open_at_generation() {
-    int fd = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (fd < 0) return;  // keep writing to the old file rather than nowhere
+    int fd;
+    if (!open_path(fd)) return;  // keep writing to the old file rather than nowhere
     if (fd_ >= 0) ::close(fd_);
     fd_ = fd;
+}
+
+void AccessLog::lost(int err) {
+    ++lost_;
+    if (stats_) stats_->access_log_lost.fetch_add(1, std::memory_order_relaxed);
+    failing_ = true;
+    uint64_t times;
+    if (said_lost_.due(times)) {
+        log::error("access log %s: %llu lines not written whole (%s); the access log is incomplete", path_.c_str(),
+                   (unsigned long long)lost_, strerror(err));
+        lost_ = 0;
+    }
 }
 
 void AccessLog::write(const AccessRecord& r) {
@@ -60,7 +88,17 @@ void AccessLog::write(const AccessRecord& r) {
     line_.clear();
     format(r, line_);
     line_.push_back('\n');
-    [[maybe_unused]] ssize_t n = ::write(fd_, line_.data(), line_.size());
+    ssize_t n = ::write(fd_, line_.data(), line_.size());
+    if (n == ssize_t(line_.size())) {
+        if (failing_) {
+            failing_ = false;
+            log::info("access log %s: writing again (%llu more lines lost before)", path_.c_str(),
+                      (unsigned long long)lost_);
+            lost_ = 0;
+        }
+        return;
+    }
+    lost(n < 0 ? errno : ENOSPC);
 }
 
 void AccessLog::reopen_if_moved() {
@@ -85,8 +123,8 @@ void AccessLog::reopen() {
     bool current = ::stat(path_.c_str(), &st) == 0 && uint64_t(st.st_ino) == shared_->ino.load() &&
                    uint64_t(st.st_dev) == shared_->dev.load() && shared_->generation.load() != generation_;
     if (!current) {
-        int fd = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-        if (fd < 0) return;
+        int fd;
+        if (!open_path(fd)) return;
         if (fstat(fd, &st) == 0) {
             shared_->dev = uint64_t(st.st_dev);
             shared_->ino = uint64_t(st.st_ino);

@@ -1,13 +1,17 @@
 // access_log.h: one line per finished request in Ernie's format, written whole
 // with one write(2) on an O_APPEND file, so acceptors never interleave. The file
 // is rotated by moving it: whoever notices the move reopens the path and bumps the
-// generation in shared memory; every other acceptor follows at its next check.
+// generation in shared memory; every other acceptor follows at its next check. A line
+// that cannot be written whole (a full disk) is counted (access_log.lost in the stats)
+// and the error log says so once per period, as it says when the file cannot be
+// reopened (its directory is gone); writing never blocks or fails a request.
 #pragma once
 
 #include <cstdint>
 #include <string>
 #include <string_view>
 
+#include "log/throttle.h"
 #include "shm/segment.h"
 
 namespace bertd {
@@ -30,8 +34,9 @@ public:
     AccessLog(const AccessLog&) = delete;
     AccessLog& operator=(const AccessLog&) = delete;
 
-    // Opens `path` (creating it) and records its identity in `shared`.
-    void open(const std::string& path, AccessLogShared* shared);
+    // Opens `path` (creating it) and records its identity in `shared`; lines lost are
+    // counted in `stats` (may be null).
+    void open(const std::string& path, AccessLogShared* shared, GlobalStats* stats = nullptr);
     bool enabled() const { return fd_ >= 0; }
     void write(const AccessRecord& r);
     // Reopens if the file at the path was moved or deleted, or another process
@@ -44,12 +49,18 @@ public:
 
 private:
     void open_at_generation();
+    bool open_path(int& fd);  // false (and said, once per period) when the path cannot be opened
+    void lost(int err);
 
     std::string path_;
     AccessLogShared* shared_ = nullptr;
     int fd_ = -1;
     uint64_t generation_ = 0;
     std::string line_;
+    GlobalStats* stats_ = nullptr;
+    uint64_t lost_ = 0;     // since the last line about it
+    bool failing_ = false;  // the last write did not go through whole
+    log::Throttle said_lost_{10'000'000}, said_open_{10'000'000};
 };
 
 }  // namespace bertd

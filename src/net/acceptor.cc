@@ -61,7 +61,7 @@ bool Acceptor::start(bool handle_signals) {
     base_ = event_base_new();
     if (!base_) return false;
     event_base_priority_init(base_, 2);
-    if (!rt_.access_log_path.empty()) access_log_.open(rt_.access_log_path, &seg_.header().access_log);
+    if (!rt_.access_log_path.empty()) access_log_.open(rt_.access_log_path, &seg_.header().access_log, &seg_.header().stats);
     conns_ = std::make_unique<Connections>(*this);
     requests_ = std::make_unique<RequestPath>(*this);
     leases_ = std::make_unique<Leases>(*this);

@@ -127,6 +127,7 @@ struct GlobalStats {
     std::atomic<uint64_t> connections_total, connections_completed, connections_active, connections_refused;
     std::atomic<uint64_t> protocol_errors;  // before any module was known
     std::atomic<uint64_t> unknown_module;   // calls to modules that do not exist
+    std::atomic<uint64_t> access_log_lost;  // lines not written whole (full disk, I/O errors)
     std::atomic<uint64_t> acceptor_restarts, worker_restarts;
     std::atomic<int64_t> started_us;
     std::atomic<uint64_t> generation;

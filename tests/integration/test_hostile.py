@@ -237,6 +237,41 @@ def _kill_quietly(path):
         pass
 
 
+class DegradedLogs(HostileTest):
+    def echo_with_access_log(self, path):
+        return self.server(echo_config(f"access_log: {path}"))
+
+    @unittest.skipUnless(os.geteuid() == 0, "needs root to mount a small tmpfs")
+    def test_a_full_disk_is_counted_and_reported_not_silent(self):
+        import tempfile
+        d = tempfile.mkdtemp(prefix="bertd-full-")
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", d], check=True)
+        self.addCleanup(lambda: (subprocess.run(["umount", "-l", d]), os.rmdir(d)))
+        s = self.echo_with_access_log(os.path.join(d, "access.log"))
+        svc = s.service()
+        for i in range(1500):  # about 100 bytes a line: well past 64 KiB
+            self.assertEqual(svc.call.echo.echo(b"x" * 20), b"x" * 20)
+        lost = int(wait_until(lambda: int(s.stats()["access_log.lost"]) or None, what="lost lines in the stats"))
+        self.assertGreater(lost, 100)
+        reported = s.log().count("lines not written whole (No space left on device)")
+        self.assertGreaterEqual(reported, 1)
+        self.assertLessEqual(reported, 4, "one line per period per acceptor, not one per lost line")
+        print(f"\n    full disk: {lost} lines lost and counted, {reported} error-log lines", end=" ")
+
+    def test_a_deleted_log_directory_is_reported(self):
+        import shutil
+        import tempfile
+        d = tempfile.mkdtemp(prefix="bertd-logdir-")
+        self.addCleanup(lambda: shutil.rmtree(d, ignore_errors=True))
+        s = self.echo_with_access_log(os.path.join(d, "access.log"))
+        self.assertEqual(s.service().call.echo.echo(b"a"), b"a")
+        shutil.rmtree(d)
+        self.assertEqual(s.service().call.echo.echo(b"b"), b"b")
+        wait_until(lambda: "cannot open it (No such file or directory)" in s.log(), timeout=3,
+                   what="the deleted directory in the error log")
+        self.assertEqual(s.service().call.echo.echo(b"c"), b"c")
+
+
 def internal_sockets(master):
     """The abstract unix socket names of the server whose master is `master`, from /proc/net/unix
     (which every local user can read)."""
