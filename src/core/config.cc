@@ -207,7 +207,15 @@ ModuleConfig yaml_module(const Yaml& y, const YAML::Node& n) {
         else if (key == "timeout") m.timeout = y.duration(v, key);
         else if (key == "codepaths") m.codepaths = y.strings(v, key);
         else if (key == "node") m.node = y.str(v, key);
-        else y.fail(kv.first, "unknown module key '" + key + "' (known: name, type, command, count, timeout, codepaths, node)");
+        else if (key == "cache") {
+            if (!v.IsMap()) y.fail(v, "cache must be a mapping: {size: 64MiB}");
+            for (const auto& ck : v) {
+                std::string k = ck.first.as<std::string>();
+                if (k == "size") m.cache_size = y.size(ck.second, k);
+                else y.fail(ck.first, "unknown cache key '" + k + "' (known: size)");
+            }
+        } else y.fail(kv.first, "unknown module key '" + key +
+                                    "' (known: name, type, command, count, timeout, codepaths, node, cache)");
     }
     if (!valid_module_name(m.name)) y.fail(n, "a module needs a name (a non-empty atom of at most 255 characters)");
     if (!typed && (!m.codepaths.empty() || !m.node.empty())) m.type = ModuleConfig::Type::Native;
@@ -293,18 +301,32 @@ Config parse_yaml(const std::string& text, const std::string& path) {
                 else if (k == "max_connections") c.limits.max_connections = size_t(y.integer(lk.second, k, 1, 10000000));
                 else if (k == "max_queue") c.limits.max_queue = size_t(y.integer(lk.second, k, 1, 10000000));
                 else if (k == "max_buffered") c.limits.max_buffered = y.size(lk.second, k);
+                else if (k == "max_stream") c.limits.max_stream = y.size(lk.second, k);
                 else y.fail(lk.first, "unknown limit '" + k +
-                                          "' (known: max_frame, idle_timeout, max_connections, max_queue, max_buffered)");
+                                          "' (known: max_frame, idle_timeout, max_connections, max_queue, max_buffered, "
+                                          "max_stream)");
             }
         } else if (key == "modules") {
             if (!v.IsSequence()) y.fail(v, "modules must be a list");
             for (const auto& m : v) c.modules.push_back(yaml_module(y, m));
         } else if (key == "erlang") {
             yaml_erlang(y, v, c.erlang);
+        } else if (key == "callbacks") {
+            if (!v.IsMap()) y.fail(v, "callbacks must be a mapping: {allow: [\"host:port\", ...], timeout: 5s, retries: 3}");
+            for (const auto& ck : v) {
+                std::string k = ck.first.as<std::string>();
+                if (k == "allow") c.callbacks.allow = y.strings(ck.second, k);
+                else if (k == "timeout") c.callbacks.timeout = y.duration(ck.second, k);
+                else if (k == "retries") c.callbacks.retries = int(y.integer(ck.second, k, 0, 100));
+                else y.fail(ck.first, "unknown callbacks key '" + k + "' (known: allow, timeout, retries)");
+            }
+            for (const std::string& a : c.callbacks.allow)
+                if (a.rfind(':') == std::string::npos || a.rfind(':') == 0 || a.back() == ':')
+                    y.fail(v, "callbacks.allow: '" + a + "' is not host:port (the port may be *)");
         } else {
             y.fail(kv.first, "unknown key '" + key +
                                  "' (known: listen, port, acceptors, access_log, error_log, log_level, pidfile, "
-                                 "admin_allow, limits, modules, erlang)");
+                                 "admin_allow, limits, callbacks, modules, erlang)");
         }
     }
     validate(c);

@@ -24,6 +24,7 @@ struct ModuleConfig {
     double timeout = 0;   // seconds a request may take on a worker; 0 = no limit
     std::vector<std::string> codepaths;  // native (Ernie form): companion VM code paths
     std::string node;                    // native: an existing node to run on
+    size_t cache_size = 0;               // external: bertd's own cache of public answers (0: none)
     std::string where;                   // "file:line", for messages
 };
 
@@ -33,6 +34,14 @@ struct Limits {
     size_t max_connections = 10000;   // per server
     size_t max_queue = 10000;         // waiting requests per module and priority
     size_t max_buffered = 0;          // bytes one acceptor holds for all its connections; 0: from the RAM
+    uint64_t max_stream = 0;          // bytes of one streamed request; 0: no bound
+};
+
+// BERT-RPC 1.0 callbacks: which services bertd may cast to, and how hard it tries.
+struct CallbacksConfig {
+    std::vector<std::string> allow;  // "host:port" patterns; the port may be "*"
+    double timeout = 5;              // seconds for one attempt
+    int retries = 3;                 // attempts after the first
 };
 
 // {Name, bertd@host} ! Msg from an Erlang node becomes a cast Module:Function(Msg) on
@@ -66,6 +75,7 @@ struct Config {
     std::string pidfile;
     std::vector<std::string> admin_allow;  // addresses allowed __admin__ besides loopback
     Limits limits;
+    CallbacksConfig callbacks;
     std::vector<ModuleConfig> modules;
     ErlangConfig erlang;
 

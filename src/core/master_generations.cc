@@ -76,6 +76,10 @@ void carry_stats(Segment& from, Segment& to) {
     b.protocol_errors = a.protocol_errors.load();
     b.unknown_module = a.unknown_module.load();
     b.access_log_lost = a.access_log_lost.load();
+    b.callbacks_ok = a.callbacks_ok.load();
+    b.callbacks_failed = a.callbacks_failed.load();
+    b.streams_in = a.streams_in.load();
+    b.streams_out = a.streams_out.load();
     b.acceptor_restarts = a.acceptor_restarts.load();
     b.worker_restarts = a.worker_restarts.load();
     b.started_us = a.started_us.load();
