@@ -114,6 +114,7 @@ void Master::sleep_until_woken() {
         }
     for (size_t i = 0; i < writers.size(); ++i)
         if (pfds[first_output + i].revents) relay_output(*writers[i], writers[i]->pid);
+    log::report_dropped();  // once a blocked error log drains, at the latest a second later
 }
 
 void Master::reap_children() {
