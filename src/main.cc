@@ -254,13 +254,12 @@ int main(int argc, char** argv) {
     if (!opts.pidfile.empty()) opts.pidfile = absolute(opts.pidfile);
 
     Config config;
-    if (!opts.config.empty()) {
-        try {
-            config = load_config(opts.config);
-        } catch (const ConfigError& e) {
-            fprintf(stderr, "bertd: %s\n", e.what());
-            return 1;
-        }
+    try {
+        resolve_cookie(opts);
+        if (!opts.config.empty()) config = load_config(opts.config);
+    } catch (const ConfigError& e) {
+        fprintf(stderr, "bertd: %s\n", e.what());
+        return 1;
     }
     apply_overrides(opts, config);
     if (opts.command != Options::Command::Start) return send_command(opts, config);
