@@ -13,23 +13,14 @@ import shutil
 import time
 import unittest
 
-import harness
 from erlnode import ErlNode, compile_erlang, test_cookie, unique_name
-from harness import BERTD, HANDLERS, ROOT, Server, free_port, run_bertd, wait_until
+from harness import BERTD, HANDLERS, ROOT, Server, alive, free_port, run_bertd, wait_until
+from loadrun import comm
 
 import bertd
 
 PYEXT = os.path.join(HANDLERS, "pyext.py")
 ERL_SRC = os.path.join(ROOT, "tests", "erlang")
-
-
-def alive(pid):
-    """True while `pid` runs (a zombie does not count)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def descendants(pid):
@@ -50,14 +41,6 @@ def descendants(pid):
                 out.add(child)
                 todo.append(child)
     return out
-
-
-def comm(pid):
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
 
 
 def segments_of(pid):
