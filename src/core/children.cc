@@ -38,7 +38,7 @@ std::string describe_status(int status) {
 Child& Children::add(ChildKind kind, uint64_t generation, uint32_t index, bool respawn) {
     auto c = std::make_unique<Child>();
     c->kind = kind;
-    c->own_group = kind == ChildKind::Worker;
+    c->own_group = kind == ChildKind::Worker || kind == ChildKind::Companion;
     c->generation = generation;
     c->index = index;
     c->respawn = respawn;

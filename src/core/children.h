@@ -29,11 +29,11 @@ struct Child {
     int64_t started_us = 0;    // monotonic
     int64_t term_sent_us = 0;  // when it was asked to go; 0 if it was not
     Backoff backoff;           // quick deaths in a row, and when the next start may be
-    // Workers lead a process group of their own: what a handler leaves behind (the
-    // program a `cd ... &&` shell started, a child it forked) is signalled with it,
-    // and killed once it is gone.
+    // Workers and the companion VM lead a process group of their own: what they leave
+    // behind (the program a `cd ... &&` shell started, a child a handler forked, the VM's
+    // helpers) is signalled with them, and killed once they are gone.
     bool own_group = false;
-    ChildOutput output;  // workers: their stderr, which the master relays to the error log
+    ChildOutput output;  // workers and the VM: their stderr, which the master relays to the error log
 };
 
 // "exited with status 1", "killed by signal Killed".

@@ -7,6 +7,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "core/config.h"
+
 namespace bertd {
 
 #ifndef BERTD_VERSION
@@ -37,6 +39,7 @@ std::string usage_text() {
            "      --name NAME         Erlang node name (long)\n"
            "      --sname NAME        Erlang node name (short)\n"
            "      --cookie COOKIE     Erlang cookie (default: the config, else ~/.erlang.cookie)\n"
+           "      --cookie-file FILE  read the Erlang cookie from FILE ($BERTD_COOKIE works too)\n"
            "  -E, --erlang OPTIONS    options for the companion Erlang VM\n"
            "  -t, --test              check the config and exit\n"
            "  -h, --help              this text\n"
@@ -53,6 +56,22 @@ int parse_int(const char* s, const char* what, int lo, int hi) {
                          std::to_string(hi) + ")");
     return int(v);
 }
+
+void parse_command(const std::vector<std::string>& rest, Options& o) {
+    if (rest.size() > 1) throw UsageError("too many commands: '" + rest[1] + "'");
+    if (rest.empty()) return;
+    const std::string& c = rest[0];
+    if (c == "reload-handlers")
+        o.command = Options::Command::ReloadHandlers;
+    else if (c == "stats")
+        o.command = Options::Command::Stats;
+    else if (c == "halt")
+        o.command = Options::Command::Halt;
+    else if (c == "start")
+        o.command = Options::Command::Start;
+    else
+        throw UsageError("unknown command '" + c + "' (known: reload-handlers, stats, halt)");
+}
 }  // namespace
 
 Options parse_options(int argc, char** argv) {
@@ -68,6 +87,7 @@ Options parse_options(int argc, char** argv) {
                                       {"sname", required_argument, nullptr, 'S'},
                                       {"erlang", required_argument, nullptr, 'E'},
                                       {"cookie", required_argument, nullptr, 'K'},
+                                      {"cookie-file", required_argument, nullptr, 'F'},
                                       {"listen", required_argument, nullptr, 'L'},
                                       {"test", no_argument, nullptr, 't'},
                                       {"help", no_argument, nullptr, 'h'},
@@ -90,7 +110,11 @@ Options parse_options(int argc, char** argv) {
             case 'N': o.name = optarg; break;
             case 'S': o.sname = optarg; break;
             case 'E': o.erlang_opts = optarg; break;
-            case 'K': o.cookie = optarg; break;
+            case 'K':
+                o.cookie = optarg;
+                memset(optarg, 0, strlen(optarg));  // out of /proc/PID/cmdline
+                break;
+            case 'F': o.cookie_file = optarg; break;
             case 't': o.test_config = true; break;
             case 'h': o.command = Options::Command::Help; return o;
             case 'v': o.command = Options::Command::Version; return o;
@@ -98,20 +122,24 @@ Options parse_options(int argc, char** argv) {
             default: throw UsageError(std::string("unknown option '") + argv[optind - 1] + "'");
         }
     }
-    std::vector<std::string> rest(argv + optind, argv + argc);
-    if (rest.size() > 1) throw UsageError("too many commands: '" + rest[1] + "'");
-    if (!rest.empty()) {
-        const std::string& c = rest[0];
-        if (c == "reload-handlers") o.command = Options::Command::ReloadHandlers;
-        else if (c == "stats") o.command = Options::Command::Stats;
-        else if (c == "halt") o.command = Options::Command::Halt;
-        else if (c == "start") o.command = Options::Command::Start;
-        else throw UsageError("unknown command '" + c + "' (known: reload-handlers, stats, halt)");
-    }
+    parse_command(std::vector<std::string>(argv + optind, argv + argc), o);
     if (!o.name.empty() && !o.sname.empty()) throw UsageError("give --name or --sname, not both");
     if (o.command == Options::Command::Start && o.config.empty())
         throw UsageError("no config file: give -c FILE (see conf/bertd.yaml)");
     return o;
+}
+
+void resolve_cookie(Options& o) {
+    char* env = getenv("BERTD_COOKIE");
+    std::string from_env = env ? env : "";
+    if (env) memset(env, 0, strlen(env));  // out of /proc/PID/environ too
+    unsetenv("BERTD_COOKIE");
+    if (!o.cookie.empty()) return;
+    if (!o.cookie_file.empty()) {
+        o.cookie = read_secret_file(o.cookie_file);
+        return;
+    }
+    o.cookie = from_env;
 }
 
 }  // namespace bertd

@@ -239,6 +239,8 @@ void yaml_erlang(const Yaml& y, const YAML::Node& n, ErlangConfig& e) {
         if (key == "name") e.name = y.str(v, key);
         else if (key == "sname") e.sname = y.str(v, key);
         else if (key == "cookie") e.cookie = y.str(v, key);
+        else if (key == "cookie_file")
+            e.cookie_file = y.str(v, key);
         else if (key == "link_name") e.link_name = y.str(v, key);
         else if (key == "trust_clients") e.trust_clients = yaml_bool(y, v, key);
         else if (key == "call_timeout") e.call_timeout = y.duration(v, key);
@@ -260,10 +262,18 @@ void yaml_erlang(const Yaml& y, const YAML::Node& n, ErlangConfig& e) {
                 e.registered.push_back(rn);
             }
         } else {
-            y.fail(kv.first, "unknown erlang key '" + key +
-                                 "' (known: name, sname, cookie, link_name, trust_clients, call_timeout, "
-                                 "vm_options, ebin, registered)");
+            y.fail(kv.first,
+                   "unknown erlang key '" + key +
+                       "' (known: name, sname, cookie, cookie_file, link_name, trust_clients, call_timeout, "
+                       "vm_options, ebin, registered)");
         }
+    }
+    if (e.cookie_file.empty()) return;
+    if (!e.cookie.empty()) y.fail(n, "erlang: give cookie or cookie_file, not both");
+    try {
+        e.cookie = read_secret_file(e.cookie_file);
+    } catch (const ConfigError& err) {
+        y.fail(n, err.what());
     }
 }
 
@@ -458,6 +468,16 @@ bool looks_like_cfg(const std::string& text, const std::string& path) {
 
 Config parse_config_text(const std::string& text, const std::string& path) {
     return looks_like_cfg(text, path) ? parse_cfg(text, path) : parse_yaml(text, path);
+}
+
+std::string read_secret_file(const std::string& path) {
+    std::ifstream in(path);
+    if (!in) throw ConfigError(path + ": cannot read the cookie (does the file exist, is it readable?)");
+    std::string line;
+    std::getline(in, line);
+    line.erase(line.find_last_not_of(" \t\r") + 1);
+    if (line.empty()) throw ConfigError(path + ": the cookie file is empty");
+    return line;
 }
 
 Config load_config(const std::string& path) { return parse_config_text(read_file(path), path); }

@@ -55,7 +55,8 @@ struct RegisteredName {
 struct ErlangConfig {
     bool present = false;        // an erlang: section was given (starts the link even without natives)
     std::string name, sname;     // node name, long or short (--name/--sname override both)
-    std::string cookie;          // empty: --cookie, else ~/.erlang.cookie
+    std::string cookie;          // or what cookie_file holds; empty: --cookie, else ~/.erlang.cookie
+    std::string cookie_file;     // where the cookie was read from, if it was
     std::string link_name;       // the C-node's own name when a companion VM carries `name`
     bool trust_clients = false;  // send client arguments as terms (may create atoms on the node)
     double call_timeout = 0;     // seconds; native calls without a module timeout, erlang_rpc; 0 = none
@@ -95,5 +96,9 @@ Config parse_config_text(const std::string& text, const std::string& path);
 size_t parse_size(const std::string& text);
 // Parses durations like "30", "30s", "500ms", "5m"; in seconds. Throws std::invalid_argument.
 double parse_duration(const std::string& text);
+
+// The first line of a file holding a secret (a cookie), without trailing blanks.
+// Throws ConfigError naming the file when it cannot be read or holds nothing.
+std::string read_secret_file(const std::string& path);
 
 }  // namespace bertd

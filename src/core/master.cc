@@ -114,6 +114,7 @@ void Master::sleep_until_woken() {
         }
     for (size_t i = 0; i < writers.size(); ++i)
         if (pfds[first_output + i].revents) relay_output(*writers[i], writers[i]->pid);
+    log::report_dropped();  // once a blocked error log drains, at the latest a second later
 }
 
 void Master::reap_children() {
@@ -121,7 +122,7 @@ void Master::reap_children() {
 }
 
 void Master::child_exited(Child& c, pid_t pid, int status) {
-    if (c.kind == ChildKind::Link || c.kind == ChildKind::Companion) return erlang_exited(c, status);
+    if (c.kind == ChildKind::Link || c.kind == ChildKind::Companion) return erlang_exited(c, pid, status);
     Generation* g = generation(c.generation);
     if (!g) return;
     if (c.kind == ChildKind::Worker)
@@ -137,6 +138,9 @@ void Master::tend_children() {
     retire_old_generations();
 }
 
+// QUIT: no new connections; requests in flight finish (for up to 10 s). TERM: every
+// child is asked to go at once, and whatever is still there after 0.6 s is killed, so
+// bertd is gone within a second whatever it was doing (a companion VM still booting too).
 void Master::begin_stop(bool graceful) {
     if (graceful && phase_ == Phase::Running) {
         log::info("stopping gracefully: no new connections, finishing requests in flight");
@@ -145,18 +149,20 @@ void Master::begin_stop(bool graceful) {
         children_.for_each([](Child& c) { c.respawn = false; });
         for (auto& g : gens_) g->rt.seg->header().successor = 0;
         children_.signal(SIGQUIT, [](const Child& c) { return c.kind == ChildKind::Acceptor; });
+        stop_deadline_us_ = monotonic_us() + kQuitGraceUs;
     } else if (!graceful && phase_ != Phase::Terminating) {
         log::info("stopping now");
         phase_ = Phase::Terminating;
         listen_fd_.reset();
-        children_.for_each([](Child& c) { c.respawn = false; });
-        // The Erlang link and VM go once the acceptors have (wind_down_stopping).
         int64_t now = monotonic_us();
         children_.for_each([now](Child& c) {
-            if (c.kind == ChildKind::Acceptor || c.kind == ChildKind::Worker) Children::ask_to_go(c, now);
+            c.respawn = false;
+            Children::ask_to_go(c, now);
         });
+        stop_deadline_us_ = now + kTermGraceUs;
+    } else {
+        return;
     }
-    stop_deadline_us_ = monotonic_us() + kStopGraceUs;
     for (auto& g : gens_) stop_generation(*g, stop_deadline_us_);
 }
 
@@ -185,6 +191,7 @@ void Master::reopen_logs() {
 
 void Master::finish() {
     for (auto& g : gens_) g->rt.seg->remove();
+    remove_cookie_home();
     remove_pidfile();
     log::info("stopped");
 }

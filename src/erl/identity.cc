@@ -203,16 +203,11 @@ CompanionCommand companion_command(const Identity& id, const Config& config, con
     if (!config.erlang.vm_options.empty()) cmd << " " << config.erlang.vm_options;
     if (!opts.erlang_opts.empty()) cmd << " " << opts.erlang_opts;
     if (!id.cookie_from_file) {
-        // erlexec splits ERL_FLAGS at blanks without quoting, so only a plain cookie goes there.
-        bool plain = true;
-        for (unsigned char c : id.cookie) plain &= c > ' ' && c != '\'' && c != '"' && c != '\\' && c < 127;
-        if (plain) {
-            std::string flags = "-setcookie " + id.cookie;
-            if (const char* old = getenv("ERL_FLAGS"); old && *old) flags = std::string(old) + " " + flags;
-            cc.env.push_back("ERL_FLAGS=" + flags);
-        } else {
-            cmd << " -setcookie " << shell_quote(id.cookie);
-        }
+        cc.cookie = id.cookie;
+        cmd << " -eval "
+            << shell_quote(
+                   "case os:getenv(\"BERTD_HOME\") of false -> os:unsetenv(\"HOME\"); "
+                   "H -> os:putenv(\"HOME\", H) end, os:unsetenv(\"BERTD_HOME\").");
     }
     cc.command = cmd.str();
     return cc;

@@ -159,7 +159,8 @@ public:
     // Creates (master) a segment for the given sizes, removing any stale one of that name.
     static std::unique_ptr<Segment> create(const std::string& name, uint32_t nmodules, uint32_t nslots,
                                            uint32_t nacceptors, uint32_t queue_capacity);
-    // Opens an existing segment read-write (bertd stats).
+    // Opens an existing segment read-write (bertd stats, the Erlang link) by the name create
+    // was given; once the master has unlinked it, through the master's descriptor.
     static std::unique_ptr<Segment> open(const std::string& name);
     ~Segment();
 
