@@ -9,11 +9,13 @@
 
 namespace bertd {
 
+// The Makefile defines BERTD_VERSION from debian/changelog.
 #ifndef BERTD_VERSION
-#define BERTD_VERSION "0.1.0"
+#define BERTD_VERSION "unknown"
 #endif
 
-std::string version_text() { return "bertd " BERTD_VERSION "\n"; }
+const char* version() { return BERTD_VERSION; }
+std::string version_text() { return std::string("bertd ") + version() + "\n"; }
 
 std::string usage_text() {
     return "Usage: bertd [command] [options]\n"

@@ -31,5 +31,6 @@ struct Options {
 Options parse_options(int argc, char** argv);  // throws UsageError
 std::string usage_text();
 std::string version_text();
+const char* version();  // "0.1.0": debian/changelog's, through the Makefile
 
 }  // namespace bertd
