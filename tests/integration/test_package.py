@@ -262,7 +262,7 @@ class Installed(PackageTest):
         st = os.stat("/var/lib/bertd")
         self.assertEqual((st.st_uid, st.st_mode & 0o777), (user.pw_uid, 0o750))
 
-    def write_config(self, port, count):
+    def write_config(self, port, count, cpp=None):
         """The shipped config plus a port, a Python and a C++ handler from the packages, and bertd_echo."""
         # In bertd's home: the unit's PrivateTmp hides the test's /tmp from the service. Purged with it.
         os.makedirs("/var/lib/bertd/pkgtest", exist_ok=True)
@@ -284,6 +284,8 @@ class Installed(PackageTest):
 erlang:
   name: pkgtest{os.getpid()}@127.0.0.1
 """
+        if cpp:
+            text = text.replace("\nerlang:", f"\n  - name: cpp\n    command: {cpp}\nerlang:")
         with open("/etc/bertd/bertd.yaml", "w") as f:
             f.write(text)
 
@@ -302,13 +304,33 @@ erlang:
         r = run(["ruby", "-e", f'require "bertd/client"; p BERTD::Service.new("127.0.0.1", {port}).call.calc.add(2, 3)'])
         self.assertEqual(r.stdout.strip(), "5")
 
+    def compile_cpp_handler(self):
+        """A C++ handler built against libbertd-dev alone: its headers, its library, its bertd.pc."""
+        src = "/var/lib/bertd/pkgtest/mul.cc"
+        with open(src, "w") as f:
+            f.write("#include <bertd/handler.h>\n"
+                    "int main() {\n"
+                    "    bertd::Handler h;\n"
+                    "    h.expose(\"cpp\", \"mul\", 2,\n"
+                    "             [](bertd::Args a) { return bert::Term(a[0].as_int() * a[1].as_int()); });\n"
+                    "    return h.run();\n"
+                    "}\n")
+        flags = run(["pkg-config", "--cflags", "--libs", "bertd"]).stdout.split()
+        run(["g++", "-O0", src, "-o", "/var/lib/bertd/pkgtest/mul"] + flags, cwd="/", timeout=120)
+        return "/var/lib/bertd/pkgtest/mul"
+
     def reload_and_check(self, port, user):
-        self.write_config(port, count=2)
-        run(["service", "bertd", "reload"], timeout=60)
+        """Generation 2: two calc workers and a C++ module; it runs as bertd too."""
+        self.write_config(port, count=2, cpp=self.compile_cpp_handler())
+        self.service("reload")
         wait_until(lambda: self.admin_stats(port).get("generation") == "2", timeout=20, what="generation 2")
         wait_until(lambda: self.admin_stats(port).get("workers.idle.calc") == "2", timeout=20,
                    what="two calc workers in generation 2")
-        self.assertEqual(run(["bertc", "-p", str(port), "call", "calc", "add", "20", "22"]).stdout.strip(), "42")
+        bertc = ["bertc", "-p", str(port)]
+        self.assertEqual(run(bertc + ["call", "calc", "add", "20", "22"]).stdout.strip(), "42")
+        self.assertEqual(run(bertc + ["call", "cpp", "mul", "6", "7"]).stdout.strip(), "42")
+        for child in service_processes(user.pw_uid):
+            self.assertEqual(ids(child), (user.pw_uid, user.pw_gid), open(f"/proc/{child}/cmdline").read())
 
     def rotate_and_check(self, port):
         """logrotate's config moves the access log and signals the master through /run/bertd/bertd.pid."""
