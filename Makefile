@@ -159,7 +159,7 @@ INCDIR = $(PREFIX)/include
 DATADIR = $(PREFIX)/share/bertd
 # The Ruby and Python libraries (found with RUBYLIB / PYTHONPATH unless these are the
 # interpreters' own directories, e.g. /usr/lib/ruby/vendor_ruby, /usr/lib/python3/dist-packages).
-RUBYLIBDIR = $(DATADIR)/ruby
+RUBYLIBDIR = $(DATADIR)/ruby/lib
 PYTHONLIBDIR = $(DATADIR)/python
 EXAMPLESDIR = $(DATADIR)/examples
 # An Erlang application directory. bertd finds bertd_native.beam in its ebin (from
@@ -175,6 +175,8 @@ LOGROTATEDIR = /etc/logrotate.d
 CONTRIB_PATHS = sed -e 's|/usr/local/sbin/|$(SBINDIR)/|g' -e 's|/usr/local/etc/|$(SYSCONFDIR)/|g'
 MAN_VERSION = sed -e '1s|"bertd [^"]*"|"bertd $(VERSION)"|'
 ERL_MODULES = $(basename $(notdir $(ERL_BEAMS)))
+# bertd.pc names libdir from ${exec_prefix}, so pkg-config --define-variable=prefix= moves it too.
+PC_LIBDIR = $(patsubst $(PREFIX)/%,$${exec_prefix}/%,$(LIBDIR))
 empty :=
 space := $(empty) $(empty)
 comma := ,
@@ -193,7 +195,7 @@ install: all $(MODLIB)
 	install -m 644 $(MODLIB) $(DESTDIR)$(LIBDIR)/libbertd-module.a
 	cd src && find bert -name '*.h' -exec install -D -m 644 {} $(DESTDIR)$(INCDIR)/bertd/{} \;
 	cd modules/cpp/include && find . -name '*.h' -exec install -D -m 644 {} $(DESTDIR)$(INCDIR)/bertd/{} \;
-	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' -e 's|@EI_DIR@|$(EI_DIR)|g' \
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(PC_LIBDIR)|g' -e 's|@EI_DIR@|$(EI_DIR)|g' \
 		-e 's|@VERSION@|$(VERSION)|g' modules/cpp/bertd.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/bertd.pc
 	cd modules/ruby/lib && find . -name '*.rb' -exec install -D -m 644 {} $(DESTDIR)$(RUBYLIBDIR)/{} \;
 	cd modules/python && find bertd -name '*.py' -exec install -D -m 644 {} $(DESTDIR)$(PYTHONLIBDIR)/{} \;
