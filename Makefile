@@ -51,9 +51,10 @@ ERL_BEAMS := $(patsubst modules/erlang/%.erl,$(BUILD)/ebin/%.beam,$(wildcard mod
 	clean distclean check-man
 all: config.mk $(PROGRAMS) $(TOOLS) $(ERL_BEAMS) bin
 
-config.mk:
+# A changed configure runs again, with the options config.mk was written with.
+config.mk: configure
 	@contrib/install-deps
-	./configure
+	./configure $(shell sed -n '1s/^# written by .\/configure//p' config.mk 2>/dev/null)
 
 deps:
 	@contrib/install-deps

@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -65,6 +66,7 @@ bool Children::spawn(Child& c, const std::function<void()>& body) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);   // never outlive the master
         if (getppid() != master) _exit(1);  // it died before the line above
         for (int s : {SIGCHLD, SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2}) ::signal(s, SIG_DFL);
+        unsetenv("NOTIFY_SOCKET");  // systemd hears from the master alone
         if (c.own_group) setpgid(0, 0);
         for (auto& other : all_) other->output.close();
         body();

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 
+#include "core/notify.h"
 #include "log/log.h"
 
 namespace bertd {
@@ -90,6 +91,7 @@ void Master::start() {
     start_generation(current());
     write_pidfile();
     notify_ready("ok\n");
+    notify::ready(status_line(current().rt));
 }
 
 // Until a signal, a deadline, an acceptor's poke or a worker's line on stderr.
@@ -140,6 +142,7 @@ void Master::tend_children() {
 void Master::begin_stop(bool graceful) {
     if (graceful && phase_ == Phase::Running) {
         log::info("stopping gracefully: no new connections, finishing requests in flight");
+        notify::stopping("stopping gracefully: finishing requests in flight");
         phase_ = Phase::Quitting;
         listen_fd_.reset();
         children_.for_each([](Child& c) { c.respawn = false; });
@@ -147,6 +150,7 @@ void Master::begin_stop(bool graceful) {
         children_.signal(SIGQUIT, [](const Child& c) { return c.kind == ChildKind::Acceptor; });
     } else if (!graceful && phase_ != Phase::Terminating) {
         log::info("stopping now");
+        notify::stopping("stopping now");
         phase_ = Phase::Terminating;
         listen_fd_.reset();
         children_.for_each([](Child& c) { c.respawn = false; });

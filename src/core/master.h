@@ -123,4 +123,7 @@ private:
 // Applies the command line's overrides (-p, -l, -a, -P, -H) to a config read from file.
 void apply_overrides(const Options& o, Config& c);
 
+// "generation 2 serves on 127.0.0.1 port 8000: 3 modules, 4 workers" (systemd's STATUS=).
+std::string status_line(const Runtime& rt);
+
 }  // namespace bertd

@@ -13,6 +13,7 @@
 #include <stdexcept>
 
 #include "core/master.h"
+#include "core/notify.h"
 #include "io/unix.h"
 #include "log/log.h"
 #include "net/acceptor.h"
@@ -405,6 +406,7 @@ void Master::stop_generation(Generation& g, int64_t deadline_us) {
 // SIGHUP: the file is read again and a new generation built from it; only once that
 // worked does it serve, while the old one finishes its requests and goes.
 void Master::reload_config() {
+    notify::reloading("reloading " + opts_.config);
     std::unique_ptr<Generation> g;
     try {
         Config c = load_config(opts_.config);
@@ -427,6 +429,7 @@ void Master::reload_config() {
         g = build_generation(std::move(c), next_generation_);
     } catch (const std::exception& e) {
         log::error("reload refused, still serving the previous configuration: %s", e.what());
+        notify::ready(std::string("reload refused (") + e.what() + "); " + status_line(current().rt));
         return;
     }
     ++next_generation_;
@@ -438,6 +441,7 @@ void Master::reload_config() {
     log::info("configuration reloaded: generation %llu serves, generation %llu finishes its requests",
               (unsigned long long)fresh.rt.generation, (unsigned long long)old.rt.generation);
     if (id_.enabled) erlang_reloaded(fresh.rt.config);
+    notify::ready(status_line(fresh.rt));
     // The old acceptors stop accepting, finish what they hold, and pass each idle
     // connection to the new generation, so a client never sees its connection drop.
     old.rt.seg->header().successor = fresh.rt.generation;

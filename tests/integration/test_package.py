@@ -12,13 +12,16 @@ import pwd
 import re
 import shutil
 import signal
+import socket
+import struct
 import subprocess
 import tempfile
+import textwrap
 import time
 import unittest
 
 import harness
-from harness import BUILD, ROOT, wait_until
+from harness import BUILD, ROOT, Server, wait_until
 
 PACKAGES = ["bertd", "ruby-bertd", "python3-bertd", "libbertd-dev"]
 MARKER = "# written by tests/integration/test_package.py"
@@ -397,6 +400,90 @@ class Systemd(Installed):
             init = open("/proc/1/comm").read().strip()
             self.skipTest(f"PID 1 is {init}, not systemd: here the unit is checked by systemd-analyze only")
         super().setUp()
+
+
+class Notify(unittest.TestCase):
+    """Type=notify without systemd: the test binds the NOTIFY_SOCKET a unit would get and reads
+    what a real bertd sends there, with the sender's pid (SCM_CREDENTIALS) as systemd checks it."""
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="bertd-notify-")
+        self.addCleanup(shutil.rmtree, self.dir, True)
+        self.path = os.path.join(self.dir, "notify")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.addCleanup(self.sock.close)
+        self.sock.bind(self.path)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        self.sock.settimeout(15)
+
+    def message(self):
+        """(fields, sender pid) of the next datagram."""
+        data, anc, _, _ = self.sock.recvmsg(4096, socket.CMSG_SPACE(12))
+        pid = None
+        for level, kind, payload in anc:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+                pid = struct.unpack("iII", payload[:12])[0]
+        fields = dict(line.split("=", 1) for line in data.decode().splitlines())
+        return fields, pid
+
+    def start(self, config):
+        server = Server(config)
+        os.environ["NOTIFY_SOCKET"] = self.path
+        try:
+            server.start()
+        finally:
+            del os.environ["NOTIFY_SOCKET"]
+        self.addCleanup(server.stop)
+        return server
+
+    def test_master_tells_ready_reloading_and_stopping_with_a_status_line(self):
+        config = """
+            listen: 127.0.0.1
+            acceptors: 1
+            modules:
+              - name: echo
+                command: {echo}
+                count: 2
+            """
+        echo = os.path.join(BUILD, "tests", "handlers", "echo")
+        server = self.start(config.format(echo=echo))
+        master = server.proc.pid
+        fields, pid = self.message()
+        self.assertEqual(pid, master, "only the master speaks to systemd")
+        self.assertEqual(fields.get("READY"), "1", fields)
+        self.assertIn("generation 1 serves", fields["STATUS"])
+        self.assertIn(f"port {server.port}", fields["STATUS"])
+        # A program a child runs never gets the socket (acceptors, forked without exec, only
+        # unset it: /proc shows their environment as it was at the master's exec).
+        workers = [p for p in server.children() if p not in server.acceptor_pids()]
+        self.assertTrue(workers)
+        for child in workers:
+            with open(f"/proc/{child}/environ", "rb") as f:
+                self.assertNotIn(b"NOTIFY_SOCKET=", f.read(), "children never inherit the socket")
+
+        with open(server.config_path, "w") as f:
+            f.write(textwrap.dedent(config.format(echo=echo)).replace("count: 2", "count: 3"))
+        os.kill(master, signal.SIGHUP)
+        fields, pid = self.message()
+        self.assertEqual((fields.get("RELOADING"), pid), ("1", master), fields)
+        self.assertGreater(int(fields["MONOTONIC_USEC"]), 0)
+        fields, pid = self.message()
+        self.assertEqual((fields.get("READY"), pid), ("1", master), fields)
+        self.assertIn("generation 2 serves", fields["STATUS"])
+
+        with open(server.config_path, "w") as f:
+            f.write("modules: [\n")
+        os.kill(master, signal.SIGHUP)
+        self.assertEqual(self.message()[0].get("RELOADING"), "1")
+        fields, _ = self.message()
+        self.assertEqual(fields.get("READY"), "1", "a refused reload still ends the reload")
+        self.assertIn("reload refused", fields["STATUS"])
+        self.assertIn("generation 2 serves", fields["STATUS"])
+
+        os.kill(master, signal.SIGQUIT)
+        fields, pid = self.message()
+        self.assertEqual((fields.get("STOPPING"), pid), ("1", master), fields)
+        server.proc.wait(15)
 
 
 if __name__ == "__main__":
