@@ -40,6 +40,7 @@ std::string usage_text() {
            "      --sname NAME        Erlang node name (short)\n"
            "      --cookie COOKIE     Erlang cookie (default: the config, else ~/.erlang.cookie)\n"
            "  -E, --erlang OPTIONS    options for the companion Erlang VM\n"
+           "  -u, --user USER         run the children as USER (a master started as root)\n"
            "  -t, --test              check the config and exit\n"
            "  -h, --help              this text\n"
            "  -v, --version           print the version\n";
@@ -71,6 +72,7 @@ Options parse_options(int argc, char** argv) {
                                       {"erlang", required_argument, nullptr, 'E'},
                                       {"cookie", required_argument, nullptr, 'K'},
                                       {"listen", required_argument, nullptr, 'L'},
+                                      {"user", required_argument, nullptr, 'u'},
                                       {"test", no_argument, nullptr, 't'},
                                       {"help", no_argument, nullptr, 'h'},
                                       {"version", no_argument, nullptr, 'v'},
@@ -79,7 +81,7 @@ Options parse_options(int argc, char** argv) {
     opterr = 0;
     // '+' would stop at the first non-option; commands may come first or last, so permute.
     int ch;
-    while ((ch = getopt_long(argc, argv, ":c:p:H:l:a:dP:E:thv", longopts, nullptr)) != -1) {
+    while ((ch = getopt_long(argc, argv, ":c:p:H:l:a:dP:E:u:thv", longopts, nullptr)) != -1) {
         switch (ch) {
             case 'c': o.config = optarg; break;
             case 'p': o.port = parse_int(optarg, "port", 0, 65535); break;
@@ -93,6 +95,7 @@ Options parse_options(int argc, char** argv) {
             case 'S': o.sname = optarg; break;
             case 'E': o.erlang_opts = optarg; break;
             case 'K': o.cookie = optarg; break;
+            case 'u': o.user = optarg; break;
             case 't': o.test_config = true; break;
             case 'h': o.command = Options::Command::Help; return o;
             case 'v': o.command = Options::Command::Version; return o;

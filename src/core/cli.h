@@ -22,6 +22,7 @@ struct Options {
     std::string pidfile;      // -P
     std::string name, sname;  // --name, --sname (Erlang node name)
     std::string cookie;       // --cookie (Erlang distribution cookie)
+    std::string user;         // -u (children run as this user; overrides the config's)
     std::string erlang_opts;  // -E
     bool test_config = false; // -t
     std::string host = "127.0.0.1";  // commands: where the server listens (-H)

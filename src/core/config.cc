@@ -207,7 +207,14 @@ ModuleConfig yaml_module(const Yaml& y, const YAML::Node& n) {
         else if (key == "timeout") m.timeout = y.duration(v, key);
         else if (key == "codepaths") m.codepaths = y.strings(v, key);
         else if (key == "node") m.node = y.str(v, key);
-        else y.fail(kv.first, "unknown module key '" + key + "' (known: name, type, command, count, timeout, codepaths, node)");
+        else if (key == "user")
+            m.user = y.str(v, key);
+        else if (key == "group")
+            m.group = y.str(v, key);
+        else
+            y.fail(kv.first,
+                   "unknown module key '" + key +
+                       "' (known: name, type, command, count, timeout, codepaths, node, user, group)");
     }
     if (!valid_module_name(m.name)) y.fail(n, "a module needs a name (a non-empty atom of at most 255 characters)");
     if (!typed && (!m.codepaths.empty() || !m.node.empty())) m.type = ModuleConfig::Type::Native;
@@ -283,6 +290,10 @@ Config parse_yaml(const std::string& text, const std::string& path) {
         else if (key == "error_log") c.error_log = y.str(v, key);
         else if (key == "log_level") c.log_level = int(y.integer(v, key, 0, 4));
         else if (key == "pidfile") c.pidfile = y.str(v, key);
+        else if (key == "user")
+            c.user = y.str(v, key), c.user_where = y.at(v);
+        else if (key == "group")
+            c.group = y.str(v, key);
         else if (key == "admin_allow") c.admin_allow = y.strings(v, key);
         else if (key == "limits") {
             if (!v.IsMap()) y.fail(v, "limits must be a mapping");
@@ -302,9 +313,10 @@ Config parse_yaml(const std::string& text, const std::string& path) {
         } else if (key == "erlang") {
             yaml_erlang(y, v, c.erlang);
         } else {
-            y.fail(kv.first, "unknown key '" + key +
-                                 "' (known: listen, port, acceptors, access_log, error_log, log_level, pidfile, "
-                                 "admin_allow, limits, modules, erlang)");
+            y.fail(kv.first,
+                   "unknown key '" + key +
+                       "' (known: listen, port, acceptors, access_log, error_log, log_level, pidfile, "
+                       "user, group, admin_allow, limits, modules, erlang)");
         }
     }
     validate(c);

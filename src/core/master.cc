@@ -80,7 +80,11 @@ void Master::install_signal_handlers() {
 
 // Listening, the Erlang side, the first generation, the pidfile, then "ready".
 void Master::start() {
+    resolve_users(first_config_);
+    give_file(first_config_.access_log, first_config_.creds);
+    bool had_cookie = enter_home_of(first_config_.creds);  // the Erlang cookie is the children's user's
     id_ = erl::resolve_identity(opts_, first_config_);
+    give_new_cookie(first_config_.creds, had_cookie);
     open_listen_socket(first_config_);
     start_erlang();
     if (id_.enabled) {
@@ -183,6 +187,7 @@ void Master::wind_down_stopping() {
 
 void Master::reopen_logs() {
     log::reopen();
+    give_file(current().rt.config.access_log, current().rt.config.creds);  // acceptors reopen it as theirs
     children_.signal(SIGUSR1,
                      [](const Child& c) { return c.kind == ChildKind::Acceptor; });  // the access log
 }

@@ -87,6 +87,10 @@ private:
     void choose_companion(const Config& c);
     void erlang_reloaded(const Config& c);
     void stop_erlang();
+    // The link and the VM run as the serving generation's user (the first's until it exists).
+    const Credentials& erlang_user() const {
+        return gens_.empty() ? first_config_.creds : gens_.back()->rt.config.creds;
+    }
 
     // -- set-up and files (master_setup.cc) --
     void open_listen_socket(const Config& c);

@@ -158,7 +158,7 @@ Master::Generation* Master::generation(uint64_t number) {
 
 void Master::spawn_acceptor(Generation& g, uint32_t i) {
     Child& a = *g.acceptors[i];
-    bool ok = children_.spawn(a, [&] {
+    bool ok = children_.spawn(a, g.rt.config.creds, [&] {
         log::set_role("acceptor " + std::to_string(i));
         close_inherited(&g);
         for (uint32_t j = 0; j < g.rt.control_acceptor.size(); ++j)
@@ -223,7 +223,7 @@ void Master::start_worker(Generation& g, uint32_t slot) {
     Child& w = *g.workers[slot];
     Fd err_read, err_write;
     stderr_pipe(err_read, err_write);
-    bool ok = children_.spawn(w, [&] {
+    bool ok = children_.spawn(w, mr.config->creds, [&] {
         if (err_write) dup2(err_write.get(), 2);
         give_worker_its_slot(sock);
         exec_shell(line, 5);
@@ -411,6 +411,8 @@ void Master::reload_config() {
     try {
         Config c = load_config(opts_.config);
         apply_overrides(opts_, c);
+        resolve_users(c);  // the new generation runs as this file's user
+        give_file(c.access_log, c.creds);
         if (!id_.enabled) {
             // The first native module (or erlang section) arrives with this reload: bertd's
             // identity is decided now, and kept for the server's life like any other.

@@ -21,6 +21,7 @@ void apply_overrides(const Options& o, Config& c) {
     if (!o.access_log.empty()) c.access_log = o.access_log;
     if (!o.pidfile.empty()) c.pidfile = o.pidfile;
     if (!o.listen.empty()) c.listen = o.listen;
+    if (!o.user.empty()) c.user = o.user, c.user_where = "-u";
 }
 
 std::string status_line(const Runtime& rt) {
