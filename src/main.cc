@@ -264,6 +264,12 @@ int main(int argc, char** argv) {
     apply_overrides(opts, config);
     if (opts.command != Options::Command::Start) return send_command(opts, config);
     if (opts.test_config) {
+        try {
+            resolve_users(config);
+        } catch (const ConfigError& e) {
+            fprintf(stderr, "bertd: %s\n", e.what());
+            return 1;
+        }
         printf("bertd: the configuration file %s syntax is ok (%zu modules)\n", opts.config.c_str(),
                config.modules.size());
         return 0;

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "core/child_output.h"
+#include "core/credentials.h"
 #include "io/backoff.h"
 
 namespace bertd {
@@ -45,12 +46,14 @@ public:
     // Drops the children of a generation; none of them may be running.
     void forget_generation(uint64_t generation);
 
-    // Forks `c`. The child dies with the master (PR_SET_PDEATHSIG), gets the default
-    // disposition of every signal the master catches (its mask stays blocked, as the
-    // master's: each child unblocks once it is ready), keeps none of the table's output
-    // pipes, and runs `body`, which must not return. In the master: true, with c.pid and c.started_us set; on
-    // failure the error is logged and the next attempt is a second away.
-    bool spawn(Child& c, const std::function<void()>& body);
+    // Forks `c`. The child becomes `as` (a child that cannot exits at once), dies with
+    // the master (PR_SET_PDEATHSIG), gets the default disposition of every signal the
+    // master catches (its mask stays blocked, as the master's: each child unblocks once
+    // it is ready), keeps none of the table's output pipes, and runs `body`, which must
+    // not return. In the master: true, with c.pid and c.started_us set; on failure the
+    // error is logged and the next attempt is a second away.
+    bool spawn(Child& c, const Credentials& as, const std::function<void()>& body);
+    bool spawn(Child& c, const std::function<void()>& body) { return spawn(c, Credentials{}, body); }
 
     // Waits for every child that has exited and calls `exited` for each of the table's
     // with the pid it had (c.pid is 0 by then); other pids (none are expected) are only

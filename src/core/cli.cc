@@ -11,11 +11,13 @@
 
 namespace bertd {
 
+// The Makefile defines BERTD_VERSION from debian/changelog.
 #ifndef BERTD_VERSION
-#define BERTD_VERSION "0.1.0"
+#define BERTD_VERSION "unknown"
 #endif
 
-std::string version_text() { return "bertd " BERTD_VERSION "\n"; }
+const char* version() { return BERTD_VERSION; }
+std::string version_text() { return std::string("bertd ") + version() + "\n"; }
 
 std::string usage_text() {
     return "Usage: bertd [command] [options]\n"
@@ -41,6 +43,7 @@ std::string usage_text() {
            "      --cookie COOKIE     Erlang cookie (default: the config, else ~/.erlang.cookie)\n"
            "      --cookie-file FILE  read the Erlang cookie from FILE ($BERTD_COOKIE works too)\n"
            "  -E, --erlang OPTIONS    options for the companion Erlang VM\n"
+           "  -u, --user USER         run the children as USER (a master started as root)\n"
            "  -t, --test              check the config and exit\n"
            "  -h, --help              this text\n"
            "  -v, --version           print the version\n";
@@ -89,6 +92,7 @@ Options parse_options(int argc, char** argv) {
                                       {"cookie", required_argument, nullptr, 'K'},
                                       {"cookie-file", required_argument, nullptr, 'F'},
                                       {"listen", required_argument, nullptr, 'L'},
+                                      {"user", required_argument, nullptr, 'u'},
                                       {"test", no_argument, nullptr, 't'},
                                       {"help", no_argument, nullptr, 'h'},
                                       {"version", no_argument, nullptr, 'v'},
@@ -97,7 +101,7 @@ Options parse_options(int argc, char** argv) {
     opterr = 0;
     // '+' would stop at the first non-option; commands may come first or last, so permute.
     int ch;
-    while ((ch = getopt_long(argc, argv, ":c:p:H:l:a:dP:E:thv", longopts, nullptr)) != -1) {
+    while ((ch = getopt_long(argc, argv, ":c:p:H:l:a:dP:E:u:thv", longopts, nullptr)) != -1) {
         switch (ch) {
             case 'c': o.config = optarg; break;
             case 'p': o.port = parse_int(optarg, "port", 0, 65535); break;
@@ -115,6 +119,7 @@ Options parse_options(int argc, char** argv) {
                 memset(optarg, 0, strlen(optarg));  // out of /proc/PID/cmdline
                 break;
             case 'F': o.cookie_file = optarg; break;
+            case 'u': o.user = optarg; break;
             case 't': o.test_config = true; break;
             case 'h': o.command = Options::Command::Help; return o;
             case 'v': o.command = Options::Command::Version; return o;

@@ -23,6 +23,7 @@ struct Options {
     std::string name, sname;  // --name, --sname (Erlang node name)
     std::string cookie;  // --cookie (Erlang distribution cookie), else --cookie-file's, else $BERTD_COOKIE
     std::string cookie_file;  // --cookie-file
+    std::string user;         // -u (children run as this user; overrides the config's)
     std::string erlang_opts;  // -E
     bool test_config = false; // -t
     std::string host = "127.0.0.1";  // commands: where the server listens (-H)
@@ -37,5 +38,6 @@ Options parse_options(int argc, char** argv);
 void resolve_cookie(Options& o);
 std::string usage_text();
 std::string version_text();
+const char* version();  // "0.1.0": debian/changelog's, through the Makefile
 
 }  // namespace bertd

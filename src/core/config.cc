@@ -214,8 +214,13 @@ ModuleConfig yaml_module(const Yaml& y, const YAML::Node& n) {
                 if (k == "size") m.cache_size = y.size(ck.second, k);
                 else y.fail(ck.first, "unknown cache key '" + k + "' (known: size)");
             }
-        } else y.fail(kv.first, "unknown module key '" + key +
-                                    "' (known: name, type, command, count, timeout, codepaths, node, cache)");
+        } else if (key == "user")
+            m.user = y.str(v, key);
+        else if (key == "group")
+            m.group = y.str(v, key);
+        else
+            y.fail(kv.first, "unknown module key '" + key +
+                                 "' (known: name, type, command, count, timeout, codepaths, node, user, group, cache)");
     }
     if (!valid_module_name(m.name)) y.fail(n, "a module needs a name (a non-empty atom of at most 255 characters)");
     if (!typed && (!m.codepaths.empty() || !m.node.empty())) m.type = ModuleConfig::Type::Native;
@@ -301,6 +306,10 @@ Config parse_yaml(const std::string& text, const std::string& path) {
         else if (key == "error_log") c.error_log = y.str(v, key);
         else if (key == "log_level") c.log_level = int(y.integer(v, key, 0, 4));
         else if (key == "pidfile") c.pidfile = y.str(v, key);
+        else if (key == "user")
+            c.user = y.str(v, key), c.user_where = y.at(v);
+        else if (key == "group")
+            c.group = y.str(v, key);
         else if (key == "admin_allow") c.admin_allow = y.strings(v, key);
         else if (key == "limits") {
             if (!v.IsMap()) y.fail(v, "limits must be a mapping");
@@ -336,7 +345,7 @@ Config parse_yaml(const std::string& text, const std::string& path) {
         } else {
             y.fail(kv.first, "unknown key '" + key +
                                  "' (known: listen, port, acceptors, access_log, error_log, log_level, pidfile, "
-                                 "admin_allow, limits, callbacks, modules, erlang)");
+                                 "user, group, admin_allow, limits, callbacks, modules, erlang)");
         }
     }
     validate(c);

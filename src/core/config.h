@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "core/credentials.h"
+
 namespace bertd {
 
 struct ConfigError : std::runtime_error {
@@ -26,6 +28,8 @@ struct ModuleConfig {
     std::string node;                    // native: an existing node to run on
     size_t cache_size = 0;               // external: bertd's own cache of public answers (0: none)
     std::string where;                   // "file:line", for messages
+    std::string user, group;             // external: its workers run as this user (else the config's)
+    Credentials creds;                   // resolved by resolve_users; unset: the master's own
 };
 
 struct Limits {
@@ -74,6 +78,9 @@ struct Config {
     std::string error_log;         // empty: stderr
     int log_level = 2;             // 0 (errors only) .. 4 (debug)
     std::string pidfile;
+    std::string user, group;               // children run as this user (-u overrides); the master stays root
+    std::string user_where;                // "file:line" of user, for messages
+    Credentials creds;                     // resolved by resolve_users (core/credentials.h)
     std::vector<std::string> admin_allow;  // addresses allowed __admin__ besides loopback
     Limits limits;
     CallbacksConfig callbacks;

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 
+#include "core/notify.h"
 #include "log/log.h"
 
 namespace bertd {
@@ -79,7 +80,11 @@ void Master::install_signal_handlers() {
 
 // Listening, the Erlang side, the first generation, the pidfile, then "ready".
 void Master::start() {
+    resolve_users(first_config_);
+    give_file(first_config_.access_log, first_config_.creds);
+    bool had_cookie = enter_home_of(first_config_.creds);  // the Erlang cookie is the children's user's
     id_ = erl::resolve_identity(opts_, first_config_);
+    give_new_cookie(first_config_.creds, had_cookie);
     open_listen_socket(first_config_);
     start_erlang();
     if (id_.enabled) {
@@ -90,6 +95,7 @@ void Master::start() {
     start_generation(current());
     write_pidfile();
     notify_ready("ok\n");
+    notify::ready(status_line(current().rt));
 }
 
 // Until a signal, a deadline, an acceptor's poke or a worker's line on stderr.
@@ -144,6 +150,7 @@ void Master::tend_children() {
 void Master::begin_stop(bool graceful) {
     if (graceful && phase_ == Phase::Running) {
         log::info("stopping gracefully: no new connections, finishing requests in flight");
+        notify::stopping("stopping gracefully: finishing requests in flight");
         phase_ = Phase::Quitting;
         listen_fd_.reset();
         children_.for_each([](Child& c) { c.respawn = false; });
@@ -152,6 +159,7 @@ void Master::begin_stop(bool graceful) {
         stop_deadline_us_ = monotonic_us() + kQuitGraceUs;
     } else if (!graceful && phase_ != Phase::Terminating) {
         log::info("stopping now");
+        notify::stopping("stopping now");
         phase_ = Phase::Terminating;
         listen_fd_.reset();
         int64_t now = monotonic_us();
@@ -185,6 +193,7 @@ void Master::wind_down_stopping() {
 
 void Master::reopen_logs() {
     log::reopen();
+    give_file(current().rt.config.access_log, current().rt.config.creds);  // acceptors reopen it as theirs
     children_.signal(SIGUSR1,
                      [](const Child& c) { return c.kind == ChildKind::Acceptor; });  // the access log
 }

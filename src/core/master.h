@@ -90,6 +90,10 @@ private:
     void choose_companion(const Config& c);
     void erlang_reloaded(const Config& c);
     void stop_erlang();
+    // The link and the VM run as the serving generation's user (the first's until it exists).
+    const Credentials& erlang_user() const {
+        return gens_.empty() ? first_config_.creds : gens_.back()->rt.config.creds;
+    }
 
     // -- set-up and files (master_setup.cc) --
     void open_listen_socket(const Config& c);
@@ -126,5 +130,8 @@ private:
 
 // Applies the command line's overrides (-p, -l, -a, -P, -H) to a config read from file.
 void apply_overrides(const Options& o, Config& c);
+
+// "generation 2 serves on 127.0.0.1 port 8000: 3 modules, 4 workers" (systemd's STATUS=).
+std::string status_line(const Runtime& rt);
 
 }  // namespace bertd

@@ -60,7 +60,7 @@ void Master::erlang_reloaded(const Config& c) {
 
 void Master::spawn_link() {
     pid_t master = getpid();
-    bool ok = children_.spawn(link_, [&] {
+    bool ok = children_.spawn(link_, erlang_user(), [&] {
         log::set_role("erlang link");
         prctl(PR_SET_NAME, "bertd-link");  // so ps and tests can tell it from the acceptors
         int acceptors = link_listen_.release(), handlers = handlers_listen_.release();
@@ -106,7 +106,7 @@ void Master::spawn_companion() {
     // erl execs erlexec, which execs beam: the death signal stays with the VM.
     Fd err_read, err_write;
     stderr_pipe(err_read, err_write);
-    bool ok = children_.spawn(companion_, [&] {
+    bool ok = children_.spawn(companion_, erlang_user(), [&] {
         if (err_write) dup2(err_write.get(), 2);
         for (const auto& e : companion_cmd_.env) putenv(const_cast<char*>(e.c_str()));
         if (!companion_cmd_.cookie.empty()) {

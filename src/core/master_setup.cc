@@ -22,6 +22,17 @@ void apply_overrides(const Options& o, Config& c) {
     if (!o.access_log.empty()) c.access_log = o.access_log;
     if (!o.pidfile.empty()) c.pidfile = o.pidfile;
     if (!o.listen.empty()) c.listen = o.listen;
+    if (!o.user.empty()) c.user = o.user, c.user_where = "-u";
+}
+
+std::string status_line(const Runtime& rt) {
+    const Config& c = rt.config;
+    size_t workers = 0;
+    for (const auto& m : c.modules)
+        if (m.type == ModuleConfig::Type::External) workers += size_t(m.count);
+    return "generation " + std::to_string(rt.generation) + " serves on " + c.listen + " port " +
+           std::to_string(c.port) + ": " + std::to_string(c.modules.size()) + " modules, " +
+           std::to_string(workers) + " workers";
 }
 
 void Master::open_listen_socket(const Config& c) {

@@ -14,6 +14,8 @@
 #include <random>
 #include <sstream>
 
+#include "core/cli.h"
+
 namespace bertd::erl {
 
 namespace {
@@ -75,7 +77,8 @@ bool beam_in(const std::string& dir) {
 }
 
 // bertd_native.beam: erlang.ebin, else beside the program (build/rel/bertd ->
-// build/rel/ebin), else the installed data directory (sbin/bertd -> share/bertd/ebin).
+// build/rel/ebin), else the installed Erlang application directory (sbin/bertd ->
+// lib/erlang/lib/bertd-VERSION/ebin).
 std::string find_ebin(const Config& c) {
     if (!c.erlang.ebin.empty()) {
         if (!beam_in(c.erlang.ebin))
@@ -89,7 +92,8 @@ std::string find_ebin(const Config& c) {
         exe[n] = 0;
         std::string dir = exe;
         if (size_t slash = dir.rfind('/'); slash != std::string::npos) dir.resize(slash);
-        for (const char* rel : {"/ebin", "/../ebin", "/../share/bertd/ebin"}) {
+        const std::string installed = std::string("/../lib/erlang/lib/bertd-") + version() + "/ebin";
+        for (const std::string& rel : {std::string("/ebin"), std::string("/../ebin"), installed}) {
             char real[PATH_MAX];
             std::string d = dir + rel;
             if (beam_in(d) && realpath(d.c_str(), real)) return real;
