@@ -214,13 +214,18 @@ ModuleConfig yaml_module(const Yaml& y, const YAML::Node& n) {
                 if (k == "size") m.cache_size = y.size(ck.second, k);
                 else y.fail(ck.first, "unknown cache key '" + k + "' (known: size)");
             }
+        } else if (key == "float_format") {
+            std::string f = y.str(v, key);
+            if (f != "new" && f != "ernie") y.fail(v, "float_format must be new or ernie, not '" + f + "'");
+            m.ernie_floats = f == "ernie";
         } else if (key == "user")
             m.user = y.str(v, key);
         else if (key == "group")
             m.group = y.str(v, key);
         else
             y.fail(kv.first, "unknown module key '" + key +
-                                 "' (known: name, type, command, count, timeout, codepaths, node, user, group, cache)");
+                                 "' (known: name, type, command, count, timeout, codepaths, node, user, group, cache, "
+                                 "float_format)");
     }
     if (!valid_module_name(m.name)) y.fail(n, "a module needs a name (a non-empty atom of at most 255 characters)");
     if (!typed && (!m.codepaths.empty() || !m.node.empty())) m.type = ModuleConfig::Type::Native;
@@ -437,8 +442,11 @@ ModuleConfig cfg_module(const bert::Term& t, const std::string& where) {
             for (const auto& p : v.items()) m.codepaths.push_back(text(p));
         } else if (key == "node") {
             m.node = v.is_atom() ? v.atom_name() : text(v);
+        } else if (key == "float_format") {
+            if (!v.is_atom("new") && !v.is_atom("ernie")) fail("float_format must be new or ernie, got " + bert::to_string(v, 200));
+            m.ernie_floats = v.is_atom("ernie");
         } else {
-            fail("unknown option '" + key + "' (known: module, type, command, count, timeout, codepaths, node)");
+            fail("unknown option '" + key + "' (known: module, type, command, count, timeout, codepaths, node, float_format)");
         }
     }
     if (m.name.empty()) fail("the term has no {module, Name}");

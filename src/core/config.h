@@ -27,6 +27,7 @@ struct ModuleConfig {
     std::vector<std::string> codepaths;  // native (Ernie form): companion VM code paths
     std::string node;                    // native: an existing node to run on
     size_t cache_size = 0;               // external: bertd's own cache of public answers (0: none)
+    bool ernie_floats = false;           // float_format: ernie: floats cross as FLOAT_EXT both ways
     std::string where;                   // "file:line", for messages
     std::string user, group;             // external: its workers run as this user (else the config's)
     Credentials creds;                   // resolved by resolve_users; unset: the master's own

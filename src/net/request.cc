@@ -342,6 +342,13 @@ void RequestPath::complete(Request& r, Outcome o) {
     if (c) acc_.conns().resume(*c);
 }
 
+std::vector<Request*> RequestPath::queued_for(uint32_t module) {
+    std::vector<Request*> out;
+    for (auto& [id, r] : live_)
+        if (r->stage == Request::Stage::Queued && r->route.module == module) out.push_back(r.get());
+    return out;
+}
+
 void RequestPath::answer_cast(Request& r) {
     Conn& c = *r.conn;
     take_log_text(r);

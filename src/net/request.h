@@ -112,6 +112,8 @@ public:
     // Can this request's answer come from (and go into) its module's cache?
     AnswerCache* cache_for(const Request& r);
     size_t live() const { return live_.size(); }
+    // The requests that wait in a shared queue for a worker of `module`.
+    std::vector<Request*> queued_for(uint32_t module);
 
 private:
     Request& make(Conn& c, uint32_t frame_len);
