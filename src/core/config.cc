@@ -287,6 +287,36 @@ void yaml_erlang(const Yaml& y, const YAML::Node& n, ErlangConfig& e) {
     }
 }
 
+void yaml_limits(Yaml& y, const YAML::Node& v, Limits& l) {
+    if (!v.IsMap()) y.fail(v, "limits must be a mapping");
+    for (const auto& lk : v) {
+        std::string k = lk.first.as<std::string>();
+        if (k == "max_frame") l.max_frame = y.size(lk.second, k);
+        else if (k == "idle_timeout") l.idle_timeout = y.duration(lk.second, k);
+        else if (k == "max_connections") l.max_connections = size_t(y.integer(lk.second, k, 1, 10000000));
+        else if (k == "max_queue") l.max_queue = size_t(y.integer(lk.second, k, 1, 10000000));
+        else if (k == "max_buffered") l.max_buffered = y.size(lk.second, k);
+        else if (k == "max_stream") l.max_stream = y.size(lk.second, k);
+        else y.fail(lk.first, "unknown limit '" + k +
+                                  "' (known: max_frame, idle_timeout, max_connections, max_queue, max_buffered, "
+                                  "max_stream)");
+    }
+}
+
+void yaml_callbacks(Yaml& y, const YAML::Node& v, CallbacksConfig& cb) {
+    if (!v.IsMap()) y.fail(v, "callbacks must be a mapping: {allow: [\"host:port\", ...], timeout: 5s, retries: 3}");
+    for (const auto& ck : v) {
+        std::string k = ck.first.as<std::string>();
+        if (k == "allow") cb.allow = y.strings(ck.second, k);
+        else if (k == "timeout") cb.timeout = y.duration(ck.second, k);
+        else if (k == "retries") cb.retries = int(y.integer(ck.second, k, 0, 100));
+        else y.fail(ck.first, "unknown callbacks key '" + k + "' (known: allow, timeout, retries)");
+    }
+    for (const std::string& a : cb.allow)
+        if (a.rfind(':') == std::string::npos || a.rfind(':') == 0 || a.back() == ':')
+            y.fail(v, "callbacks.allow: '" + a + "' is not host:port (the port may be *)");
+}
+
 Config parse_yaml(const std::string& text, const std::string& path) {
     Config c;
     c.path = path;
@@ -316,37 +346,14 @@ Config parse_yaml(const std::string& text, const std::string& path) {
         else if (key == "group")
             c.group = y.str(v, key);
         else if (key == "admin_allow") c.admin_allow = y.strings(v, key);
-        else if (key == "limits") {
-            if (!v.IsMap()) y.fail(v, "limits must be a mapping");
-            for (const auto& lk : v) {
-                std::string k = lk.first.as<std::string>();
-                if (k == "max_frame") c.limits.max_frame = y.size(lk.second, k);
-                else if (k == "idle_timeout") c.limits.idle_timeout = y.duration(lk.second, k);
-                else if (k == "max_connections") c.limits.max_connections = size_t(y.integer(lk.second, k, 1, 10000000));
-                else if (k == "max_queue") c.limits.max_queue = size_t(y.integer(lk.second, k, 1, 10000000));
-                else if (k == "max_buffered") c.limits.max_buffered = y.size(lk.second, k);
-                else if (k == "max_stream") c.limits.max_stream = y.size(lk.second, k);
-                else y.fail(lk.first, "unknown limit '" + k +
-                                          "' (known: max_frame, idle_timeout, max_connections, max_queue, max_buffered, "
-                                          "max_stream)");
-            }
-        } else if (key == "modules") {
+        else if (key == "limits") yaml_limits(y, v, c.limits);
+        else if (key == "modules") {
             if (!v.IsSequence()) y.fail(v, "modules must be a list");
             for (const auto& m : v) c.modules.push_back(yaml_module(y, m));
         } else if (key == "erlang") {
             yaml_erlang(y, v, c.erlang);
         } else if (key == "callbacks") {
-            if (!v.IsMap()) y.fail(v, "callbacks must be a mapping: {allow: [\"host:port\", ...], timeout: 5s, retries: 3}");
-            for (const auto& ck : v) {
-                std::string k = ck.first.as<std::string>();
-                if (k == "allow") c.callbacks.allow = y.strings(ck.second, k);
-                else if (k == "timeout") c.callbacks.timeout = y.duration(ck.second, k);
-                else if (k == "retries") c.callbacks.retries = int(y.integer(ck.second, k, 0, 100));
-                else y.fail(ck.first, "unknown callbacks key '" + k + "' (known: allow, timeout, retries)");
-            }
-            for (const std::string& a : c.callbacks.allow)
-                if (a.rfind(':') == std::string::npos || a.rfind(':') == 0 || a.back() == ':')
-                    y.fail(v, "callbacks.allow: '" + a + "' is not host:port (the port may be *)");
+            yaml_callbacks(y, v, c.callbacks);
         } else {
             y.fail(kv.first, "unknown key '" + key +
                                  "' (known: listen, port, acceptors, access_log, error_log, log_level, pidfile, "

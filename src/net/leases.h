@@ -90,6 +90,8 @@ private:
     // worker_answer.cc
     void read_answer(Lease& l);
     bool take(Lease& l, std::string_view bytes);
+    bool whole_answer(Lease& l, std::string_view answer, std::string_view rest);
+    bool stream_head(Lease& l, std::string_view reply, std::string rest);
     bool head_frames(Lease& l);
     bool chunks(Lease& l, std::string_view bytes);
     void end_of_stream(Lease& l);
