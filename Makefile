@@ -6,6 +6,10 @@
 
 -include config.mk
 
+# The version is written once, in debian/changelog's first line; bertd -v, bertd.pc,
+# the man pages and the Erlang application directory take it from there.
+VERSION := ${shell sed -n '1s/^[^ ]* (\([^)]*\)).*/\1/p' debian/changelog}
+
 SANITIZE ?= 0
 ifeq ($(SANITIZE),1)
 BUILD := build/san
@@ -43,12 +47,14 @@ ERL_BEAMS := $(patsubst modules/erlang/%.erl,$(BUILD)/ebin/%.beam,$(wildcard mod
 # Keep objects of stand-alone tools: they are intermediate files to make.
 .SECONDARY:
 
-.PHONY: all deps test unit run bench bench-quick soak fuzz fuzz-build install uninstall clean distclean check-man
+.PHONY: all deps test unit run bench bench-quick soak fuzz fuzz-build install install-service uninstall deb \
+	clean distclean check-man
 all: config.mk $(PROGRAMS) $(TOOLS) $(ERL_BEAMS) bin
 
-config.mk:
+# A changed configure runs again, with the options config.mk was written with.
+config.mk: configure
 	@contrib/install-deps
-	./configure
+	./configure $(shell sed -n '1s/^# written by .\/configure//p' config.mk 2>/dev/null)
 
 deps:
 	@contrib/install-deps
@@ -61,6 +67,9 @@ bin: $(PROGRAMS) $(TOOLS)
 $(BUILD)/%.o: %.cc config.mk
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS_ALL) -c $< -o $@
+
+$(BUILD)/src/core/cli.o: CXXFLAGS_ALL += -DBERTD_VERSION='"$(VERSION)"'
+$(BUILD)/src/core/cli.o: debian/changelog
 
 $(LIB): $(LIB_OBJ)
 	@rm -f $@
@@ -141,6 +150,7 @@ soak: deps config.mk all
 	@BERTD_BUILD=$(BUILD) python3 tests/integration/soak.py --requests $(SOAK_REQUESTS)
 
 # --- install -------------------------------------------------------------------
+# Every directory can be set on the command line; debian/rules sets Debian's.
 DESTDIR ?=
 BINDIR = $(PREFIX)/bin
 SBINDIR = $(PREFIX)/sbin
@@ -148,31 +158,92 @@ MANDIR = $(PREFIX)/share/man
 LIBDIR = $(PREFIX)/lib
 INCDIR = $(PREFIX)/include
 DATADIR = $(PREFIX)/share/bertd
+# The Ruby and Python libraries (found with RUBYLIB / PYTHONPATH unless these are the
+# interpreters' own directories, e.g. /usr/lib/ruby/vendor_ruby, /usr/lib/python3/dist-packages).
+RUBYLIBDIR = $(DATADIR)/ruby/lib
+PYTHONLIBDIR = $(DATADIR)/python
+EXAMPLESDIR = $(DATADIR)/examples
+# An Erlang application directory. bertd finds bertd_native.beam in its ebin (from
+# SBINDIR/../lib/erlang/lib/bertd-VERSION/ebin); Erlang nodes find bertd_client there when
+# it is their own lib directory (PREFIX=/usr), else with ERL_LIBS=PREFIX/lib/erlang/lib.
+ERLAPPDIR = $(PREFIX)/lib/erlang/lib/bertd-$(VERSION)
+# install-service: the unit, the init script and its defaults, logrotate.
+SYSTEMDUNITDIR = $(LIBDIR)/systemd/system
+INITDIR = /etc/init.d
+DEFAULTDIR = /etc/default
+LOGROTATEDIR = /etc/logrotate.d
+# The contrib files name the default prefix's paths; installed copies name the real ones.
+CONTRIB_PATHS = sed -e 's|/usr/local/sbin/|$(SBINDIR)/|g' -e 's|/usr/local/etc/|$(SYSCONFDIR)/|g'
+MAN_VERSION = sed -e '1s|"bertd [^"]*"|"bertd $(VERSION)"|'
+ERL_MODULES = $(basename $(notdir $(ERL_BEAMS)))
+# bertd.pc names libdir from ${exec_prefix}, so pkg-config --define-variable=prefix= moves it too.
+PC_LIBDIR = $(patsubst $(PREFIX)/%,$${exec_prefix}/%,$(LIBDIR))
+empty :=
+space := $(empty) $(empty)
+comma := ,
+ERL_APP = {application, bertd, [{description, "bertd: BERT-RPC server modules"}, {vsn, "$(VERSION)"}, \
+	{modules, [$(subst $(space),$(comma) ,$(ERL_MODULES))]}, {registered, []}, {applications, [kernel, stdlib]}]}.
+
 install: all $(MODLIB)
-	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man1 \
-		$(DESTDIR)$(SYSCONFDIR)/bertd $(DESTDIR)$(DATADIR) $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCDIR)/bertd
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man5 \
+		$(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(SYSCONFDIR)/bertd $(DESTDIR)$(LIBDIR)/pkgconfig \
+		$(DESTDIR)$(INCDIR)/bertd $(DESTDIR)$(ERLAPPDIR)/ebin
 	install -m 755 $(BUILD)/bertd $(DESTDIR)$(SBINDIR)/bertd
 	if [ -f $(BUILD)/bertc ]; then install -m 755 $(BUILD)/bertc $(DESTDIR)$(BINDIR)/bertc; fi
-	for m in man/*.8; do [ -f "$$m" ] && install -m 644 "$$m" $(DESTDIR)$(MANDIR)/man8/; done; true
-	for m in man/*.5; do [ -f "$$m" ] && install -m 644 "$$m" $(DESTDIR)$(MANDIR)/man5/; done; true
-	for m in man/*.1; do [ -f "$$m" ] && install -m 644 "$$m" $(DESTDIR)$(MANDIR)/man1/; done; true
-	for c in conf/*; do [ -f "$$c" ] && install -m 644 "$$c" $(DESTDIR)$(SYSCONFDIR)/bertd/; done; true
+	for m in man/*.[158]; do $(MAN_VERSION) "$$m" > $(DESTDIR)$(MANDIR)/man$${m##*.}/$${m#man/}; \
+		chmod 644 $(DESTDIR)$(MANDIR)/man$${m##*.}/$${m#man/}; done
+	for c in conf/*; do install -m 644 "$$c" $(DESTDIR)$(SYSCONFDIR)/bertd/; done
 	install -m 644 $(MODLIB) $(DESTDIR)$(LIBDIR)/libbertd-module.a
-	cp -r src/bert $(DESTDIR)$(INCDIR)/bertd/ && find $(DESTDIR)$(INCDIR)/bertd -name '*.cc' -delete
-	if [ -d modules/cpp/include ]; then cp -r modules/cpp/include/. $(DESTDIR)$(INCDIR)/bertd/; fi
-	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@EI_DIR@|$(EI_DIR)|g' modules/cpp/bertd.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/bertd.pc
-	for d in modules/ruby modules/python modules/erlang; do [ -d "$$d" ] && cp -r "$$d" $(DESTDIR)$(DATADIR)/; done; true
-	rm -rf $(DESTDIR)$(DATADIR)/*/tests $(DESTDIR)$(DATADIR)/*/*/__pycache__
-	# The server finds bertd_native.beam in share/bertd/ebin; Erlang clients use share/bertd/erlang/ebin.
-	install -d $(DESTDIR)$(DATADIR)/ebin $(DESTDIR)$(DATADIR)/erlang/ebin
-	for b in $(ERL_BEAMS); do install -m 644 "$$b" $(DESTDIR)$(DATADIR)/ebin/; \
-		install -m 644 "$$b" $(DESTDIR)$(DATADIR)/erlang/ebin/; done; true
+	cd src && find bert -name '*.h' -exec install -D -m 644 {} $(DESTDIR)$(INCDIR)/bertd/{} \;
+	cd modules/cpp/include && find . -name '*.h' -exec install -D -m 644 {} $(DESTDIR)$(INCDIR)/bertd/{} \;
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(PC_LIBDIR)|g' -e 's|@EI_DIR@|$(EI_DIR)|g' \
+		-e 's|@VERSION@|$(VERSION)|g' modules/cpp/bertd.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/bertd.pc
+	cd modules/ruby/lib && find . -name '*.rb' -exec install -D -m 644 {} $(DESTDIR)$(RUBYLIBDIR)/{} \;
+	cd modules/python && find bertd -name '*.py' -exec install -D -m 644 {} $(DESTDIR)$(PYTHONLIBDIR)/{} \;
+	for l in ruby python; do for f in modules/$$l/examples/*; do \
+		install -D -m 644 "$$f" $(DESTDIR)$(EXAMPLESDIR)/$$l/$${f##*/}; done; done
+	for b in $(ERL_BEAMS); do install -m 644 "$$b" $(DESTDIR)$(ERLAPPDIR)/ebin/; done
+	echo '$(ERL_APP)' > $(DESTDIR)$(ERLAPPDIR)/ebin/bertd.app
+
+install-service:
+	install -d $(DESTDIR)$(SYSTEMDUNITDIR) $(DESTDIR)$(INITDIR) $(DESTDIR)$(DEFAULTDIR) $(DESTDIR)$(LOGROTATEDIR)
+	$(CONTRIB_PATHS) contrib/systemd/bertd.service > $(DESTDIR)$(SYSTEMDUNITDIR)/bertd.service
+	$(CONTRIB_PATHS) contrib/init.d/bertd > $(DESTDIR)$(INITDIR)/bertd
+	$(CONTRIB_PATHS) contrib/default/bertd > $(DESTDIR)$(DEFAULTDIR)/bertd
+	$(CONTRIB_PATHS) contrib/logrotate.d/bertd > $(DESTDIR)$(LOGROTATEDIR)/bertd
+	chmod 644 $(DESTDIR)$(SYSTEMDUNITDIR)/bertd.service $(DESTDIR)$(DEFAULTDIR)/bertd $(DESTDIR)$(LOGROTATEDIR)/bertd
+	chmod 755 $(DESTDIR)$(INITDIR)/bertd
 
 uninstall:
 	rm -f $(DESTDIR)$(SBINDIR)/bertd $(DESTDIR)$(BINDIR)/bertc $(DESTDIR)$(MANDIR)/man8/bertd.8 \
 		$(DESTDIR)$(MANDIR)/man5/bertd.yaml.5 $(DESTDIR)$(MANDIR)/man1/bertc.1 $(DESTDIR)$(LIBDIR)/libbertd-module.a \
-		$(DESTDIR)$(LIBDIR)/pkgconfig/bertd.pc
-	rm -rf $(DESTDIR)$(INCDIR)/bertd $(DESTDIR)$(DATADIR)
+		$(DESTDIR)$(LIBDIR)/pkgconfig/bertd.pc $(DESTDIR)$(SYSTEMDUNITDIR)/bertd.service $(DESTDIR)$(INITDIR)/bertd \
+		$(DESTDIR)$(DEFAULTDIR)/bertd $(DESTDIR)$(LOGROTATEDIR)/bertd
+	cd modules/ruby/lib && find . -name '*.rb' -exec rm -f $(DESTDIR)$(RUBYLIBDIR)/{} \;
+	rm -rf $(DESTDIR)$(INCDIR)/bertd $(DESTDIR)$(DATADIR) $(DESTDIR)$(ERLAPPDIR) $(DESTDIR)$(PYTHONLIBDIR)/bertd \
+		$(DESTDIR)$(RUBYLIBDIR)/bertd
+
+# --- Debian packages -------------------------------------------------------------
+# make deb: build/deb/bertd_VERSION_ARCH.deb and the libraries' packages (ruby-bertd,
+# python3-bertd, libbertd-dev), with debhelper from debian/. It packages this tree's build
+# (objects already compiled are not compiled again), downloads nothing, and is remade only
+# when one of its inputs changed.
+DEB_DIR = $(BUILD)/deb
+DEB_ARCH := $(shell dpkg --print-architecture 2>/dev/null)
+DEB = $(DEB_DIR)/bertd_$(VERSION)_$(DEB_ARCH).deb
+DEB_OUTPUTS = debian/files debian/debhelper-build-stamp debian/%.substvars debian/%.debhelper debian/%.log
+DEB_INPUTS := $(filter-out $(DEB_OUTPUTS),$(shell find debian -maxdepth 1 -type f) debian/source/format) \
+	README.md $(wildcard modules/*/README.md) \
+	$(shell find contrib conf man modules/ruby/lib modules/ruby/examples modules/python/bertd \
+		modules/python/examples modules/cpp/include modules/cpp/bertd.pc.in src/bert -type f \
+		! -name '*.pyc' ! -name '*.cc')
+deb: config.mk $(DEB)
+$(DEB): $(PROGRAMS) $(ERL_BEAMS) $(MODLIB) $(DEB_INPUTS) Makefile
+	@mkdir -p $(DEB_DIR)
+	+dpkg-buildpackage -b -us -uc --buildinfo-file=$(DEB_DIR)/bertd_$(VERSION)_$(DEB_ARCH).buildinfo \
+		--buildinfo-option=-u$(DEB_DIR) --changes-file=$(DEB_DIR)/bertd_$(VERSION)_$(DEB_ARCH).changes \
+		--changes-option=-u$(DEB_DIR)
+	@touch $@
 
 clean:
 	rm -rf build

@@ -15,7 +15,6 @@
 
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 
 #include "admin/admin.h"
 #include "bert/codec.h"
@@ -24,6 +23,7 @@
 #include "core/cli.h"
 #include "core/config.h"
 #include "core/master.h"
+#include "core/pidfile.h"
 #include "io/ipc.h"
 #include "log/log.h"
 
@@ -92,23 +92,10 @@ int command_by_port(const Options& o, int port, const char* function) {
     return 1;
 }
 
-// The pid in a pidfile if that process is alive; 0 otherwise.
-pid_t live_pid(const std::string& pidfile) {
-    std::ifstream in(pidfile);
-    long pid = 0;
-    if (!(in >> pid) || pid <= 0 || pid > INT_MAX) return 0;
-    if (kill(pid_t(pid), 0) != 0 && errno == ESRCH) return 0;
-    // A recycled pid that now belongs to some other program is not a server.
-    std::ifstream comm("/proc/" + std::to_string(pid) + "/comm");
-    std::string name;
-    if (comm >> name && name.rfind("bertd", 0) != 0) return 0;
-    return pid_t(pid);
-}
-
 // Commands addressed by pidfile: signals for reload-handlers and halt, the shared
 // segment for stats (no connection needed).
 int command_by_pidfile(const Options& o) {
-    pid_t pid = live_pid(o.pidfile);
+    pid_t pid = running_server(o.pidfile);
     if (!pid) {
         fprintf(stderr, "bertd: no running server in pidfile %s\n", o.pidfile.c_str());
         return 1;
@@ -207,7 +194,7 @@ std::string absolute(const std::string& path) {
 // Starts a server: checks the pidfile, detaches if asked, and runs the master.
 int serve(const Options& opts, Config config) {
     if (!config.pidfile.empty()) {
-        if (pid_t other = live_pid(config.pidfile)) {
+        if (pid_t other = running_server(config.pidfile)) {
             fprintf(stderr,
                     "bertd: already running with pid %d (pidfile %s); stop it first or use another pidfile\n",
                     int(other), config.pidfile.c_str());
@@ -267,17 +254,22 @@ int main(int argc, char** argv) {
     if (!opts.pidfile.empty()) opts.pidfile = absolute(opts.pidfile);
 
     Config config;
-    if (!opts.config.empty()) {
-        try {
-            config = load_config(opts.config);
-        } catch (const ConfigError& e) {
-            fprintf(stderr, "bertd: %s\n", e.what());
-            return 1;
-        }
+    try {
+        resolve_cookie(opts);
+        if (!opts.config.empty()) config = load_config(opts.config);
+    } catch (const ConfigError& e) {
+        fprintf(stderr, "bertd: %s\n", e.what());
+        return 1;
     }
     apply_overrides(opts, config);
     if (opts.command != Options::Command::Start) return send_command(opts, config);
     if (opts.test_config) {
+        try {
+            resolve_users(config);
+        } catch (const ConfigError& e) {
+            fprintf(stderr, "bertd: %s\n", e.what());
+            return 1;
+        }
         printf("bertd: the configuration file %s syntax is ok (%zu modules)\n", opts.config.c_str(),
                config.modules.size());
         return 0;

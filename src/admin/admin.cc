@@ -83,6 +83,10 @@ std::string stats_text(Segment& seg) {
     line(out, "errors.protocol", g.protocol_errors.load());
     line(out, "errors.unknown_module", g.unknown_module.load());
     line(out, "access_log.lost", g.access_log_lost.load());
+    line(out, "callbacks.ok", g.callbacks_ok.load());
+    line(out, "callbacks.failed", g.callbacks_failed.load());
+    line(out, "streams.in", g.streams_in.load());
+    line(out, "streams.out", g.streams_out.load());
     line(out, "acceptors.restarts", g.acceptor_restarts.load());
     line(out, "workers.restarts", g.worker_restarts.load());
     line(out, "uptime", uint64_t((now_us() - g.started_us.load()) / 1000000));

@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -38,7 +39,7 @@ std::string describe_status(int status) {
 Child& Children::add(ChildKind kind, uint64_t generation, uint32_t index, bool respawn) {
     auto c = std::make_unique<Child>();
     c->kind = kind;
-    c->own_group = kind == ChildKind::Worker;
+    c->own_group = kind == ChildKind::Worker || kind == ChildKind::Companion;
     c->generation = generation;
     c->index = index;
     c->respawn = respawn;
@@ -53,7 +54,7 @@ void Children::forget_generation(uint64_t generation) {
     });
 }
 
-bool Children::spawn(Child& c, const std::function<void()>& body) {
+bool Children::spawn(Child& c, const Credentials& as, const std::function<void()>& body) {
     pid_t master = getpid();
     pid_t pid = fork();
     if (pid < 0) {
@@ -62,9 +63,14 @@ bool Children::spawn(Child& c, const std::function<void()>& body) {
         return false;
     }
     if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);   // never outlive the master
+        if (!become(as)) {
+            log::error("cannot run %s as user %s: %s", name_of(c).c_str(), as.user.c_str(), strerror(errno));
+            _exit(1);
+        }
+        prctl(PR_SET_PDEATHSIG, SIGKILL);   // never outlive the master (after become: it clears this)
         if (getppid() != master) _exit(1);  // it died before the line above
         for (int s : {SIGCHLD, SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2}) ::signal(s, SIG_DFL);
+        unsetenv("NOTIFY_SOCKET");  // systemd hears from the master alone
         if (c.own_group) setpgid(0, 0);
         for (auto& other : all_) other->output.close();
         body();

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "core/child_output.h"
+#include "core/credentials.h"
 #include "io/backoff.h"
 
 namespace bertd {
@@ -29,11 +30,11 @@ struct Child {
     int64_t started_us = 0;    // monotonic
     int64_t term_sent_us = 0;  // when it was asked to go; 0 if it was not
     Backoff backoff;           // quick deaths in a row, and when the next start may be
-    // Workers lead a process group of their own: what a handler leaves behind (the
-    // program a `cd ... &&` shell started, a child it forked) is signalled with it,
-    // and killed once it is gone.
+    // Workers and the companion VM lead a process group of their own: what they leave
+    // behind (the program a `cd ... &&` shell started, a child a handler forked, the VM's
+    // helpers) is signalled with them, and killed once they are gone.
     bool own_group = false;
-    ChildOutput output;  // workers: their stderr, which the master relays to the error log
+    ChildOutput output;  // workers and the VM: their stderr, which the master relays to the error log
 };
 
 // "exited with status 1", "killed by signal Killed".
@@ -45,12 +46,14 @@ public:
     // Drops the children of a generation; none of them may be running.
     void forget_generation(uint64_t generation);
 
-    // Forks `c`. The child dies with the master (PR_SET_PDEATHSIG), gets the default
-    // disposition of every signal the master catches (its mask stays blocked, as the
-    // master's: each child unblocks once it is ready), keeps none of the table's output
-    // pipes, and runs `body`, which must not return. In the master: true, with c.pid and c.started_us set; on
-    // failure the error is logged and the next attempt is a second away.
-    bool spawn(Child& c, const std::function<void()>& body);
+    // Forks `c`. The child becomes `as` (a child that cannot exits at once), dies with
+    // the master (PR_SET_PDEATHSIG), gets the default disposition of every signal the
+    // master catches (its mask stays blocked, as the master's: each child unblocks once
+    // it is ready), keeps none of the table's output pipes, and runs `body`, which must
+    // not return. In the master: true, with c.pid and c.started_us set; on failure the
+    // error is logged and the next attempt is a second away.
+    bool spawn(Child& c, const Credentials& as, const std::function<void()>& body);
+    bool spawn(Child& c, const std::function<void()>& body) { return spawn(c, Credentials{}, body); }
 
     // Waits for every child that has exited and calls `exited` for each of the table's
     // with the pid it had (c.pid is 0 by then); other pids (none are expected) are only

@@ -7,13 +7,17 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "core/config.h"
+
 namespace bertd {
 
+// The Makefile defines BERTD_VERSION from debian/changelog.
 #ifndef BERTD_VERSION
-#define BERTD_VERSION "0.1.0"
+#define BERTD_VERSION "unknown"
 #endif
 
-std::string version_text() { return "bertd " BERTD_VERSION "\n"; }
+const char* version() { return BERTD_VERSION; }
+std::string version_text() { return std::string("bertd ") + version() + "\n"; }
 
 std::string usage_text() {
     return "Usage: bertd [command] [options]\n"
@@ -37,7 +41,9 @@ std::string usage_text() {
            "      --name NAME         Erlang node name (long)\n"
            "      --sname NAME        Erlang node name (short)\n"
            "      --cookie COOKIE     Erlang cookie (default: the config, else ~/.erlang.cookie)\n"
+           "      --cookie-file FILE  read the Erlang cookie from FILE ($BERTD_COOKIE works too)\n"
            "  -E, --erlang OPTIONS    options for the companion Erlang VM\n"
+           "  -u, --user USER         run the children as USER (a master started as root)\n"
            "  -t, --test              check the config and exit\n"
            "  -h, --help              this text\n"
            "  -v, --version           print the version\n";
@@ -52,6 +58,22 @@ int parse_int(const char* s, const char* what, int lo, int hi) {
         throw UsageError(std::string("invalid ") + what + " '" + s + "' (expected " + std::to_string(lo) + ".." +
                          std::to_string(hi) + ")");
     return int(v);
+}
+
+void parse_command(const std::vector<std::string>& rest, Options& o) {
+    if (rest.size() > 1) throw UsageError("too many commands: '" + rest[1] + "'");
+    if (rest.empty()) return;
+    const std::string& c = rest[0];
+    if (c == "reload-handlers")
+        o.command = Options::Command::ReloadHandlers;
+    else if (c == "stats")
+        o.command = Options::Command::Stats;
+    else if (c == "halt")
+        o.command = Options::Command::Halt;
+    else if (c == "start")
+        o.command = Options::Command::Start;
+    else
+        throw UsageError("unknown command '" + c + "' (known: reload-handlers, stats, halt)");
 }
 }  // namespace
 
@@ -68,7 +90,9 @@ Options parse_options(int argc, char** argv) {
                                       {"sname", required_argument, nullptr, 'S'},
                                       {"erlang", required_argument, nullptr, 'E'},
                                       {"cookie", required_argument, nullptr, 'K'},
+                                      {"cookie-file", required_argument, nullptr, 'F'},
                                       {"listen", required_argument, nullptr, 'L'},
+                                      {"user", required_argument, nullptr, 'u'},
                                       {"test", no_argument, nullptr, 't'},
                                       {"help", no_argument, nullptr, 'h'},
                                       {"version", no_argument, nullptr, 'v'},
@@ -77,7 +101,7 @@ Options parse_options(int argc, char** argv) {
     opterr = 0;
     // '+' would stop at the first non-option; commands may come first or last, so permute.
     int ch;
-    while ((ch = getopt_long(argc, argv, ":c:p:H:l:a:dP:E:thv", longopts, nullptr)) != -1) {
+    while ((ch = getopt_long(argc, argv, ":c:p:H:l:a:dP:E:u:thv", longopts, nullptr)) != -1) {
         switch (ch) {
             case 'c': o.config = optarg; break;
             case 'p': o.port = parse_int(optarg, "port", 0, 65535); break;
@@ -90,7 +114,12 @@ Options parse_options(int argc, char** argv) {
             case 'N': o.name = optarg; break;
             case 'S': o.sname = optarg; break;
             case 'E': o.erlang_opts = optarg; break;
-            case 'K': o.cookie = optarg; break;
+            case 'K':
+                o.cookie = optarg;
+                memset(optarg, 0, strlen(optarg));  // out of /proc/PID/cmdline
+                break;
+            case 'F': o.cookie_file = optarg; break;
+            case 'u': o.user = optarg; break;
             case 't': o.test_config = true; break;
             case 'h': o.command = Options::Command::Help; return o;
             case 'v': o.command = Options::Command::Version; return o;
@@ -98,20 +127,24 @@ Options parse_options(int argc, char** argv) {
             default: throw UsageError(std::string("unknown option '") + argv[optind - 1] + "'");
         }
     }
-    std::vector<std::string> rest(argv + optind, argv + argc);
-    if (rest.size() > 1) throw UsageError("too many commands: '" + rest[1] + "'");
-    if (!rest.empty()) {
-        const std::string& c = rest[0];
-        if (c == "reload-handlers") o.command = Options::Command::ReloadHandlers;
-        else if (c == "stats") o.command = Options::Command::Stats;
-        else if (c == "halt") o.command = Options::Command::Halt;
-        else if (c == "start") o.command = Options::Command::Start;
-        else throw UsageError("unknown command '" + c + "' (known: reload-handlers, stats, halt)");
-    }
+    parse_command(std::vector<std::string>(argv + optind, argv + argc), o);
     if (!o.name.empty() && !o.sname.empty()) throw UsageError("give --name or --sname, not both");
     if (o.command == Options::Command::Start && o.config.empty())
         throw UsageError("no config file: give -c FILE (see conf/bertd.yaml)");
     return o;
+}
+
+void resolve_cookie(Options& o) {
+    char* env = getenv("BERTD_COOKIE");
+    std::string from_env = env ? env : "";
+    if (env) memset(env, 0, strlen(env));  // out of /proc/PID/environ too
+    unsetenv("BERTD_COOKIE");
+    if (!o.cookie.empty()) return;
+    if (!o.cookie_file.empty()) {
+        o.cookie = read_secret_file(o.cookie_file);
+        return;
+    }
+    o.cookie = from_env;
 }
 
 }  // namespace bertd

@@ -21,15 +21,23 @@ struct Options {
     bool daemon = false;      // -d
     std::string pidfile;      // -P
     std::string name, sname;  // --name, --sname (Erlang node name)
-    std::string cookie;       // --cookie (Erlang distribution cookie)
+    std::string cookie;  // --cookie (Erlang distribution cookie), else --cookie-file's, else $BERTD_COOKIE
+    std::string cookie_file;  // --cookie-file
+    std::string user;         // -u (children run as this user; overrides the config's)
     std::string erlang_opts;  // -E
     bool test_config = false; // -t
     std::string host = "127.0.0.1";  // commands: where the server listens (-H)
     std::string listen;  // the server: the address to listen on (-H, --listen; overrides the config)
 };
 
-Options parse_options(int argc, char** argv);  // throws UsageError
+// Throws UsageError. The text of --cookie is wiped from argv once copied, so that ps
+// never shows it (in this process nor in any process forked from it).
+Options parse_options(int argc, char** argv);
+// The cookie from --cookie-file or $BERTD_COOKIE when --cookie gave none; BERTD_COOKIE
+// leaves the environment either way (no handler inherits it). Throws ConfigError.
+void resolve_cookie(Options& o);
 std::string usage_text();
 std::string version_text();
+const char* version();  // "0.1.0": debian/changelog's, through the Makefile
 
 }  // namespace bertd

@@ -207,7 +207,20 @@ ModuleConfig yaml_module(const Yaml& y, const YAML::Node& n) {
         else if (key == "timeout") m.timeout = y.duration(v, key);
         else if (key == "codepaths") m.codepaths = y.strings(v, key);
         else if (key == "node") m.node = y.str(v, key);
-        else y.fail(kv.first, "unknown module key '" + key + "' (known: name, type, command, count, timeout, codepaths, node)");
+        else if (key == "cache") {
+            if (!v.IsMap()) y.fail(v, "cache must be a mapping: {size: 64MiB}");
+            for (const auto& ck : v) {
+                std::string k = ck.first.as<std::string>();
+                if (k == "size") m.cache_size = y.size(ck.second, k);
+                else y.fail(ck.first, "unknown cache key '" + k + "' (known: size)");
+            }
+        } else if (key == "user")
+            m.user = y.str(v, key);
+        else if (key == "group")
+            m.group = y.str(v, key);
+        else
+            y.fail(kv.first, "unknown module key '" + key +
+                                 "' (known: name, type, command, count, timeout, codepaths, node, user, group, cache)");
     }
     if (!valid_module_name(m.name)) y.fail(n, "a module needs a name (a non-empty atom of at most 255 characters)");
     if (!typed && (!m.codepaths.empty() || !m.node.empty())) m.type = ModuleConfig::Type::Native;
@@ -231,6 +244,8 @@ void yaml_erlang(const Yaml& y, const YAML::Node& n, ErlangConfig& e) {
         if (key == "name") e.name = y.str(v, key);
         else if (key == "sname") e.sname = y.str(v, key);
         else if (key == "cookie") e.cookie = y.str(v, key);
+        else if (key == "cookie_file")
+            e.cookie_file = y.str(v, key);
         else if (key == "link_name") e.link_name = y.str(v, key);
         else if (key == "trust_clients") e.trust_clients = yaml_bool(y, v, key);
         else if (key == "call_timeout") e.call_timeout = y.duration(v, key);
@@ -252,10 +267,18 @@ void yaml_erlang(const Yaml& y, const YAML::Node& n, ErlangConfig& e) {
                 e.registered.push_back(rn);
             }
         } else {
-            y.fail(kv.first, "unknown erlang key '" + key +
-                                 "' (known: name, sname, cookie, link_name, trust_clients, call_timeout, "
-                                 "vm_options, ebin, registered)");
+            y.fail(kv.first,
+                   "unknown erlang key '" + key +
+                       "' (known: name, sname, cookie, cookie_file, link_name, trust_clients, call_timeout, "
+                       "vm_options, ebin, registered)");
         }
+    }
+    if (e.cookie_file.empty()) return;
+    if (!e.cookie.empty()) y.fail(n, "erlang: give cookie or cookie_file, not both");
+    try {
+        e.cookie = read_secret_file(e.cookie_file);
+    } catch (const ConfigError& err) {
+        y.fail(n, err.what());
     }
 }
 
@@ -283,6 +306,10 @@ Config parse_yaml(const std::string& text, const std::string& path) {
         else if (key == "error_log") c.error_log = y.str(v, key);
         else if (key == "log_level") c.log_level = int(y.integer(v, key, 0, 4));
         else if (key == "pidfile") c.pidfile = y.str(v, key);
+        else if (key == "user")
+            c.user = y.str(v, key), c.user_where = y.at(v);
+        else if (key == "group")
+            c.group = y.str(v, key);
         else if (key == "admin_allow") c.admin_allow = y.strings(v, key);
         else if (key == "limits") {
             if (!v.IsMap()) y.fail(v, "limits must be a mapping");
@@ -293,18 +320,32 @@ Config parse_yaml(const std::string& text, const std::string& path) {
                 else if (k == "max_connections") c.limits.max_connections = size_t(y.integer(lk.second, k, 1, 10000000));
                 else if (k == "max_queue") c.limits.max_queue = size_t(y.integer(lk.second, k, 1, 10000000));
                 else if (k == "max_buffered") c.limits.max_buffered = y.size(lk.second, k);
+                else if (k == "max_stream") c.limits.max_stream = y.size(lk.second, k);
                 else y.fail(lk.first, "unknown limit '" + k +
-                                          "' (known: max_frame, idle_timeout, max_connections, max_queue, max_buffered)");
+                                          "' (known: max_frame, idle_timeout, max_connections, max_queue, max_buffered, "
+                                          "max_stream)");
             }
         } else if (key == "modules") {
             if (!v.IsSequence()) y.fail(v, "modules must be a list");
             for (const auto& m : v) c.modules.push_back(yaml_module(y, m));
         } else if (key == "erlang") {
             yaml_erlang(y, v, c.erlang);
+        } else if (key == "callbacks") {
+            if (!v.IsMap()) y.fail(v, "callbacks must be a mapping: {allow: [\"host:port\", ...], timeout: 5s, retries: 3}");
+            for (const auto& ck : v) {
+                std::string k = ck.first.as<std::string>();
+                if (k == "allow") c.callbacks.allow = y.strings(ck.second, k);
+                else if (k == "timeout") c.callbacks.timeout = y.duration(ck.second, k);
+                else if (k == "retries") c.callbacks.retries = int(y.integer(ck.second, k, 0, 100));
+                else y.fail(ck.first, "unknown callbacks key '" + k + "' (known: allow, timeout, retries)");
+            }
+            for (const std::string& a : c.callbacks.allow)
+                if (a.rfind(':') == std::string::npos || a.rfind(':') == 0 || a.back() == ':')
+                    y.fail(v, "callbacks.allow: '" + a + "' is not host:port (the port may be *)");
         } else {
             y.fail(kv.first, "unknown key '" + key +
                                  "' (known: listen, port, acceptors, access_log, error_log, log_level, pidfile, "
-                                 "admin_allow, limits, modules, erlang)");
+                                 "user, group, admin_allow, limits, callbacks, modules, erlang)");
         }
     }
     validate(c);
@@ -436,6 +477,16 @@ bool looks_like_cfg(const std::string& text, const std::string& path) {
 
 Config parse_config_text(const std::string& text, const std::string& path) {
     return looks_like_cfg(text, path) ? parse_cfg(text, path) : parse_yaml(text, path);
+}
+
+std::string read_secret_file(const std::string& path) {
+    std::ifstream in(path);
+    if (!in) throw ConfigError(path + ": cannot read the cookie (does the file exist, is it readable?)");
+    std::string line;
+    std::getline(in, line);
+    line.erase(line.find_last_not_of(" \t\r") + 1);
+    if (line.empty()) throw ConfigError(path + ": the cookie file is empty");
+    return line;
 }
 
 Config load_config(const std::string& path) { return parse_config_text(read_file(path), path); }

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "core/credentials.h"
+
 namespace bertd {
 
 struct ConfigError : std::runtime_error {
@@ -24,7 +26,10 @@ struct ModuleConfig {
     double timeout = 0;   // seconds a request may take on a worker; 0 = no limit
     std::vector<std::string> codepaths;  // native (Ernie form): companion VM code paths
     std::string node;                    // native: an existing node to run on
+    size_t cache_size = 0;               // external: bertd's own cache of public answers (0: none)
     std::string where;                   // "file:line", for messages
+    std::string user, group;             // external: its workers run as this user (else the config's)
+    Credentials creds;                   // resolved by resolve_users; unset: the master's own
 };
 
 struct Limits {
@@ -33,6 +38,14 @@ struct Limits {
     size_t max_connections = 10000;   // per server
     size_t max_queue = 10000;         // waiting requests per module and priority
     size_t max_buffered = 0;          // bytes one acceptor holds for all its connections; 0: from the RAM
+    uint64_t max_stream = 0;          // bytes of one streamed request; 0: no bound
+};
+
+// BERT-RPC 1.0 callbacks: which services bertd may cast to, and how hard it tries.
+struct CallbacksConfig {
+    std::vector<std::string> allow;  // "host:port" patterns; the port may be "*"
+    double timeout = 5;              // seconds for one attempt
+    int retries = 3;                 // attempts after the first
 };
 
 // {Name, bertd@host} ! Msg from an Erlang node becomes a cast Module:Function(Msg) on
@@ -46,7 +59,8 @@ struct RegisteredName {
 struct ErlangConfig {
     bool present = false;        // an erlang: section was given (starts the link even without natives)
     std::string name, sname;     // node name, long or short (--name/--sname override both)
-    std::string cookie;          // empty: --cookie, else ~/.erlang.cookie
+    std::string cookie;          // or what cookie_file holds; empty: --cookie, else ~/.erlang.cookie
+    std::string cookie_file;     // where the cookie was read from, if it was
     std::string link_name;       // the C-node's own name when a companion VM carries `name`
     bool trust_clients = false;  // send client arguments as terms (may create atoms on the node)
     double call_timeout = 0;     // seconds; native calls without a module timeout, erlang_rpc; 0 = none
@@ -64,8 +78,12 @@ struct Config {
     std::string error_log;         // empty: stderr
     int log_level = 2;             // 0 (errors only) .. 4 (debug)
     std::string pidfile;
+    std::string user, group;               // children run as this user (-u overrides); the master stays root
+    std::string user_where;                // "file:line" of user, for messages
+    Credentials creds;                     // resolved by resolve_users (core/credentials.h)
     std::vector<std::string> admin_allow;  // addresses allowed __admin__ besides loopback
     Limits limits;
+    CallbacksConfig callbacks;
     std::vector<ModuleConfig> modules;
     ErlangConfig erlang;
 
@@ -85,5 +103,9 @@ Config parse_config_text(const std::string& text, const std::string& path);
 size_t parse_size(const std::string& text);
 // Parses durations like "30", "30s", "500ms", "5m"; in seconds. Throws std::invalid_argument.
 double parse_duration(const std::string& text);
+
+// The first line of a file holding a secret (a cookie), without trailing blanks.
+// Throws ConfigError naming the file when it cannot be read or holds nothing.
+std::string read_secret_file(const std::string& path);
 
 }  // namespace bertd

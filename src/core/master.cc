@@ -11,6 +11,7 @@
 
 #include <algorithm>
 
+#include "core/notify.h"
 #include "log/log.h"
 
 namespace bertd {
@@ -79,7 +80,11 @@ void Master::install_signal_handlers() {
 
 // Listening, the Erlang side, the first generation, the pidfile, then "ready".
 void Master::start() {
+    resolve_users(first_config_);
+    give_file(first_config_.access_log, first_config_.creds);
+    bool had_cookie = enter_home_of(first_config_.creds);  // the Erlang cookie is the children's user's
     id_ = erl::resolve_identity(opts_, first_config_);
+    give_new_cookie(first_config_.creds, had_cookie);
     open_listen_socket(first_config_);
     start_erlang();
     if (id_.enabled) {
@@ -90,6 +95,7 @@ void Master::start() {
     start_generation(current());
     write_pidfile();
     notify_ready("ok\n");
+    notify::ready(status_line(current().rt));
 }
 
 // Until a signal, a deadline, an acceptor's poke or a worker's line on stderr.
@@ -114,6 +120,7 @@ void Master::sleep_until_woken() {
         }
     for (size_t i = 0; i < writers.size(); ++i)
         if (pfds[first_output + i].revents) relay_output(*writers[i], writers[i]->pid);
+    log::report_dropped();  // once a blocked error log drains, at the latest a second later
 }
 
 void Master::reap_children() {
@@ -121,7 +128,7 @@ void Master::reap_children() {
 }
 
 void Master::child_exited(Child& c, pid_t pid, int status) {
-    if (c.kind == ChildKind::Link || c.kind == ChildKind::Companion) return erlang_exited(c, status);
+    if (c.kind == ChildKind::Link || c.kind == ChildKind::Companion) return erlang_exited(c, pid, status);
     Generation* g = generation(c.generation);
     if (!g) return;
     if (c.kind == ChildKind::Worker)
@@ -137,26 +144,33 @@ void Master::tend_children() {
     retire_old_generations();
 }
 
+// QUIT: no new connections; requests in flight finish (for up to 10 s). TERM: every
+// child is asked to go at once, and whatever is still there after 0.6 s is killed, so
+// bertd is gone within a second whatever it was doing (a companion VM still booting too).
 void Master::begin_stop(bool graceful) {
     if (graceful && phase_ == Phase::Running) {
         log::info("stopping gracefully: no new connections, finishing requests in flight");
+        notify::stopping("stopping gracefully: finishing requests in flight");
         phase_ = Phase::Quitting;
         listen_fd_.reset();
         children_.for_each([](Child& c) { c.respawn = false; });
         for (auto& g : gens_) g->rt.seg->header().successor = 0;
         children_.signal(SIGQUIT, [](const Child& c) { return c.kind == ChildKind::Acceptor; });
+        stop_deadline_us_ = monotonic_us() + kQuitGraceUs;
     } else if (!graceful && phase_ != Phase::Terminating) {
         log::info("stopping now");
+        notify::stopping("stopping now");
         phase_ = Phase::Terminating;
         listen_fd_.reset();
-        children_.for_each([](Child& c) { c.respawn = false; });
-        // The Erlang link and VM go once the acceptors have (wind_down_stopping).
         int64_t now = monotonic_us();
         children_.for_each([now](Child& c) {
-            if (c.kind == ChildKind::Acceptor || c.kind == ChildKind::Worker) Children::ask_to_go(c, now);
+            c.respawn = false;
+            Children::ask_to_go(c, now);
         });
+        stop_deadline_us_ = now + kTermGraceUs;
+    } else {
+        return;
     }
-    stop_deadline_us_ = monotonic_us() + kStopGraceUs;
     for (auto& g : gens_) stop_generation(*g, stop_deadline_us_);
 }
 
@@ -179,12 +193,14 @@ void Master::wind_down_stopping() {
 
 void Master::reopen_logs() {
     log::reopen();
+    give_file(current().rt.config.access_log, current().rt.config.creds);  // acceptors reopen it as theirs
     children_.signal(SIGUSR1,
                      [](const Child& c) { return c.kind == ChildKind::Acceptor; });  // the access log
 }
 
 void Master::finish() {
     for (auto& g : gens_) g->rt.seg->remove();
+    remove_cookie_home();
     remove_pidfile();
     log::info("stopped");
 }

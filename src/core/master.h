@@ -26,7 +26,8 @@ public:
     int run();  // returns the exit status; throws on start-up errors
 
 private:
-    static constexpr int64_t kStopGraceUs = 10'000'000;   // then stragglers are killed
+    static constexpr int64_t kQuitGraceUs = 10'000'000;   // graceful stop: then stragglers are killed
+    static constexpr int64_t kTermGraceUs = 600'000;      // TERM: bertd is gone in under a second
     static constexpr int64_t kRetireGraceUs = 2'000'000;  // a retired worker's time to exit on SIGTERM
     static constexpr int64_t kDrainUs = 60'000'000;       // an old generation's longest request
 
@@ -82,11 +83,17 @@ private:
     void start_erlang();
     void spawn_link();
     void spawn_companion();
-    void erlang_exited(Child& p, int status);
+    bool make_cookie_home();
+    void remove_cookie_home();
+    void erlang_exited(Child& p, pid_t pid, int status);
     void tend_erlang();
     void choose_companion(const Config& c);
     void erlang_reloaded(const Config& c);
     void stop_erlang();
+    // The link and the VM run as the serving generation's user (the first's until it exists).
+    const Credentials& erlang_user() const {
+        return gens_.empty() ? first_config_.creds : gens_.back()->rt.config.creds;
+    }
 
     // -- set-up and files (master_setup.cc) --
     void open_listen_socket(const Config& c);
@@ -118,9 +125,13 @@ private:
     Fd link_listen_, handlers_listen_;
     Child& companion_ = children_.add(ChildKind::Companion, 0, 0, false);
     erl::CompanionCommand companion_cmd_;
+    std::string cookie_home_;  // the companion VM's private HOME (its cookie); removed at exit
 };
 
 // Applies the command line's overrides (-p, -l, -a, -P, -H) to a config read from file.
 void apply_overrides(const Options& o, Config& c);
+
+// "generation 2 serves on 127.0.0.1 port 8000: 3 modules, 4 workers" (systemd's STATUS=).
+std::string status_line(const Runtime& rt);
 
 }  // namespace bertd

@@ -1,10 +1,14 @@
 // master_erlang.cc: the Erlang link and the companion VM as the master sees them:
 // two children of the table that live across generations, started when native
 // modules need them and restarted with back-off. What they do is erl/'s business.
+#include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/prctl.h>
 #include <unistd.h>
+
+#include <cstring>
 
 #include "core/master.h"
 #include "erl/link.h"
@@ -56,7 +60,7 @@ void Master::erlang_reloaded(const Config& c) {
 
 void Master::spawn_link() {
     pid_t master = getpid();
-    bool ok = children_.spawn(link_, [&] {
+    bool ok = children_.spawn(link_, erlang_user(), [&] {
         log::set_role("erlang link");
         prctl(PR_SET_NAME, "bertd-link");  // so ps and tests can tell it from the acceptors
         int acceptors = link_listen_.release(), handlers = handlers_listen_.release();
@@ -67,18 +71,59 @@ void Master::spawn_link() {
     if (ok) log::debug("Erlang link started (pid %d) as node %s", link_.pid, id_.cnode.c_str());
 }
 
+// The VM's HOME while it boots: a 0700 directory holding only .erlang.cookie (0400),
+// so the cookie reaches the VM without ever being on a command line. Made once.
+bool Master::make_cookie_home() {
+    if (!cookie_home_.empty()) return true;
+    const char* tmp = getenv("TMPDIR");
+    std::string dir = std::string(tmp && *tmp ? tmp : "/tmp") + "/bertd-vm-XXXXXX";
+    if (!mkdtemp(dir.data())) {
+        log::error("cannot make a private HOME for the companion VM's cookie: %s", strerror(errno));
+        return false;
+    }
+    std::string file = dir + "/.erlang.cookie";
+    int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0400);
+    const std::string& c = companion_cmd_.cookie;
+    bool ok = fd >= 0 && ::write(fd, c.data(), c.size()) == ssize_t(c.size());
+    if (fd >= 0) ::close(fd);
+    cookie_home_ = dir;
+    if (!ok) log::error("cannot write the companion VM's cookie in %s: %s", dir.c_str(), strerror(errno));
+    return ok;
+}
+
+void Master::remove_cookie_home() {
+    if (cookie_home_.empty()) return;
+    unlink((cookie_home_ + "/.erlang.cookie").c_str());
+    rmdir(cookie_home_.c_str());
+    cookie_home_.clear();
+}
+
 void Master::spawn_companion() {
+    if (!companion_cmd_.cookie.empty() && !make_cookie_home()) {
+        companion_.backoff.retry_at_us = monotonic_us() + 1'000'000;
+        return;
+    }
     // erl execs erlexec, which execs beam: the death signal stays with the VM.
-    bool ok = children_.spawn(companion_, [&] {
+    Fd err_read, err_write;
+    stderr_pipe(err_read, err_write);
+    bool ok = children_.spawn(companion_, erlang_user(), [&] {
+        if (err_write) dup2(err_write.get(), 2);
         for (const auto& e : companion_cmd_.env) putenv(const_cast<char*>(e.c_str()));
+        if (!companion_cmd_.cookie.empty()) {
+            if (const char* home = getenv("HOME")) setenv("BERTD_HOME", home, 1);
+            setenv("HOME", cookie_home_.c_str(), 1);
+        }
         exec_shell(companion_cmd_.command, 3);
     });
     if (!ok) return;
+    companion_.output.attach(std::move(err_read));
     log::info("companion Erlang VM %s started (pid %d)", id_.companion.c_str(), companion_.pid);
     log::debug("companion command: %s", companion_cmd_.command.c_str());
 }
 
-void Master::erlang_exited(Child& p, int status) {
+void Master::erlang_exited(Child& p, pid_t pid, int status) {
+    if (p.output.fd() >= 0) relay_output(p, pid);
+    p.output.close();
     if (phase_ != Phase::Running || !p.respawn) return;
     // The first restart is at once: requests wait for it.
     p.backoff.failed(p.started_us, monotonic_us(), kErlangHealthyUs, kErlangBackoffCapUs);

@@ -13,6 +13,7 @@
 #include <stdexcept>
 
 #include "core/master.h"
+#include "core/notify.h"
 #include "io/unix.h"
 #include "log/log.h"
 #include "net/acceptor.h"
@@ -76,6 +77,10 @@ void carry_stats(Segment& from, Segment& to) {
     b.protocol_errors = a.protocol_errors.load();
     b.unknown_module = a.unknown_module.load();
     b.access_log_lost = a.access_log_lost.load();
+    b.callbacks_ok = a.callbacks_ok.load();
+    b.callbacks_failed = a.callbacks_failed.load();
+    b.streams_in = a.streams_in.load();
+    b.streams_out = a.streams_out.load();
     b.acceptor_restarts = a.acceptor_restarts.load();
     b.worker_restarts = a.worker_restarts.load();
     b.started_us = a.started_us.load();
@@ -157,7 +162,7 @@ Master::Generation* Master::generation(uint64_t number) {
 
 void Master::spawn_acceptor(Generation& g, uint32_t i) {
     Child& a = *g.acceptors[i];
-    bool ok = children_.spawn(a, [&] {
+    bool ok = children_.spawn(a, g.rt.config.creds, [&] {
         log::set_role("acceptor " + std::to_string(i));
         close_inherited(&g);
         for (uint32_t j = 0; j < g.rt.control_acceptor.size(); ++j)
@@ -222,7 +227,7 @@ void Master::start_worker(Generation& g, uint32_t slot) {
     Child& w = *g.workers[slot];
     Fd err_read, err_write;
     stderr_pipe(err_read, err_write);
-    bool ok = children_.spawn(w, [&] {
+    bool ok = children_.spawn(w, mr.config->creds, [&] {
         if (err_write) dup2(err_write.get(), 2);
         give_worker_its_slot(sock);
         exec_shell(line, 5);
@@ -405,10 +410,13 @@ void Master::stop_generation(Generation& g, int64_t deadline_us) {
 // SIGHUP: the file is read again and a new generation built from it; only once that
 // worked does it serve, while the old one finishes its requests and goes.
 void Master::reload_config() {
+    notify::reloading("reloading " + opts_.config);
     std::unique_ptr<Generation> g;
     try {
         Config c = load_config(opts_.config);
         apply_overrides(opts_, c);
+        resolve_users(c);  // the new generation runs as this file's user
+        give_file(c.access_log, c.creds);
         if (!id_.enabled) {
             // The first native module (or erlang section) arrives with this reload: bertd's
             // identity is decided now, and kept for the server's life like any other.
@@ -427,6 +435,7 @@ void Master::reload_config() {
         g = build_generation(std::move(c), next_generation_);
     } catch (const std::exception& e) {
         log::error("reload refused, still serving the previous configuration: %s", e.what());
+        notify::ready(std::string("reload refused (") + e.what() + "); " + status_line(current().rt));
         return;
     }
     ++next_generation_;
@@ -438,6 +447,7 @@ void Master::reload_config() {
     log::info("configuration reloaded: generation %llu serves, generation %llu finishes its requests",
               (unsigned long long)fresh.rt.generation, (unsigned long long)old.rt.generation);
     if (id_.enabled) erlang_reloaded(fresh.rt.config);
+    notify::ready(status_line(fresh.rt));
     // The old acceptors stop accepting, finish what they hold, and pass each idle
     // connection to the new generation, so a client never sees its connection drop.
     old.rt.seg->header().successor = fresh.rt.generation;

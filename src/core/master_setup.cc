@@ -11,6 +11,7 @@
 #include <stdexcept>
 
 #include "core/master.h"
+#include "core/pidfile.h"
 #include "log/log.h"
 
 namespace bertd {
@@ -21,6 +22,17 @@ void apply_overrides(const Options& o, Config& c) {
     if (!o.access_log.empty()) c.access_log = o.access_log;
     if (!o.pidfile.empty()) c.pidfile = o.pidfile;
     if (!o.listen.empty()) c.listen = o.listen;
+    if (!o.user.empty()) c.user = o.user, c.user_where = "-u";
+}
+
+std::string status_line(const Runtime& rt) {
+    const Config& c = rt.config;
+    size_t workers = 0;
+    for (const auto& m : c.modules)
+        if (m.type == ModuleConfig::Type::External) workers += size_t(m.count);
+    return "generation " + std::to_string(rt.generation) + " serves on " + c.listen + " port " +
+           std::to_string(c.port) + ": " + std::to_string(c.modules.size()) + " modules, " +
+           std::to_string(workers) + " workers";
 }
 
 void Master::open_listen_socket(const Config& c) {
@@ -86,25 +98,12 @@ void Master::stderr_pipe(Fd& read_end, Fd& write_end) {
 void Master::write_pidfile() {
     const std::string& path = current().rt.config.pidfile;
     if (path.empty()) return;
-    std::string tmp = path + ".tmp";
-    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    std::string text = std::to_string(getpid()) + "\n";
-    if (fd < 0 || ::write(fd, text.data(), text.size()) != ssize_t(text.size()) || ::close(fd) != 0 ||
-        rename(tmp.c_str(), path.c_str()) != 0)
-        throw std::runtime_error("cannot write the pidfile " + path + ": " + strerror(errno));
+    bertd::write_pidfile(path);
     pidfile_written_ = true;
 }
 
 void Master::remove_pidfile() {
-    if (!pidfile_written_) return;
-    const std::string& path = first_config_.pidfile;
-    // Only our own: a second server may have replaced it meanwhile.
-    char buf[32] = {0};
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return;
-    ssize_t n = ::read(fd, buf, sizeof buf - 1);
-    ::close(fd);
-    if (n > 0 && atoi(buf) == getpid()) unlink(path.c_str());
+    if (pidfile_written_) bertd::remove_pidfile(first_config_.pidfile);
 }
 
 void Master::notify_ready(const std::string& msg) {

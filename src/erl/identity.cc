@@ -14,6 +14,8 @@
 #include <random>
 #include <sstream>
 
+#include "core/cli.h"
+
 namespace bertd::erl {
 
 namespace {
@@ -75,7 +77,8 @@ bool beam_in(const std::string& dir) {
 }
 
 // bertd_native.beam: erlang.ebin, else beside the program (build/rel/bertd ->
-// build/rel/ebin), else the installed data directory (sbin/bertd -> share/bertd/ebin).
+// build/rel/ebin), else the installed Erlang application directory (sbin/bertd ->
+// lib/erlang/lib/bertd-VERSION/ebin).
 std::string find_ebin(const Config& c) {
     if (!c.erlang.ebin.empty()) {
         if (!beam_in(c.erlang.ebin))
@@ -89,7 +92,8 @@ std::string find_ebin(const Config& c) {
         exe[n] = 0;
         std::string dir = exe;
         if (size_t slash = dir.rfind('/'); slash != std::string::npos) dir.resize(slash);
-        for (const char* rel : {"/ebin", "/../ebin", "/../share/bertd/ebin"}) {
+        const std::string installed = std::string("/../lib/erlang/lib/bertd-") + version() + "/ebin";
+        for (const std::string& rel : {std::string("/ebin"), std::string("/../ebin"), installed}) {
             char real[PATH_MAX];
             std::string d = dir + rel;
             if (beam_in(d) && realpath(d.c_str(), real)) return real;
@@ -203,16 +207,11 @@ CompanionCommand companion_command(const Identity& id, const Config& config, con
     if (!config.erlang.vm_options.empty()) cmd << " " << config.erlang.vm_options;
     if (!opts.erlang_opts.empty()) cmd << " " << opts.erlang_opts;
     if (!id.cookie_from_file) {
-        // erlexec splits ERL_FLAGS at blanks without quoting, so only a plain cookie goes there.
-        bool plain = true;
-        for (unsigned char c : id.cookie) plain &= c > ' ' && c != '\'' && c != '"' && c != '\\' && c < 127;
-        if (plain) {
-            std::string flags = "-setcookie " + id.cookie;
-            if (const char* old = getenv("ERL_FLAGS"); old && *old) flags = std::string(old) + " " + flags;
-            cc.env.push_back("ERL_FLAGS=" + flags);
-        } else {
-            cmd << " -setcookie " << shell_quote(id.cookie);
-        }
+        cc.cookie = id.cookie;
+        cmd << " -eval "
+            << shell_quote(
+                   "case os:getenv(\"BERTD_HOME\") of false -> os:unsetenv(\"HOME\"); "
+                   "H -> os:putenv(\"HOME\", H) end, os:unsetenv(\"BERTD_HOME\").");
     }
     cc.command = cmd.str();
     return cc;

@@ -38,11 +38,15 @@ bool needs_companion(const Config& config);
 // The Erlang node a native module runs on: its `node`, else the companion.
 std::string module_node(const ModuleConfig& m, const Identity& id);
 
-// The companion VM's command line (for /bin/sh -c) and the environment entries
-// to add (the cookie travels in ERL_FLAGS, not in argv where ps shows it).
+// The companion VM's command line (for /bin/sh -c) and the environment entries to
+// add. The cookie is never on a command line (erlexec copies ERL_FLAGS into beam's
+// argv, where ps shows it): when `cookie` is set, the master writes it to
+// .erlang.cookie in a private HOME for the VM, which puts $BERTD_HOME back as HOME
+// once it has booted.
 struct CompanionCommand {
     std::string command;
     std::vector<std::string> env;  // "NAME=value"
+    std::string cookie;
 };
 CompanionCommand companion_command(const Identity& id, const Config& config, const Options& opts);
 

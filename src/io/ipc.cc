@@ -89,4 +89,28 @@ std::string IpcNames::newest_segment(pid_t master) {
     return best;
 }
 
+std::string IpcNames::segment_in_master(const std::string& name) {
+    pid_t master;
+    uint64_t gen;
+    if (!parse_segment(name, master, gen)) return {};
+    std::string dir = "/proc/" + std::to_string(master) + "/fd";
+    std::string want = "/dev/shm" + name;
+    DIR* d = opendir(dir.c_str());
+    if (!d) return {};
+    std::string found;
+    while (dirent* e = readdir(d)) {
+        char target[512];
+        std::string link = dir + "/" + e->d_name;
+        ssize_t n = readlink(link.c_str(), target, sizeof target - 1);
+        if (n <= 0) continue;
+        std::string t(target, size_t(n));
+        if (t == want || t == want + " (deleted)") {
+            found = link;
+            break;
+        }
+    }
+    closedir(d);
+    return found;
+}
+
 }  // namespace bertd

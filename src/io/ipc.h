@@ -35,6 +35,9 @@ public:
     // The newest generation's segment that the running master `master` holds open (read from
     // /proc/<pid>/fd, so only its own user or root finds it); empty when there is none.
     static std::string newest_segment(pid_t master);
+    // Where the segment `name` (made by segment()) can still be opened once its name is
+    // unlinked: "/proc/<master>/fd/<n>" of the master that holds it; empty if none does.
+    static std::string segment_in_master(const std::string& name);
 
 private:
     std::string prefix_;

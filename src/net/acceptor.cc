@@ -9,6 +9,7 @@
 
 #include "io/clock.h"
 #include "log/log.h"
+#include "net/callbacks.h"
 #include "net/conn.h"
 #include "net/leases.h"
 #include "net/link_client.h"
@@ -29,6 +30,7 @@ Acceptor::Acceptor(Runtime& rt, uint32_t index)
 Acceptor::~Acceptor() {
     // Requests go before the connections and leases that point at them, events before the base.
     listener_.reset();
+    callbacks_.reset();
     link_.reset();
     leases_.reset();
     requests_.reset();
@@ -67,6 +69,7 @@ bool Acceptor::start(bool handle_signals) {
     leases_ = std::make_unique<Leases>(*this);
     link_ = std::make_unique<LinkClient>(*this);
     listener_ = std::make_unique<Listener>(*this);
+    callbacks_ = std::make_unique<Callbacks>(*this);
     wake_ev_ = make_event(base_, rt_.acceptor_wake[index_].get(), EV_READ | EV_PERSIST, on_wake, this);
     event_priority_set(wake_ev_.get(), kWorkerPriority);
     event_add(wake_ev_.get(), nullptr);
@@ -172,7 +175,8 @@ void Acceptor::maybe_exit() {
         for (Conn* c : idle) conns_->close(*c);
     }
     // Leases of casts outlive their connections: their workers are still working.
-    if (conns_->size() == 0 && leases_->held() == 0 && !link_->busy()) event_base_loopbreak(base_);
+    if (conns_->size() == 0 && leases_->held() == 0 && !link_->busy() && callbacks_->in_flight() == 0)
+        event_base_loopbreak(base_);
 }
 
 }  // namespace bertd

@@ -23,6 +23,7 @@ class RequestPath;
 class Leases;
 class LinkClient;
 class Listener;
+class Callbacks;
 
 class Acceptor {
 public:
@@ -61,6 +62,7 @@ public:
     RequestPath& requests() { return *requests_; }
     Leases& leases() { return *leases_; }
     LinkClient& link() { return *link_; }
+    Callbacks& callbacks() { return *callbacks_; }
     void wake(int32_t acceptor);  // another acceptor has a slot waiting for it
     void poke_master();           // a slot needs its worker replaced
     // While stopping: ends the loop once nothing is in flight.
@@ -88,6 +90,7 @@ private:
     std::unique_ptr<Leases> leases_;
     std::unique_ptr<LinkClient> link_;
     std::unique_ptr<Listener> listener_;
+    std::unique_ptr<Callbacks> callbacks_;
     EventPtr wake_ev_, tick_ev_, control_ev_;
     std::vector<EventPtr> signal_evs_;
 };

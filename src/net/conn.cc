@@ -18,6 +18,7 @@
 #include "log/log.h"
 #include "net/acceptor.h"
 #include "net/answers.h"
+#include "net/leases.h"
 #include "net/request.h"
 
 namespace bertd {
@@ -257,6 +258,9 @@ void Connections::flush(Conn& c) {
     }
     event_del(c.wev.get());
     c.out.trim(kKeepBuffer);  // do not keep a big answer's buffer
+    // A streamed answer waits for its client to read: it has.
+    if (c.request && c.request->stage == Request::Stage::OnSlot) acc_.leases().drained(*c.request);
+    if (c.dead) return;
     if (c.closing || (c.eof && c.idle() && c.in.empty())) {
         close(c);
     } else if (c.out_paused) {

@@ -17,6 +17,7 @@
 #include "io/event.h"
 #include "io/fd.h"
 #include "io/unix.h"
+#include "net/infos.h"
 
 namespace bertd {
 
@@ -72,7 +73,18 @@ struct Conn {
     ByteQueue in, out;
     Request* request = nullptr;  // being served; its frame is at the front of `in` while it is attached
     bool reading = false;
-    bool high_next = true;     // priority of the next request ({info, priority, ...})
+    // What the client's infos said (doc/info-packets.md). For the whole connection:
+    bool accepts_stream = false, accepts_cache = false;  // {info, accept, [...]}
+    // For the next request only:
+    bool high_next = true;      // {info, priority, ...}
+    bool stream_next = false;   // {info, stream, []}: chunks follow the request
+    std::string token_next;     // {info, cache, [{validation, Token}]}
+    std::unique_ptr<Callback> callback_next;  // {info, callback, ...}
+    std::string info_error;     // a malformed info: answered in place of the next request
+    int info_error_code = 0;    // its protocol error code (2: it could not be read)
+    // The chunks of a streamed request that was refused are read and dropped to its end.
+    bool discarding = false;
+    uint64_t discard_left = 0;  // of the current chunk
     bool eof = false;          // the client will send nothing more
     bool closing = false;      // close once `out` is flushed
     bool out_paused = false;   // no request is served until the client has read its answers

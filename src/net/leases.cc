@@ -15,6 +15,8 @@
 #include "io/unix.h"
 #include "log/log.h"
 #include "net/acceptor.h"
+#include "net/conn.h"
+#include "net/infos.h"
 #include "net/request.h"
 
 namespace bertd {
@@ -55,7 +57,7 @@ void Leases::start(Request& r) {
             // A cast is answered when it is queued, as when it is leased: {noreply} means
             // "it will run", not "it ran". It waits in the queue with its own copy of the frame.
             // Over the memory budget it keeps its client waiting instead (no copy).
-            if (r.cast && r.conn && !acc_.conns().over_budget()) acc_.requests().answer_cast(r);
+            if (r.cast && r.conn && !r.stream_in && !acc_.conns().over_budget()) acc_.requests().answer_cast(r);
             return;
         case Segment::Grant::QueueFull:
             acc_.requests().complete(
@@ -168,104 +170,180 @@ void Leases::begin(Request& r, uint32_t slot) {
     }
     Lease& l = lease_of(slot);
     l.req = &r;
-    l.answer.clear();
+    r.slot = slot;
     r.stage = Request::Stage::OnSlot;
-    std::string_view f = r.frame();
-    ssize_t n = ::send(l.fd, f.data(), f.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-    // EAGAIN: the socket is full; the rest goes out when it is writable. A dead worker
-    // shows as the end of the stream on the read side.
-    r.written = n > 0 ? uint32_t(n) : 0;
-    l.writing = r.written < r.frame_len;
     r.started_us = monotonic_us();
-    event_assign(l.io.get(), acc_.base(), l.fd, EV_READ | EV_PERSIST | (l.writing ? EV_WRITE : 0), on_io, &l);
-    event_priority_set(l.io.get(), Acceptor::kWorkerPriority);
-    event_add(l.io.get(), nullptr);
-    double timeout = acc_.rt().modules[r.route.module].config->timeout;
-    if (timeout > 0) {
-        timeval tv{time_t(timeout), suseconds_t((timeout - double(time_t(timeout))) * 1e6)};
-        evtimer_add(l.timer.get(), &tv);
-    }
+    // What goes to the worker before the request: the client's infos for it.
+    l.head.clear();
+    l.head_at = 0;
+    if (!r.token.empty()) l.head += validation_frame(r.token);
+    if (r.stream_in) l.head += stream_info_frame();
+    RequestPath& path = acc_.requests();
+    if (r.callback) path.as_call(r);          // the worker returns the Result the service gets
+    else if (r.stream_in) path.own_frame(r);  // the chunks that follow must be at the queue's front
+    r.written = 0;
+    rearm(l);
+    restart_deadline(l);
+    write_more(l);
+    if (!l.req) return;  // it failed already
     // A cast is answered at once (unless it was when it queued); the worker still runs it
-    // here, and it is counted and logged when the worker is done.
-    if (r.cast && r.conn) acc_.requests().answer_cast(r);
+    // here, and it is counted and logged when the worker is done. A streamed one, once its
+    // stream has been read.
+    if (r.cast && r.conn && !r.stream_in) path.answer_cast(r);
+}
+
+void Leases::restart_deadline(Lease& l) {
+    double timeout = acc_.rt().modules[l.req->route.module].config->timeout;
+    if (timeout <= 0) return;
+    timeval tv{time_t(timeout), suseconds_t((timeout - double(time_t(timeout))) * 1e6)};
+    evtimer_add(l.timer.get(), &tv);  // a pending timer starts over
 }
 
 void Leases::on_io(evutil_socket_t, short what, void* arg) {
     auto* l = static_cast<Lease*>(arg);
     if ((what & EV_WRITE) && l->writing) l->owner->write_more(*l);
-    if ((what & EV_READ) && l->req) l->owner->read_answer(*l);
+    if ((what & EV_READ) && l->req && !l->paused) l->owner->read_answer(*l);
 }
 
-void Leases::write_more(Lease& l) {
-    Request& r = *l.req;
-    std::string_view rest = r.frame().substr(r.written);
-    ssize_t n = ::send(l.fd, rest.data(), rest.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (n > 0) r.written += uint32_t(n);
-    if (r.written < r.frame_len) return;
-    l.writing = false;
-    if (!r.conn) acc_.requests().drop_frame(r);  // nobody needs the bytes any more
+// What the slot's event waits for: the worker's answer (unless the client of a streamed
+// answer must first read what waits for it), and room to write (while the socket is full).
+void Leases::rearm(Lease& l) {
+    short what = short((l.paused ? 0 : EV_READ) | (l.writing ? EV_WRITE : 0));
     event_del(l.io.get());
-    event_assign(l.io.get(), acc_.base(), l.fd, EV_READ | EV_PERSIST, on_io, &l);
+    if (!what) return;
+    event_assign(l.io.get(), acc_.base(), l.fd, what | EV_PERSIST, on_io, &l);
     event_priority_set(l.io.get(), Acceptor::kWorkerPriority);
     event_add(l.io.get(), nullptr);
 }
 
-void Leases::read_answer(Lease& l) {
-    std::string& buf = acc_.scratch();
-    size_t max_frame = acc_.max_frame();
-    bert::FrameScan fs;
-    for (;;) {
-        std::vector<int> fds;
-        PeerCred writer;
-        ssize_t n = recv_with_fds(l.fd, buf.data(), buf.size(), fds, &writer);
-        if (n <= 0) {
-            if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
-            fail(l, "lost the connection to the handler worker");
-            return;
+void Leases::set_writing(Lease& l, bool on) {
+    if (on == l.writing) return;
+    l.writing = on;
+    rearm(l);
+}
+
+// Sends bytes[at...]; true once they are all gone. A dead worker shows on the read side.
+bool Leases::write_some(Lease& l, std::string_view bytes, size_t& at) {
+    while (at < bytes.size()) {
+        ssize_t n = ::send(l.fd, bytes.data() + at, bytes.size() - at, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n > 0) {
+            at += size_t(n);
+            continue;
         }
-        for (int f : fds) ::close(f);
-        if (!fds.empty() || !from_worker(l.slot, writer.pid)) {
-            fail(l, "pid " + std::to_string(writer.pid) + ", not the worker, wrote into its socket (a process it " +
-                        "left behind?); the bytes are dropped");
-            return;
-        }
-        l.answer.append(buf.data(), size_t(n));
-        fs = bert::scan_frame(l.answer, max_frame);
-        if (fs.state == bert::FrameScan::State::TooLarge) {
-            fail(l, "the handler's answer is over the limit of " + std::to_string(max_frame) +
-                        " bytes (limits.max_frame)");
-            return;
-        }
-        if (fs.state == bert::FrameScan::State::Complete) break;
-        if (l.answer.size() >= bert::kFrameHeader && l.answer.capacity() < bert::kFrameHeader + fs.length)
-            l.answer.reserve(bert::kFrameHeader + fs.length);
+        if (n < 0 && errno == EINTR) continue;
+        set_writing(l, n < 0 && errno == EAGAIN);
+        return false;
     }
-    size_t total = bert::kFrameHeader + fs.length;
-    bool ok = fs.length > 0 && static_cast<unsigned char>(l.answer[bert::kFrameHeader]) == bert::kVersion;
-    if (l.answer.size() > total) ok = false;  // a worker that says more than one answer is out of step
-    if (!ok) {
-        fail(l, "the handler sent an answer that is not a BERT term");
+    return true;
+}
+
+void Leases::write_more(Lease& l) {
+    Request& r = *l.req;
+    if (l.head_at < l.head.size() && !write_some(l, l.head, l.head_at)) return;
+    if (r.written < r.frame_len) {
+        size_t at = r.written;
+        bool all = write_some(l, r.frame(), at);
+        r.written = uint32_t(at);
+        if (!all) return;
+        if (!r.conn || r.popped) {  // nobody needs the bytes any more (the log has its text)
+            acc_.requests().take_log_text(r);
+            acc_.requests().drop_frame(r);
+        }
+    }
+    if (r.in_stream == Request::InStream::Waiting) r.in_stream = Request::InStream::Relaying;
+    if (r.in_stream == Request::InStream::Relaying) {
+        relay_some(l);
         return;
     }
-    finish(l);
+    set_writing(l, false);
+}
+
+void Leases::relay(Request& r) {
+    Lease& l = *slots_[r.slot];
+    if (l.req == &r && !l.writing) relay_some(l);
+}
+
+// The client's chunks go to the worker as they are, from its connection's queue, as fast
+// as the worker takes them; the client is read only as fast as that.
+void Leases::relay_some(Lease& l) {
+    Request& r = *l.req;
+    Conn* c = r.conn;
+    if (!c) return;  // stream_cut() deals with it
+    const Limits& limits = acc_.rt().config.limits;
+    bool moved = false, blocked = false;
+    for (;;) {
+        std::string_view in = c->in.view();
+        if (r.chunk_left == 0) {
+            if (in.size() < bert::kFrameHeader) break;
+            uint32_t n = bert::scan_frame(in, ~0u).length;
+            std::string why;
+            if (n > limits.max_frame) why = "a chunk of " + std::to_string(n) + " bytes is over limits.max_frame";
+            else if (limits.max_stream && r.stream_bytes + n > limits.max_stream)
+                why = "the stream is over limits.max_stream (" + std::to_string(limits.max_stream) + " bytes)";
+            if (!why.empty()) {
+                c->closing = true;  // its chunks cannot be told from what follows: the connection ends
+                fail(l, "streamed request: " + why, ErrorType::Protocol);
+                return;
+            }
+            r.chunk_left = bert::kFrameHeader + n;
+            r.stream_bytes += n;
+            r.stream_ending = n == 0;
+        }
+        size_t want = size_t(std::min<uint64_t>(r.chunk_left, in.size()));
+        if (want == 0) break;
+        size_t sent = 0;
+        bool all = write_some(l, in.substr(0, want), sent);
+        c->in.consume(sent);
+        r.chunk_left -= sent;
+        moved |= sent > 0;
+        if (!all) {
+            blocked = true;
+            break;
+        }
+        if (r.chunk_left == 0 && r.stream_ending) {
+            r.in_stream = Request::InStream::Done;
+            acc_.seg().header().stats.streams_in.fetch_add(1, std::memory_order_relaxed);
+            set_writing(l, false);
+            if (r.cast) acc_.requests().answer_cast(r);
+            return;
+        }
+    }
+    if (moved) restart_deadline(l);
+    if (blocked) return;  // the worker's socket is full (or gone): on with it when it has room
+    set_writing(l, false);
+    if (c->eof) {
+        fail(l, "the client closed the connection inside its streamed request", ErrorType::Protocol);
+        return;
+    }
+    acc_.conns().set_reading(*c, true);
+}
+
+void Leases::stream_cut(Request& r) {
+    Lease& l = *slots_[r.slot];
+    if (l.req == &r) fail(l, "its client left inside a streamed request, which the worker saw cut short");
+}
+
+void Leases::drained(Request& r) {
+    Lease& l = *slots_[r.slot];
+    if (l.req != &r || !l.paused) return;
+    l.paused = false;
+    rearm(l);
 }
 
 void Leases::release(Lease& l) {
     event_del(l.io.get());
     evtimer_del(l.timer.get());
     l.req = nullptr;
-    l.writing = false;
-}
-
-void Leases::finish(Lease& l) {
-    Request& r = *l.req;
-    uint32_t slot = l.slot;
-    // The answer buffer holds exactly the frame: it becomes the client's output without a copy.
-    std::string frame = std::move(l.answer);
-    acc_.seg().slot(slot).served.fetch_add(1, std::memory_order_relaxed);
-    release(l);
-    give_back(slot);
-    acc_.requests().complete(r, Outcome::answer(std::move(frame)));
+    l.writing = l.paused = false;
+    l.head.clear();
+    l.answer.clear();
+    l.answer_at = 0;
+    l.streaming = l.in_chunks = l.overflow = false;
+    l.mode = Lease::Mode::Relay;
+    l.chunk_left = 0;
+    l.chunk_head_have = 0;
+    std::string().swap(l.gathered);
+    l.answer_type = -1;
 }
 
 void Leases::on_timeout(evutil_socket_t, short, void* arg) {
@@ -278,7 +356,7 @@ void Leases::on_timeout(evutil_socket_t, short, void* arg) {
 }
 
 // The worker can no longer be trusted: answer the request, and have the master replace it.
-void Leases::fail(Lease& l, const std::string& why) {
+void Leases::fail(Lease& l, const std::string& why, ErrorType type) {
     uint32_t slot = l.slot;
     Segment& seg = acc_.seg();
     Slot& s = seg.slot(slot);
@@ -290,7 +368,7 @@ void Leases::fail(Lease& l, const std::string& why) {
     release(l);
     seg.mark_reaping(slot);
     acc_.poke_master();
-    acc_.requests().complete(r, Outcome::error(ErrorType::Server, 0, why));
+    acc_.requests().complete(r, Outcome::error(type, type == ErrorType::Protocol ? 2 : 0, why));
 }
 
 // ---- slots between acceptors -------------------------------------------------------------

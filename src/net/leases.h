@@ -5,7 +5,10 @@
 // that dies, times out or answers out of step fails only the request it held, and
 // the master replaces it on a fresh socketpair. Answers never cross: bytes a slot holds
 // before its request is written, and bytes written by any process but the worker, are
-// dropped with the worker, never delivered. Nothing here blocks.
+// dropped with the worker, never delivered. Streams (doc/info-packets.md) go through a
+// lease chunk by chunk in both directions, each side paced by the other: memory stays
+// bounded whatever their size. Reading what a worker answers is in worker_answer.cc.
+// Nothing here blocks.
 #pragma once
 
 #include <cstdint>
@@ -14,10 +17,12 @@
 #include <vector>
 
 #include "io/event.h"
+#include "net/answers.h"
 
 namespace bertd {
 
 class Acceptor;
+struct Outcome;
 struct Request;
 
 class Leases {
@@ -33,6 +38,12 @@ public:
     size_t held() const;
     // Takes the fresh slot sockets the master sent on the control socket.
     void read_control();
+    // A streamed request's chunks arrived from its client: on to the worker.
+    void relay(Request& r);
+    // Its client left inside a streamed request: the worker saw it cut short.
+    void stream_cut(Request& r);
+    // The client of a streamed answer has read what was waiting: the worker may go on.
+    void drained(Request& r);
 
 private:
     struct Lease {
@@ -41,8 +52,22 @@ private:
         int fd = -1;
         EventPtr io, timer;
         Request* req = nullptr;  // set while this acceptor holds the slot
-        bool writing = false;
+        bool writing = false;    // waiting for the socket to take more
+        // Written to the worker: `head` (the request's infos), then its frame, then any chunks.
+        std::string head;
+        size_t head_at = 0;
+        // Read from the worker (worker_answer.cc): infos and the answer, then a streamed
+        // answer's chunks, relayed to the client, gathered into one reply, or dropped.
         std::string answer;
+        size_t answer_at = 0;  // what was parsed of `answer`
+        bool streaming = false, in_chunks = false, paused = false;
+        enum class Mode : uint8_t { Relay, Gather, Drop } mode = Mode::Relay;
+        uint64_t chunk_left = 0;
+        char chunk_head[4];
+        uint8_t chunk_head_have = 0;
+        std::string gathered;
+        bool overflow = false;
+        int answer_type = -1;
     };
     static void on_io(evutil_socket_t, short, void*);
     static void on_timeout(evutil_socket_t, short, void*);
@@ -54,11 +79,21 @@ private:
     void renewed(uint32_t slot, uint64_t epoch, int fd);
     void fault(uint32_t slot, const std::string& why);
     void begin(Request& r, uint32_t slot);
+    bool write_some(Lease& l, std::string_view bytes, size_t& at);
     void write_more(Lease& l);
-    void read_answer(Lease& l);
-    void finish(Lease& l);
-    void fail(Lease& l, const std::string& why);
+    void relay_some(Lease& l);
+    void rearm(Lease& l);
+    void set_writing(Lease& l, bool on);
+    void restart_deadline(Lease& l);
     void release(Lease& l);
+    // worker_answer.cc
+    void read_answer(Lease& l);
+    bool take(Lease& l, std::string_view bytes);
+    bool head_frames(Lease& l);
+    bool chunks(Lease& l, std::string_view bytes);
+    void end_of_stream(Lease& l);
+    void finish(Lease& l, Outcome&& o);
+    void fail(Lease& l, const std::string& why, ErrorType type = ErrorType::Server);
     void give_back(uint32_t slot);
     void take_handoff(uint32_t slot);
     void retry_handoff(uint32_t dead_slot);

@@ -215,6 +215,12 @@ void LinkClient::lost(const std::string& why) {
 }
 
 void LinkClient::send(Request& r) {
+    if (r.callback) {
+        // Run as a call, so that the native function returns the Result the service gets;
+        // the client has its {noreply} now.
+        acc_.requests().as_call(r);
+        acc_.requests().answer_cast(r);
+    }
     if (!fd_) {
         // A connect to a unix socket costs next to nothing: try now. But not just after the
         // link was lost: the dying process's listen socket may still take the connection
@@ -235,7 +241,7 @@ void LinkClient::send(Request& r) {
 }
 
 void LinkClient::write(Request& r) {
-    char flags = char(r.cast ? linkproto::Cast : 0);
+    char flags = char(r.cast && !r.callback ? linkproto::Cast : 0);
     linkproto::append(out_, linkproto::Request, r.id, std::string_view(&flags, 1), r.payload());
     at_link_.insert(r.id);
     r.stage = Request::Stage::AtLink;

@@ -7,6 +7,7 @@
 #include "bert/printer.h"
 #include "io/clock.h"
 #include "net/acceptor.h"
+#include "net/callbacks.h"
 #include "net/leases.h"
 #include "net/link_client.h"
 
@@ -18,6 +19,8 @@ namespace {
 constexpr size_t kOutHighWater = 1u << 20;
 constexpr size_t kLogRequestBytes = 4096;  // a huge request is cut short in the access log
 constexpr size_t kSpareRequests = 64;
+// Infos are small; a bigger one is refused without being decoded.
+constexpr size_t kMaxInfo = 64 * 1024;
 
 // The answer to a frame that is not {call|cast, M, F, Args} or {info, Command, Options}.
 Outcome not_a_request(std::string_view payload) {
@@ -34,6 +37,13 @@ Outcome Outcome::answer(std::string&& frame) {
     Outcome o;
     o.error_type = answer_error_type(std::string_view(frame).substr(bert::kFrameHeader));
     o.frame = std::move(frame);
+    return o;
+}
+
+Outcome Outcome::frames(std::string&& frames, int error_type) {
+    Outcome o;
+    o.error_type = error_type;
+    o.frame = std::move(frames);
     return o;
 }
 
@@ -54,7 +64,10 @@ void RequestPath::serve(Conn& c) {
     c.serving = true;
     Connections& conns = acc_.conns();
     GlobalStats& gs = acc_.seg().header().stats;
+    // A streamed request on a worker takes what arrives, chunk by chunk.
+    if (c.request && c.request->in_stream == Request::InStream::Relaying) acc_.leases().relay(*c.request);
     while (c.idle() && !c.closing && !c.dead) {
+        if (c.discarding && !discard_stream(c)) break;
         if (c.out.size() > kOutHighWater) {
             c.out_paused = true;  // the flush that empties `out` serves again
             conns.set_reading(c, false);
@@ -115,6 +128,7 @@ void RequestPath::dispatch(Request& r) {
     Conn& c = *r.conn;
     bert::Peek pk;
     if (!bert::peek(r.payload(), pk)) {
+        if (list_form_info(r)) return;  // the Ruby bertrpc client's [info, cache, [validation, Token]]
         r.kind = Request::Kind::Bad;
         acc_.seg().header().stats.protocol_errors.fetch_add(1, std::memory_order_relaxed);
         complete(r, not_a_request(r.payload()));
@@ -132,9 +146,45 @@ void RequestPath::dispatch(Request& r) {
     c.high_next = true;  // priority applies to the next request only
     if (acc_.access_log().enabled()) r.arrived_wall_us = now_us();
     r.route = decide(pk, acc_.rt(), c.from_link);
+    if (Outcome refused; take_infos(r, refused)) {
+        complete(r, std::move(refused));
+        return;
+    }
     if (r.route.to == Route::To::NoModule)
         acc_.seg().header().stats.unknown_module.fetch_add(1, std::memory_order_relaxed);
     go(r, pk);
+}
+
+// The infos the client sent before this request now belong to it. True (and `refused` set)
+// when they make it fail: a malformed info, a stream or a callback it cannot have.
+bool RequestPath::take_infos(Request& r, Outcome& refused) {
+    Conn& c = *r.conn;
+    r.accepts_stream = c.accepts_stream;
+    r.accepts_cache = c.accepts_cache || !c.token_next.empty();
+    r.stream_in = std::exchange(c.stream_next, false);
+    if (r.stream_in) r.in_stream = Request::InStream::Waiting;
+    r.token = std::move(c.token_next);
+    c.token_next.clear();
+    r.callback = std::move(c.callback_next);
+    std::string error = std::move(c.info_error);
+    c.info_error.clear();
+    if (!error.empty()) {
+        refused = Outcome::error(ErrorType::Protocol, std::exchange(c.info_error_code, 0), error);
+        return true;
+    }
+    if (r.stream_in && r.route.to != Route::To::External) {
+        refused = Outcome::error(ErrorType::Server, 0, "a streamed request goes to an external module only");
+        return true;
+    }
+    if (r.callback) {
+        std::string why = r.cast ? acc_.callbacks().refusal(r.callback->service) :
+                                   "{info, callback, ...} goes before a cast, not a call";
+        if (!why.empty()) {
+            refused = Outcome::error(ErrorType::Server, 0, why);
+            return true;
+        }
+    }
+    return false;
 }
 
 void RequestPath::go(Request& r, const bert::Peek& pk) {
@@ -153,22 +203,80 @@ void RequestPath::go(Request& r, const bert::Peek& pk) {
     }
 }
 
+// An info changes the request after it (a malformed one makes that request fail, as the
+// specification says), and is not answered itself. Infos are small: decoded whole.
 void RequestPath::info(Request& r, const bert::Peek& pk) {
-    // Infos are small and rare: decode them whole, so a malformed one is answered.
     bert::Term info;
-    if (bert::DecodeError err = bert::decode(r.payload(), info)) {
-        acc_.seg().header().stats.protocol_errors.fetch_add(1, std::memory_order_relaxed);
-        complete(r, Outcome::error(ErrorType::Protocol, 2, "unable to read data: " + err.message));
+    Conn& c = *r.conn;
+    if (r.frame_len > kMaxInfo) {
+        c.info_error = "an info of " + std::to_string(r.frame_len) + " bytes (at most " + std::to_string(kMaxInfo) + ")";
+        c.info_error_code = 2;
+    } else if (bert::DecodeError err = bert::decode(r.payload(), info)) {
+        c.info_error = "unable to read data: an info: " + err.message;
+        c.info_error_code = 2;
+    } else {
+        apply_info(c, info);
+    }
+    if (!c.info_error.empty()) acc_.seg().header().stats.protocol_errors.fetch_add(1, std::memory_order_relaxed);
+    (void)pk;
+    complete(r, Outcome::nothing());
+}
+
+void RequestPath::apply_info(Conn& c, const bert::Term& info) {
+    ClientInfo ci;
+    read_client_info(info, ci);
+    if (!ci.error.empty()) {
+        c.info_error = ci.error;
         return;
     }
-    if (pk.module == "priority") {
-        // {info, priority, [low]} (the spec) or {info, priority, low} (Ernie's README).
-        const bert::Term& o = info[2];
-        const bert::Term* v = o.is_list() && o.size() == 1 ? &o[0] : &o;
-        if (v->is_atom("low")) r.conn->high_next = false;
-        else if (v->is_atom("high")) r.conn->high_next = true;
+    switch (ci.kind) {
+        case ClientInfo::Kind::Priority: c.high_next = ci.high; break;
+        case ClientInfo::Kind::Accept:
+            c.accepts_stream = ci.accept_stream;
+            c.accepts_cache = ci.accept_cache;
+            break;
+        case ClientInfo::Kind::Stream: c.stream_next = true; break;
+        case ClientInfo::Kind::Validation: c.token_next = ci.token; break;
+        case ClientInfo::Kind::Callback:
+            c.callback_next = std::make_unique<Callback>(Callback{ci.service, ci.mfa});
+            break;
+        case ClientInfo::Kind::Ignored: break;
     }
-    complete(r, Outcome::nothing());  // other info commands are ignored, as the spec says
+}
+
+bool RequestPath::list_form_info(Request& r) {
+    bert::Term t;
+    if (r.frame_len > kMaxInfo || bert::decode(r.payload(), t) || !t.is_proper_list() || t.size() != 3 ||
+        !t[0].is_atom("info"))
+        return false;
+    r.kind = Request::Kind::Info;
+    apply_info(*r.conn, t);
+    complete(r, Outcome::nothing());
+    return true;
+}
+
+// Drops the chunks of a streamed request that was refused; true once its end is read.
+bool RequestPath::discard_stream(Conn& c) {
+    for (;;) {
+        if (c.discard_left > 0) {
+            size_t n = size_t(std::min<uint64_t>(c.discard_left, c.in.size()));
+            c.in.consume(n);
+            c.discard_left -= n;
+            if (c.discard_left > 0) break;
+        }
+        std::string_view buf = c.in.view();
+        if (buf.size() < bert::kFrameHeader) break;
+        uint32_t n = bert::scan_frame(buf, ~0u).length;
+        c.in.consume(bert::kFrameHeader);
+        if (n == 0) {
+            c.discarding = false;
+            return true;
+        }
+        c.discard_left = n;
+    }
+    if (c.eof) acc_.conns().close(c);
+    else acc_.conns().set_reading(c, true);
+    return false;
 }
 
 Outcome RequestPath::admin(Request& r, const bert::Peek& pk) {
@@ -202,9 +310,12 @@ void RequestPath::complete(Request& r, Outcome o) {
     if (rpc) log(r, o.error_type);
     Conn* c = r.conn;
     if (c) {
-        c->in.consume(r.frame_len);
+        if (!r.popped) c->in.consume(r.frame_len);
         c->request = nullptr;
+        // A streamed request that ended before its stream did: the rest of it is dropped.
+        if (r.stream_in && r.in_stream != Request::InStream::Done) c->discarding = true;
     }
+    if (r.callback && r.kind == Request::Kind::Rpc) acc_.callbacks().answered(*r.callback, o);
     recycle(r);
     if (c) acc_.conns().resume(*c);
 }
@@ -213,7 +324,8 @@ void RequestPath::answer_cast(Request& r) {
     Conn& c = *r.conn;
     take_log_text(r);
     if (r.stage != Request::Stage::OnSlot || r.written < r.frame_len) keep_frame(r);
-    c.in.consume(r.frame_len);
+    if (!r.popped) c.in.consume(r.frame_len);
+    r.popped = true;
     c.request = nullptr;
     r.conn = nullptr;
     acc_.conns().send(c, std::string(noreply_frame()));
@@ -228,6 +340,8 @@ void RequestPath::orphan(Request& r) {
         if (r.written < r.frame_len) keep_frame(r);
         r.conn->request = nullptr;
         r.conn = nullptr;
+        // A stream it was still reading is cut short: that worker cannot go on.
+        if (r.stream_in && r.in_stream != Request::InStream::Done) acc_.leases().stream_cut(r);
         return;
     }
     // Not running yet (queued, parked) or at the link: dropped. A hand-off or an answer
@@ -243,9 +357,23 @@ Request* RequestPath::find(uint64_t id) {
 }
 
 void RequestPath::keep_frame(Request& r) {
-    if (!r.owned.empty()) return;
+    if (!r.owned.empty() || r.popped) return;
     r.owned.assign(r.frame());
     acc_.conns().buffered() += r.owned.size();
+}
+
+void RequestPath::own_frame(Request& r) {
+    if (r.popped) return;
+    keep_frame(r);
+    if (r.conn) r.conn->in.consume(r.frame_len);
+    r.popped = true;
+}
+
+void RequestPath::as_call(Request& r) {
+    own_frame(r);
+    // `cast` and `call` are both four letters: the atom is rewritten where it stands.
+    size_t at = r.owned.find("cast", bert::kFrameHeader);
+    if (at != std::string::npos && at < bert::kFrameHeader + 8) r.owned.replace(at, 4, "call");
 }
 
 void RequestPath::drop_frame(Request& r) {

@@ -16,6 +16,7 @@
 #include "bert/frame.h"
 #include "net/answers.h"
 #include "net/conn.h"
+#include "net/infos.h"
 #include "net/router.h"
 
 namespace bertd {
@@ -32,6 +33,19 @@ struct Request {
     bool cast = false;
     bool high = true;
     bool orphaned = false;  // its client left: finished without being counted or logged
+    bool popped = false;    // its frame left the connection's queue (it is in `owned`, or gone)
+    // BERT-RPC 1.0 (doc/info-packets.md), from the client's infos before it:
+    bool accepts_stream = false, accepts_cache = false;
+    bool stream_in = false;  // chunks follow it from the client
+    enum class InStream : uint8_t { None, Waiting, Relaying, Done } in_stream = InStream::None;
+    uint64_t stream_bytes = 0;  // relayed so far
+    uint64_t chunk_left = 0;    // of the chunk being relayed (its header included)
+    bool stream_ending = false;  // that chunk is the zero header that ends the stream
+    std::string token;          // a validation token, passed to the worker before the request
+    std::unique_ptr<Callback> callback;
+    // From the worker, before its answer: the infos the client gets with it.
+    std::string answer_infos;
+    uint32_t slot = 0;  // OnSlot: which
     Route route;
     uint32_t frame_len = 0;  // header and payload
     uint32_t written = 0;    // bytes of the frame a worker has been sent
@@ -43,7 +57,7 @@ struct Request {
     int64_t park_deadline_us = 0;  // Parked: the wait for the Erlang link ends then
 
     std::string_view frame() const {
-        return conn ? conn->in.view().substr(0, frame_len) : std::string_view(owned);
+        return conn && !popped ? conn->in.view().substr(0, frame_len) : std::string_view(owned);
     }
     std::string_view payload() const { return frame().substr(bert::kFrameHeader); }
 };
@@ -56,6 +70,8 @@ struct Outcome {
 
     static Outcome nothing() { return {}; }
     static Outcome answer(std::string&& frame);  // a whole frame; its error type read from it
+    // Frames (infos, then the answer) whose answer has the given error type (-1: none).
+    static Outcome frames(std::string&& frames, int error_type);
     static Outcome error(ErrorType type, int code, std::string_view detail);
 };
 
@@ -81,6 +97,12 @@ public:
     // to the acceptor's memory budget, and dropped once nobody needs it.
     void keep_frame(Request& r);
     void drop_frame(Request& r);
+    // The frame leaves the connection's queue (what follows it, a stream's chunks, is then at
+    // the front); the request keeps its own copy.
+    void own_frame(Request& r);
+    // A callback's cast runs as a call, so that the worker returns the Result.
+    void as_call(Request& r);
+    void take_log_text(Request& r);
     size_t live() const { return live_.size(); }
 
 private:
@@ -88,10 +110,13 @@ private:
     void dispatch(Request& r);
     void go(Request& r, const bert::Peek& pk);  // to the place r.route names
     void info(Request& r, const bert::Peek& pk);
+    void apply_info(Conn& c, const bert::Term& info);
+    bool list_form_info(Request& r);
+    bool take_infos(Request& r, Outcome& refused);
+    bool discard_stream(Conn& c);
     Outcome admin(Request& r, const bert::Peek& pk);
     void count(const Request& r, int error_type);
     void log(Request& r, int error_type);
-    void take_log_text(Request& r);
     void recycle(Request& r);
 
     Acceptor& acc_;

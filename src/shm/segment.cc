@@ -4,7 +4,11 @@
 #include "shm/segment.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -13,15 +17,23 @@
 #include <new>
 #include <stdexcept>
 
+#include "io/ipc.h"
+
 namespace bip = boost::interprocess;
 
 namespace bertd {
 
 constexpr uint32_t kMagic = 0xBE27D001;
 
+// The creator's mapping (Boost), or a reader's plain mmap of a descriptor (Segment::open).
 struct SegmentMapping {
     bip::shared_memory_object shm;
     bip::mapped_region region;
+    void* raw = nullptr;
+    size_t raw_len = 0;
+    ~SegmentMapping() {
+        if (raw) munmap(raw, raw_len);
+    }
 };
 
 void RobustMutex::init() {
@@ -117,21 +129,38 @@ std::unique_ptr<Segment> Segment::create(const std::string& name, uint32_t nmodu
         s->slots_[i].state.store(uint32_t(SlotState::Reaping));  // no worker yet
     }
     h->magic = kMagic;
+    // Every process that uses it is forked from the master, which keeps the mapping:
+    // the name can go now, so nothing is left in /dev/shm even after a kill -9.
+    bip::shared_memory_object::remove(name.c_str());
     return s;
 }
 
 std::unique_ptr<Segment> Segment::open(const std::string& name) {
+    // The master unlinks each name once it has mapped it: the segment is then reached
+    // through the master's own descriptor (its user's or root's to open).
+    int fd = shm_open(name.c_str(), O_RDWR | O_CLOEXEC, 0);
+    if (fd < 0 && errno == ENOENT) {
+        std::string path = IpcNames::segment_in_master(name);
+        if (!path.empty()) fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+    }
+    if (fd < 0) throw std::runtime_error("cannot open the shared segment " + name + ": " + strerror(errno));
+    struct stat st;
+    void* base = MAP_FAILED;
+    if (fstat(fd, &st) == 0 && size_t(st.st_size) >= sizeof(SegmentHeader))
+        base = mmap(nullptr, size_t(st.st_size), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    ::close(fd);
+    if (base == MAP_FAILED) throw std::runtime_error("shared segment " + name + " is not a bertd segment");
     std::unique_ptr<Segment> s(new Segment);
     s->name_ = name;
     s->mapping_ = std::make_unique<SegmentMapping>();
-    s->mapping_->shm = bip::shared_memory_object(bip::open_only, name.c_str(), bip::read_write);
-    s->mapping_->region = bip::mapped_region(s->mapping_->shm, bip::read_write);
-    char* base = static_cast<char*>(s->mapping_->region.get_address());
-    if (s->mapping_->region.get_size() < sizeof(SegmentHeader) ||
-        reinterpret_cast<SegmentHeader*>(base)->magic != kMagic)
+    s->mapping_->raw = base;
+    s->mapping_->raw_len = size_t(st.st_size);
+    auto* h = static_cast<SegmentHeader*>(base);
+    if (h->magic != kMagic ||
+        size_t(st.st_size) < segment_size(h->nmodules, h->nslots, h->nacceptors, h->queue_capacity))
         throw std::runtime_error("shared segment " + name + " is not a bertd segment");
-    s->header_ = reinterpret_cast<SegmentHeader*>(base);
-    s->layout(base);
+    s->header_ = h;
+    s->layout(static_cast<char*>(base));
     return s;
 }
 

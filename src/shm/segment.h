@@ -128,6 +128,8 @@ struct GlobalStats {
     std::atomic<uint64_t> protocol_errors;  // before any module was known
     std::atomic<uint64_t> unknown_module;   // calls to modules that do not exist
     std::atomic<uint64_t> access_log_lost;  // lines not written whole (full disk, I/O errors)
+    std::atomic<uint64_t> callbacks_ok, callbacks_failed;  // BERT-RPC 1.0 callback casts delivered or given up
+    std::atomic<uint64_t> streams_in, streams_out;         // streamed requests and answers relayed
     std::atomic<uint64_t> acceptor_restarts, worker_restarts;
     std::atomic<int64_t> started_us;
     std::atomic<uint64_t> generation;
@@ -157,7 +159,8 @@ public:
     // Creates (master) a segment for the given sizes, removing any stale one of that name.
     static std::unique_ptr<Segment> create(const std::string& name, uint32_t nmodules, uint32_t nslots,
                                            uint32_t nacceptors, uint32_t queue_capacity);
-    // Opens an existing segment read-write (bertd stats).
+    // Opens an existing segment read-write (bertd stats, the Erlang link) by the name create
+    // was given; once the master has unlinked it, through the master's descriptor.
     static std::unique_ptr<Segment> open(const std::string& name);
     ~Segment();
 

@@ -8,6 +8,11 @@ import unittest
 from harness import ROOT
 
 
+def version():
+    with open(os.path.join(ROOT, "debian", "changelog")) as f:
+        return f.readline().split("(", 1)[1].split(")", 1)[0]
+
+
 class ManPages(unittest.TestCase):
     def test_man_pages_render_without_warnings(self):
         for page in ("man/bertd.8", "man/bertd.yaml.5", "man/bertc.1"):
@@ -39,7 +44,7 @@ class Install(unittest.TestCase):
                 prefix = line.split("=", 1)[1].strip()
         root = dest + prefix
         for path in ("sbin/bertd", "bin/bertc", "share/man/man8/bertd.8", "share/man/man5/bertd.yaml.5",
-                     "share/man/man1/bertc.1", "share/bertd/ebin/bertd_native.beam",
+                     "share/man/man1/bertc.1", f"lib/erlang/lib/bertd-{version()}/ebin/bertd_native.beam",
                      "lib/pkgconfig/bertd.pc", "include/bertd/bert/codec.h"):
             self.assertTrue(os.path.exists(os.path.join(root, path)), path)
         r = subprocess.run([os.path.join(root, "sbin", "bertd"), "-v"], stdout=subprocess.PIPE, text=True)

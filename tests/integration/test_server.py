@@ -376,17 +376,19 @@ class BadInput(ServerTest):
         self.assertEqual(self.read_answer(sock), (Atom("reply"), 7))
         self.assertEqual(sock.recv(1), b"")
 
-    def test_malformed_info_is_a_protocol_error(self):
+    def test_a_malformed_info_is_a_protocol_error_in_place_of_the_request_after_it(self):
+        # BERT-RPC 1.0: "a bad info packet yields an error answer after the request that follows it".
         s = self.server(ext_config())
         payload = b"\x83\x68\x03\x64\x00\x04info\x64\x00\x08priority\x6d\x00\x00\x00\xff"
         sock = self.raw(s, struct.pack(">I", len(payload)) + payload)
+        sock.sendall(bertd.encode_berp((Atom("call"), Atom("ext"), Atom("add"), [1, 2])))
         self.assert_protocol_error(self.read_answer(sock), 2)
         sock.sendall(bertd.encode_berp((Atom("call"), Atom("ext"), Atom("add"), [1, 2])))
         self.assertEqual(self.read_answer(sock), (Atom("reply"), 3))
 
     def test_unknown_info_is_ignored(self):
         s = self.server(ext_config())
-        sock = self.raw(s, bertd.encode_berp((Atom("info"), Atom("stream"), []))
+        sock = self.raw(s, bertd.encode_berp((Atom("info"), Atom("frobnicate"), []))
                         + bertd.encode_berp((Atom("call"), Atom("ext"), Atom("add"), [5, 5])))
         self.assertEqual(self.read_answer(sock), (Atom("reply"), 10))
 

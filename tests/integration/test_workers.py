@@ -10,7 +10,7 @@ import sys
 import tempfile
 import unittest
 
-from harness import HANDLERS, Server, free_port, run_bertd, wait_until
+from harness import HANDLERS, Server, alive, free_port, run_bertd, wait_until
 
 PYEXT = os.path.join(HANDLERS, "pyext.py")
 
@@ -156,15 +156,6 @@ def stop_daemon(pid):
         pass
     except AssertionError:
         os.kill(pid, signal.SIGKILL)
-
-
-def alive(pid):
-    """True while `pid` runs (a zombie does not count)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 if __name__ == "__main__":

@@ -1,6 +1,9 @@
 // test_config.cc: YAML and Ernie .cfg configuration, and the messages for bad ones.
 #include <CppUTest/TestHarness.h>
 
+#include <unistd.h>
+
+#include <fstream>
 #include <string>
 
 #include "core/config.h"
@@ -143,4 +146,23 @@ TEST(Config, sizes_and_durations) {
     DOUBLES_EQUAL(30, bertd::parse_duration("30"), 1e-12);
     CHECK_THROWS(std::invalid_argument, bertd::parse_duration("-1"));
     CHECK_THROWS(std::invalid_argument, bertd::parse_duration("soon"));
+}
+
+TEST(Config, the_cookie_can_come_from_a_file_and_only_one_place) {
+    std::string path = "/tmp/bertd-unit-cookie." + std::to_string(getpid());
+    {
+        std::ofstream f(path);
+        f << "from-a-file  \n";
+    }
+    Config c = parse_config_text("erlang:\n  cookie_file: " + path + "\nmodules: []\n", "c.yaml");
+    STRCMP_EQUAL("from-a-file", c.erlang.cookie.c_str());  // first line, trailing blanks gone
+    CHECK(contains(refusal("erlang:\n  cookie: x\n  cookie_file: " + path + "\nmodules: []\n", "c.yaml"),
+                   "give cookie or cookie_file, not both"));
+    unlink(path.c_str());
+    CHECK(contains(refusal("erlang:\n  cookie_file: " + path + "\nmodules: []\n", "c.yaml"),
+                   "cannot read the cookie"));
+    { std::ofstream f(path); }
+    CHECK(contains(refusal("erlang:\n  cookie_file: " + path + "\nmodules: []\n", "c.yaml"),
+                   "the cookie file is empty"));
+    unlink(path.c_str());
 }

@@ -80,7 +80,10 @@ class Install(unittest.TestCase):
         bertc = os.path.join(self.prefix, "bin", "bertc")
         help_text = subprocess.run([bertc, "--help"], stdout=subprocess.PIPE, text=True, check=True).stdout
         self.assertIn("call|cast MODULE FUNCTION", help_text)
-        subprocess.run(["erl", "-noshell", "-pa", os.path.join(self.data, "erlang", "ebin"), "-eval",
+        with open(os.path.join(ROOT, "debian", "changelog")) as f:  # the version, written once
+            version = f.readline().split("(", 1)[1].split(")", 1)[0]
+        ebin = os.path.join(self.prefix, "lib", "erlang", "lib", f"bertd-{version}", "ebin")
+        subprocess.run(["erl", "-noshell", "-pa", ebin, "-eval",
                         "{module, bertd_client} = code:ensure_loaded(bertd_client), halt()."],
                        check=True, timeout=60, stdin=subprocess.DEVNULL)
         subprocess.run([sys.executable, "-c", "import bertd; bertd.Service"], check=True, timeout=60,

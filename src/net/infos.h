@@ -1,0 +1,52 @@
+// infos.h: BERT-RPC 1.0 info packets ({info, Command, Options}) as bertd reads and
+// writes them (doc/info-packets.md): what a client's info asks of its next request,
+// what a worker's frame before its answer means, and the frames bertd builds itself.
+// Pure functions over terms and bytes; no I/O, no state.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "bert/term.h"
+
+namespace bertd {
+
+// Where a callback cast goes once its work is done: {cast, M, F, A ++ [Result]} to `service`.
+struct Callback {
+    std::string service;  // "host:port"
+    bert::Term mfa;       // {M, F, A}
+};
+
+// What one info from a client changes. Malformed infos set `error`.
+struct ClientInfo {
+    enum class Kind : uint8_t { Ignored, Priority, Accept, Stream, Validation, Callback } kind = Kind::Ignored;
+    bool high = true;                           // Priority
+    bool accept_stream = false, accept_cache = false;  // Accept
+    std::string token;                          // Validation
+    std::string service;                        // Callback: "host:port"
+    bert::Term mfa;                             // Callback: {mfa, M, F, A}'s M, F and A, as a 3-tuple
+    std::string error;                          // non-empty: answered in place of the next request
+};
+
+// `t` is the whole decoded info: {info, Command, Options}, or the Ruby bertrpc list form
+// [info, Command, Options]. Returns false when `t` is not an info at all.
+bool read_client_info(const bert::Term& t, ClientInfo& out);
+
+// The kinds of frame a worker may send before (or instead of) its answer.
+enum class WorkerFrame : uint8_t { Answer, CacheInfo, StreamInfo, ValidInfo, OtherInfo };
+// Looks only at the head of the payload ({info, cache|stream|valid, ...}); never allocates.
+WorkerFrame classify_worker_frame(std::string_view payload);
+
+// Frames bertd writes (whole BERPs).
+const std::string& stream_info_frame();  // {info, stream, []}
+const std::string& valid_info_frame();   // {info, valid, []}
+std::string validation_frame(std::string_view token);  // {info, cache, [{validation, Token}]}
+std::string reply_binary_frame(std::string_view bytes);  // {reply, <<bytes>>}
+constexpr char kStreamEnd[4] = {0, 0, 0, 0};  // the zero-length header that ends a stream
+
+// Does an info frame to the client say `public` with an expiration? (For bertd's own cache.)
+// `seconds` gets the expiration, 0 meaning for ever.
+bool public_expiration(std::string_view cache_info_payload, int64_t& seconds);
+
+}  // namespace bertd

@@ -1,0 +1,215 @@
+// worker_answer.cc: what a worker sends back for the request it holds: infos (a cache
+// info, {info, valid, []}, {info, stream, []}), its answer, and for a streamed answer the
+// chunks and the zero header that ends them. Infos go on to clients that announced their
+// kind and are dropped for others; a streamed answer is relayed chunk by chunk to a client
+// that announced streams (the worker is read only as fast as the client reads), and gathered
+// into one {reply, Binary} for one that did not. Every chunk is checked to come from the
+// worker (leases.cc's from_worker); nothing a worker sends is decoded here.
+#include <errno.h>
+#include <sys/socket.h>
+
+#include <vector>
+
+#include "bert/codec.h"
+#include "bert/frame.h"
+#include "io/unix.h"
+#include "net/acceptor.h"
+#include "net/conn.h"
+#include "net/infos.h"
+#include "net/leases.h"
+#include "net/request.h"
+
+namespace bertd {
+
+namespace {
+// A streamed answer pauses the worker once this much waits for the client.
+constexpr size_t kStreamHighWater = 1u << 20;
+}  // namespace
+
+void Leases::read_answer(Lease& l) {
+    std::string& buf = acc_.scratch();
+    for (;;) {
+        std::vector<int> fds;
+        PeerCred writer;
+        ssize_t n = recv_with_fds(l.fd, buf.data(), buf.size(), fds, &writer);
+        if (n <= 0) {
+            if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+            fail(l, "lost the connection to the handler worker");
+            return;
+        }
+        for (int f : fds) ::close(f);
+        if (!fds.empty() || !from_worker(l.slot, writer.pid)) {
+            fail(l, "pid " + std::to_string(writer.pid) + ", not the worker, wrote into its socket (a process it " +
+                        "left behind?); the bytes are dropped");
+            return;
+        }
+        if (!take(l, std::string_view(buf.data(), size_t(n)))) return;  // finished, failed or paused
+        if (size_t(n) < buf.size()) return;
+    }
+}
+
+// False once the lease is done with (finished, failed) or paused.
+bool Leases::take(Lease& l, std::string_view bytes) {
+    if (l.in_chunks) return chunks(l, bytes);
+    l.answer.append(bytes);
+    return head_frames(l);
+}
+
+bool Leases::head_frames(Lease& l) {
+    Request& r = *l.req;
+    size_t max_frame = acc_.max_frame();
+    for (;;) {
+        std::string_view buf = std::string_view(l.answer).substr(l.answer_at);
+        bert::FrameScan fs = bert::scan_frame(buf, max_frame);
+        if (fs.state == bert::FrameScan::State::TooLarge) {
+            fail(l, "the handler's answer is over the limit of " + std::to_string(max_frame) +
+                        " bytes (limits.max_frame)");
+            return false;
+        }
+        if (fs.state == bert::FrameScan::State::NeedMore) {
+            if (buf.size() >= bert::kFrameHeader && l.answer.capacity() < l.answer_at + bert::kFrameHeader + fs.length)
+                l.answer.reserve(l.answer_at + bert::kFrameHeader + fs.length);
+            return true;
+        }
+        size_t total = bert::kFrameHeader + fs.length;
+        std::string_view payload = buf.substr(bert::kFrameHeader, fs.length);
+        if (payload.empty() || uint8_t(payload[0]) != bert::kVersion) {
+            fail(l, "the handler sent an answer that is not a BERT term");
+            return false;
+        }
+        WorkerFrame kind = classify_worker_frame(payload);
+        if (kind != WorkerFrame::Answer) {
+            bool cache_kind = kind == WorkerFrame::CacheInfo || kind == WorkerFrame::ValidInfo;
+            if (cache_kind && r.accepts_cache) r.answer_infos.append(buf.substr(0, total));
+            if (kind == WorkerFrame::StreamInfo) l.streaming = true;
+            l.answer_at += total;
+            continue;
+        }
+        l.answer_type = answer_error_type(payload);
+        std::string rest(buf.substr(total));
+        if (!l.streaming) {
+            // A worker that says more than one answer is out of step.
+            if (!rest.empty()) {
+                fail(l, "the handler sent more than one answer");
+                return false;
+            }
+            std::string frames;
+            if (l.answer_at == 0 && r.answer_infos.empty()) {
+                frames = std::move(l.answer);  // exactly the frame: the client's output without a copy
+            } else {
+                frames = std::move(r.answer_infos);
+                frames.append(buf.substr(0, total));
+            }
+            finish(l, Outcome::frames(std::move(frames), l.answer_type));
+            return false;
+        }
+        // A streamed answer: the reply first, then chunks.
+        l.in_chunks = true;
+        if (r.conn && r.accepts_stream) {
+            l.mode = Lease::Mode::Relay;
+            std::string head = std::move(r.answer_infos);
+            head += stream_info_frame();
+            head.append(buf.substr(0, total));
+            acc_.conns().send(*r.conn, std::move(head));
+        } else {
+            l.mode = r.conn ? Lease::Mode::Gather : Lease::Mode::Drop;
+        }
+        l.answer.clear();
+        l.answer_at = 0;
+        return chunks(l, rest);
+    }
+}
+
+bool Leases::chunks(Lease& l, std::string_view bytes) {
+    Request& r = *l.req;
+    size_t at = 0;
+    while (at < bytes.size()) {
+        if (l.chunk_left == 0) {
+            while (l.chunk_head_have < bert::kFrameHeader && at < bytes.size())
+                l.chunk_head[l.chunk_head_have++] = bytes[at++];
+            if (l.chunk_head_have < bert::kFrameHeader) break;
+            l.chunk_head_have = 0;
+            uint32_t n = bert::scan_frame(std::string_view(l.chunk_head, 4), ~0u).length;
+            if (n == 0) {
+                if (at < bytes.size()) {
+                    fail(l, "the handler sent bytes after the end of its streamed answer");
+                    return false;
+                }
+                end_of_stream(l);
+                return false;
+            }
+            if (n > acc_.max_frame()) {
+                fail(l, "the handler streamed a chunk of " + std::to_string(n) + " bytes, over limits.max_frame");
+                return false;
+            }
+            l.chunk_left = n;
+            if (l.mode == Lease::Mode::Relay && r.conn) r.conn->out.append(std::string_view(l.chunk_head, 4));
+        }
+        size_t take = size_t(std::min<uint64_t>(l.chunk_left, bytes.size() - at));
+        std::string_view piece = bytes.substr(at, take);
+        if (l.mode == Lease::Mode::Relay && !r.conn) l.mode = Lease::Mode::Drop;  // the client left
+        if (l.mode == Lease::Mode::Relay) {
+            r.conn->out.append(piece);
+        } else if (l.mode == Lease::Mode::Gather) {
+            if (l.gathered.size() + take > acc_.max_frame()) {
+                l.overflow = true;
+                l.mode = Lease::Mode::Drop;
+                std::string().swap(l.gathered);
+            } else {
+                l.gathered.append(piece);
+            }
+        }
+        at += take;
+        l.chunk_left -= take;
+    }
+    restart_deadline(l);
+    if (l.mode == Lease::Mode::Relay && r.conn) {
+        acc_.conns().flush(*r.conn);
+        // A slow client slows the worker: nothing is read from it until the client has read.
+        if (r.conn && r.conn->out.size() > kStreamHighWater) {
+            l.paused = true;
+            rearm(l);
+            return false;
+        }
+    }
+    return true;
+}
+
+void Leases::end_of_stream(Lease& l) {
+    Request& r = *l.req;
+    acc_.seg().header().stats.streams_out.fetch_add(1, std::memory_order_relaxed);
+    switch (l.mode) {
+        case Lease::Mode::Relay:
+            if (r.conn) acc_.conns().send(*r.conn, std::string(kStreamEnd, sizeof kStreamEnd));
+            finish(l, Outcome::frames({}, l.answer_type));
+            return;
+        case Lease::Mode::Gather: {
+            std::string frames = std::move(r.answer_infos);
+            frames += reply_binary_frame(l.gathered);
+            finish(l, Outcome::frames(std::move(frames), l.answer_type));
+            return;
+        }
+        case Lease::Mode::Drop:
+            if (l.overflow)
+                finish(l, Outcome::error(ErrorType::Server, 0,
+                                         "the answer was streamed, over limits.max_frame (" +
+                                             std::to_string(acc_.max_frame()) +
+                                             " bytes), and the client did not announce {info, accept, [stream]}"));
+            else
+                finish(l, Outcome::frames({}, l.answer_type));
+            return;
+    }
+}
+
+void Leases::finish(Lease& l, Outcome&& o) {
+    Request& r = *l.req;
+    uint32_t slot = l.slot;
+    acc_.seg().slot(slot).served.fetch_add(1, std::memory_order_relaxed);
+    release(l);
+    // The worker goes back (or to the next waiter) before the answer leaves, so the
+    // client's next request finds it free.
+    give_back(slot);
+    acc_.requests().complete(r, std::move(o));
+}
+
+}  // namespace bertd
