@@ -297,9 +297,10 @@ void yaml_limits(Yaml& y, const YAML::Node& v, Limits& l) {
         else if (k == "max_queue") l.max_queue = size_t(y.integer(lk.second, k, 1, 10000000));
         else if (k == "max_buffered") l.max_buffered = y.size(lk.second, k);
         else if (k == "max_stream") l.max_stream = y.size(lk.second, k);
+        else if (k == "max_inflated") l.max_inflated = y.size(lk.second, k);
         else y.fail(lk.first, "unknown limit '" + k +
                                   "' (known: max_frame, idle_timeout, max_connections, max_queue, max_buffered, "
-                                  "max_stream)");
+                                  "max_stream, max_inflated)");
     }
 }
 

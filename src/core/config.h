@@ -40,6 +40,7 @@ struct Limits {
     size_t max_queue = 10000;         // waiting requests per module and priority
     size_t max_buffered = 0;          // bytes one acceptor holds for all its connections; 0: from the RAM
     uint64_t max_stream = 0;          // bytes of one streamed request; 0: no bound
+    size_t max_inflated = 8u << 20;   // bytes a compressed (tag 80) request may inflate to
 };
 
 // BERT-RPC 1.0 callbacks: which services bertd may cast to, and how hard it tries.
