@@ -9,6 +9,7 @@
 
 #include "bert/frame.h"
 #include "net/answers.h"
+#include "shm/cache.h"
 
 namespace bertd::admin {
 
@@ -79,6 +80,13 @@ std::string stats_text(Segment& seg) {
                  ms.stats.errors[t].load());
         line(out, "latency.p50_us." + mod.name, ms.stats.latency.percentile(50));
         line(out, "latency.p99_us." + mod.name, ms.stats.latency.percentile(99));
+        if (AnswerCache* cache = seg.cache(mod.index)) {
+            CacheHeader& ch = cache->header();
+            line(out, "cache.hits." + mod.name, ch.hits.load());
+            line(out, "cache.misses." + mod.name, ch.misses.load());
+            line(out, "cache.stores." + mod.name, ch.stores.load());
+            line(out, "cache.too_big." + mod.name, ch.refused.load());
+        }
     }
     line(out, "errors.protocol", g.protocol_errors.load());
     line(out, "errors.unknown_module", g.unknown_module.load());

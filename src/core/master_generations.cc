@@ -110,9 +110,10 @@ std::unique_ptr<Master::Generation> Master::build_generation(Config config, uint
     uint32_t nslots = register_modules(rt, natives);
     size_t nmods = rt.modules.size() + natives.size();
     rt.ipc = ipc_;
-    rt.seg =
-        Segment::create(ipc_.segment(number), uint32_t(std::max<size_t>(nmods, 1)),
-                        std::max<uint32_t>(nslots, 1), uint32_t(c.acceptors), uint32_t(c.limits.max_queue));
+    std::vector<size_t> caches;  // external modules come first in the segment's module table
+    for (const auto& mr : rt.modules) caches.push_back(mr.config->cache_size);
+    rt.seg = Segment::create(ipc_.segment(number), uint32_t(std::max<size_t>(nmods, 1)), std::max<uint32_t>(nslots, 1),
+                             uint32_t(c.acceptors), uint32_t(c.limits.max_queue), caches);
     fill_segment(rt, natives);
     if (id_.enabled) rt.link_address = ipc_.link();
     rt.slots.resize(nslots);

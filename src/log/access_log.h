@@ -23,6 +23,7 @@ struct AccessRecord {
     int64_t run_us = 0;         // processing start to finish
     uint32_t queued_high = 0, queued_low = 0;  // queue sizes when it arrived
     bool native = false;        // nat or ext
+    bool cached = false;        // answered from bertd's own cache: cache
     bool high = true;
     std::string_view request;   // the request in Erlang syntax
 };

@@ -114,6 +114,8 @@ size_t Acceptor::open_connections() const { return conns_->size(); }
 
 size_t Acceptor::leases_held() const { return leases_->held(); }
 
+size_t Acceptor::buffered() const { return conns_->buffered(); }
+
 void Acceptor::on_wake(evutil_socket_t fd, short, void* arg) {
     uint64_t v;
     [[maybe_unused]] ssize_t n = ::read(fd, &v, sizeof v);

@@ -46,6 +46,7 @@ public:
     void adopt(int fd);
     size_t open_connections() const;
     size_t leases_held() const;
+    size_t buffered() const;  // bytes held for clients (the memory budget's count)
 
     // ---- what the parts share ----------------------------------------------------------
     Runtime& rt() { return rt_; }

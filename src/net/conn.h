@@ -130,6 +130,7 @@ public:
     // requests that went on without them. Over budget, reads pause and the longest-waiting
     // unfinished frames are refused until it is back under.
     size_t& buffered() { return buffered_; }
+    size_t buffered() const { return buffered_; }
     bool over_budget() const { return buffered_ >= budget_; }
     size_t budget() const { return budget_; }
 

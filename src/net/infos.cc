@@ -161,6 +161,24 @@ std::string reply_binary_frame(std::string_view bytes) {
     return frame_of(Term::tuple({Term::atom("reply"), Term::binary(bytes)}));
 }
 
+bool native_infos(std::string_view payload, bool cache, std::string& frames) {
+    if (payload.substr(0, 40).find("bert_rpc_info") == std::string_view::npos) return false;
+    Term t;
+    if (bert::decode(payload, t) || !t.is_tuple(2) || !t[0].is_atom("reply")) return false;
+    const Term& w = t[1];
+    if (!w.is_tuple(3) || !w[0].is_atom("bert_rpc_info") || !(w[1].is_nil() || w[1].is_proper_list())) return false;
+    frames.clear();
+    if (!w[1].is_nil())
+        for (const Term& i : w[1].items()) {
+            if (!i.is_tuple(2) || !i[0].is_atom()) continue;
+            bool cache_kind = i[0].is_atom("cache") || i[0].is_atom("valid");
+            if (cache_kind && !cache) continue;
+            frames += frame_of(Term::tuple({Term::atom("info"), i[0], i[1]}));
+        }
+    frames += frame_of(Term::tuple({Term::atom("reply"), w[2]}));
+    return true;
+}
+
 bool public_expiration(std::string_view payload, int64_t& seconds) {
     Term t;
     if (bert::decode(payload, t) || !t.is_tuple(3) || !t[2].is_proper_list()) return false;

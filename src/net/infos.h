@@ -45,6 +45,13 @@ std::string validation_frame(std::string_view token);  // {info, cache, [{valida
 std::string reply_binary_frame(std::string_view bytes);  // {reply, <<bytes>>}
 constexpr char kStreamEnd[4] = {0, 0, 0, 0};  // the zero-length header that ends a stream
 
+// A native function's {bert_rpc_info, [{Command, Options}, ...], Result}, in the answer
+// payload {reply, ...} the link relays: true, and `frames` gets an {info, Command, Options}
+// frame for each (cache and valid infos only when `cache` is true) and {reply, Result}.
+// False (and nothing done) for any other answer; only an answer that names bert_rpc_info
+// near its start is decoded.
+bool native_infos(std::string_view payload, bool cache, std::string& frames);
+
 // Does an info frame to the client say `public` with an expiration? (For bertd's own cache.)
 // `seconds` gets the expiration, 0 meaning for ever.
 bool public_expiration(std::string_view cache_info_payload, int64_t& seconds);

@@ -343,6 +343,7 @@ void Leases::release(Lease& l) {
     l.chunk_left = 0;
     l.chunk_head_have = 0;
     std::string().swap(l.gathered);
+    l.cache_info.clear();
     l.answer_type = -1;
 }
 

@@ -66,6 +66,7 @@ private:
         char chunk_head[4];
         uint8_t chunk_head_have = 0;
         std::string gathered;
+        std::string cache_info;  // the worker's {info, cache, ...} frame, for bertd's own cache
         bool overflow = false;
         int answer_type = -1;
     };
@@ -92,6 +93,7 @@ private:
     bool head_frames(Lease& l);
     bool chunks(Lease& l, std::string_view bytes);
     void end_of_stream(Lease& l);
+    void keep_in_cache(Lease& l, std::string_view answer);
     void finish(Lease& l, Outcome&& o);
     void fail(Lease& l, const std::string& why, ErrorType type = ErrorType::Server);
     void give_back(uint32_t slot);

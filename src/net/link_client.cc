@@ -154,6 +154,10 @@ void LinkClient::message(const linkproto::Message& m) {
             Request* r = acc_.requests().find(m.tag);
             if (!r || r->stage != Request::Stage::AtLink) return;  // the client left
             std::string frame;
+            if (native_infos(m.body, r->accepts_cache, frame)) {  // {bert_rpc_info, Infos, Result}
+                acc_.requests().complete(*r, Outcome::frames(std::move(frame), -1));
+                return;
+            }
             frame.reserve(bert::kFrameHeader + m.body.size());
             bert::append_frame(frame, m.body);
             acc_.requests().complete(*r, Outcome::answer(std::move(frame)));

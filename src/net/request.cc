@@ -8,6 +8,7 @@
 #include "io/clock.h"
 #include "net/acceptor.h"
 #include "net/callbacks.h"
+#include "shm/cache.h"
 #include "net/leases.h"
 #include "net/link_client.h"
 
@@ -191,7 +192,9 @@ void RequestPath::go(Request& r, const bert::Peek& pk) {
     switch (r.route.to) {
         case Route::To::Admin: complete(r, admin(r, pk)); return;
         case Route::To::Native: acc_.link().send(r); return;
-        case Route::To::External: acc_.leases().start(r); return;
+        case Route::To::External:
+            if (!from_cache(r)) acc_.leases().start(r);
+            return;
         case Route::To::NoModule:
             complete(r, Outcome::error(ErrorType::Server, 1, "No such module '" + std::string(pk.module) + "'"));
             return;
@@ -256,6 +259,25 @@ bool RequestPath::list_form_info(Request& r) {
 }
 
 // Drops the chunks of a streamed request that was refused; true once its end is read.
+AnswerCache* RequestPath::cache_for(const Request& r) {
+    if (r.route.to != Route::To::External || r.cast || r.stream_in || !r.token.empty() || r.callback) return nullptr;
+    return acc_.seg().cache(r.route.module);
+}
+
+// A public answer that has not expired is served by bertd itself: the worker never sees it.
+bool RequestPath::from_cache(Request& r) {
+    AnswerCache* cache = cache_for(r);
+    std::string value;
+    if (!cache || !cache->find(r.payload(), monotonic_us(), value) || value.size() < 4) return false;
+    uint32_t info_len = bert::scan_frame(value, ~0u).length;
+    std::string_view info = std::string_view(value).substr(0, bert::kFrameHeader + info_len);  // a whole frame
+    std::string frames = r.accepts_cache ? std::string(info) : std::string();
+    frames.append(std::string_view(value).substr(4 + info_len));
+    r.cached = true;
+    complete(r, Outcome::frames(std::move(frames), -1));
+    return true;
+}
+
 bool RequestPath::discard_stream(Conn& c) {
     for (;;) {
         if (c.discard_left > 0) {
@@ -422,6 +444,7 @@ void RequestPath::log(Request& r, int error_type) {
     rec.queued_high = r.queued_high;
     rec.queued_low = r.queued_low;
     rec.native = r.route.to == Route::To::Native;
+    rec.cached = r.cached;
     rec.high = r.high;
     rec.request = r.log_text;
     al.write(rec);

@@ -22,6 +22,7 @@
 namespace bertd {
 
 class Acceptor;
+class AnswerCache;
 
 struct Request {
     enum class Kind : uint8_t { Rpc, Info, Bad };  // Bad: not a BERT-RPC request
@@ -46,6 +47,7 @@ struct Request {
     // From the worker, before its answer: the infos the client gets with it.
     std::string answer_infos;
     uint32_t slot = 0;  // OnSlot: which
+    bool cached = false;  // answered from bertd's own cache
     Route route;
     uint32_t frame_len = 0;  // header and payload
     uint32_t written = 0;    // bytes of the frame a worker has been sent
@@ -59,7 +61,11 @@ struct Request {
     std::string_view frame() const {
         return conn && !popped ? conn->in.view().substr(0, frame_len) : std::string_view(owned);
     }
-    std::string_view payload() const { return frame().substr(bert::kFrameHeader); }
+    // Empty once the request's bytes are gone (its client left, or they were streamed on).
+    std::string_view payload() const {
+        std::string_view f = frame();
+        return f.size() < bert::kFrameHeader ? std::string_view() : f.substr(bert::kFrameHeader);
+    }
 };
 
 // What a request ended with: the frame its client gets (empty: nothing to send)
@@ -103,12 +109,15 @@ public:
     // A callback's cast runs as a call, so that the worker returns the Result.
     void as_call(Request& r);
     void take_log_text(Request& r);
+    // Can this request's answer come from (and go into) its module's cache?
+    AnswerCache* cache_for(const Request& r);
     size_t live() const { return live_.size(); }
 
 private:
     Request& make(Conn& c, uint32_t frame_len);
     void dispatch(Request& r);
     void go(Request& r, const bert::Peek& pk);  // to the place r.route names
+    bool from_cache(Request& r);
     void info(Request& r, const bert::Peek& pk);
     void apply_info(Conn& c, const bert::Term& info);
     bool list_form_info(Request& r);

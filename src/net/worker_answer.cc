@@ -12,12 +12,14 @@
 
 #include "bert/codec.h"
 #include "bert/frame.h"
+#include "io/clock.h"
 #include "io/unix.h"
 #include "net/acceptor.h"
 #include "net/conn.h"
 #include "net/infos.h"
 #include "net/leases.h"
 #include "net/request.h"
+#include "shm/cache.h"
 
 namespace bertd {
 
@@ -81,6 +83,7 @@ bool Leases::head_frames(Lease& l) {
         if (kind != WorkerFrame::Answer) {
             bool cache_kind = kind == WorkerFrame::CacheInfo || kind == WorkerFrame::ValidInfo;
             if (cache_kind && r.accepts_cache) r.answer_infos.append(buf.substr(0, total));
+            if (kind == WorkerFrame::CacheInfo) l.cache_info.assign(buf.substr(0, total));
             if (kind == WorkerFrame::StreamInfo) l.streaming = true;
             l.answer_at += total;
             continue;
@@ -93,6 +96,7 @@ bool Leases::head_frames(Lease& l) {
                 fail(l, "the handler sent more than one answer");
                 return false;
             }
+            if (l.answer_type < 0 && !l.cache_info.empty()) keep_in_cache(l, buf.substr(0, total));
             std::string frames;
             if (l.answer_at == 0 && r.answer_infos.empty()) {
                 frames = std::move(l.answer);  // exactly the frame: the client's output without a copy
@@ -199,6 +203,22 @@ void Leases::end_of_stream(Lease& l) {
                 finish(l, Outcome::frames({}, l.answer_type));
             return;
     }
+}
+
+// An answer the worker marked public with an expiration goes into the module's cache (if it
+// has one), with its cache info: [u32 length][the info frame][the answer frame].
+void Leases::keep_in_cache(Lease& l, std::string_view answer) {
+    Request& r = *l.req;
+    AnswerCache* cache = acc_.requests().cache_for(r);
+    int64_t seconds = 0;
+    std::string_view key = r.payload();
+    if (!cache || key.empty() ||
+        !public_expiration(std::string_view(l.cache_info).substr(bert::kFrameHeader), seconds))
+        return;
+    std::string value;
+    bert::append_frame(value, std::string_view(l.cache_info).substr(bert::kFrameHeader));
+    value.append(answer);
+    cache->store(key, value, seconds ? monotonic_us() + seconds * 1'000'000 : 0);
 }
 
 void Leases::finish(Lease& l, Outcome&& o) {

@@ -18,6 +18,7 @@
 #include <stdexcept>
 
 #include "io/ipc.h"
+#include "shm/cache.h"
 
 namespace bip = boost::interprocess;
 
@@ -89,6 +90,8 @@ size_t segment_size(uint32_t nmodules, uint32_t nslots, uint32_t nacceptors, uin
 }
 }  // namespace
 
+Segment::~Segment() = default;
+
 void Segment::layout(char* base) {
     header_ = reinterpret_cast<SegmentHeader*>(base);
     size_t off = align(sizeof(SegmentHeader));
@@ -99,14 +102,21 @@ void Segment::layout(char* base) {
     acceptors_ = reinterpret_cast<AcceptorShared*>(base + off);
     off += align(sizeof(AcceptorShared) * header_->nacceptors);
     queue_ = reinterpret_cast<QueueEntry*>(base + off);
+    caches_.resize(header_->nmodules);
+    for (uint32_t i = 0; i < header_->nmodules; ++i)
+        if (modules_[i].cache_bytes)
+            caches_[i] = std::make_unique<AnswerCache>(base + modules_[i].cache_offset, modules_[i].cache_bytes);
 }
 
 std::unique_ptr<Segment> Segment::create(const std::string& name, uint32_t nmodules, uint32_t nslots,
-                                         uint32_t nacceptors, uint32_t qcap) {
+                                         uint32_t nacceptors, uint32_t qcap, const std::vector<size_t>& cache_sizes) {
     bip::shared_memory_object::remove(name.c_str());
     std::unique_ptr<Segment> s(new Segment);
     s->name_ = name;
-    size_t size = segment_size(nmodules, nslots, nacceptors, qcap);
+    size_t fixed = segment_size(nmodules, nslots, nacceptors, qcap), caches = 0;
+    for (size_t c : cache_sizes)
+        if (c) caches += AnswerCache::region_size(c);
+    size_t size = fixed + caches;
     s->mapping_ = std::make_unique<SegmentMapping>();
     s->mapping_->shm = bip::shared_memory_object(bip::create_only, name.c_str(), bip::read_write, bip::permissions(0600));
     s->mapping_->shm.truncate(bip::offset_t(size));
@@ -118,6 +128,17 @@ std::unique_ptr<Segment> Segment::create(const std::string& name, uint32_t nmodu
     h->nslots = nslots;
     h->nacceptors = nacceptors;
     h->queue_capacity = qcap;
+    h->caches_bytes = caches;
+    // The caches' regions first (layout() makes their views).
+    uint64_t at = fixed;
+    for (uint32_t i = 0; i < nmodules && i < cache_sizes.size(); ++i) {
+        if (!cache_sizes[i]) continue;
+        auto* m = reinterpret_cast<ModuleShared*>(base + align(sizeof(SegmentHeader))) + i;
+        m->cache_offset = at;
+        m->cache_bytes = AnswerCache::region_size(cache_sizes[i]);
+        AnswerCache::init(base + at, cache_sizes[i]);
+        at += m->cache_bytes;
+    }
     s->layout(base);
     h->access_log.lock.init();
     for (uint32_t i = 0; i < nmodules; ++i) {
@@ -157,14 +178,12 @@ std::unique_ptr<Segment> Segment::open(const std::string& name) {
     s->mapping_->raw_len = size_t(st.st_size);
     auto* h = static_cast<SegmentHeader*>(base);
     if (h->magic != kMagic ||
-        size_t(st.st_size) < segment_size(h->nmodules, h->nslots, h->nacceptors, h->queue_capacity))
+        size_t(st.st_size) < segment_size(h->nmodules, h->nslots, h->nacceptors, h->queue_capacity) + h->caches_bytes)
         throw std::runtime_error("shared segment " + name + " is not a bertd segment");
     s->header_ = h;
     s->layout(static_cast<char*>(base));
     return s;
 }
-
-Segment::~Segment() = default;
 
 void Segment::remove() { bip::shared_memory_object::remove(name_.c_str()); }
 

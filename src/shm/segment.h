@@ -19,6 +19,8 @@
 
 namespace bertd {
 
+class AnswerCache;
+
 // A process-shared, robust mutex: if its holder dies, the next locker takes it over.
 class RobustMutex {
 public:
@@ -115,6 +117,7 @@ struct ModuleShared {
     ModuleStats stats;
     char name[256];
     FailureNote failure;
+    uint64_t cache_offset, cache_bytes;  // its answer cache's region in the segment (0 bytes: none)
 };
 
 struct AcceptorShared {
@@ -145,6 +148,7 @@ struct AccessLogShared {
 struct SegmentHeader {
     uint32_t magic;
     uint32_t nmodules, nslots, nacceptors, queue_capacity;
+    uint64_t caches_bytes;  // the answer caches' regions, at the end
     int32_t master_pid;
     // Set by the master on reload: the generation that takes over this one's idle
     // connections (0: none, they are closed).
@@ -157,8 +161,10 @@ struct SegmentHeader {
 class Segment {
 public:
     // Creates (master) a segment for the given sizes, removing any stale one of that name.
+    // `cache_sizes[m]`, when given, is module m's answer cache (0: none).
     static std::unique_ptr<Segment> create(const std::string& name, uint32_t nmodules, uint32_t nslots,
-                                           uint32_t nacceptors, uint32_t queue_capacity);
+                                           uint32_t nacceptors, uint32_t queue_capacity,
+                                           const std::vector<size_t>& cache_sizes = {});
     // Opens an existing segment read-write (bertd stats, the Erlang link) by the name create
     // was given; once the master has unlinked it, through the master's descriptor.
     static std::unique_ptr<Segment> open(const std::string& name);
@@ -168,6 +174,7 @@ public:
     ModuleShared& module(uint32_t i) { return modules_[i]; }
     Slot& slot(uint32_t i) { return slots_[i]; }
     AcceptorShared& acceptor(uint32_t i) { return acceptors_[i]; }
+    AnswerCache* cache(uint32_t module) { return caches_[module].get(); }  // null: the module has none
     uint32_t nmodules() const { return header_->nmodules; }
     uint32_t nslots() const { return header_->nslots; }
     uint32_t nacceptors() const { return header_->nacceptors; }
@@ -211,6 +218,7 @@ private:
     Slot* slots_ = nullptr;
     AcceptorShared* acceptors_ = nullptr;
     QueueEntry* queue_ = nullptr;
+    std::vector<std::unique_ptr<AnswerCache>> caches_;  // views, by module
 };
 
 }  // namespace bertd

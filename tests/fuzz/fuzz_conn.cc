@@ -9,6 +9,7 @@
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include <cstdlib>
 #include <memory>
@@ -18,6 +19,7 @@
 #include "bert/frame.h"
 #include "core/runtime.h"
 #include "net/acceptor.h"
+#include "net/infos.h"
 
 namespace {
 
@@ -92,20 +94,90 @@ void pump(World& w) {
     }
 }
 
+// What the client has read so far: whole frames, or a streamed answer's chunks (after
+// {info, stream, []} and its reply, up to the zero header).
+struct ClientReader {
+    std::string in;
+    int stream = 0;  // 0: frames; 1: the stream info came, its reply is next; 2: chunks
+};
+
 // Reads what bertd wrote to the client and checks its framing.
-void read_client(int fd, std::string& in) {
+void read_client(int fd, ClientReader& c) {
     char buf[8192];
     for (;;) {
         ssize_t n = ::recv(fd, buf, sizeof buf, MSG_DONTWAIT);
         if (n <= 0) break;
-        in.append(buf, size_t(n));
+        c.in.append(buf, size_t(n));
     }
     for (;;) {
-        bert::FrameScan s = bert::scan_frame(in, kMaxFrame);
+        bert::FrameScan s = bert::scan_frame(c.in, kMaxFrame);
         if (s.state == bert::FrameScan::State::TooLarge) abort();  // bertd never writes a frame over its limit
         if (s.state == bert::FrameScan::State::NeedMore) return;
-        if (s.length == 0 || static_cast<unsigned char>(in[bert::kFrameHeader]) != bert::kVersion) abort();
-        in.erase(0, bert::kFrameHeader + s.length);
+        std::string_view payload = std::string_view(c.in).substr(bert::kFrameHeader, s.length);
+        if (c.stream == 2) {
+            if (s.length == 0) c.stream = 0;  // the end of the streamed answer
+        } else {
+            if (s.length == 0 || static_cast<unsigned char>(payload[0]) != bert::kVersion) abort();
+            if (c.stream == 1) c.stream = 2;
+            else if (bertd::classify_worker_frame(payload) == bertd::WorkerFrame::StreamInfo) c.stream = 1;
+        }
+        c.in.erase(0, bert::kFrameHeader + s.length);
+    }
+}
+
+std::string framed(const bert::Term& t) {
+    std::string out;
+    bert::append_frame(out, bert::encode(t));
+    return out;
+}
+
+// What a client may send that random bytes rarely hit: a streamed request, a stream and
+// cache announcement, a compressed term that inflates, terms nested deeply.
+std::string structured_client_bytes(FuzzedDataProvider& fdp) {
+    using bert::Term;
+    switch (fdp.ConsumeIntegralInRange(0, 3)) {
+        case 0: {
+            std::string out = framed(Term::tuple({Term::atom("info"), Term::atom("stream"), Term::nil()}));
+            out += framed(Term::tuple({Term::atom("call"), Term::atom("m"), Term::atom("f"), Term::nil()}));
+            for (int i = fdp.ConsumeIntegralInRange(0, 3); i > 0; --i) {
+                std::string c = fdp.ConsumeRandomLengthString(kMaxFrame + 16);
+                bert::append_frame(out, c);
+            }
+            if (fdp.ConsumeBool()) out.append(4, '\0');  // the end, or a stream cut short
+            return out;
+        }
+        case 1:
+            return framed(Term::tuple({Term::atom("info"), Term::atom("accept"),
+                                       Term::list({Term::atom("stream"), Term::atom("cache")})}));
+        case 2: {
+            // {call, m, f, [<<zeros>>]} compressed (tag 80): far more inflated than sent.
+            std::string inner = bert::encode(Term::tuple(
+                {Term::atom("call"), Term::atom("m"), Term::atom("f"),
+                 Term::list({Term::binary(std::string(fdp.ConsumeIntegralInRange<size_t>(0, 1 << 20), 0))})}));
+            uLongf len = compressBound(uLong(inner.size() - 1));
+            std::string z(len, '\0');
+            compress(reinterpret_cast<Bytef*>(z.data()), &len, reinterpret_cast<const Bytef*>(inner.data() + 1),
+                     uLong(inner.size() - 1));
+            std::string payload = "\x83\x50";  // no NUL inside: a plain literal is whole
+            uint32_t raw = uint32_t(inner.size() - 1);
+            for (int i = 3; i >= 0; --i) payload.push_back(char(raw >> (8 * i)));
+            payload.append(z.data(), len);
+            std::string out;
+            bert::append_frame(out, payload);
+            return out;
+        }
+        default: {
+            // [[[[...]]]]: deeper than the decoder's depth limit, or not.
+            int depth = fdp.ConsumeIntegralInRange(1, 3000);
+            using namespace std::string_literals;
+            std::string payload = "\x83\x68\x04\x64\x00\x04" "call" "\x64\x00\x01m\x64\x00\x01" "f"s;
+            for (int i = 0; i < depth; ++i) payload += "\x6c\x00\x00\x00\x01"s;
+            payload += "\x6a";
+            for (int i = 0; i < depth; ++i) payload += "\x6a";
+            std::string out;
+            bert::append_frame(out, payload);
+            return out;
+        }
     }
 }
 
@@ -130,7 +202,7 @@ void play_worker(World& w, FuzzedDataProvider& fdp, std::string& requests, bool 
         bert::FrameScan s = bert::scan_frame(requests, 1u << 30);
         if (s.state != bert::FrameScan::State::Complete) return;
         requests.erase(0, bert::kFrameHeader + s.length);
-        int how = obedient ? 0 : fdp.ConsumeIntegralInRange(0, 5);
+        int how = obedient ? 0 : fdp.ConsumeIntegralInRange(0, 7);
         std::string out;
         switch (how) {
             case 0: out = reply_frame(); break;
@@ -143,6 +215,22 @@ void play_worker(World& w, FuzzedDataProvider& fdp, std::string& requests, bool 
                 return;
             }
             case 5: break;  // silence (the request stays unanswered for now)
+            case 6: {       // a streamed answer, cut short or not
+                out = framed(bert::Term::tuple({bert::Term::atom("info"), bert::Term::atom("stream"),
+                                                bert::Term::nil()}));
+                out += reply_frame();
+                for (int i = fdp.ConsumeIntegralInRange(0, 3); i > 0; --i)
+                    bert::append_frame(out, fdp.ConsumeRandomLengthString(kMaxFrame + 16));
+                if (fdp.ConsumeBool()) out.append(4, '\0');
+                break;
+            }
+            case 7:  // a cache info, then the answer
+                out = framed(bert::Term::tuple(
+                    {bert::Term::atom("info"), bert::Term::atom("cache"),
+                     bert::Term::list({bert::Term::tuple({bert::Term::atom("access"), bert::Term::atom("public")}),
+                                       bert::Term::tuple({bert::Term::atom("expiration"), bert::Term(60)})})}));
+                out += reply_frame();
+                break;
         }
         [[maybe_unused]] ssize_t m = ::send(w.worker, out.data(), out.size(), MSG_NOSIGNAL);
     }
@@ -157,10 +245,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0) return 0;
     int client = sv[0];
     w.acc->adopt(sv[1]);
-    std::string answers, requests;
+    ClientReader answers;
+    std::string requests;
     bool open = true;
     while (fdp.remaining_bytes() > 0 && open) {
-        switch (fdp.ConsumeIntegralInRange(0, 5)) {
+        switch (fdp.ConsumeIntegralInRange(0, 6)) {
+            case 6: {  // the client writes something structured
+                std::string bytes = structured_client_bytes(fdp);
+                [[maybe_unused]] ssize_t n = ::send(client, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+                break;
+            }
             case 0:
             case 1: {  // the client writes a chunk
                 std::string chunk = fdp.ConsumeRandomLengthString(512);
@@ -187,6 +281,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     pump(w);
     if (w.acc->open_connections() != 0 || w.acc->leases_held() != 0) abort();
+    if (w.acc->buffered() != 0) abort();  // every byte held for the client is accounted for, and gone
     if (w.rt.seg->slot(0).state.load() != uint32_t(bertd::SlotState::Idle)) abort();
     return 0;
 }

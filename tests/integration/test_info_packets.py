@@ -11,7 +11,8 @@ import time
 import unittest
 import zlib
 
-from harness import HANDLERS, Server, wait_until
+from erlnode import compile_erlang, test_cookie, unique_name
+from harness import HANDLERS, ROOT, Server, wait_until
 from loadrun import acceptors, rss_kb
 
 import bertd
@@ -88,6 +89,7 @@ class Wire:
 
 class InfoPacketTest(unittest.TestCase):
     extra = ""
+    module_extra = ""
 
     @classmethod
     def setUpClass(cls):
@@ -100,6 +102,7 @@ class InfoPacketTest(unittest.TestCase):
               - name: rpc
                 command: {HANDLER}
                 count: 2
+                {cls.module_extra}
             """)
         cls.server.start()
 
@@ -235,6 +238,68 @@ class Caching(InfoPacketTest):
         w.send(info("cache", [(Atom("validation"), b"old")]) + call("validated", 2))
         self.assertEqual(w.frame()[1], Atom("cache"))
         self.assertEqual(w.frame()[0], Atom("reply"))
+
+
+class BertdsOwnCache(InfoPacketTest):
+    extra = "access_log: access.log"
+    module_extra = "cache: {size: 1MiB}"
+
+    def test_a_public_answer_is_served_from_bertds_cache_until_it_expires(self):
+        svc = bertd.Service("127.0.0.1", self.server.port)
+        first = svc.call.rpc.cached(b"same")
+        for _ in range(20):
+            self.assertEqual(svc.call.rpc.cached(b"same"), first, "a repeated call reached a worker")
+        # Other arguments are another request.
+        self.assertNotEqual(svc.call.rpc.cached(b"other")[1], first[1])
+        st = self.server.stats()
+        self.assertGreaterEqual(int(st["cache.hits.rpc"]), 20)
+        # A client that announced cache gets the cache info with the cached answer.
+        w = self.wire()
+        w.send(info("accept", [Atom("cache")]) + call("cached", b"same"))
+        self.assertEqual(w.frame()[1], Atom("cache"))
+        self.assertEqual(w.frame(), (Atom("reply"), first))
+        log = open(os.path.join(self.server.dir, "access.log")).read()
+        self.assertIn(" cache high - {call,rpc,cached,[<<\"same\">>]}", log)
+
+    def test_a_private_answer_is_never_served_from_the_cache(self):
+        svc = bertd.Service("127.0.0.1", self.server.port)
+        self.assertNotEqual(svc.call.rpc.private(b"p")[1], svc.call.rpc.private(b"p")[1])
+
+
+class NativeInfos(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        ebin = compile_erlang([os.path.join(ROOT, "tests", "erlang", "natinfo.erl")])
+        cls.server = Server(f"""
+            listen: 127.0.0.1
+            modules:
+              - name: natinfo
+                type: native
+                codepaths: [{ebin}]
+            """, args=["--name", unique_name("infos"), "--cookie", test_cookie()])
+        cls.server.start(timeout=20)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.stop()
+
+    def test_a_native_function_attaches_infos_with_bert_rpc_info(self):
+        svc = bertd.Service("127.0.0.1", self.server.port, timeout=10)
+        got = wait_until(lambda: self._try(svc), timeout=15, what="the native module")
+        self.assertEqual(got, b"x")  # an old client gets the Result alone
+        w = Wire(self.server.port)
+        self.addCleanup(w.close)
+        w.send(info("accept", [Atom("cache")]) + berp((Atom("call"), Atom("natinfo"), Atom("cached"), [b"y"])))
+        self.assertEqual(w.frame(), (Atom("info"), Atom("cache"), [(Atom("access"), Atom("public")),
+                                                                   (Atom("expiration"), 60)]))
+        self.assertEqual(w.frame(), (Atom("reply"), b"y"))
+
+    @staticmethod
+    def _try(svc):
+        try:
+            return svc.call.natinfo.cached(b"x")
+        except bertd.ServerError:
+            return None
 
 
 class CallbackService:
