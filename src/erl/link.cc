@@ -582,6 +582,7 @@ void Link::tick() {
     expire_calls(now);
     expire_waiting(now);
     expire_receives(now);
+    if (!pending_registers_.empty()) retry_registers();
     for (auto& [name, n] : nodes_) {
         if (n.wanted || !n.held_by.empty()) ensure_connected(n);
         if (conn_of(n) && n.wanted && n.setup == Node::Setup::Failed && now >= n.setup_retry_us)

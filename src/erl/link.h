@@ -281,7 +281,10 @@ private:
     // registered names, message delivery, drops, and which worker a connection is
     const bert::Pid& pid_of(HandlerConn& h);
     bool resolve_worker(HandlerConn& h);
-    void handler_register(HandlerConn& h, const bert::Term& req);
+    // until_us: 0 on the request's arrival; else when a retry (the worker's slot not yet
+    // known: bertd is starting) gives up.
+    void handler_register(HandlerConn& h, const bert::Term& req, int64_t until_us = 0);
+    void retry_registers();
     void handler_recv(HandlerConn& h, const bert::Term& req);
     void handler_gone(HandlerConn& h);
     void pid_message(const std::string& from_node, const bert::Pid& to, std::string_view message);
@@ -324,6 +327,12 @@ private:
     std::unordered_map<std::string, ProcessName> process_names_;
     std::multimap<int64_t, uint64_t> recv_deadlines_;        // -> HandlerConn id
     std::map<uint64_t, std::unique_ptr<Segment>> segments_;  // by generation: slot tables, stats
+    struct PendingRegister {
+        uint64_t handler;
+        bert::Term req;
+        int64_t until_us;
+    };
+    std::vector<PendingRegister> pending_registers_;
     uint64_t stats_generation_ = 0;                          // the segment the drop counters go to
     DropLog drops_;
     uint64_t newest_generation_ = 0;

@@ -55,6 +55,13 @@ bool Link::resolve_worker(HandlerConn& h) {
     PeerCred pc;
     if (!peer_credentials(h.fd, pc)) return false;
     h.os_pid = pc.pid;
+    // Workers start beside the acceptors, whose hello maps a generation's segment: a
+    // worker may ask first. The master's newest segment is found in its descriptors.
+    pid_t master = 0;
+    uint64_t gen = 0;
+    std::string newest = IpcNames::newest_segment(master_pid_);
+    if (!newest.empty() && IpcNames::parse_segment(newest, master, gen) && !segments_.count(gen))
+        open_segment(gen);
     pid_t p = pc.pid;
     for (int depth = 0; p > 1 && depth < 8; ++depth, p = parent_of(p)) {
         for (auto it = segments_.rbegin(); it != segments_.rend(); ++it) {
@@ -74,7 +81,7 @@ bool Link::resolve_worker(HandlerConn& h) {
     return false;  // not (yet) in a slot table: asked again next time
 }
 
-void Link::handler_register(HandlerConn& h, const Term& req) {
+void Link::handler_register(HandlerConn& h, const Term& req, int64_t until_us) {
     std::string name;
     if (!req.is_tuple(2) || !name_of(req[1], name) || name.empty() || name.size() > 255) {
         handler_error(h.id, "expected {register, Name} with a name of 1 to 255 characters");
@@ -91,6 +98,12 @@ void Link::handler_register(HandlerConn& h, const Term& req) {
         return;
     }
     if (!resolve_worker(h)) {
+        // A worker just started may not be in the slot table yet: ask again for a while.
+        int64_t now = monotonic_us();
+        if (until_us == 0 || now < until_us) {
+            pending_registers_.push_back({h.id, req, until_us ? until_us : now + 2'000'000});
+            return;
+        }
         handler_error(h.id, "only bertd's handler workers can register names (process " +
                                 std::to_string(h.os_pid) + " is none)");
         return;
@@ -107,6 +120,12 @@ void Link::handler_register(HandlerConn& h, const Term& req) {
     p.module = h.module;
     if (p.holders.insert(h.id).second) h.names.push_back(name);
     handler_answer(h.id, Term::tuple({Term::atom("reply"), Term::atom("ok")}));
+}
+
+void Link::retry_registers() {
+    for (auto& p : std::exchange(pending_registers_, {}))
+        if (auto* h = static_cast<HandlerConn*>(find(p.handler, Stream::Kind::Handler)))
+            handler_register(*h, p.req, p.until_us);
 }
 
 bool Link::deliver_to_name(const std::string& name, Term msg, const std::string& from_node) {

@@ -82,6 +82,10 @@ class ErlangNodeCase(unittest.TestCase):
             """, args=["--name", cls.cnode, "--cookie", cls.cookie])
         try:
             cls.server.start(timeout=20)
+            # A worker is idle before its script has run: once these answer, the names the
+            # handlers register at start are theirs.
+            for module in ("pyproc", "cppproc", "other_proc"):
+                cls.server.service(timeout=20).request(Atom("call"), Atom(module), Atom("ospid"), [])
             cls.erl = ErlNode(unique_name("peer"), cls.cookie).start()
             wait_until(lambda: cls.erl.try_eval(f"net_adm:ping('{cls.cnode}').") == Atom("pong"), timeout=10,
                        what="bertd's node to answer a ping")
