@@ -13,7 +13,7 @@ import time
 import unittest
 
 from erlnode import ErlNode, test_cookie, unique_name
-from harness import BUILD, Server, py_handler, wait_until
+from harness import BUILD, HANDLERS, RUBY_LIB, Server, py_handler, wait_until
 
 import bertd
 from bertd import Atom
@@ -73,6 +73,8 @@ class ErlangNodeCase(unittest.TestCase):
                 count: 3
               - name: cppproc
                 command: {os.path.join(BUILD, "tests", "handlers", "cpp_proc")}
+              - name: rbproc
+                command: ruby -I {RUBY_LIB} {os.path.join(HANDLERS, "rbproc.rb")}
             erlang:
               registered:
                 - name: events
@@ -84,7 +86,7 @@ class ErlangNodeCase(unittest.TestCase):
             cls.server.start(timeout=20)
             # A worker is idle before its script has run: once these answer, the names the
             # handlers register at start are theirs.
-            for module in ("pyproc", "cppproc", "other_proc"):
+            for module in ("pyproc", "cppproc", "rbproc", "other_proc"):
                 cls.server.service(timeout=20).request(Atom("call"), Atom(module), Atom("ospid"), [])
             cls.erl = ErlNode(unique_name("peer"), cls.cookie).start()
             wait_until(lambda: cls.erl.try_eval(f"net_adm:ping('{cls.cnode}').") == Atom("pong"), timeout=10,
@@ -238,9 +240,9 @@ class Identity(ErlangNodeCase):
 
 
 class EveryLibrary(ErlangNodeCase):
-    """The same behaviour through the Python and C++ libraries' own API (tests/handlers/*proc*)."""
+    """The same behaviour through the Python, C++ and Ruby libraries' own API (tests/handlers/*proc*)."""
 
-    libraries = ("pyproc", "cppproc")
+    libraries = ("pyproc", "cppproc", "rbproc")
 
     def lib(self, module):
         return getattr(self.svc().call, module)
