@@ -19,6 +19,7 @@ namespace {
 using bert::Term;
 constexpr size_t kGonePidsKept = 4096;
 constexpr size_t kSegmentsKept = 4;
+constexpr size_t kWorkerMaxDepth = 300;
 }  // namespace
 
 uint32_t Link::new_pid_num() {
@@ -177,8 +178,12 @@ void Link::pid_message(const std::string& from_node, const bert::Pid& to, std::s
 }
 
 void Link::deliver(HandlerConn& h, std::string message, const std::string& from_node) {
+    // At most as deep as the Python library reads (the tightest): a message a worker could not
+    // read would cost it its connection, and with it its pid.
+    bert::Limits limits;
+    limits.max_depth = kWorkerMaxDepth;
     Term check;
-    if (auto e = bert::decode(message, check)) {
+    if (auto e = bert::decode(message, check, limits)) {
         dropped(Drop::Undecodable, "a message from " + from_node + " to " + who(h.pid) +
                                        " that cannot be decoded (" + e.message + ")");
         return;
