@@ -94,8 +94,8 @@ void Link::reply_message(std::string_view message) {
     }
 }
 
-void Link::reg_send(DistConn& d, const bert::Pid& from, const std::string& name, std::string_view message) {
-    (void)from;
+void Link::reg_send(DistConn& d, const bert::Pid& /*from*/, const std::string& name,
+                    std::string_view message) {
     Term msg;
     if (auto e = bert::decode(message, msg)) {
         dropped(Drop::Undecodable,

@@ -295,6 +295,7 @@ private:
     bool deliver_to_name(const std::string& name, bert::Term msg, const std::string& from_node);
     std::string who(const bert::Pid& pid) const;  // for log lines
     void dropped(Drop why, const std::string& what);
+    void warn_limited(Drop why, const std::string& line);
     void open_segment(uint64_t generation);
     Segment* newest_segment();
 

@@ -285,14 +285,19 @@ void Link::handler_gone(HandlerConn& h) {
 // ---- drops and the shared segment --------------------------------------------------------------
 
 void Link::dropped(Drop why, const std::string& what) {
-    if (Segment* s = newest_segment())
+    if (Segment* s = newest_segment(); s && int(why) < kErlangDropKinds)
         s->header().stats.erlang_dropped[int(why)].fetch_add(1, std::memory_order_relaxed);
+    warn_limited(why, "dropped " + what);
+}
+
+// Erlang nodes may send these as fast as they like: a few lines per reason and second.
+void Link::warn_limited(Drop why, const std::string& line) {
     uint64_t unlogged = 0;
     if (!drops_.note(why, monotonic_us(), unlogged)) return;
     std::string more =
         unlogged ? " (and " + std::to_string(unlogged) + " more for the same reason since the last such line)"
                  : "";
-    log::warn("dropped %s%s", what.c_str(), more.c_str());
+    log::warn("%s%s", line.c_str(), more.c_str());
 }
 
 Segment* Link::newest_segment() {

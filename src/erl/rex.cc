@@ -8,7 +8,6 @@
 #include "bert/printer.h"
 #include "erl/link.h"
 #include "erl/terms.h"
-#include "log/log.h"
 
 namespace bertd::erl {
 
@@ -33,16 +32,16 @@ void Link::rex_message(DistConn& d, Term msg) {
             start_rex_call(d, ExtCall::Origin::Rex, from, tag, req);
             return;
         }
-        log::warn("rex: a gen_server:call from %s that bertd does not serve (%s); answered {badrpc, notsup}",
-                  d.node.c_str(), bert::to_string(req, 200).c_str());
+        warn_limited(Drop::Rex, "rex: a gen_server:call from " + d.node + " that bertd does not serve (" +
+                                    bert::to_string(req, 200) + "); answered {badrpc, notsup}");
         send_to_pid(d.node, from, Term::tuple({tag, badrpc(Term::atom("notsup"))}));
         return;
     }
     if (msg.is_tuple(2) && msg[0].is_atom("$gen_cast")) {
         const Term& req = msg[1];
         if (!is_mfa_request(req, "cast")) {
-            log::warn("rex: a gen_server:cast from %s that bertd does not serve (%s); ignored",
-                      d.node.c_str(), bert::to_string(req, 200).c_str());
+            warn_limited(Drop::Rex, "rex: a gen_server:cast from " + d.node + " that bertd does not serve (" +
+                                        bert::to_string(req, 200) + "); ignored");
             return;
         }
         auto call = std::make_unique<ExtCall>();
@@ -66,13 +65,13 @@ void Link::rex_message(DistConn& d, Term msg) {
             sbcast(d, from, req[1].atom_name(), req[2], req[0].is_atom("send"));
             return;
         }
-        log::warn("rex: a request from %s that bertd does not serve (%s); answered {rex, {badrpc, notsup}}",
-                  d.node.c_str(), bert::to_string(req, 200).c_str());
+        warn_limited(Drop::Rex, "rex: a request from " + d.node + " that bertd does not serve (" +
+                                    bert::to_string(req, 200) + "); answered {rex, {badrpc, notsup}}");
         send_to_pid(d.node, from, Term::tuple({Term::atom("rex"), badrpc(Term::atom("notsup"))}));
         return;
     }
-    log::warn("rex: a message from %s that is no request, with no one to answer: %s; dropped", d.node.c_str(),
-              bert::to_string(msg, 200).c_str());
+    warn_limited(Drop::Rex, "rex: a message from " + d.node + " that is no request, with no one to answer: " +
+                                bert::to_string(msg, 200) + "; dropped");
 }
 
 void Link::start_rex_call(DistConn& d, ExtCall::Origin origin, const bert::Pid& from, const Term& tag,
@@ -96,8 +95,8 @@ void Link::sbcast(DistConn& d, const bert::Pid& from, const std::string& name, T
     if (wrap) msg = Term::tuple({Term(from), std::move(msg)});
     bool ok = name != "rex" && name != "net_kernel" && deliver_to_name(name, std::move(msg), d.node);
     if (!ok)
-        log::info("rpc:sbcast from %s to the name '%s', which nobody registered on %s", d.node.c_str(),
-                  name.c_str(), cnode_.name().c_str());
+        dropped(Drop::Unregistered, "a message (rpc:sbcast) from " + d.node + " to '" + name +
+                                        "', a name nobody registered on " + cnode_.name());
     if (ok && wrap) return;
     Term me = Term::atom(cnode_.name());
     Term result = ok ? me : Term::tuple({Term::atom("nonexisting_name"), Term::atom(name)});

@@ -363,7 +363,8 @@ class NothingSilent(ErlangNodeCase):
         lines_before = self.server.log().count("a name nobody registered")
         self.ev(f"[{{flood_nobody, '{self.cnode}'}} ! I || I <- lists:seq(1, 500)], ok.")
         wait_until(lambda: stats(self.server)["erlang.dropped.unregistered"] >= before + 500, what="500 drops")
-        self.assertLessEqual(self.server.log().count("a name nobody registered") - lines_before, 3)
+        # A few lines a second, not five hundred.
+        self.assertLessEqual(self.server.log().count("a name nobody registered") - lines_before, 12)
 
 
 class NeverBlocks(ErlangNodeCase):
