@@ -21,6 +21,7 @@ namespace bertd::erl {
 namespace {
 constexpr size_t kMaxLoops = 64;
 constexpr size_t kMaxCap = 16;
+constexpr size_t kQueuesPerLimit = 16;  // all queues together hold at most this many times erlang.max_queue
 }  // namespace
 
 // A module's workers, and one more waiting in its shared queue so that a worker
@@ -47,9 +48,14 @@ void Link::start_ext(std::unique_ptr<ExtCall> call) {
             return;
         }
     }
+    // Keys are module names Erlang nodes choose: all the queues together are bounded too.
+    size_t limit = config_.erlang.max_queue;
+    bool room = ext_queues_.waiting() < limit * kQueuesPerLimit;
     std::string key = call->key;
-    if (ext_queues_.push(key, call->cap, config_.erlang.max_queue, std::move(call))) return;
-    std::string why = std::to_string(config_.erlang.max_queue) + " wait already (erlang.max_queue)";
+    if (room && ext_queues_.push(key, call->cap, limit, std::move(call))) return;
+    std::string why = room ? std::to_string(limit) + " wait already (erlang.max_queue)"
+                           : std::to_string(ext_queues_.waiting()) + " wait for all modules and names (" +
+                                 std::to_string(kQueuesPerLimit) + " x erlang.max_queue)";
     if (call->origin == ExtCall::Origin::Message) {
         dropped(Drop::QueueFull, "a message from " + call->node + " for " + call->what + ": " + why);
         return;
