@@ -10,9 +10,10 @@
 namespace bertd::erl {
 
 // The first four in the order of kErlangDropNames in shm/segment.h (counted in the stats);
-// Rex: a request rex does not serve (answered or not, only logged).
-enum class Drop { Unregistered = 0, DeadPid = 1, Undecodable = 2, QueueFull = 3, Rex = 4 };
-constexpr int kDropReasons = 5;
+// Rex: a request rex does not serve (answered or not); Process: a message to a name whose
+// function failed. Those two are only logged.
+enum class Drop { Unregistered = 0, DeadPid = 1, Undecodable = 2, QueueFull = 3, Rex = 4, Process = 5 };
+constexpr int kDropReasons = 6;
 
 class DropLog {
 public:

@@ -180,7 +180,10 @@ void Link::finish_ext(ExtCall& call, const Term* answer, const std::string& erro
     } else {
         reason = server_error(answer ? "unexpected answer " + bert::to_string(*answer, 300) : error);
     }
-    if (!ok)
+    if (!ok && call.origin == ExtCall::Origin::Message)
+        warn_limited(Drop::Process, "a message from " + call.node + " failed: " + call.what + ": " +
+                                        bert::to_string(reason, 300));
+    else if (!ok)
         log::debug("%s from %s failed: %s", call.what.c_str(), call.node.c_str(),
                    bert::to_string(reason, 300).c_str());
     switch (call.origin) {

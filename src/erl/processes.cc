@@ -145,15 +145,16 @@ bool Link::deliver_to_name(const std::string& name, Term msg, const std::string&
     } else {
         return false;
     }
+    // A call nobody waits for, one at a time per name, like an Erlang process: messages to a
+    // name run in the order they came, on whichever of the module's workers is free, and the
+    // next is sent when this one is done. So a name never holds more than one of the
+    // module's workers nor a place in its queue (its own queue here is erlang.max_queue),
+    // and a failure comes back to be logged.
     auto call = std::make_unique<ExtCall>();
-    call->cast = true;
     call->node = from_node;
-    call->frame = request_frame(true, m, f, args);
+    call->frame = request_frame(false, m, f, args);
     call->what = "{" + name + ", " + cnode_.name() + "} ! Msg -> " + describe(m, f, args);
     call->key = "n:" + name;
-    // One at a time: the next is sent once the acceptor started this one on a worker, so
-    // messages to a name start in the order they came (and one always waits its turn in
-    // the module's queue, so a worker that finishes gets the next at once).
     call->cap = 1;
     start_ext(std::move(call));
     return true;

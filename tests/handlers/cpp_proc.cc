@@ -37,6 +37,13 @@ int main() {
     bertd::erlang_register_process("cppproc_events", forward);
     bertd::Handler h;
     h.expose("cppproc", "me", 0, [](bertd::Args) -> Term { return Term(bertd::self_pid()); });
+    h.expose("cppproc", "echo", 1, [](bertd::Args a) -> Term { return std::move(a[0]); });
+    h.expose("cppproc", "forward_next", 2, [](bertd::Args a) -> Term {
+        auto m = bertd::erlang_recv_message(millis(a[1]));
+        if (!m) return Term::atom("timeout");
+        bertd::erlang_send(a[0], *m);
+        return Term::atom("true");
+    });
     h.expose("cppproc", "ospid", 0, [](bertd::Args) -> Term { return Term(int64_t(getpid())); });
     h.expose("cppproc", "recv", 1, [](bertd::Args a) -> Term {
         auto m = bertd::erlang_recv_message(millis(a[0]));

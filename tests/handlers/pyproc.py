@@ -16,7 +16,7 @@ _slow_ms = [0]
 
 def _exposed(fn):
     """Both modules run this file; each exposes every function."""
-    for module in ("pyproc", "other_proc"):
+    for module in ("pyproc", "other_proc", "pymany"):
         bertd.function(module)(fn)
     return fn
 
@@ -27,9 +27,11 @@ def _forward(message):
     bertd.erlang_send(reply_to, (Atom("got"), payload, os.getpid()))
 
 
-# Module other_proc runs this file too, with --no-events: a name is one module's.
+# Modules other_proc and pymany run this file too, with --no-events or --events=NAME: a name is one
+# module's.
+_events = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--events=")), "pyproc_events")
 if "--no-events" not in sys.argv:
-    bertd.erlang_register_process("pyproc_events", _forward)
+    bertd.erlang_register_process(_events, _forward)
 
 
 def _text(b):
@@ -119,6 +121,18 @@ def rpc(node, module, function, args, timeout_ms):
                                 timeout=None if timeout_ms < 0 else timeout_ms / 1000.0)
     except bertd.ErlangError as e:
         return [b"ErlangError", str(e).encode()]
+
+
+@_exposed
+def echo(x):
+    return x
+
+
+@_exposed
+def forward_next(dest, timeout_ms):
+    """Sends the next message that arrives to dest, as it came."""
+    bertd.erlang_send(dest, bertd.erlang_recv_message(timeout_ms / 1000.0))
+    return True
 
 
 @_exposed

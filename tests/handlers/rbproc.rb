@@ -17,6 +17,11 @@ end
 mod(:rbproc) do
   fun(:me) { Ernie.self_pid }
   fun(:ospid) { Process.pid }
+  fun(:echo) { |x| x }
+  fun(:forward_next) do |dest, ms|
+    Ernie.erlang_send(dest, Ernie.erlang_recv_message(ms / 1000.0))
+    true
+  end
   fun(:recv) do |ms|
     Ernie.erlang_recv_message(ms.negative? ? nil : ms / 1000.0)
   rescue Ernie::ErlangTimeout

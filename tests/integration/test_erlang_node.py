@@ -68,6 +68,9 @@ class ErlangNodeCase(unittest.TestCase):
                 command: {py_handler("pyproc.py")}
               - name: other_proc
                 command: {py_handler("pyproc.py")} --no-events
+              - name: pymany
+                command: {py_handler("pyproc.py")} --events=busy_events
+                count: 3
               - name: other
                 command: {py_handler()}
                 count: 3
@@ -86,7 +89,7 @@ class ErlangNodeCase(unittest.TestCase):
             cls.server.start(timeout=20)
             # A worker is idle before its script has run: once these answer, the names the
             # handlers register at start are theirs.
-            for module in ("pyproc", "cppproc", "rbproc", "other_proc"):
+            for module in ("pyproc", "cppproc", "rbproc", "other_proc", "pymany"):
                 cls.server.service(timeout=20).request(Atom("call"), Atom(module), Atom("ospid"), [])
             cls.erl = ErlNode(unique_name("peer"), cls.cookie).start()
             wait_until(lambda: cls.erl.try_eval(f"net_adm:ping('{cls.cnode}').") == Atom("pong"), timeout=10,
@@ -319,6 +322,22 @@ class RegisteredProcesses(ErlangNodeCase):
         self.assertIn(b"erlang.registered", r[1])
         r = self.svc().call.pyproc.register(b"rex")
         self.assertIn(b"bertd's own", r[1])
+
+    def test_a_failing_registered_process_is_logged_and_counted_and_the_next_message_runs(self):
+        before = stats(self.server).get("errors.user.pyproc", 0)
+        self.ev(f"{{pyproc_events, '{self.cnode}'}} ! not_a_pair.")
+        wait_until(lambda: "a message from" in self.server.log() and "failed: {pyproc_events" in self.server.log(),
+                   what="the log line")
+        self.assertGreater(stats(self.server)["errors.user.pyproc"], before)
+        r = self.ev(f"{{pyproc_events, '{self.cnode}'}} ! {{self(), next_one}}, "
+                    "receive {got, next_one, _} -> ok after 5000 -> timeout end.")
+        self.assertEqual(r, Atom("ok"))
+
+    def test_a_names_messages_run_one_at_a_time_in_order_on_a_module_of_three_workers(self):
+        box = self.collector()
+        self.ev(f"B = whereis({box}), [{{busy_events, '{self.cnode}'}} ! {{B, I}} || I <- lists:seq(1, 200)], ok.")
+        got = take(self.erl, box, 200, timeout=20)
+        self.assertEqual([g[1] for g in got], list(range(1, 201)))
 
     def test_configured_registered_names_keep_working(self):
         tag = self.fresh("cfg")

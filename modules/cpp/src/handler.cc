@@ -82,12 +82,12 @@ Term call_user(const Function& fn, Args args, bool& failed) {
     }
 }
 
-// bertd casts a message to a name this worker's module registered (erlang.h's
-// erlang_register_process) as {cast, Module, '$bertd_message', [Name, Message]}.
-// Unlike other casts, a failure is answered, so bertd counts and logs it.
+// bertd runs a message to a name this worker's module registered (erlang.h's
+// erlang_register_process) as {call, Module, '$bertd_message', [Name, Message]},
+// answered {reply, ok}; a failure is answered as an error, which bertd counts and logs.
 constexpr std::string_view kProcessFunction = "$bertd_message";
 
-Term run_process(std::string_view payload) {
+Term run_process(std::string_view payload, bool cast) {
     Term request;
     if (bert::DecodeError err = bert::decode(payload, request))
         return error_term("protocol", 2, "ProtocolError", "Unable to read data: " + err.message);
@@ -99,7 +99,8 @@ Term run_process(std::string_view payload) {
                           "no Erlang process '" + name + "' is registered in worker " + std::to_string(getpid()));
     bool failed = false;
     Term result = call_user([&](Args) { fn(args[1]); return Term::atom("ok"); }, Args(), failed);
-    return failed ? result : Term::tuple({Term::atom("noreply")});
+    if (failed) return result;
+    return cast ? Term::tuple({Term::atom("noreply")}) : pair("reply", Term::atom("ok"));
 }
 
 bool write_all(int fd, const char* p, size_t n) {
@@ -204,8 +205,8 @@ bool Handler::answer(std::string_view payload, std::string& out) {
     if (peek.kind == bert::Peek::Kind::Info) return false;
 
     const bool cast = peek.kind == bert::Peek::Kind::Cast;
-    if (cast && peek.function == kProcessFunction) {
-        frame_into(run_process(payload), out);
+    if (peek.function == kProcessFunction) {
+        frame_into(run_process(payload, cast), out);
         return true;
     }
     auto mod = modules_.find(peek.module);

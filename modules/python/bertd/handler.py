@@ -93,8 +93,8 @@ class Handler:
         if type(module) is not Atom or type(function) is not Atom or not isinstance(args, list):
             return _server_error(0, f"Invalid request: {_show(request)}")
         _log.info("%s %s:%s/%d", kind, module, function, len(args))
-        if kind == _CAST and function == _PROCESS:
-            return _run_process(args)
+        if function == _PROCESS:
+            return _run_process(kind, args)
         fn, error = self.lookup(module, function)
         if error is None:
             try:
@@ -150,13 +150,14 @@ class Handler:
                 return
 
 
-# bertd casts a message to a name this worker's module registered (erlang_register_process) as
-# {cast, Module, '$bertd_message', [Name, Message]}. Unlike other casts, a failure is answered, so
-# bertd counts it (errors.<type>.<module> in its stats) and logs it.
+# bertd runs a message to a name this worker's module registered (erlang_register_process) as
+# {call, Module, '$bertd_message', [Name, Message]}, answered {reply, ok} once the function ran; a
+# failure is answered as an error, which bertd counts (errors.<type>.<module>) and logs.
 _PROCESS = Atom("$bertd_message")
+_OK = (_REPLY, Atom("ok"))
 
 
-def _run_process(args):
+def _run_process(kind, args):
     fn = erlang.process_function(args[0]) if len(args) == 2 else None
     if fn is None:
         name = bert.safe_repr(args[0]) if args else "?"
@@ -167,7 +168,7 @@ def _run_process(args):
     except Exception as e:
         _log.error("the Erlang process %s raised %s: %s", args[0], type(e).__name__, _message(e))
         return _user_error(e)
-    return (_NOREPLY,)
+    return _OK if kind == _CALL else (_NOREPLY,)
 
 
 def _public_callable(target, name):

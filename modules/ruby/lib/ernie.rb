@@ -269,7 +269,7 @@ module Ernie
 
     def run(kind, mod, fun, args)
       log("-> #{BERT::Tuple[kind, mod, fun, args].inspect}") if @logger # inspect costs O(request size)
-      return run_process(args) if kind == :cast && fun == PROCESS_FUNCTION
+      return run_process(kind, args) if fun == PROCESS_FUNCTION
       args = [args] unless args.is_a?(Array)
       result = dispatch(mod, fun, args)
       kind == :call ? BERT::Tuple[:reply, result] : BERT::Tuple[:noreply]
@@ -283,17 +283,17 @@ module Ernie
       kind == :call ? user_error(e) : BERT::Tuple[:noreply]
     end
 
-    # bertd casts a message to a name this worker's module registered (erlang_register_process) as
-    # {cast, Module, '$bertd_message', [Name, Msg]}. Unlike other casts, a failure is answered, so bertd
-    # counts it (errors.<type>.<module> in its stats) and logs it.
-    def run_process(args)
+    # bertd runs a message to a name this worker's module registered (erlang_register_process) as
+    # {call, Module, '$bertd_message', [Name, Msg]}, answered {reply, ok}; a failure is answered as an
+    # error, which bertd counts (errors.<type>.<module> in its stats) and logs.
+    def run_process(kind, args)
       body = args.is_a?(Array) && args.size == 2 ? BERTD::Erlang.process_for(args[0]) : nil
       unless body
         log("A message for #{args[0].inspect}, which this worker did not register", Logger::ERROR)
         return server_error(2, "no Erlang process #{args[0].inspect} is registered in worker #{Process.pid}")
       end
       body.call(args[1])
-      BERT::Tuple[:noreply]
+      kind == :call ? BERT::Tuple[:reply, :ok] : BERT::Tuple[:noreply]
     rescue SystemExit, SignalException
       raise
     rescue Exception => e # rubocop:disable Lint/RescueException -- as run: every failure answers
