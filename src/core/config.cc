@@ -256,6 +256,7 @@ void yaml_erlang(const Yaml& y, const YAML::Node& n, ErlangConfig& e) {
         else if (key == "call_timeout") e.call_timeout = y.duration(v, key);
         else if (key == "vm_options") e.vm_options = y.str(v, key);
         else if (key == "ebin") e.ebin = y.str(v, key);
+        else if (key == "max_queue") e.max_queue = size_t(y.integer(v, key, 1, 10000000));
         else if (key == "registered") {
             if (!v.IsSequence()) y.fail(v, "registered must be a list of {name, module, function}");
             for (const auto& r : v) {
@@ -275,7 +276,7 @@ void yaml_erlang(const Yaml& y, const YAML::Node& n, ErlangConfig& e) {
             y.fail(kv.first,
                    "unknown erlang key '" + key +
                        "' (known: name, sname, cookie, cookie_file, link_name, trust_clients, call_timeout, "
-                       "vm_options, ebin, registered)");
+                       "vm_options, ebin, registered, max_queue)");
         }
     }
     if (e.cookie_file.empty()) return;

@@ -69,6 +69,7 @@ struct ErlangConfig {
     std::string vm_options;      // extra options for the companion VM (-E adds to them)
     std::string ebin;            // where bertd_native.beam is; empty: next to the bertd binary
     std::vector<RegisteredName> registered;
+    size_t max_queue = 10000;  // messages (and calls) waiting per registered name, worker pid or module
 };
 
 struct Config {

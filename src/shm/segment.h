@@ -82,6 +82,10 @@ struct Ring {
 };
 
 constexpr int kErrorTypes = 4;  // protocol, server, user, proxy
+// Messages from Erlang that the link dropped, by reason (erl/drops.h keeps the order).
+constexpr int kErlangDropKinds = 4;
+inline constexpr const char* kErlangDropNames[kErlangDropKinds] = {"unregistered", "dead_pid", "undecodable",
+                                                                   "queue_full"};
 constexpr int kLatencyBuckets = 128;
 
 // Log-linear latency buckets in microseconds: 4 sub-buckets per power of two.
@@ -136,6 +140,7 @@ struct GlobalStats {
     std::atomic<uint64_t> acceptor_restarts, worker_restarts;
     std::atomic<int64_t> started_us;
     std::atomic<uint64_t> generation;
+    std::atomic<uint64_t> erlang_dropped[kErlangDropKinds];  // the link carries them across reloads
 };
 
 struct AccessLogShared {

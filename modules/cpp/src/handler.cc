@@ -17,6 +17,7 @@
 
 #include "bert/codec.h"
 #include "bert/frame.h"
+#include "bertd/erlang.h"
 
 namespace bertd {
 namespace {
@@ -79,6 +80,27 @@ Term call_user(const Function& fn, Args args, bool& failed) {
     } catch (...) {
         return error_term("user", 0, "UnknownError", "an exception that is not a std::exception");
     }
+}
+
+// bertd runs a message to a name this worker's module registered (erlang.h's
+// erlang_register_process) as {call, Module, '$bertd_message', [Name, Message]},
+// answered {reply, ok}; a failure is answered as an error, which bertd counts and logs.
+constexpr std::string_view kProcessFunction = "$bertd_message";
+
+Term run_process(std::string_view payload, bool cast) {
+    Term request;
+    if (bert::DecodeError err = bert::decode(payload, request))
+        return error_term("protocol", 2, "ProtocolError", "Unable to read data: " + err.message);
+    const auto& args = request.items()[3].items();
+    std::string name = args.size() == 2 && args[0].is_atom() ? args[0].atom_name() : "";
+    ProcessFunction fn = detail::erlang_process(name);
+    if (!fn)
+        return error_term("server", 2, "ServerError",
+                          "no Erlang process '" + name + "' is registered in worker " + std::to_string(getpid()));
+    bool failed = false;
+    Term result = call_user([&](Args) { fn(args[1]); return Term::atom("ok"); }, Args(), failed);
+    if (failed) return result;
+    return cast ? Term::tuple({Term::atom("noreply")}) : pair("reply", Term::atom("ok"));
 }
 
 bool write_all(int fd, const char* p, size_t n) {
@@ -183,6 +205,10 @@ bool Handler::answer(std::string_view payload, std::string& out) {
     if (peek.kind == bert::Peek::Kind::Info) return false;
 
     const bool cast = peek.kind == bert::Peek::Kind::Cast;
+    if (peek.function == kProcessFunction) {
+        frame_into(run_process(payload, cast), out);
+        return true;
+    }
     auto mod = modules_.find(peek.module);
     if (mod == modules_.end()) {
         frame_into(error_term("server", 1, "ServerError", "No such module '" + std::string(peek.module) + "'"),
