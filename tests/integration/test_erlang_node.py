@@ -290,6 +290,26 @@ class EveryLibrary(ErlangNodeCase):
                 self.assertEqual(taken[0], b"ErlangError")
                 self.assertIn(b"registered by module", taken[1])
 
+    def test_funs_and_bit_strings_cross_the_link_both_ways_in_every_library(self):
+        values = "[fun lists:reverse/1, fun(X) -> X + 1 end, <<1:3>>, <<255, 7:4>>, {fun erlang:node/0, [<<0:1>>]}]"
+        peer = f'<<"{self.erl.name}">>'
+        for module in self.libraries:
+            with self.subTest(library=module):
+                # rpc:call into the handler and back: the same terms, byte for byte.
+                r = self.ev(f"Vs = {values}, [begin R = rpc:call('{self.cnode}', {module}, echo, [V], 5000), "
+                            "term_to_binary(R) =:= term_to_binary(V) orelse R end || V <- Vs].")
+                self.assertEqual(r, [Atom("true")] * 5)
+                # The handler's erlang_rpc: a fun in the answer, funs and bit strings in the arguments.
+                r = self.ev(f"rpc:call('{self.cnode}', {module}, rpc, [{peer}, <<\"erlang\">>, <<\"make_fun\">>, "
+                            "[lists, reverse, 1], 5000], 5000) =:= fun lists:reverse/1.")
+                self.assertEqual(r, Atom("true"))
+                r = self.ev(f"rpc:call('{self.cnode}', {module}, rpc, [{peer}, <<\"erlang\">>, <<\"bit_size\">>, "
+                            "[<<1:3>>], 5000], 5000).")
+                self.assertEqual(r, 3)
+                r = self.ev(f"rpc:call('{self.cnode}', {module}, rpc, [{peer}, <<\"erlang\">>, <<\"apply\">>, "
+                            "[fun(X) -> X * 2 end, [21]], 5000], 5000).")
+                self.assertEqual(r, 42)
+
     def test_every_library_holds_a_node_connection_and_its_rpc_times_out(self):
         node = self.erl.name.encode()
         for module in self.libraries:
