@@ -424,8 +424,9 @@ void RequestPath::orphan(Request& r) {
         if (r.written < r.frame_len) keep_frame(r);
         r.conn->request = nullptr;
         r.conn = nullptr;
-        // A stream it was still reading is cut short: that worker cannot go on.
-        if (r.stream_in && r.in_stream != Request::InStream::Done) acc_.leases().stream_cut(r);
+        // A stream it was still reading is cut short, or one it was sending has nobody to go
+        // to: that worker cannot go on.
+        acc_.leases().client_left(r);
         return;
     }
     // Not running yet (queued, parked) or at the link: dropped. A hand-off or an answer
