@@ -58,7 +58,8 @@ constexpr const char* kUsageText =
     "{bert,false} are null, true and false. Everything else is an object with one key naming\n"
     "the type: {\"atom\":\"ok\"}, {\"tuple\":[...]}, {\"binary\":\"<base64>\"} (other binaries),\n"
     "{\"dict\":[[K,V],...]} ({bert,dict,...}), {\"map\":[[K,V],...]}, {\"improper_list\":[E1,...,Tail]},\n"
-    "{\"pid\":\"...\"}, {\"ref\":\"...\"}, {\"port\":\"...\"}.\n"
+    "{\"pid\":\"...\"}, {\"ref\":\"...\"}, {\"port\":\"...\"}, {\"fun\":\"fun m:f/1\"},\n"
+    "{\"bitstring\":\"<<5,1:3>>\"} (the last three in Erlang syntax).\n"
     "\n"
     "Exit status: 0 ok, 1 usage or bad argument, 2 connection failed or timed out, 3 protocol\n"
     "error (or an answer that is not BERT-RPC), 4 server error, 5 user error, 6 proxy error.\n"
@@ -340,6 +341,9 @@ void json(const Term& t, std::string& out) {
         case Term::Kind::Pid: return tagged("pid", out, [&] { json_string(bert::to_string(t), out); });
         case Term::Kind::Ref: return tagged("ref", out, [&] { json_string(bert::to_string(t), out); });
         case Term::Kind::Port: return tagged("port", out, [&] { json_string(bert::to_string(t), out); });
+        case Term::Kind::Fun: return tagged("fun", out, [&] { json_string(bert::to_string(t), out); });
+        case Term::Kind::BitBinary:
+            return tagged("bitstring", out, [&] { json_string(bert::to_string(t), out); });
     }
 }
 

@@ -68,12 +68,6 @@ bool old_float_text_ok(const char* s) {
     return *s == '\0';
 }
 
-}  // namespace detail
-
-namespace {
-
-using namespace detail;
-
 std::string inflate_term(const unsigned char* data, size_t n, size_t declared, std::string& error) {
     std::string out;
     if (n > UINT_MAX) {
@@ -124,42 +118,56 @@ std::string inflate_term(const unsigned char* data, size_t n, size_t declared, s
     return out;
 }
 
-DecodeError decode_compressed(std::string_view bytes, Term& out, const Limits& limits) {
-    DecodeError e;
+DecodeError check_prologue(std::string_view bytes, const Limits& limits, size_t& declared) {
+    declared = 0;
+    if (bytes.empty()) return DecodeError{"empty input", 0};
+    if (bytes.size() > limits.max_size)
+        return DecodeError{std::to_string(bytes.size()) + " bytes exceed max_size", 0};
     const auto* p = reinterpret_cast<const unsigned char*>(bytes.data());
+    if (p[0] != kVersion)
+        return DecodeError{"bad version byte " + std::to_string(p[0]) + " (expected 131)", 0};
+    if (bytes.size() < 2 || p[1] != kCompressed) return {};
     if (bytes.size() < 6) return DecodeError{"truncated compressed term header", bytes.size()};
-    size_t declared = be32(p + 2);
-    if (declared > limits.max_size)
-        return DecodeError{"compressed term declares " + std::to_string(declared) + " bytes, above max_size",
-                           2};
+    declared = be32(p + 2);
+    auto refuse = [&](const std::string& why) {
+        return DecodeError{"compressed term declares " + std::to_string(declared) + " bytes, " + why, 2};
+    };
+    if (declared > limits.max_size) return refuse("above max_size");
     if (declared == 0) return DecodeError{"compressed term declares 0 bytes", 2};
-    std::string error;
-    std::string inner = inflate_term(p + 6, bytes.size() - 6, declared, error);
-    if (!error.empty()) return DecodeError{error, 6};
-    Decoder d(reinterpret_cast<const unsigned char*>(inner.data()), inner.size(), 0, limits);
-    if (!d.run(out)) {
-        return DecodeError{
-            d.error.message + " (at offset " + std::to_string(d.error.offset) + " of the inflated data)", 1};
-    }
-    return e;
+    if (declared > limits.max_inflated)
+        return refuse("above max_inflated (" + std::to_string(limits.max_inflated) + ")");
+    size_t ratio = bytes.size() > SIZE_MAX / std::max<size_t>(limits.max_expansion, 1)
+                       ? SIZE_MAX
+                       : bytes.size() * limits.max_expansion;
+    if (declared > std::max(limits.expansion_floor, ratio))
+        return refuse("more than max_expansion (" + std::to_string(limits.max_expansion) + ") times its " +
+                      std::to_string(bytes.size()) + " bytes");
+    return {};
 }
 
-}  // namespace
+DecodeError inflated_error(const DecodeError& e) {
+    return DecodeError{e.message + " (at offset " + std::to_string(e.offset) + " of the inflated data)", 1};
+}
+
+}  // namespace detail
+
+using namespace detail;
 
 DecodeError decode(std::string_view bytes, Term& out, const Limits& limits) {
     try {
-        if (bytes.empty()) return DecodeError{"empty input", 0};
-        if (bytes.size() > limits.max_size)
-            return DecodeError{std::to_string(bytes.size()) + " bytes exceed max_size", 0};
+        size_t declared;
+        if (DecodeError e = check_prologue(bytes, limits, declared)) return e;
         const auto* p = reinterpret_cast<const unsigned char*>(bytes.data());
-        if (p[0] != kVersion)
-            return DecodeError{"bad version byte " + std::to_string(p[0]) + " (expected 131)", 0};
         Term t;
-        if (bytes.size() >= 2 && p[1] == kCompressed) {
-            DecodeError e = decode_compressed(bytes, t, limits);
-            if (e) return e;
+        if (declared > 0) {
+            std::string error;
+            std::string inner = inflate_term(p + 6, bytes.size() - 6, declared, error);
+            if (!error.empty()) return DecodeError{error, 6};
+            Decoder d(reinterpret_cast<const unsigned char*>(inner.data()), inner.size(), 0, limits,
+                      memory_budget(limits, inner.size()));
+            if (!d.run(t)) return inflated_error(d.error);
         } else {
-            Decoder d(p, bytes.size(), 1, limits);
+            Decoder d(p, bytes.size(), 1, limits, memory_budget(limits, bytes.size()));
             if (!d.run(t)) return d.error;
         }
         out = std::move(t);

@@ -9,6 +9,8 @@
 #include <cmath>
 #include <cstring>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "bert/codec.h"
 #include "bert/wire.h"
@@ -33,20 +35,58 @@ inline const char* unsupported_tag_name(unsigned tag) {
 // so a lying count costs little memory.
 constexpr size_t kMaxReserve = 4096;
 
+// The memory a decoded term of `size` encoded bytes may take (Limits::memory_floor
+// and memory_ratio).
+inline size_t memory_budget(const Limits& limits, size_t size) {
+    if (limits.memory_ratio == 0) return SIZE_MAX;
+    size_t scaled = size > SIZE_MAX / limits.memory_ratio ? SIZE_MAX : size * limits.memory_ratio;
+    return std::max(limits.memory_floor, scaled);
+}
+
+// The checks decode() makes before it reads a term: input not empty and within
+// max_size, the version byte, and for a compressed term (tag 80) its header and
+// declared size against max_size, max_inflated and max_expansion. `declared` is
+// that size, or 0 for a term that is not compressed.
+DecodeError check_prologue(std::string_view bytes, const Limits& limits, size_t& declared);
+
+// Inflates a compressed term's zlib data into exactly `declared` bytes. The
+// buffer grows with what actually comes out, so a small input announcing a
+// large size costs little until it really inflates. Sets `error` on failure.
+std::string inflate_term(const unsigned char* data, size_t n, size_t declared, std::string& error);
+
+// An error at e.offset of inflated data, as decode() reports it.
+DecodeError inflated_error(const DecodeError& e);
+
 class Decoder {
 public:
-    Decoder(const unsigned char* data, size_t size, size_t start, const Limits& limits)
+    Decoder(const unsigned char* data, size_t size, size_t start, const Limits& limits,
+            size_t budget = SIZE_MAX)
         : p_(data),
           size_(size),
           pos_(start),
           limits_(limits),
-          atom_limit_(std::min<size_t>(limits.max_atom_chars, 255)) {}
+          atom_limit_(std::min<size_t>(limits.max_atom_chars, 255)),
+          budget_(budget) {}
 
     bool run(Term& out) {
         if (!term(out, 0)) return false;
         if (pos_ != size_) return fail("trailing bytes after the term");
         return true;
     }
+
+    // For the scanner (scan.cc), which walks terms without building them, and for
+    // fun.cc: reads the term at `at` (the scanner: only leaves such as numbers,
+    // floats, atoms, pids, refs and ports), or a fun's head, with decode's checks
+    // and errors; pos() is then just past what was read.
+    bool read_term(size_t at, Term& out) {
+        pos_ = at;
+        return term(out, 0);
+    }
+    bool read_fun_head(size_t at, FunInfo& f) {
+        pos_ = at;
+        return fun_head(f);
+    }
+    size_t pos() const { return pos_; }
 
     DecodeError error;
 
@@ -82,10 +122,33 @@ private:
                fail_count("nesting deeper than max_depth (", limits_.max_depth, ")", pos_);
     }
 
+    // Every allocation for the Term being built is charged against the budget
+    // first, so an over-budget term fails before it holds the memory.
+    bool charge(size_t bytes) {
+        used_ += bytes;
+        return used_ <= budget_ || over_budget();
+    }
+    [[gnu::noinline, gnu::cold]] bool over_budget() {
+        return fail_count("decoding needs more than ", budget_,
+                          " bytes of memory (Limits::memory_floor, memory_ratio)", pos_);
+    }
+
+    // Room for the next element, and for up to kMaxReserve more of the `more`
+    // announced. The old buffer stays charged until the new one holds the elements.
     template <class V>
-    [[gnu::noinline]] static void make_room(V& v, size_t more) {
-        more = std::min(more, kMaxReserve);
-        if (v.capacity() - v.size() < more) v.reserve(std::max(v.size() + more, v.capacity() * 2));
+    [[gnu::noinline]] bool make_room(V& v, size_t more) {
+        more = std::max<size_t>(1, std::min(more, kMaxReserve));
+        if (v.capacity() - v.size() >= more) return true;
+        size_t cap = std::max(v.size() + more, v.capacity() * 2);
+        size_t old = v.capacity();
+        if (!charge(cap * sizeof(typename V::value_type))) return false;
+        v.reserve(cap);
+        used_ -= old * sizeof(typename V::value_type);
+        return true;
+    }
+    template <class V>
+    bool room_for_one(V& v, size_t more) {
+        return v.size() < v.capacity() || make_room(v, more);
     }
 
     bool term(Term& out, size_t depth) {
@@ -128,6 +191,9 @@ private:
             case kPort:
             case kNewPort:
             case kV4Port: return port(out);
+            case kBitBinary: return bit_binary(out);
+            case kNewFun:
+            case kExport: return fun(out, depth);
         }
         return fail_tag(s[0]);
     }
@@ -137,9 +203,96 @@ private:
         if (!need(5, "BINARY_EXT header")) return false;
         size_t n = be32(p_ + pos_ + 1);
         pos_ += 5;
-        if (!need(n, "BINARY_EXT data")) return false;
+        if (!need(n, "BINARY_EXT data") || !charge(n)) return false;
         out = Term(Binary{std::string(reinterpret_cast<const char*>(p_ + pos_), n)});
         pos_ += n;
+        return true;
+    }
+
+    // OTP's rule: no bits used exactly when there are no bytes, and at most 8.
+    // Whole bytes make a Binary, as in Erlang.
+    [[gnu::noinline]] bool bit_binary(Term& out) {
+        if (!need(6, "BIT_BINARY_EXT header")) return false;
+        size_t n = be32(p_ + pos_ + 1);
+        unsigned bits = p_[pos_ + 5];
+        if ((bits == 0) != (n == 0) || bits > 8) return fail("BIT_BINARY_EXT with a bad bit count");
+        pos_ += 6;
+        if (!need(n, "BIT_BINARY_EXT data") || !charge(n)) return false;
+        std::string bytes(reinterpret_cast<const char*>(p_ + pos_), n);
+        pos_ += n;
+        if (bits == 8 || n == 0)
+            out = Term(Binary{std::move(bytes)});
+        else
+            out = Term(BitBinary{std::move(bytes), static_cast<uint8_t>(bits)});
+        return true;
+    }
+
+    // SMALL_INTEGER_EXT or INTEGER_EXT, as fun fields hold them (OTP takes a small
+    // bignum there too; no node writes one).
+    bool fun_int(int64_t& v, const char* what) {
+        if (!need(1, what)) return false;
+        unsigned tag = p_[pos_];
+        if (tag == kSmallInteger) {
+            if (!need(2, what)) return false;
+            v = p_[pos_ + 1];
+            pos_ += 2;
+            return true;
+        }
+        if (tag != kInteger) return fail_count("expected an integer in a fun, found tag ", tag, "", pos_);
+        if (!need(5, what)) return false;
+        v = static_cast<int32_t>(be32(p_ + pos_ + 1));
+        pos_ += 5;
+        return true;
+    }
+
+    // EXPORT_EXT whole, or NEW_FUN_EXT up to its free variables (f.free_vars terms
+    // follow at pos_). As in OTP 25, a closure's Size field is not checked: the
+    // canonical bytes get their own.
+    [[gnu::noinline]] bool fun_head(FunInfo& f) {
+        size_t at = pos_;
+        f = FunInfo{};
+        int64_t v = 0;
+        if (p_[pos_] == kExport) {
+            ++pos_;
+            f.exported = true;
+            if (!atom(f.module) || !atom(f.function) || !fun_int(v, "export arity")) return false;
+            if (v < 0) return fail_at("export with a negative arity", at);
+            f.arity = static_cast<uint32_t>(v);
+            return true;
+        }
+        if (!need(30, "NEW_FUN_EXT header")) return false;
+        const unsigned char* s = p_ + pos_;
+        f.arity = s[5];
+        f.uniq.assign(reinterpret_cast<const char*>(s + 6), 16);
+        f.index = be32(s + 22);
+        f.free_vars = be32(s + 26);
+        pos_ += 30;
+        if (!atom(f.module) || !fun_int(v, "fun index")) return false;
+        f.old_index = static_cast<int32_t>(v);
+        if (!fun_int(v, "fun uniq")) return false;
+        f.old_uniq = static_cast<int32_t>(v);
+        if (!need(1, "fun creator")) return false;
+        if (p_[pos_] != kPid && p_[pos_] != kNewPid)
+            return fail_count("expected the creator pid of a fun, found tag ", p_[pos_], "", pos_);
+        Term creator;
+        if (!pid(creator)) return false;
+        f.pid = std::move(std::get<Pid>(creator.value()));
+        if (f.free_vars > left())
+            return fail_count("fun with ", f.free_vars, " free variables exceeds the remaining bytes", pos_);
+        return true;
+    }
+
+    // A fun keeps the bytes term_to_binary/1 would write for it.
+    [[gnu::noinline]] bool fun(Term& out, size_t depth) {
+        FunInfo f;
+        if (!fun_head(f)) return false;
+        if (f.free_vars > 0 && !enter(depth)) return false;
+        std::vector<Term> env;
+        for (size_t i = 0; i < f.free_vars; ++i)
+            if (!room_for_one(env, f.free_vars - i) || !term(env.emplace_back(), depth + 1)) return false;
+        std::string bytes = fun_bytes(f, env);
+        if (!charge(bytes.size())) return false;
+        out = Term(Fun{std::move(bytes)});
         return true;
     }
 
@@ -171,7 +324,7 @@ private:
         }
         bool negative = s[header - 1] != 0;  // Erlang takes any non-zero sign byte as minus
         pos_ += header;
-        if (!need(n, "bignum digits")) return false;
+        if (!need(n, "bignum digits") || !charge(n)) return false;
         out = Term(BigInt{negative, std::string(reinterpret_cast<const char*>(p_ + pos_), n)});
         pos_ += n;
         return true;
@@ -231,6 +384,7 @@ private:
                               nullptr, nullptr) < 0 ||
             static_cast<size_t>(idx) != header + n)
             return fail_at("bad atom", at);
+        if (utf8_bytes > 15 && !charge(utf8_bytes + 1)) return false;  // past the short-string buffer
         out.assign(buf, utf8_bytes);
         pos_ = at + header + n;
         return true;
@@ -252,9 +406,8 @@ private:
         if (n > left()) return fail_count("tuple arity ", n, " exceeds the remaining bytes", pos_);
         if (n > 0 && !enter(depth)) return false;
         auto& items = out.value().emplace<Tuple>().items;
-        make_room(items, n);
         for (size_t i = 0; i < n; ++i)
-            if (!term(items.emplace_back(), depth + 1)) return false;
+            if (!room_for_one(items, n - i) || !term(items.emplace_back(), depth + 1)) return false;
         return true;
     }
 
@@ -263,8 +416,10 @@ private:
         size_t n = be16(p_ + pos_ + 1);
         pos_ += 3;
         if (!need(n, "STRING_EXT data")) return false;
-        make_room(items, n);
-        for (size_t i = 0; i < n; ++i) items.emplace_back(int64_t{p_[pos_ + i]});
+        for (size_t i = 0; i < n; ++i) {
+            if (!room_for_one(items, n - i)) return false;
+            items.emplace_back(int64_t{p_[pos_ + i]});
+        }
         pos_ += n;
         return true;
     }
@@ -279,9 +434,8 @@ private:
             size_t n = be32(p_ + pos_ + 1);
             pos_ += 5;
             if (n >= left()) return fail_count("list length ", n, " exceeds the remaining bytes", pos_);
-            make_room(l.items, n);
             for (size_t i = 0; i < n; ++i)
-                if (!term(l.items.emplace_back(), depth + 1)) return false;
+                if (!room_for_one(l.items, n - i) || !term(l.items.emplace_back(), depth + 1)) return false;
             if (!need(1, "list tail")) return false;
             unsigned tag = p_[pos_];
             if (tag == kList) continue;
@@ -290,7 +444,7 @@ private:
             } else if (tag == kString) {
                 if (!string_items(l.items)) return false;
             } else {
-                if (!term(l.items.emplace_back(), depth + 1)) return false;
+                if (!room_for_one(l.items, 1) || !term(l.items.emplace_back(), depth + 1)) return false;
                 l.improper = true;
             }
             break;
@@ -313,8 +467,8 @@ private:
         if (n > left() / 2) return fail_count("map size ", n, " exceeds the remaining bytes", pos_);
         if (n > 0 && !enter(depth)) return false;
         auto& m = out.value().emplace<Map>();
-        make_room(m.pairs, n);
         for (size_t i = 0; i < n; ++i) {
+            if (!room_for_one(m.pairs, n - i)) return false;
             auto& kv = m.pairs.emplace_back();
             if (!term(kv.first, depth + 1) || !term(kv.second, depth + 1)) return false;
         }
@@ -386,6 +540,7 @@ private:
         if (ei_decode_ref(reinterpret_cast<const char*>(p_ + at), &idx, &er) < 0 ||
             at + static_cast<size_t>(idx) != pos_ + rest || static_cast<size_t>(er.len) != count)
             return fail_at("bad reference", at);
+        if (!charge(count * sizeof(uint32_t))) return false;
         ref.ids.assign(er.n, er.n + count);
         ref.creation = er.creation;
         pos_ += rest;
@@ -420,9 +575,8 @@ private:
     size_t pos_;
     const Limits& limits_;
     size_t atom_limit_;
+    size_t budget_;
+    size_t used_ = 0;
 };
-
-// Inflates a compressed term's zlib data into exactly `declared` bytes. The
-// buffer grows with what actually comes out, so a small input announcing a
 
 }  // namespace bert::detail

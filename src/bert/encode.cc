@@ -4,6 +4,8 @@
 #include <ei.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <cstring>
 
 #include "bert/codec.h"
 #include "bert/wire.h"
@@ -163,10 +165,30 @@ bool keys_sorted(const Map& m) {
     return true;
 }
 
-size_t size_of(const Term& t);
-size_t size_of_list(const List& l);
+size_t size_of(const Term& t, FloatForm ff);
+size_t size_of_list(const List& l, FloatForm ff);
 
-[[gnu::noinline]] size_t size_of_flattened(const List& l) { return size_of_list(flatten_tail(l)); }
+// A closure's free variables hold floats too: in the Ernie form they are
+// rewritten (and its size field follows), as term_to_binary(F, [{minor_version,
+// 0}]) writes them. Bytes that hold no fun go out as they are.
+[[gnu::noinline]] std::string fun_in_form(const Fun& f, FloatForm ff) {
+    if (ff == FloatForm::New || f.bytes.empty() || static_cast<unsigned char>(f.bytes[0]) != kNewFun)
+        return f.bytes;
+    std::string in(1, static_cast<char>(kVersion)), out;
+    in += f.bytes;
+    Limits loose;
+    loose.max_size = SIZE_MAX;
+    if (rewrite_floats(in, FloatForm::Ernie, out, loose)) return f.bytes;
+    return out.substr(1);
+}
+
+size_t fun_size(const Fun& f, FloatForm ff) {
+    return ff == FloatForm::New ? f.bytes.size() : fun_in_form(f, ff).size();
+}
+
+[[gnu::noinline]] size_t size_of_flattened(const List& l, FloatForm ff) {
+    return size_of_list(flatten_tail(l), ff);
+}
 
 [[gnu::noinline]] size_t size_of_big(const BigInt& b) {
     std::string_view m = trimmed_magnitude(b);
@@ -185,46 +207,50 @@ size_t size_of_list(const List& l);
     return 1 + atom_size(p.node) + (p.id <= kMaxNewPortId ? 8 : 12);
 }
 
-size_t size_of_list(const List& l) {
+size_t size_of_list(const List& l, FloatForm ff) {
     if (l.items.empty()) return 1;
-    if (needs_flattening(l)) return size_of_flattened(l);
-    if (l.improper && l.items.size() == 1) return size_of(l.items[0]);
+    if (needs_flattening(l)) return size_of_flattened(l, ff);
+    if (l.improper && l.items.size() == 1) return size_of(l.items[0], ff);
     if (is_byte_string(l)) return 3 + l.items.size();
     size_t n = 5 + (l.improper ? 0 : 1);
-    for (const Term& e : l.items) n += size_of(e);
+    for (const Term& e : l.items) n += size_of(e, ff);
     return n;
 }
 
-size_t size_of(const Term& t) {
+size_t size_of(const Term& t, FloatForm ff) {
     switch (t.kind()) {
         case Term::Kind::Int: return int_size(as<int64_t>(t.value()));
         case Term::Kind::Big: return size_of_big(as<BigInt>(t.value()));
-        case Term::Kind::Float: return 9;
+        case Term::Kind::Float: return ff == FloatForm::Ernie ? 32 : 9;
         case Term::Kind::Atom: return atom_size(as<Atom>(t.value()).name);
         case Term::Kind::Binary: return 5 + as<Binary>(t.value()).bytes.size();
         case Term::Kind::Tuple: {
             const auto& items = as<Tuple>(t.value()).items;
             size_t n = items.size() <= 255 ? 2 : 5;
-            for (const Term& e : items) n += size_of(e);
+            for (const Term& e : items) n += size_of(e, ff);
             return n;
         }
-        case Term::Kind::List: return size_of_list(as<List>(t.value()));
+        case Term::Kind::List: return size_of_list(as<List>(t.value()), ff);
         case Term::Kind::Map: {
             size_t n = 5;
-            for (const auto& [k, v] : as<Map>(t.value()).pairs) n += size_of(k) + size_of(v);
+            for (const auto& [k, v] : as<Map>(t.value()).pairs) n += size_of(k, ff) + size_of(v, ff);
             return n;
         }
         case Term::Kind::Pid:
         case Term::Kind::Ref:
         case Term::Kind::Port: return size_of_identifier(t);
+        case Term::Kind::Fun: return fun_size(as<Fun>(t.value()), ff);
+        case Term::Kind::BitBinary: return 6 + as<BitBinary>(t.value()).bytes.size();
     }
     return 0;
 }
 
-void put(std::string& out, const Term& t);
-void put_list(std::string& out, const List& l);
+void put(std::string& out, const Term& t, FloatForm ff);
+void put_list(std::string& out, const List& l, FloatForm ff);
 
-[[gnu::noinline]] void put_flattened(std::string& out, const List& l) { put_list(out, flatten_tail(l)); }
+[[gnu::noinline]] void put_flattened(std::string& out, const List& l, FloatForm ff) {
+    put_list(out, flatten_tail(l), ff);
+}
 
 // Headers and leaves are written out of line so that the recursive put() and
 // put_list() keep small frames (sanitizers give every inlined byte its own slot).
@@ -250,35 +276,35 @@ void put_list(std::string& out, const List& l);
     out.append(bytes);
 }
 
-void put_list(std::string& out, const List& l) {
+void put_list(std::string& out, const List& l, FloatForm ff) {
     if (l.items.empty()) return put_tag(out, kNil);
-    if (needs_flattening(l)) return put_flattened(out, l);
-    if (l.improper && l.items.size() == 1) return put(out, l.items[0]);
+    if (needs_flattening(l)) return put_flattened(out, l, ff);
+    if (l.improper && l.items.size() == 1) return put(out, l.items[0], ff);
     if (is_byte_string(l)) return put_byte_string(out, l);
     put_header(out, kList, static_cast<uint32_t>(l.items.size() - (l.improper ? 1 : 0)), true);
-    for (const Term& e : l.items) put(out, e);
+    for (const Term& e : l.items) put(out, e, ff);
     if (!l.improper) put_tag(out, kNil);
 }
 
-[[gnu::noinline]] void put_unsorted_pairs(std::string& out, const Map& m) {
+[[gnu::noinline]] void put_unsorted_pairs(std::string& out, const Map& m, FloatForm ff) {
     PairRefs order;
     order.reserve(m.pairs.size());
     for (const auto& p : m.pairs) order.push_back(&p);
     std::stable_sort(order.begin(), order.end(),
                      [](const auto* x, const auto* y) { return compare_exact(x->first, y->first) < 0; });
     for (const auto* p : order) {
-        put(out, p->first);
-        put(out, p->second);
+        put(out, p->first, ff);
+        put(out, p->second, ff);
     }
 }
 
-void put_map(std::string& out, const Map& m) {
+void put_map(std::string& out, const Map& m, FloatForm ff) {
     put8(out, kMap);
     put32(out, static_cast<uint32_t>(m.pairs.size()));
-    if (!keys_sorted(m)) return put_unsorted_pairs(out, m);
+    if (!keys_sorted(m)) return put_unsorted_pairs(out, m, ff);
     for (const auto& [k, v] : m.pairs) {
-        put(out, k);
-        put(out, v);
+        put(out, k, ff);
+        put(out, v, ff);
     }
 }
 
@@ -299,7 +325,13 @@ void put_map(std::string& out, const Map& m) {
     out.append(m);
 }
 
-[[gnu::noinline]] void put_float(std::string& out, double d) {
+[[gnu::noinline]] void put_float(std::string& out, double d, FloatForm ff) {
+    if (ff == FloatForm::Ernie) {
+        char b[kFloatExtSize];
+        put_ernie_float(b, d);
+        out.append(b, sizeof b);
+        return;
+    }
     char b[16];
     int idx = 0;
     ei_encode_double(b, &idx, d);  // NEW_FLOAT_EXT, as term_to_binary/1 writes
@@ -337,42 +369,105 @@ void put_map(std::string& out, const Map& m) {
     put32(out, p.creation);
 }
 
-void put(std::string& out, const Term& t) {
+[[gnu::noinline]] void put_bit_binary(std::string& out, const BitBinary& b) {
+    put8(out, kBitBinary);
+    put32(out, static_cast<uint32_t>(b.bytes.size()));
+    put8(out, b.bits);
+    out.append(b.bytes);
+}
+
+void put(std::string& out, const Term& t, FloatForm ff) {
     switch (t.kind()) {
         case Term::Kind::Int: return put_int(out, as<int64_t>(t.value()));
         case Term::Kind::Big: return put_big(out, as<BigInt>(t.value()));
-        case Term::Kind::Float: return put_float(out, as<double>(t.value()));
+        case Term::Kind::Float: return put_float(out, as<double>(t.value()), ff);
         case Term::Kind::Atom: return put_atom(out, as<Atom>(t.value()).name);
         case Term::Kind::Binary: return put_binary(out, as<Binary>(t.value()).bytes);
         case Term::Kind::Tuple: {
             const auto& items = as<Tuple>(t.value()).items;
             bool wide = items.size() > 255;
             put_header(out, wide ? kLargeTuple : kSmallTuple, static_cast<uint32_t>(items.size()), wide);
-            for (const Term& e : items) put(out, e);
+            for (const Term& e : items) put(out, e, ff);
             return;
         }
-        case Term::Kind::List: return put_list(out, as<List>(t.value()));
-        case Term::Kind::Map: return put_map(out, as<Map>(t.value()));
+        case Term::Kind::List: return put_list(out, as<List>(t.value()), ff);
+        case Term::Kind::Map: return put_map(out, as<Map>(t.value()), ff);
         case Term::Kind::Pid: return put_pid(out, as<Pid>(t.value()));
         case Term::Kind::Ref: return put_ref(out, as<Ref>(t.value()));
         case Term::Kind::Port: return put_port(out, as<Port>(t.value()));
+        case Term::Kind::Fun:
+            if (ff == FloatForm::New)
+                out.append(as<Fun>(t.value()).bytes);
+            else
+                out.append(fun_in_form(as<Fun>(t.value()), ff));
+            return;
+        case Term::Kind::BitBinary: return put_bit_binary(out, as<BitBinary>(t.value()));
     }
 }
 
 }  // namespace
 
-size_t encoded_size(const Term& t) { return 1 + size_of(t); }
+namespace detail {
 
-void encode_append(const Term& t, std::string& out) {
-    out.reserve(out.size() + encoded_size(t));
-    put8(out, kVersion);
-    put(out, t);
+void put_ernie_float(char* out, double d) {
+    // What OTP's sys_double_to_chars writes: "%.20e" (at most 28 characters, so
+    // it always fits), with '.' whatever the locale, then NULs to 31 bytes.
+    std::memset(out, 0, kFloatExtSize);
+    out[0] = static_cast<char>(kFloat);
+    int n = std::snprintf(out + 1, kFloatExtSize - 1, "%.20e", d);
+    for (int i = 1; i <= n; ++i)
+        if (out[i] == ',') out[i] = '.';
 }
 
-std::string encode(const Term& t) {
+std::string fun_bytes(const FunInfo& f, const std::vector<Term>& env) {
     std::string out;
-    encode_append(t, out);
+    if (f.exported) {
+        put8(out, kExport);
+        put_atom(out, f.module);
+        put_atom(out, f.function);
+        put_int(out, f.arity);
+        return out;
+    }
+    put8(out, kNewFun);
+    put32(out, 0);  // the size, once known
+    put8(out, f.arity);
+    out.append(f.uniq.substr(0, 16));
+    out.append(16 - std::min<size_t>(f.uniq.size(), 16), '\0');
+    put32(out, f.index);
+    put32(out, static_cast<uint32_t>(env.size()));
+    put_atom(out, f.module);
+    put_int(out, f.old_index);
+    put_int(out, f.old_uniq);
+    put_pid(out, f.pid);
+    for (const Term& t : env) put(out, t, FloatForm::New);
+    uint32_t size = static_cast<uint32_t>(out.size() - 1);
+    for (int k = 0; k < 4; ++k) out[1 + k] = static_cast<char>(size >> (24 - 8 * k));
     return out;
+}
+
+}  // namespace detail
+
+size_t encoded_size(const Term& t, const EncodeOptions& options) { return 1 + size_of(t, options.floats); }
+
+void encode_append(const Term& t, std::string& out, const EncodeOptions& options) {
+    out.reserve(out.size() + encoded_size(t, options));
+    put8(out, kVersion);
+    put(out, t, options.floats);
+}
+
+std::string encode(const Term& t, const EncodeOptions& options) {
+    std::string out;
+    encode_append(t, out, options);
+    return out;
+}
+
+Term export_fun(std::string_view module, std::string_view function, uint8_t arity) {
+    FunInfo f;
+    f.exported = true;
+    f.module = module;
+    f.function = function;
+    f.arity = arity;
+    return Term(Fun{detail::fun_bytes(f, {})});
 }
 
 }  // namespace bert

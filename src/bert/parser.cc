@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "bert/codec.h"
 #include "bert/erl_chars.h"
 
 namespace bert {
@@ -239,6 +240,7 @@ private:
     [[gnu::noinline]] bool name_term(Term& out) {
         size_t start = pos_, p = pos_;
         uint32_t cp = code_point_at(p);
+        if (s_.substr(pos_, 3) == "fun" && !erl_chars::atom_char(code_point_after(pos_ + 3))) return fun(out);
         if (erl_chars::atom_start(cp)) return bare_atom(out);
         if (erl_chars::variable_start(cp)) {
             size_t q = pos_;
@@ -254,6 +256,46 @@ private:
                                    name + "'");
         }
         return fail_here("expected a term, found " + found());
+    }
+
+    uint32_t code_point_after(size_t p) const { return p < s_.size() ? code_point_at(p) : 0; }
+
+    // fun Module:Function/Arity, the only fun with a literal syntax. Its atoms may be
+    // reserved words, as erlang:fun_to_list/1 writes them bare (fun erlang:'if'/0
+    // prints as fun erlang:if/0).
+    [[gnu::noinline]] bool fun(Term& out) {
+        pos_ += 3;
+        Term module, function;
+        skip_space();
+        if (!fun_atom(module, "fun")) return false;
+        skip_space();
+        if (peek() != ':')
+            return fail_here(
+                "expected ':' in fun Module:Function/Arity (a local fun or a closure is "
+                "no literal term)");
+        ++pos_;
+        skip_space();
+        if (!fun_atom(function, "':'")) return false;
+        skip_space();
+        if (peek() != '/') return fail_here("expected '/' and the arity in fun Module:Function/Arity");
+        ++pos_;
+        skip_space();
+        uint64_t arity = 0;
+        size_t digits_at = pos_;
+        while (peek() >= '0' && peek() <= '9' && arity <= 255)
+            arity = arity * 10 + uint64_t(s_[pos_++] - '0');
+        if (pos_ == digits_at) return fail_here("expected the arity (0 to 255) after '/'");
+        if (arity > 255) return fail(digits_at, "a fun's arity must be from 0 to 255");
+        out = export_fun(module.atom_name(), function.atom_name(), uint8_t(arity));
+        return true;
+    }
+
+    bool fun_atom(Term& out, const char* after) {
+        if (peek() == '\'') return quoted_atom(out);
+        size_t p = pos_;
+        if (at_end() || !erl_chars::atom_start(code_point_at(p)))
+            return fail_here(std::string("expected an atom after ") + after + ", found " + found());
+        return bare_atom(out, true);
     }
 
     // Only non-empty containers count towards the depth, as in the codec, so that a
@@ -339,6 +381,8 @@ private:
     [[gnu::noinline]] bool map(Term& out, size_t depth) {
         size_t open = pos_++;  // #
         skip_space();
+        if (s_.substr(pos_, 4) == "Fun<")
+            return fail(open, "#Fun<...> is how Erlang shows a closure; a closure is no literal term");
         if (peek() != '{') return fail_here("expected '{' after '#'");
         ++pos_;
         Map m;
@@ -491,7 +535,7 @@ private:
         return make_atom(start, chars, out);
     }
 
-    bool bare_atom(Term& out) {
+    bool bare_atom(Term& out, bool reserved_ok = false) {
         size_t start = pos_;
         std::vector<uint32_t> chars;
         while (!at_end()) {
@@ -502,7 +546,7 @@ private:
             pos_ = p;
         }
         std::string_view text = s_.substr(start, pos_ - start);
-        if (erl_chars::reserved_word(text))
+        if (!reserved_ok && erl_chars::reserved_word(text))
             return fail(start,
                         "'" + std::string(text) + "' is a reserved word; quote it to use it as an atom");
         return make_atom(start, chars, out);
@@ -621,7 +665,6 @@ private:
     // --- binaries ------------------------------------------------------------------------
 
     [[gnu::noinline]] bool binary(Term& out) {
-        size_t start = pos_;
         pos_ += 2;  // <<
         BitWriter w;
         skip_space();
@@ -642,9 +685,11 @@ private:
                 return fail_here("expected ',' or '>>' after binary segment");
             }
         }
-        if (w.bits() % 8 != 0)
-            return fail(start, "binary is not a whole number of bytes (bitstrings are not supported)");
-        out = Term::binary(w.take());
+        unsigned bits = unsigned(w.bits() % 8);
+        if (bits == 0)
+            out = Term::binary(w.take());
+        else
+            out = Term(BitBinary{w.take(), uint8_t(bits)});
         return true;
     }
 

@@ -5,6 +5,11 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "bert/codec.h"
 
 namespace bert::detail {
 
@@ -64,5 +69,45 @@ bool scan_utf8(const unsigned char* s, size_t n, size_t& chars, bool& latin1);
 // The text of an old FLOAT_EXT as Erlang reads it: [+-]digits(.|,)digits, an
 // optional exponent, then NUL padding (or the end of the 31 bytes).
 bool old_float_text_ok(const char* s);
+
+// A FLOAT_EXT: its tag and 31 bytes of text.
+constexpr size_t kFloatExtSize = 32;
+
+// Writes the kFloatExtSize bytes of a FLOAT_EXT for d, as
+// term_to_binary(T, [{minor_version, 0}]) does (encode.cc).
+void put_ernie_float(char* out, double d);
+
+// The bytes term_to_binary/1 writes for the fun `f` with free variables `env`
+// (encode.cc; the decoder keeps funs in this form).
+std::string fun_bytes(const FunInfo& f, const std::vector<Term>& env);
+
+// --- the term order's parts, for terms and encoded bytes alike ---
+
+// Erlang's order of two funs (fun.cc, for term.cc), and of their fields (the
+// free variables aside: they compare next, in order).
+int compare_funs(const Fun& a, const Fun& b, bool exact);
+int compare_fun_infos(const FunInfo& a, const FunInfo& b);
+
+// A number as the term order sees it: an int64_t, a bignum (its sign and
+// magnitude, little-endian without high zero bytes, outside int64_t), or a float.
+struct NumView {
+    enum class Kind : uint8_t { Int, Big, Float } kind = Kind::Int;
+    int64_t i = 0;
+    double d = 0;
+    bool negative = false;
+    std::string_view magnitude;
+};
+int compare_numbers(const NumView& a, const NumView& b, bool exact);  // term.cc
+
+// A binary or bit string: its bytes and how many bits of them count.
+struct BitsView {
+    std::string_view bytes;
+    size_t bits;
+};
+int compare_bits(const BitsView& a, const BitsView& b);  // term.cc
+
+// The term order's rank of a term: numbers 0, atoms 1, refs 2, funs 3, ports 4,
+// pids 5, tuples 6, maps 7, nil 8, lists 9, bit strings 10 (term.cc).
+int rank_of(const Term& t);
 
 }  // namespace bert::detail
