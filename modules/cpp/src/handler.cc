@@ -41,9 +41,9 @@ Term error_term(std::string_view type, int code, std::string_view error_class, s
 }
 
 // Encodes `t` as a whole frame into `out`, header first.
-void frame_into(const Term& t, std::string& out) {
+void frame_into(const Term& t, std::string& out, bert::FloatForm floats = bert::FloatForm::New) {
     out.assign(bert::kFrameHeader, '\0');
-    bert::encode_append(t, out);
+    bert::encode_append(t, out, {floats});
     bert::put_frame_header(out.data(), static_cast<uint32_t>(out.size() - bert::kFrameHeader));
 }
 
@@ -170,9 +170,9 @@ void Handler::expose(std::string_view module, std::string_view function, int ari
 bool Handler::answer(std::string_view payload, std::string& out) {
     bert::Peek peek;
     if (!bert::peek(payload, peek)) {
-        // Tell undecodable bytes (protocol code 2) from a well-formed term of the wrong shape.
-        Term t;
-        if (bert::DecodeError err = bert::decode(payload, t))
+        // Tell undecodable bytes (protocol code 2) from a well-formed term of the wrong
+        // shape, without building the term.
+        if (bert::DecodeError err = bert::check(payload, limits_))
             frame_into(error_term("protocol", 2, "ProtocolError", "Unable to read data: " + err.message), out);
         else
             frame_into(error_term("protocol", 0, "ProtocolError",
@@ -200,7 +200,7 @@ bool Handler::answer(std::string_view payload, std::string& out) {
     }
 
     Term request;
-    if (bert::DecodeError err = bert::decode(payload, request)) {
+    if (bert::DecodeError err = bert::decode(payload, request, limits_)) {
         frame_into(error_term("protocol", 2, "ProtocolError", "Unable to read data: " + err.message), out);
         return true;
     }
@@ -215,9 +215,9 @@ bool Handler::answer(std::string_view payload, std::string& out) {
                          peek.module.data(), static_cast<int>(peek.function.size()), peek.function.data());
         out = noreply_frame();
     } else if (failed) {
-        frame_into(result, out);
+        frame_into(result, out, float_format_);
     } else {
-        frame_into(pair("reply", std::move(result)), out);
+        frame_into(pair("reply", std::move(result)), out, float_format_);
     }
     return true;
 }
