@@ -146,6 +146,11 @@ private:
         used_ -= old * sizeof(typename V::value_type);
         return true;
     }
+    // A container announcing n elements needs room for them all: one over the
+    // budget is refused before any of it is allocated.
+    bool room_ahead(size_t n, size_t element) {
+        return n <= (budget_ - std::min(used_, budget_)) / element || over_budget();
+    }
     template <class V>
     bool room_for_one(V& v, size_t more) {
         return v.size() < v.capacity() || make_room(v, more);
@@ -287,6 +292,7 @@ private:
         FunInfo f;
         if (!fun_head(f)) return false;
         if (f.free_vars > 0 && !enter(depth)) return false;
+        if (!room_ahead(f.free_vars, sizeof(Term))) return false;
         std::vector<Term> env;
         for (size_t i = 0; i < f.free_vars; ++i)
             if (!room_for_one(env, f.free_vars - i) || !term(env.emplace_back(), depth + 1)) return false;
@@ -405,6 +411,7 @@ private:
         }
         if (n > left()) return fail_count("tuple arity ", n, " exceeds the remaining bytes", pos_);
         if (n > 0 && !enter(depth)) return false;
+        if (!room_ahead(n, sizeof(Term))) return false;
         auto& items = out.value().emplace<Tuple>().items;
         for (size_t i = 0; i < n; ++i)
             if (!room_for_one(items, n - i) || !term(items.emplace_back(), depth + 1)) return false;
@@ -415,7 +422,7 @@ private:
         if (!need(3, "STRING_EXT header")) return false;
         size_t n = be16(p_ + pos_ + 1);
         pos_ += 3;
-        if (!need(n, "STRING_EXT data")) return false;
+        if (!need(n, "STRING_EXT data") || !room_ahead(n, sizeof(Term))) return false;
         for (size_t i = 0; i < n; ++i) {
             if (!room_for_one(items, n - i)) return false;
             items.emplace_back(int64_t{p_[pos_ + i]});
@@ -434,6 +441,7 @@ private:
             size_t n = be32(p_ + pos_ + 1);
             pos_ += 5;
             if (n >= left()) return fail_count("list length ", n, " exceeds the remaining bytes", pos_);
+            if (!room_ahead(n, sizeof(Term))) return false;
             for (size_t i = 0; i < n; ++i)
                 if (!room_for_one(l.items, n - i) || !term(l.items.emplace_back(), depth + 1)) return false;
             if (!need(1, "list tail")) return false;
@@ -466,6 +474,7 @@ private:
         pos_ += 5;
         if (n > left() / 2) return fail_count("map size ", n, " exceeds the remaining bytes", pos_);
         if (n > 0 && !enter(depth)) return false;
+        if (!room_ahead(n, sizeof(std::pair<Term, Term>))) return false;
         auto& m = out.value().emplace<Map>();
         for (size_t i = 0; i < n; ++i) {
             if (!room_for_one(m.pairs, n - i)) return false;

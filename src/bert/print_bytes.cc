@@ -144,69 +144,72 @@ private:
         return !out_.full();
     }
 
-    // Pairs print in key order (compare_exact). Keys in order on the wire (small
-    // maps from Erlang or encode()) need no memory; otherwise only as many of the
-    // smallest keys as can show are kept: a pair takes six characters or more.
+    // Pairs print in key order (compare_exact). One pass checks the pairs, sees
+    // whether the keys are in order on the wire (small maps from Erlang or
+    // encode() are: they print as they come) and keeps the pairs with the smallest
+    // keys, as many as can show: a pair takes six characters or more.
     [[gnu::noinline]] bool map(const Head& h, size_t& end) {
         size_t depth = h.depth + 1, pos = h.body, prev = 0, e1, e2;
         bool sorted = true;
+        Smallest best(s_, depth, out_.limited() ? std::min(h.count, out_.room() / 6 + 2) : h.count);
         for (size_t i = 0; i < h.count; ++i) {
             size_t key = pos;
-            if (!s_.skip(pos, depth) || !s_.skip(pos, depth)) return false;
+            if (!s_.skip(pos, depth)) return false;
+            size_t value = pos;
+            if (!s_.skip(pos, depth)) return false;
             if (sorted && i > 0 && s_.compare(prev, key, depth, true, e1, e2) >= 0) sorted = false;
+            best.add({key, value});
             if (s_.error) return false;
             prev = key;
         }
         end = pos;
+        std::vector<std::pair<size_t, size_t>> pairs;  // key and value positions, for keys out of order
+        if (!sorted) pairs = best.in_order();
         out_.put("#{");
-        if (sorted) {
-            pos = h.body;
-            for (size_t k = 0; k < h.count; ++k) {
-                if (k) out_.put(',');
-                if (!term(pos, depth, pos)) return false;
-                out_.put(" => ");
-                if (!term(pos, depth, pos)) return false;
-            }
-        } else {
-            std::vector<std::pair<size_t, size_t>> pairs;  // key and value positions
-            if (!smallest_pairs(h, pairs)) return false;
-            for (size_t k = 0; k < pairs.size(); ++k) {
-                if (k) out_.put(',');
-                if (!term(pairs[k].first, depth, pos)) return false;
-                out_.put(" => ");
-                if (!term(pairs[k].second, depth, pos)) return false;
-            }
+        pos = h.body;
+        for (size_t k = 0; k < (sorted ? h.count : pairs.size()); ++k) {
+            if (k) out_.put(',');
+            if (!term(sorted ? pos : pairs[k].first, depth, pos)) return false;
+            out_.put(" => ");
+            if (!term(sorted ? pos : pairs[k].second, depth, pos)) return false;
         }
         out_.put('}');
         return !out_.full();
     }
 
-    // The pairs with the smallest keys, as many as can show (all without a limit), in order.
-    bool smallest_pairs(const Head& h, std::vector<std::pair<size_t, size_t>>& heap) {
+    // The `keep` pairs with the smallest keys. Candidates gather in a buffer of
+    // twice that; when it is full the larger half goes, and the largest key kept
+    // bounds what may still enter: O(pairs) comparisons in whatever order the keys
+    // come, and O(keep) memory.
+    class Smallest {
+    public:
         using Pair = std::pair<size_t, size_t>;
-        size_t depth = h.depth + 1, pos = h.body, e1, e2;
-        size_t keep = out_.limited() ? std::min(h.count, out_.room() / 6 + 2) : h.count;
-        auto less = [&](const Pair& a, const Pair& b) {
-            return s_.compare(a.first, b.first, depth, true, e1, e2) < 0;
-        };
-        heap.reserve(keep);
-        for (size_t i = 0; i < h.count; ++i) {
-            Pair p{pos, 0};
-            s_.skip(pos, depth);  // sound: map() walked these already
-            p.second = pos;
-            s_.skip(pos, depth);
-            if (heap.size() < keep) {
-                heap.push_back(p);
-                std::push_heap(heap.begin(), heap.end(), less);
-            } else if (keep > 0 && less(p, heap.front())) {
-                std::pop_heap(heap.begin(), heap.end(), less);
-                heap.back() = p;
-                std::push_heap(heap.begin(), heap.end(), less);
-            }
+        Smallest(Scanner& s, size_t depth, size_t keep) : s_(s), depth_(depth), keep_(keep) {}
+        void add(Pair p) {
+            if (bound_ && !less(p, *bound_)) return;
+            best_.push_back(p);
+            if (best_.size() < 2 * keep_) return;
+            std::nth_element(best_.begin(), best_.begin() + std::ptrdiff_t(keep_ - 1), best_.end(),
+                             [&](const Pair& a, const Pair& b) { return less(a, b); });
+            best_.resize(keep_);
+            bound_ = best_.back();
         }
-        std::sort_heap(heap.begin(), heap.end(), less);
-        return !s_.error;
-    }
+        std::vector<Pair> in_order() {
+            std::sort(best_.begin(), best_.end(), [&](const Pair& a, const Pair& b) { return less(a, b); });
+            if (best_.size() > keep_) best_.resize(keep_);
+            return std::move(best_);
+        }
+
+    private:
+        bool less(const Pair& a, const Pair& b) {
+            size_t e1, e2;
+            return s_.compare(a.first, b.first, depth_, true, e1, e2) < 0;
+        }
+        Scanner& s_;
+        size_t depth_, keep_;
+        std::vector<Pair> best_;
+        std::optional<Pair> bound_;
+    };
 
     Scanner& s_;
     Sink& out_;
