@@ -231,6 +231,8 @@ private:
     void start_setup(Node& n);
     void send_exports_query(Node& n);
     void setup_reply(Call& c, std::string_view result);
+    void load_helper(Node& n);
+    void exports_reply(Node& n, const bert::Term& t);
     void setup_failed(Node& n, const std::string& why);
     void drain_waiting(Node& n);
     bool holds_requests(const Node& n) const;
