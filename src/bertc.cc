@@ -92,6 +92,20 @@ bool parse_port(std::string_view s, uint16_t& out) {
     return true;
 }
 
+// What follows the options, from argv[i]: call|cast MODULE FUNCTION [ARG ...].
+void parse_operands(int argc, char** argv, int i, Args& a) {
+    if (i >= argc) throw UsageError{"call or cast expected"};
+    std::string_view kind = argv[i++];
+    if (kind != "call" && kind != "cast")
+        throw UsageError{"call or cast expected, not '" + std::string(kind) + "'"};
+    a.cast = kind == "cast";
+    if (argc - i < 2) throw UsageError{"MODULE and FUNCTION expected"};
+    a.module = argv[i++];
+    a.function = argv[i++];
+    if (a.module.empty() || a.function.empty()) throw UsageError{"MODULE and FUNCTION must not be empty"};
+    for (; i < argc; ++i) a.terms.emplace_back(argv[i]);
+}
+
 // Returns true when --help was asked for.
 bool parse_command_line(int argc, char** argv, Args& a) {
     int i = 1;
@@ -145,16 +159,7 @@ bool parse_command_line(int argc, char** argv, Args& a) {
             throw UsageError{"unknown option '" + std::string(arg) + "'"};
         }
     }
-    if (i >= argc) throw UsageError{"call or cast expected"};
-    std::string_view kind = argv[i++];
-    if (kind != "call" && kind != "cast")
-        throw UsageError{"call or cast expected, not '" + std::string(kind) + "'"};
-    a.cast = kind == "cast";
-    if (argc - i < 2) throw UsageError{"MODULE and FUNCTION expected"};
-    a.module = argv[i++];
-    a.function = argv[i++];
-    if (a.module.empty() || a.function.empty()) throw UsageError{"MODULE and FUNCTION must not be empty"};
-    for (; i < argc; ++i) a.terms.emplace_back(argv[i]);
+    parse_operands(argc, argv, i, a);
     return false;
 }
 
