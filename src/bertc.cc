@@ -37,7 +37,7 @@ enum Exit : int {
 
 constexpr const char* kUsageText =
     "usage: bertc [-h HOST] [-p PORT] [--priority high|low] [--timeout S] [--json]\n"
-    "             call|cast MODULE FUNCTION [ARG ...]\n"
+    "             [--float-format new|ernie] call|cast MODULE FUNCTION [ARG ...]\n"
     "\n"
     "Sends one BERT-RPC call or cast to a bertd (or any BERT-RPC server) and prints the reply.\n"
     "\n"
@@ -47,6 +47,9 @@ constexpr const char* kUsageText =
     "      --timeout S       seconds to wait for connecting and for the whole answer\n"
     "                        (decimals allowed; default: wait for ever)\n"
     "      --json            print the reply as JSON instead of Erlang syntax\n"
+    "      --float-format F  how floats in the arguments are sent: new (NEW_FLOAT_EXT, the\n"
+    "                        default) or ernie (FLOAT_EXT, for servers and handlers on Ernie's\n"
+    "                        libraries, such as the bert gem); replies are read in either form\n"
     "      --help            this text\n"
     "\n"
     "Each ARG is one Erlang term: bertc call calc add 1 2, bertc call store put '<<\"k\">>' '{a,[1,2]}'.\n"
@@ -58,7 +61,8 @@ constexpr const char* kUsageText =
     "{bert,false} are null, true and false. Everything else is an object with one key naming\n"
     "the type: {\"atom\":\"ok\"}, {\"tuple\":[...]}, {\"binary\":\"<base64>\"} (other binaries),\n"
     "{\"dict\":[[K,V],...]} ({bert,dict,...}), {\"map\":[[K,V],...]}, {\"improper_list\":[E1,...,Tail]},\n"
-    "{\"pid\":\"...\"}, {\"ref\":\"...\"}, {\"port\":\"...\"}.\n"
+    "{\"pid\":\"...\"}, {\"ref\":\"...\"}, {\"port\":\"...\"}, {\"fun\":\"fun m:f/1\"},\n"
+    "{\"bitstring\":\"<<5,1:3>>\"} (the last three in Erlang syntax).\n"
     "\n"
     "Exit status: 0 ok, 1 usage or bad argument, 2 connection failed or timed out, 3 protocol\n"
     "error (or an answer that is not BERT-RPC), 4 server error, 5 user error, 6 proxy error.\n"
@@ -71,6 +75,7 @@ struct Args {
     double timeout = 0;
     bool json = false;
     bool cast = false;
+    bert::FloatForm float_format = bert::FloatForm::New;
     std::string module, function;
     std::vector<std::string> terms;
 };
@@ -128,6 +133,14 @@ bool parse_command_line(int argc, char** argv, Args& a) {
                 throw UsageError{"bad timeout '" + v + "' (seconds, e.g. 2.5)"};
         } else if (arg == "--json") {
             a.json = true;
+        } else if (name == "--float-format") {
+            std::string v = value(name, arg);
+            if (v == "new")
+                a.float_format = bert::FloatForm::New;
+            else if (v == "ernie")
+                a.float_format = bert::FloatForm::Ernie;
+            else
+                throw UsageError{"bad float format '" + v + "' (new or ernie)"};
         } else {
             throw UsageError{"unknown option '" + std::string(arg) + "'"};
         }
@@ -340,6 +353,9 @@ void json(const Term& t, std::string& out) {
         case Term::Kind::Pid: return tagged("pid", out, [&] { json_string(bert::to_string(t), out); });
         case Term::Kind::Ref: return tagged("ref", out, [&] { json_string(bert::to_string(t), out); });
         case Term::Kind::Port: return tagged("port", out, [&] { json_string(bert::to_string(t), out); });
+        case Term::Kind::Fun: return tagged("fun", out, [&] { json_string(bert::to_string(t), out); });
+        case Term::Kind::BitBinary:
+            return tagged("bitstring", out, [&] { json_string(bert::to_string(t), out); });
     }
 }
 
@@ -372,6 +388,7 @@ int run(const Args& a) {
     options.timeout = ms;
     options.connect_timeout = ms;
     options.priority = a.priority;
+    options.float_format = a.float_format;
     bertd::Client client(a.host, a.port, options);
     try {
         if (a.cast) {

@@ -97,6 +97,8 @@ std::string stats_text(Segment& seg) {
     line(out, "streams.out", g.streams_out.load());
     line(out, "acceptors.restarts", g.acceptor_restarts.load());
     line(out, "workers.restarts", g.worker_restarts.load());
+    for (int k = 0; k < kErlangDropKinds; ++k)
+        line(out, std::string("erlang.dropped.") + kErlangDropNames[k], g.erlang_dropped[k].load());
     line(out, "uptime", uint64_t((now_us() - g.started_us.load()) / 1000000));
     line(out, "generation", g.generation.load());
     return out;

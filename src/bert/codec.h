@@ -1,10 +1,12 @@
 // codec.h: BERT bytes <-> Term, built on erl_interface's ei, plus the request-path
-// peek. Decoding never trusts its input: every read is bounds-checked before ei
-// sees it, limits cap depth, size and atom length, and errors are values.
+// peek and walks over encoded bytes that build no Term (check, rewrite_floats).
+// Decoding never trusts its input: every read is bounds-checked before ei sees
+// it, limits cap depth, size, atom length, inflating and memory, and errors are values.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -15,12 +17,25 @@ namespace bert {
 constexpr unsigned char kVersion = 131;
 
 struct Limits {
-    // Nesting of tuples, lists and maps. Decode, encode, compare and destruction
-    // recurse once per level: about 0.3 KB of stack a level, 1.3 KB under
-    // ASan, so 1000 levels fit well within a default 8 MB stack.
+    // Nesting of tuples, lists, maps and funs' environments. Decode, encode,
+    // compare and destruction recurse once per level: about 0.3 KB of stack a
+    // level, 1.3 KB under ASan, so 1000 levels fit well within a default 8 MB stack.
     size_t max_depth = 1000;
-    size_t max_size = 256u << 20;         // bytes of one encoded term (after decompression)
-    size_t max_atom_chars = 255;          // Erlang's own atom limit; larger values act as 255
+    size_t max_size = 256u << 20;  // bytes of one encoded term (after decompression)
+    size_t max_atom_chars = 255;   // Erlang's own atom limit; larger values act as 255
+    // A compressed term (tag 80) may declare at most max_inflated bytes, and at most
+    // max_expansion times its own size once that is above expansion_floor. Both are
+    // checked against the declared size before anything is inflated.
+    size_t max_inflated = 8u << 20;
+    size_t max_expansion = 64;
+    size_t expansion_floor = 256u << 10;
+    // decode() charges every allocation of the Term it builds (72 bytes an element,
+    // plus the bytes of binaries, bignums, long atoms and funs) and refuses a term
+    // that needs more than max(memory_floor, memory_ratio x its encoded size, after
+    // inflating). A list of a million one-byte elements ([] or small integers)
+    // needs 72 MB: raise the limits to decode such terms. memory_ratio 0: no limit.
+    size_t memory_floor = 64u << 20;
+    size_t memory_ratio = 4;
 };
 
 struct DecodeError {
@@ -31,25 +46,80 @@ struct DecodeError {
 
 // Decodes one whole term (starting with the version byte 131; compressed terms,
 // tag 80, are inflated). Trailing bytes are an error; on any error `out` is
-// left unchanged. Accepts what OTP 25's
-// binary_to_term/1 accepts, except funs, exports and bit binaries, whose tag the
-// error names. Maps come out with pairs in compare_exact key order; duplicate
-// keys, invalid UTF-8 atoms and NaN/infinite floats are errors, as in Erlang,
-// and so are refs without id words (OTP 25 refuses them as map keys).
-// For a compressed term, a declared size over max_size is refused before any
-// inflating (offset 2), zlib errors report offset 6, and errors in the inflated
-// term offset 1 (the message gives the offset within the inflated data).
+// left unchanged. Accepts what OTP 25's binary_to_term/1 accepts of every tag it
+// writes outside the distribution header (atom cache refs, old FUN_EXT and
+// DIST_HEADER are errors that name the tag), within the limits. Maps come out
+// with pairs in compare_exact key order; duplicate keys, invalid UTF-8 atoms and
+// NaN/infinite floats are errors, as in Erlang, and so are refs without id words
+// (OTP 25 refuses them as map keys). Funs keep the bytes term_to_binary/1 would
+// write for them (see Fun in term.h); a bit string of whole bytes is a Binary.
+// For a compressed term, a declared size over max_size, max_inflated or the
+// expansion limit is refused before any inflating (offset 2), zlib errors report
+// offset 6, and errors in the inflated term offset 1 (the message gives the
+// offset within the inflated data).
 DecodeError decode(std::string_view bytes, Term& out, const Limits& limits = {});
 
+// What decode() would say of `bytes`, without building the term: the same error
+// (message and offset) or none, except that the memory limits do not apply (check
+// builds nothing). Costs O(bytes) time and O(depth) memory, plus the inflated
+// bytes of a compressed term and, for a map whose keys are not in order on the
+// wire, one offset per key.
+DecodeError check(std::string_view bytes, const Limits& limits = {});
+
+// How floats go out: NEW_FLOAT_EXT (tag 70, 8 bytes of IEEE 754, what
+// term_to_binary/1 writes), or FLOAT_EXT (tag 99, 31 bytes of "%.20e" text, what
+// term_to_binary(T, [{minor_version, 0}]) writes and all Ernie-era libraries such
+// as the bert gem read).
+enum class FloatForm : uint8_t { New, Ernie };
+
+struct EncodeOptions {
+    FloatForm floats = FloatForm::New;
+};
+
 // Encodes with the version byte, byte-identical to term_to_binary/1 of OTP 25
-// for every term Erlang can hold, with maps of up to 32 keys (Erlang writes
-// larger maps in hash order; they are written here in key order, which Erlang
-// reads back as the same map). Atom text that is not valid UTF-8 is taken as
-// latin-1. Pids, refs and ports go out as NEW_PID, NEWER_REFERENCE and NEW_PORT
-// (V4_PORT above 28-bit ids), as OTP 25 writes them.
-std::string encode(const Term& t);
-void encode_append(const Term& t, std::string& out);  // appends, with version byte
-size_t encoded_size(const Term& t);                   // what encode() returns, in bytes
+// (to term_to_binary(T, [{minor_version, 0}]) with FloatForm::Ernie) for every
+// term Erlang can hold, with maps of up to 32 keys (Erlang writes larger maps in
+// hash order; they are written here in key order, which Erlang reads back as the
+// same map). Atom text that is not valid UTF-8 is taken as latin-1. Pids, refs
+// and ports go out as NEW_PID, NEWER_REFERENCE and NEW_PORT (V4_PORT above
+// 28-bit ids), as OTP 25 writes them; a fun as its bytes, whatever they hold.
+std::string encode(const Term& t, const EncodeOptions& options = {});
+void encode_append(const Term& t, std::string& out,
+                   const EncodeOptions& options = {});                  // appends, with version byte
+size_t encoded_size(const Term& t, const EncodeOptions& options = {});  // what encode() returns, in bytes
+
+// Rewrites every float of the encoded term `payload` (version byte first) to the
+// form `to`, copying all other bytes through, without building a Term: the
+// request path's way to give Ernie-era clients and handlers the floats they
+// read. Appends the result to `out`; a compressed term comes out inflated and
+// rewritten. Floats in funs' environments are rewritten too (their size field
+// follows). Checks the payload as check() does and returns its error (then `out`
+// is unchanged). O(payload) time, O(depth) memory beyond the output.
+DecodeError rewrite_floats(std::string_view payload, FloatForm to, std::string& out,
+                           const Limits& limits = {});
+
+// What the bytes of a fun say. Text is UTF-8.
+struct FunInfo {
+    bool exported = false;  // fun Module:Function/Arity (EXPORT_EXT); otherwise a closure
+    std::string module;
+    std::string function;  // exports only
+    uint32_t arity = 0;
+    // Closures only, as NEW_FUN_EXT holds them. Erlang shows a closure as
+    // #Fun<Module.OldIndex.OldUniq> and orders closures by module, index,
+    // old_uniq, then their free variables.
+    std::string uniq;  // 16 bytes: the MD5 of the module's code
+    uint32_t index = 0;
+    int32_t old_index = 0, old_uniq = 0;
+    uint32_t free_vars = 0;
+    Pid pid;  // the process that made it
+};
+
+// The fields of `f`; nullopt unless its bytes hold exactly one fun that decode()
+// would accept.
+std::optional<FunInfo> fun_info(const Fun& f);
+
+// fun Module:Function/Arity, as term_to_binary/1 writes it.
+Term export_fun(std::string_view module, std::string_view function, uint8_t arity);
 
 // What the request path needs from a BERP payload, read without decoding the
 // arguments. Views point into the payload.

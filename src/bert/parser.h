@@ -1,6 +1,7 @@
 // parser.h: Erlang term syntax -> Term, for Ernie .cfg files and command-line
-// arguments. Literal terms only (no expressions, no variables); errors carry the
-// line and column where the text went wrong.
+// arguments. Literal terms only (no expressions, no variables; of funs only
+// fun Module:Function/Arity; bit strings such as <<5,1:3>> included); errors carry
+// the line and column where the text went wrong.
 #pragma once
 
 #include <cstddef>

@@ -1,11 +1,14 @@
 // printer.h: a Term in Erlang syntax, as io_lib:print(T, 1, Infinity, -1) prints
-// it (one line, ~p's choice of strings, quoting and float form). Used for the
-// access log and for bertc's output.
+// it (one line, ~p's choice of strings, quoting and float form), or the same text
+// straight from a term's encoded bytes. Used for the access log, error answers and
+// bertc's output.
 #pragma once
 
 #include <cstddef>
 #include <string>
+#include <string_view>
 
+#include "bert/codec.h"
 #include "bert/term.h"
 
 namespace bert {
@@ -25,5 +28,18 @@ namespace bert {
 // printable. Without a limit, printing a bignum is quadratic in its size.
 void print(const Term& t, std::string& out, size_t max_bytes = 0);
 std::string to_string(const Term& t, size_t max_bytes = 0);
+
+// Appends the text of the encoded term `bytes` (version byte first, as decode()
+// takes them) without building the term: the very text print() writes for the term
+// decode() makes of those bytes, cut the same way at `max_bytes`. A cut print reads
+// only what it shows, and every key of a map it shows (to find their order); a
+// compressed term is inflated only that far. So it costs O(max_bytes + bytes read)
+// time and O(max_bytes + depth) memory, whatever the term's shape (one exception:
+// a map whose keys are not in order on the wire keeps up to max_bytes / 6 key
+// positions while it prints). The bytes it reads get decode()'s checks, but for
+// duplicate map keys, and a problem is returned (then `out` is unchanged); bytes
+// past the cut are not read, so a term decode() refuses may still print.
+DecodeError print_encoded(std::string_view bytes, std::string& out, size_t max_bytes = 0,
+                          const Limits& limits = {});
 
 }  // namespace bert

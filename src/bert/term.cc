@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "bert/wire.h"
+
 namespace bert {
 
 bool Tuple::operator==(const Tuple& o) const { return items == o.items; }
@@ -25,6 +27,16 @@ Term::Term(BigInt b) {
             return;
         }
     }
+    v_ = std::move(b);
+}
+
+Term::Term(bert::BitBinary b) {
+    if (b.bytes.empty() || b.bits == 0 || b.bits >= 8) {  // whole bytes: a binary
+        v_ = bert::Binary{std::move(b.bytes)};
+        return;
+    }
+    auto& last = b.bytes.back();
+    last = static_cast<char>(static_cast<unsigned char>(last) & (0xff00u >> b.bits));
     v_ = std::move(b);
 }
 
@@ -66,12 +78,14 @@ int rank(const Term& t) {
         case Term::Kind::Float: return 0;
         case Term::Kind::Atom: return 1;
         case Term::Kind::Ref: return 2;
+        case Term::Kind::Fun: return 3;
         case Term::Kind::Port: return 4;
         case Term::Kind::Pid: return 5;
         case Term::Kind::Tuple: return 6;
         case Term::Kind::Map: return 7;
         case Term::Kind::List: return t.is_nil() ? 8 : 9;
-        case Term::Kind::Binary: return 10;
+        case Term::Kind::Binary:
+        case Term::Kind::BitBinary: return 10;
     }
     return 11;
 }
@@ -83,7 +97,7 @@ int three_way(const T& a, const T& b) {
 
 int cmp(const Term& a, const Term& b, bool exact);
 
-int compare_big_magnitude(const std::string& a, const std::string& b) {
+int compare_big_magnitude(std::string_view a, std::string_view b) {
     if (a.size() != b.size()) return a.size() < b.size() ? -1 : 1;
     for (size_t i = a.size(); i-- > 0;) {
         auto x = static_cast<unsigned char>(a[i]), y = static_cast<unsigned char>(b[i]);
@@ -92,37 +106,36 @@ int compare_big_magnitude(const std::string& a, const std::string& b) {
     return 0;
 }
 
+using detail::NumView;
+
 // Integers (small or big) against each other, exactly.
-int compare_integers(const Term& a, const Term& b) {
-    bool ab = a.kind() == Term::Kind::Big, bb = b.kind() == Term::Kind::Big;
-    if (!ab && !bb) return three_way(a.as_int(), b.as_int());
+int compare_integers(const NumView& a, const NumView& b) {
+    bool ab = a.kind == NumView::Kind::Big, bb = b.kind == NumView::Kind::Big;
+    if (!ab && !bb) return three_way(a.i, b.i);
     // A big integer is outside int64_t, so its sign decides against a small one.
-    if (ab && !bb) return std::get<BigInt>(a.value()).negative ? -1 : 1;
-    if (!ab && bb) return std::get<BigInt>(b.value()).negative ? 1 : -1;
-    const auto& x = std::get<BigInt>(a.value());
-    const auto& y = std::get<BigInt>(b.value());
-    if (x.negative != y.negative) return x.negative ? -1 : 1;
-    int c = compare_big_magnitude(x.magnitude, y.magnitude);
-    return x.negative ? -c : c;
+    if (ab && !bb) return a.negative ? -1 : 1;
+    if (!ab && bb) return b.negative ? 1 : -1;
+    if (a.negative != b.negative) return a.negative ? -1 : 1;
+    int c = compare_big_magnitude(a.magnitude, b.magnitude);
+    return a.negative ? -c : c;
 }
 
 constexpr double kTwo63 = 9223372036854775808.0;
 
 // An integer against a finite float, exactly: converting the integer to double
 // would call 2^53 + 1 equal to 2^53.
-int compare_integer_float(const Term& i, double d) {
-    if (i.kind() == Term::Kind::Int) {
+int compare_integer_float(const NumView& i, double d) {
+    if (i.kind == NumView::Kind::Int) {
         if (d >= kTwo63) return -1;
         if (d < -kTwo63) return 1;
         double whole = std::trunc(d);
         auto w = static_cast<int64_t>(whole);
-        if (i.as_int() != w) return i.as_int() < w ? -1 : 1;
+        if (i.i != w) return i.i < w ? -1 : 1;
         double frac = d - whole;
         return frac > 0 ? -1 : (frac < 0 ? 1 : 0);
     }
     // Normalised big integers lie outside int64_t, so |i| >= 2^63.
-    const auto& b = std::get<BigInt>(i.value());
-    if (std::fabs(d) < kTwo63 || b.negative != (d < 0)) return b.negative ? -1 : 1;
+    if (std::fabs(d) < kTwo63 || i.negative != (d < 0)) return i.negative ? -1 : 1;
     // |d| >= 2^63 is a whole number: build its magnitude and compare bytes.
     int e = 0;
     double m = std::frexp(std::fabs(d), &e);
@@ -131,18 +144,27 @@ int compare_integer_float(const Term& i, double d) {
     std::string mag(static_cast<size_t>(shift / 8), '\0');
     unsigned __int128 v = static_cast<unsigned __int128>(mant) << (shift % 8);
     for (; v != 0; v >>= 8) mag.push_back(static_cast<char>(v & 0xff));
-    int c = compare_big_magnitude(b.magnitude, mag);
-    return b.negative ? -c : c;
+    int c = compare_big_magnitude(i.magnitude, mag);
+    return i.negative ? -c : c;
 }
 
-int compare_numbers(const Term& a, const Term& b, bool exact) {
-    bool af = a.kind() == Term::Kind::Float, bf = b.kind() == Term::Kind::Float;
-    if (!af && !bf) return compare_integers(a, b);
-    if (af && bf) return three_way(a.as_float(), b.as_float());
-    if (exact) return af ? 1 : -1;
-    int c = af ? -compare_integer_float(b, a.as_float()) : compare_integer_float(a, b.as_float());
-    if (c != 0) return c;
-    return af ? 1 : -1;  // 1 before 1.0, as map keys are ordered
+NumView number_view(const Term& t) {
+    NumView v;
+    switch (t.kind()) {
+        case Term::Kind::Big: {
+            const auto& b = std::get<BigInt>(t.value());
+            v.kind = NumView::Kind::Big;
+            v.negative = b.negative;
+            v.magnitude = b.magnitude;
+            break;
+        }
+        case Term::Kind::Float:
+            v.kind = NumView::Kind::Float;
+            v.d = t.as_float();
+            break;
+        default: v.i = t.as_int(); break;
+    }
+    return v;
 }
 
 int compare_seq(const std::vector<Term>& a, const std::vector<Term>& b, size_t n, bool exact) {
@@ -201,6 +223,16 @@ using PairPtrs = std::vector<const std::pair<Term, Term>*>;
     return 0;
 }
 
+// Binaries and bit strings: bit by bit, then the shorter first.
+detail::BitsView bits_of(const Term& t) {
+    if (const auto* b = std::get_if<BitBinary>(&t.value())) {
+        size_t used = b->bits == 0 || b->bits > 8 ? 8 : b->bits;  // 1..7 unless changed by hand
+        return {b->bytes, b->bytes.empty() ? 0 : 8 * (b->bytes.size() - 1) + used};
+    }
+    const std::string& s = std::get<Binary>(t.value()).bytes;
+    return {s, 8 * s.size()};
+}
+
 // Ref ids are one number, least significant word first; missing words are zero.
 int compare_ref_ids(const std::vector<uint32_t>& a, const std::vector<uint32_t>& b) {
     for (size_t i = std::max(a.size(), b.size()); i-- > 0;) {
@@ -216,9 +248,10 @@ int cmp(const Term& a, const Term& b, bool exact) {
     switch (a.kind()) {
         case Term::Kind::Int:
         case Term::Kind::Big:
-        case Term::Kind::Float: return compare_numbers(a, b, exact);
+        case Term::Kind::Float: return detail::compare_numbers(number_view(a), number_view(b), exact);
         case Term::Kind::Atom: return three_way(a.atom_name(), b.atom_name());
-        case Term::Kind::Binary: return three_way(a.bytes(), b.bytes());
+        case Term::Kind::Binary:
+        case Term::Kind::BitBinary: return detail::compare_bits(bits_of(a), bits_of(b));
         case Term::Kind::Tuple:
             if (a.size() != b.size()) return three_way(a.size(), b.size());
             return compare_seq(a.items(), b.items(), a.size(), exact);
@@ -247,11 +280,41 @@ int cmp(const Term& a, const Term& b, bool exact) {
             if (int c = three_way(x.creation, y.creation)) return c;
             return three_way(x.id, y.id);
         }
+        case Term::Kind::Fun:
+            return detail::compare_funs(std::get<Fun>(a.value()), std::get<Fun>(b.value()), exact);
     }
     return 0;
 }
 
 }  // namespace
+
+namespace detail {
+
+int compare_numbers(const NumView& a, const NumView& b, bool exact) {
+    bool af = a.kind == NumView::Kind::Float, bf = b.kind == NumView::Kind::Float;
+    if (!af && !bf) return compare_integers(a, b);
+    if (af && bf) return three_way(a.d, b.d);
+    if (exact) return af ? 1 : -1;
+    int c = af ? -compare_integer_float(b, a.d) : compare_integer_float(a, b.d);
+    if (c != 0) return c;
+    return af ? 1 : -1;  // 1 before 1.0, as map keys are ordered
+}
+
+int compare_bits(const BitsView& x, const BitsView& y) {
+    size_t common = std::min(x.bits, y.bits), whole = common / 8;
+    if (int c = x.bytes.substr(0, whole).compare(y.bytes.substr(0, whole))) return c < 0 ? -1 : 1;
+    if (unsigned rest = common % 8) {
+        unsigned mask = 0xff00u >> rest;
+        unsigned p = static_cast<unsigned char>(x.bytes[whole]) & mask;
+        unsigned q = static_cast<unsigned char>(y.bytes[whole]) & mask;
+        if (p != q) return p < q ? -1 : 1;
+    }
+    return three_way(x.bits, y.bits);
+}
+
+int rank_of(const Term& t) { return rank(t); }
+
+}  // namespace detail
 
 int compare(const Term& a, const Term& b) { return cmp(a, b, false); }
 int compare_exact(const Term& a, const Term& b) { return cmp(a, b, true); }

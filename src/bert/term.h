@@ -1,6 +1,7 @@
 // term.h: the Erlang term value that every part of bertd passes around.
 // It owns its data, compares structurally, and knows nothing of bytes on the wire
-// (codec.h encodes and decodes, printer.h and parser.h speak Erlang syntax).
+// but a fun's, which it carries unread (codec.h encodes, decodes and reads funs,
+// printer.h and parser.h speak Erlang syntax).
 #pragma once
 
 #include <cstdint>
@@ -34,6 +35,25 @@ struct Atom {
 struct Binary {
     std::string bytes;
     bool operator==(const Binary&) const = default;
+};
+
+// A bitstring whose size is not a whole number of bytes, such as <<5,1:3>>: `bytes`
+// holds every byte, the last one partly used: its `bits` high bits (1 to 7) count and
+// the others are zero. Term's constructor keeps it so; a bitstring of whole bytes
+// becomes a Binary.
+struct BitBinary {
+    std::string bytes;
+    uint8_t bits = 0;
+    bool operator==(const BitBinary&) const = default;
+};
+
+// A fun, which bertd carries and cannot run: its external-format bytes from the tag
+// on, as term_to_binary/1 writes them (EXPORT_EXT for fun M:F/A, NEW_FUN_EXT for a
+// closure with its environment). codec.h makes exports (export_fun) and reads
+// funs (fun_info); two funs are equal when their bytes are.
+struct Fun {
+    std::string bytes;
+    bool operator==(const Fun&) const = default;
 };
 
 struct Tuple {
@@ -77,10 +97,24 @@ struct Port {
 
 class Term {
 public:
-    enum class Kind : uint8_t { Int, Big, Float, Atom, Binary, Tuple, List, Map, Pid, Ref, Port };
+    enum class Kind : uint8_t {
+        Int,
+        Big,
+        Float,
+        Atom,
+        Binary,
+        Tuple,
+        List,
+        Map,
+        Pid,
+        Ref,
+        Port,
+        Fun,
+        BitBinary
+    };
     // Alternatives are in the same order as Kind.
-    using Value = std::variant<int64_t, BigInt, double, bert::Atom, bert::Binary, bert::Tuple,
-                               bert::List, bert::Map, bert::Pid, bert::Ref, bert::Port>;
+    using Value = std::variant<int64_t, BigInt, double, bert::Atom, bert::Binary, bert::Tuple, bert::List,
+                               bert::Map, bert::Pid, bert::Ref, bert::Port, bert::Fun, bert::BitBinary>;
 
     Term() : v_(bert::List{}) {}  // []
     Term(int64_t i) : v_(i) {}
@@ -95,6 +129,8 @@ public:
     Term(bert::Pid p) : v_(std::move(p)) {}
     Term(bert::Ref r) : v_(std::move(r)) {}
     Term(bert::Port p) : v_(std::move(p)) {}
+    Term(bert::Fun f) : v_(std::move(f)) {}
+    Term(bert::BitBinary b);  // normalised: unused bits zeroed; whole bytes become Binary
 
     static Term atom(std::string_view name) { return bert::Atom{std::string(name)}; }
     static Term binary(std::string_view bytes) { return bert::Binary{std::string(bytes)}; }
@@ -112,6 +148,7 @@ public:
     bool is_atom() const { return kind() == Kind::Atom; }
     bool is_atom(std::string_view name) const;
     bool is_binary() const { return kind() == Kind::Binary; }
+    bool is_fun() const { return kind() == Kind::Fun; }
     bool is_tuple() const { return kind() == Kind::Tuple; }
     bool is_tuple(size_t arity) const;
     bool is_list() const { return kind() == Kind::List; }
@@ -140,7 +177,10 @@ private:
 // first so that the order is total. As in OTP 25: pids order by serial, number,
 // node, creation; refs and ports by node, creation, then id (ref ids from the
 // last word down); lists element by element, then tail against tail; maps by
-// size, then keys in compare_exact order, then values in key order.
+// size, then keys in compare_exact order, then values in key order; bitstrings
+// bit by bit, then by length; closures before exports, closures by module,
+// index, old uniq, free variable count, then the variables, exports by module,
+// function, arity.
 int compare(const Term& a, const Term& b);
 
 // The order OTP 25 keeps map keys in, and the order term_to_binary/1 writes maps

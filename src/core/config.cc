@@ -214,13 +214,18 @@ ModuleConfig yaml_module(const Yaml& y, const YAML::Node& n) {
                 if (k == "size") m.cache_size = y.size(ck.second, k);
                 else y.fail(ck.first, "unknown cache key '" + k + "' (known: size)");
             }
+        } else if (key == "float_format") {
+            std::string f = y.str(v, key);
+            if (f != "new" && f != "ernie") y.fail(v, "float_format must be new or ernie, not '" + f + "'");
+            m.ernie_floats = f == "ernie";
         } else if (key == "user")
             m.user = y.str(v, key);
         else if (key == "group")
             m.group = y.str(v, key);
         else
             y.fail(kv.first, "unknown module key '" + key +
-                                 "' (known: name, type, command, count, timeout, codepaths, node, user, group, cache)");
+                                 "' (known: name, type, command, count, timeout, codepaths, node, user, group, cache, "
+                                 "float_format)");
     }
     if (!valid_module_name(m.name)) y.fail(n, "a module needs a name (a non-empty atom of at most 255 characters)");
     if (!typed && (!m.codepaths.empty() || !m.node.empty())) m.type = ModuleConfig::Type::Native;
@@ -251,6 +256,7 @@ void yaml_erlang(const Yaml& y, const YAML::Node& n, ErlangConfig& e) {
         else if (key == "call_timeout") e.call_timeout = y.duration(v, key);
         else if (key == "vm_options") e.vm_options = y.str(v, key);
         else if (key == "ebin") e.ebin = y.str(v, key);
+        else if (key == "max_queue") e.max_queue = size_t(y.integer(v, key, 1, 10000000));
         else if (key == "registered") {
             if (!v.IsSequence()) y.fail(v, "registered must be a list of {name, module, function}");
             for (const auto& r : v) {
@@ -270,7 +276,7 @@ void yaml_erlang(const Yaml& y, const YAML::Node& n, ErlangConfig& e) {
             y.fail(kv.first,
                    "unknown erlang key '" + key +
                        "' (known: name, sname, cookie, cookie_file, link_name, trust_clients, call_timeout, "
-                       "vm_options, ebin, registered)");
+                       "vm_options, ebin, registered, max_queue)");
         }
     }
     if (e.cookie_file.empty()) return;
@@ -280,6 +286,37 @@ void yaml_erlang(const Yaml& y, const YAML::Node& n, ErlangConfig& e) {
     } catch (const ConfigError& err) {
         y.fail(n, err.what());
     }
+}
+
+void yaml_limits(Yaml& y, const YAML::Node& v, Limits& l) {
+    if (!v.IsMap()) y.fail(v, "limits must be a mapping");
+    for (const auto& lk : v) {
+        std::string k = lk.first.as<std::string>();
+        if (k == "max_frame") l.max_frame = y.size(lk.second, k);
+        else if (k == "idle_timeout") l.idle_timeout = y.duration(lk.second, k);
+        else if (k == "max_connections") l.max_connections = size_t(y.integer(lk.second, k, 1, 10000000));
+        else if (k == "max_queue") l.max_queue = size_t(y.integer(lk.second, k, 1, 10000000));
+        else if (k == "max_buffered") l.max_buffered = y.size(lk.second, k);
+        else if (k == "max_stream") l.max_stream = y.size(lk.second, k);
+        else if (k == "max_inflated") l.max_inflated = y.size(lk.second, k);
+        else y.fail(lk.first, "unknown limit '" + k +
+                                  "' (known: max_frame, idle_timeout, max_connections, max_queue, max_buffered, "
+                                  "max_stream, max_inflated)");
+    }
+}
+
+void yaml_callbacks(Yaml& y, const YAML::Node& v, CallbacksConfig& cb) {
+    if (!v.IsMap()) y.fail(v, "callbacks must be a mapping: {allow: [\"host:port\", ...], timeout: 5s, retries: 3}");
+    for (const auto& ck : v) {
+        std::string k = ck.first.as<std::string>();
+        if (k == "allow") cb.allow = y.strings(ck.second, k);
+        else if (k == "timeout") cb.timeout = y.duration(ck.second, k);
+        else if (k == "retries") cb.retries = int(y.integer(ck.second, k, 0, 100));
+        else y.fail(ck.first, "unknown callbacks key '" + k + "' (known: allow, timeout, retries)");
+    }
+    for (const std::string& a : cb.allow)
+        if (a.rfind(':') == std::string::npos || a.rfind(':') == 0 || a.back() == ':')
+            y.fail(v, "callbacks.allow: '" + a + "' is not host:port (the port may be *)");
 }
 
 Config parse_yaml(const std::string& text, const std::string& path) {
@@ -311,37 +348,14 @@ Config parse_yaml(const std::string& text, const std::string& path) {
         else if (key == "group")
             c.group = y.str(v, key);
         else if (key == "admin_allow") c.admin_allow = y.strings(v, key);
-        else if (key == "limits") {
-            if (!v.IsMap()) y.fail(v, "limits must be a mapping");
-            for (const auto& lk : v) {
-                std::string k = lk.first.as<std::string>();
-                if (k == "max_frame") c.limits.max_frame = y.size(lk.second, k);
-                else if (k == "idle_timeout") c.limits.idle_timeout = y.duration(lk.second, k);
-                else if (k == "max_connections") c.limits.max_connections = size_t(y.integer(lk.second, k, 1, 10000000));
-                else if (k == "max_queue") c.limits.max_queue = size_t(y.integer(lk.second, k, 1, 10000000));
-                else if (k == "max_buffered") c.limits.max_buffered = y.size(lk.second, k);
-                else if (k == "max_stream") c.limits.max_stream = y.size(lk.second, k);
-                else y.fail(lk.first, "unknown limit '" + k +
-                                          "' (known: max_frame, idle_timeout, max_connections, max_queue, max_buffered, "
-                                          "max_stream)");
-            }
-        } else if (key == "modules") {
+        else if (key == "limits") yaml_limits(y, v, c.limits);
+        else if (key == "modules") {
             if (!v.IsSequence()) y.fail(v, "modules must be a list");
             for (const auto& m : v) c.modules.push_back(yaml_module(y, m));
         } else if (key == "erlang") {
             yaml_erlang(y, v, c.erlang);
         } else if (key == "callbacks") {
-            if (!v.IsMap()) y.fail(v, "callbacks must be a mapping: {allow: [\"host:port\", ...], timeout: 5s, retries: 3}");
-            for (const auto& ck : v) {
-                std::string k = ck.first.as<std::string>();
-                if (k == "allow") c.callbacks.allow = y.strings(ck.second, k);
-                else if (k == "timeout") c.callbacks.timeout = y.duration(ck.second, k);
-                else if (k == "retries") c.callbacks.retries = int(y.integer(ck.second, k, 0, 100));
-                else y.fail(ck.first, "unknown callbacks key '" + k + "' (known: allow, timeout, retries)");
-            }
-            for (const std::string& a : c.callbacks.allow)
-                if (a.rfind(':') == std::string::npos || a.rfind(':') == 0 || a.back() == ':')
-                    y.fail(v, "callbacks.allow: '" + a + "' is not host:port (the port may be *)");
+            yaml_callbacks(y, v, c.callbacks);
         } else {
             y.fail(kv.first, "unknown key '" + key +
                                  "' (known: listen, port, acceptors, access_log, error_log, log_level, pidfile, "
@@ -437,8 +451,11 @@ ModuleConfig cfg_module(const bert::Term& t, const std::string& where) {
             for (const auto& p : v.items()) m.codepaths.push_back(text(p));
         } else if (key == "node") {
             m.node = v.is_atom() ? v.atom_name() : text(v);
+        } else if (key == "float_format") {
+            if (!v.is_atom("new") && !v.is_atom("ernie")) fail("float_format must be new or ernie, got " + bert::to_string(v, 200));
+            m.ernie_floats = v.is_atom("ernie");
         } else {
-            fail("unknown option '" + key + "' (known: module, type, command, count, timeout, codepaths, node)");
+            fail("unknown option '" + key + "' (known: module, type, command, count, timeout, codepaths, node, float_format)");
         }
     }
     if (m.name.empty()) fail("the term has no {module, Name}");

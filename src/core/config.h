@@ -27,6 +27,7 @@ struct ModuleConfig {
     std::vector<std::string> codepaths;  // native (Ernie form): companion VM code paths
     std::string node;                    // native: an existing node to run on
     size_t cache_size = 0;               // external: bertd's own cache of public answers (0: none)
+    bool ernie_floats = false;           // float_format: ernie: floats cross as FLOAT_EXT both ways
     std::string where;                   // "file:line", for messages
     std::string user, group;             // external: its workers run as this user (else the config's)
     Credentials creds;                   // resolved by resolve_users; unset: the master's own
@@ -39,6 +40,7 @@ struct Limits {
     size_t max_queue = 10000;         // waiting requests per module and priority
     size_t max_buffered = 0;          // bytes one acceptor holds for all its connections; 0: from the RAM
     uint64_t max_stream = 0;          // bytes of one streamed request; 0: no bound
+    size_t max_inflated = 8u << 20;   // bytes a compressed (tag 80) request may inflate to
 };
 
 // BERT-RPC 1.0 callbacks: which services bertd may cast to, and how hard it tries.
@@ -67,6 +69,7 @@ struct ErlangConfig {
     std::string vm_options;      // extra options for the companion VM (-E adds to them)
     std::string ebin;            // where bertd_native.beam is; empty: next to the bertd binary
     std::vector<RegisteredName> registered;
+    size_t max_queue = 10000;  // messages (and calls) waiting per registered name, worker pid or module
 };
 
 struct Config {

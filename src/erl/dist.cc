@@ -269,15 +269,33 @@ bool parse_packet(std::string_view body, Packet& out, std::string& error) {
     return true;
 }
 
-bool send_message(std::string_view body, std::string_view& message) {
+bool send_message(std::string_view body, std::string_view& message, bert::Pid* to) {
     auto* p = reinterpret_cast<const unsigned char*>(body.data());
     if (body.size() < 6 || p[0] != 'p' || p[1] != bert::kVersion || p[2] != kSmallTuple || p[3] != 3 ||
         p[4] != kSmallInt || p[5] != 2)
         return false;
     size_t end = skip_term(body, 2);
     if (end == std::string_view::npos || end >= body.size() || p[end] != bert::kVersion) return false;
+    if (to) {
+        size_t pid_at = skip_term(body, 6);  // past Unused
+        if (pid_at == std::string_view::npos || read_pid(body, pid_at, *to) != end) return false;
+    }
     message = body.substr(end);
     return true;
+}
+
+size_t read_pid(std::string_view buf, size_t off, bert::Pid& out) {
+    const size_t npos = std::string_view::npos;
+    auto* p = reinterpret_cast<const unsigned char*>(buf.data());
+    if (off >= buf.size() || (p[off] != kPid && p[off] != kNewPid)) return npos;
+    bool wide = p[off] == kNewPid;
+    size_t at = skip_term(buf, off + 1, 1);  // the node: an atom
+    size_t need = wide ? 12 : 9;
+    if (at == npos || buf.size() - at < need) return npos;
+    out.num = rd32(p + at);
+    out.serial = rd32(p + at + 4);
+    out.creation = wide ? rd32(p + at + 8) : p[at + 8];
+    return at + need;
 }
 
 bool parse_tagged(std::string_view message, uint64_t& tag, std::string_view& result) {

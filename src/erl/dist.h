@@ -82,8 +82,13 @@ struct Packet {
 bool parse_packet(std::string_view body, Packet& out, std::string& error);
 
 // The message of a SEND packet ({2, Unused, ToPid}), found without decoding the
-// control tuple: answers to the link's own calls, the hot path.
-bool send_message(std::string_view body, std::string_view& message);
+// control tuple (the hot path: answers to the link's calls, messages to workers).
+// With `to`, also the addressee's number, serial and creation (not its node).
+bool send_message(std::string_view body, std::string_view& message, bert::Pid* to = nullptr);
+
+// Reads a pid (PID_EXT or NEW_PID_EXT) at `off`: number, serial, creation (not the
+// node); returns the offset past it, or npos.
+size_t read_pid(std::string_view buf, size_t off, bert::Pid& out);
 
 // Reads a message {Tag, Result} whose Tag is a non-negative integer; `result` is
 // the Result term's bytes (no version byte; not validated, they run to the end of

@@ -317,6 +317,7 @@ void Link::close_stream(Stream& s, const std::string& why) {
                 auto call = std::move(l.call);
                 finish_ext(*call, nullptr,
                            "the acceptor closed the connection during the call (" + why + ")");
+                ext_queues_.finished(call->key);
             }
             break;
         }
@@ -324,7 +325,7 @@ void Link::close_stream(Stream& s, const std::string& why) {
             log::debug("acceptor %u of generation %llu left the link (%s)", static_cast<AccConn&>(s).index,
                        (unsigned long long)static_cast<AccConn&>(s).generation, why.c_str());
             break;
-        case Stream::Kind::Handler: break;
+        case Stream::Kind::Handler: handler_gone(static_cast<HandlerConn&>(s)); break;
     }
     auto it = streams_.find(s.id);
     if (it != streams_.end()) {
@@ -464,6 +465,7 @@ void Link::dist_closed(DistConn& d) {
         else
             log::info("Erlang node %s disconnected", n.name.c_str());
         n.setup = Node::Setup::None;
+        n.creation = 0;  // it may come back as a new incarnation
         n.fails = std::max(n.fails, 1);
         n.retry_at_us = monotonic_us() + retry_delay_us(n);
         n.last_error = "the connection was lost";
@@ -518,7 +520,8 @@ void Link::fail_call(Call& c, const std::string& why) {
         case Call::Kind::Native:
             answer_error(c.acceptor, c.acc_tag, 0, "native call '" + c.mf + "': " + why);
             break;
-        case Call::Kind::HandlerRpc: handler_error(c.handler, why); break;
+        case Call::Kind::HandlerRpc:
+        case Call::Kind::PidLookup: handler_error(c.handler, why); break;
         case Call::Kind::EnsureLoaded:
         case Call::Kind::LoadBeam:
         case Call::Kind::Exports: setup_failed(node(c.node), "loading the export lists: " + why); break;
@@ -545,10 +548,11 @@ void Link::send_to_pid(const std::string& name, const bert::Pid& to, const bert:
     send_packet(*d, bert::Term::tuple({bert::Term(kSend), bert::Term::atom(""), bert::Term(to)}), &message);
 }
 
-void Link::send_to_name(DistConn& d, const std::string& name, const bert::Term& message) {
+void Link::send_to_name(DistConn& d, const std::string& name, const bert::Term& message,
+                        const bert::Pid* from) {
     send_packet(d,
-                bert::Term::tuple({bert::Term(kRegSend), bert::Term(cnode_.self()), bert::Term::atom(""),
-                                   bert::Term::atom(name)}),
+                bert::Term::tuple({bert::Term(kRegSend), bert::Term(from ? *from : cnode_.self()),
+                                   bert::Term::atom(""), bert::Term::atom(name)}),
                 &message);
 }
 
@@ -577,22 +581,15 @@ void Link::tick() {
     int64_t now = monotonic_us();
     expire_calls(now);
     expire_waiting(now);
+    expire_receives(now);
+    if (!pending_registers_.empty()) retry_registers();
     for (auto& [name, n] : nodes_) {
-        if (n.wanted) ensure_connected(n);
+        if (n.wanted || !n.held_by.empty()) ensure_connected(n);
         if (conn_of(n) && n.wanted && n.setup == Node::Setup::Failed && now >= n.setup_retry_us)
             start_setup(n);
     }
     // Calls from Erlang that found no loop connection (none could be made then) try again.
-    if (!ext_waiting_.empty()) {
-        bool any_busy = false;
-        for (auto& [id, s] : streams_)
-            any_busy |= !s->dead && s->kind == Stream::Kind::Loop && static_cast<LoopConn&>(*s).busy;
-        if (!any_busy) {
-            auto next = std::move(ext_waiting_.front());
-            ext_waiting_.pop_front();
-            start_ext(std::move(next));
-        }
-    }
+    if (ext_queues_.waiting() > 0) pump_ext();
     if (now - last_keepalive_us_ >= kKeepaliveUs) {
         last_keepalive_us_ = now;
         std::vector<DistConn*> silent;

@@ -24,10 +24,13 @@
 #include "core/config.h"
 #include "erl/cnode.h"
 #include "erl/dist.h"
+#include "erl/drops.h"
+#include "erl/fair.h"
 #include "erl/identity.h"
 #include "erl/proto.h"
 #include "io/ipc.h"
 #include "log/throttle.h"
+#include "shm/segment.h"
 
 namespace bertd::erl {
 
@@ -71,8 +74,12 @@ public:
     // An external call from the Erlang side (rpc:call, erpc, a message to a
     // registered name), run as a BERT-RPC request on a loop connection.
     struct ExtCall {
-        enum class Origin { Rex, Spawn, Message } origin = Origin::Message;
+        // Rex: a $gen_call, answered {Tag, Result}; RexPlain: erl_interface's
+        // {Pid, {call, ...}}, answered {rex, Result}.
+        enum class Origin { Rex, RexPlain, Spawn, Message } origin = Origin::Message;
         std::string frame;  // the BERP {call|cast, M, F, Args}
+        std::string key;    // its queue (fair.h): "m:Module" for calls, "n:Name" for messages
+        size_t cap = 1;     // how many of its key may run at once
         std::string node;   // who asked
         bert::Pid from;     // Rex: where {Tag, Result} goes; Spawn: the spawning process
         bert::Term tag;     // Rex
@@ -90,9 +97,32 @@ public:
         bool closing = false;  // close once the call in progress is answered
         std::unique_ptr<ExtCall> call;
     };
+    // A handler worker's connection, and with it the worker's Erlang identity: a pid
+    // of bertd's node made on first use, a mailbox, the names it registered and the
+    // nodes it holds. All of it ends with the connection: a restarted worker (a new
+    // connection) gets a new pid, and its predecessor's messages are never its own.
     struct HandlerConn : Stream {
         HandlerConn() : Stream(Kind::Handler) {}
         bool busy = false;
+        bert::Pid pid;                    // num 0 until the worker asks for it
+        std::deque<std::string> mailbox;  // messages (external format with version byte), oldest first
+        bool receiving = false;           // a {recv, Timeout} waits for the next message
+        std::multimap<int64_t, uint64_t>::iterator recv_deadline;
+        bool has_recv_deadline = false;
+        // Which worker this is, from the peer's pid and the slot table; module empty
+        // when the peer is no worker of bertd's (a test, a daemon a worker left behind).
+        bool resolved = false;
+        std::string module;
+        uint32_t slot = 0;
+        int os_pid = 0;
+        std::vector<std::string> names;  // registered through this connection
+        std::vector<std::string> held;   // nodes held with erlang_connect
+    };
+    // A name a worker registered (erlang_register_process): its module's workers run
+    // the message; it lives as long as one of the connections that registered it.
+    struct ProcessName {
+        std::string module;
+        std::set<uint64_t> holders;  // HandlerConn ids
     };
 
     struct NativeReq {
@@ -115,10 +145,20 @@ public:
         std::unordered_map<std::string, std::set<std::pair<std::string, int>>> exports;  // module -> F/A
         std::unordered_map<std::string, std::string> missing;  // module -> why it cannot be loaded
         std::vector<NativeReq> waiting;  // arrived while the node connects or its exports load
+        std::set<uint64_t> held_by;      // handler connections that erlang_connect-ed it: keep it up
+        uint32_t creation = 0;           // the node's, once learnt (0: not yet)
         std::vector<std::function<void(const std::string& error)>> on_connect;  // "" on success
     };
     struct Call {
-        enum class Kind { Native, EnsureLoaded, LoadBeam, Exports, HandlerRpc } kind = Kind::Native;
+        // PidLookup: a worker sends to {Node, Number, Serial}; the node says its creation.
+        enum class Kind {
+            Native,
+            EnsureLoaded,
+            LoadBeam,
+            Exports,
+            HandlerRpc,
+            PidLookup
+        } kind = Kind::Native;
         std::string node;
         uint64_t conn = 0;
         int64_t deadline_us = 0;
@@ -129,8 +169,9 @@ public:
         bool cast = false;
         std::string mf;  // "mod:fun", for messages
         double timeout_s = 0;
-        // HandlerRpc
+        // HandlerRpc, PidLookup
         uint64_t handler = 0;
+        bert::Term message;  // PidLookup: what to send once the pid is known
     };
 
 private:
@@ -169,7 +210,8 @@ private:
     // dist packets out (link.cc)
     void send_packet(DistConn& d, const bert::Term& control, const bert::Term* message);
     void send_to_pid(const std::string& node, const bert::Pid& to, const bert::Term& message);
-    void send_to_name(DistConn& d, const std::string& name, const bert::Term& message);
+    void send_to_name(DistConn& d, const std::string& name, const bert::Term& message,
+                      const bert::Pid* from = nullptr);
     // {'$gen_call', {Self, Tag}, {call, M, F, Args, user}} to rex; `args` writes the
     // argument list's elements (their count is `nargs`).
     void rex_call(DistConn& d, uint64_t tag, std::string_view m, std::string_view f, size_t nargs,
@@ -196,25 +238,66 @@ private:
     std::string not_connected(const Node& n) const;  // "the Erlang node N is not connected (why)"
     void fail_call(Call& c, const std::string& why);
 
-    // inbound.cc: what Erlang nodes send, and the loop connections that serve it
+    // inbound.cc: what Erlang nodes send, erpc's spawn requests, the end of an external call
     void dist_packet(DistConn& d, std::string_view body);
     void reg_send(DistConn& d, const bert::Pid& from, const std::string& name, std::string_view message);
     void spawn_request(DistConn& d, const bert::Term& control, std::string_view message);
     void reply_message(std::string_view message);
-    void start_ext(std::unique_ptr<ExtCall> call);
     void finish_ext(ExtCall& call, const bert::Term* answer, const std::string& error);
+
+    // rex.cc: every request shape rpc and erl_interface send to rex
+    void rex_message(DistConn& d, bert::Term msg);
+    void sbcast(DistConn& d, const bert::Pid& from, const std::string& name, bert::Term msg, bool wrap);
+    void start_rex_call(DistConn& d, ExtCall::Origin origin, const bert::Pid& from, const bert::Term& tag,
+                        const bert::Term& req);
+
+    // loops.cc: the fair queues of external calls and the loop connections that run them
+    void start_ext(std::unique_ptr<ExtCall> call);
+    void pump_ext();
+    size_t cap_of(const std::string& module) const;
     LoopConn* free_loop();
     LoopConn* new_loop();
+    LoopConn* any_loop();
+    void run_on(LoopConn& l, std::unique_ptr<ExtCall> call);
     void loop_readable(LoopConn& l);
     void loop_done(LoopConn& l);
     void retire_loops(uint64_t newest_generation);
 
-    // handlers.cc: erlang_rpc and erlang_send for external handler workers
+    // handlers.cc: what handler workers ask of the link (rpc, send, connect, self, register, recv)
     void handler_readable(HandlerConn& h);
     void handler_request(HandlerConn& h, const bert::Term& req);
+    void handler_rpc(HandlerConn& h, const bert::Term& req);
+    void handler_send(HandlerConn& h, const bert::Term& req);
+    void handler_connect(HandlerConn& h, const bert::Term& req);
+    void send_to_triple(DistConn& d, uint64_t handler, bert::Pid pid, const bert::Term& msg);
+    void pid_found(Call& c, std::string_view result);
+    void with_node(HandlerConn& h, const bert::Term& node_term, bool allow_self,
+                   std::function<void(DistConn*)> go);
     void handler_answer(uint64_t handler, const bert::Term& answer);
     void handler_error(uint64_t handler, const std::string& detail);
     std::string default_node() const;
+
+    // processes.cc: bertd's node as a home of processes: worker pids and mailboxes,
+    // registered names, message delivery, drops, and which worker a connection is
+    const bert::Pid& pid_of(HandlerConn& h);
+    bool resolve_worker(HandlerConn& h);
+    // until_us: 0 on the request's arrival; else when a retry (the worker's slot not yet
+    // known: bertd is starting) gives up.
+    void handler_register(HandlerConn& h, const bert::Term& req, int64_t until_us = 0);
+    void retry_registers();
+    void handler_recv(HandlerConn& h, const bert::Term& req);
+    void handler_gone(HandlerConn& h);
+    void pid_message(const std::string& from_node, const bert::Pid& to, std::string_view message);
+    void deliver(HandlerConn& h, std::string message, const std::string& from_node);
+    void answer_message(HandlerConn& h, std::string_view message);
+    void expire_receives(int64_t now);
+    // A message to a name on bertd's node; false when no one has that name.
+    bool deliver_to_name(const std::string& name, bert::Term msg, const std::string& from_node);
+    std::string who(const bert::Pid& pid) const;  // for log lines
+    void dropped(Drop why, const std::string& what);
+    void warn_limited(Drop why, const std::string& line);
+    void open_segment(uint64_t generation);
+    Segment* newest_segment();
 
     Options opts_;
     Config config_;
@@ -237,8 +320,22 @@ private:
     std::unordered_map<uint64_t, Call> calls_;
     std::multimap<int64_t, uint64_t> deadlines_;
     uint64_t next_tag_ = 1;
-    std::deque<std::unique_ptr<ExtCall>> ext_waiting_;
-    uint32_t next_fake_ = 1;
+    FairQueues<std::unique_ptr<ExtCall>> ext_queues_;
+    uint32_t next_pid_ = 1;  // numbers of the pids the link makes (erpc's processes, workers)
+    uint32_t new_pid_num();
+    std::unordered_map<uint32_t, uint64_t> worker_pids_;  // pid number -> HandlerConn id
+    std::map<uint32_t, std::string> gone_pids_;           // recently gone workers' pids -> who they were
+    std::unordered_map<std::string, ProcessName> process_names_;
+    std::multimap<int64_t, uint64_t> recv_deadlines_;        // -> HandlerConn id
+    std::map<uint64_t, std::unique_ptr<Segment>> segments_;  // by generation: slot tables, stats
+    struct PendingRegister {
+        uint64_t handler;
+        bert::Term req;
+        int64_t until_us;
+    };
+    std::vector<PendingRegister> pending_registers_;
+    uint64_t stats_generation_ = 0;                          // the segment the drop counters go to
+    DropLog drops_;
     uint64_t newest_generation_ = 0;
     uint32_t next_acceptor_ = 0;  // round robin for new loop connections
     int64_t last_keepalive_us_ = 0;

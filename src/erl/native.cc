@@ -70,10 +70,12 @@ void Link::acceptor_message(AccConn& a, uint8_t type, uint64_t tag, std::string_
             a.index = linkproto::get_u32(body.data() + 8);
             log::debug("acceptor %u of generation %llu joined the link", a.index,
                        (unsigned long long)a.generation);
+            open_segment(a.generation);
             if (a.generation > newest_generation_) {
                 newest_generation_ = a.generation;
                 retire_loops(newest_generation_);
             }
+            pump_ext();  // calls from Erlang may wait for an acceptor
             return;
         case linkproto::Request:
             if (body.empty()) break;

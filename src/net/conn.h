@@ -46,6 +46,11 @@ public:
     void consume(size_t n);
     // Moves what is unread to the front once the consumed part is worth reclaiming.
     void compact();
+    // Room for `bytes` unread bytes in all, taken at once rather than by doubling (a big
+    // frame is then copied and its memory touched once).
+    void expect(size_t bytes) {
+        if (buf_.capacity() < start_ + bytes) buf_.reserve(start_ + bytes);
+    }
     // Frees the buffer once it is empty and grew past `keep` bytes.
     void trim(size_t keep);
     void clear();  // drops everything and frees the buffer

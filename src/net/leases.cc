@@ -50,7 +50,10 @@ void Leases::start(Request& r) {
     r.queued_high = ms.high.count;  // a racy read is fine for the log
     r.queued_low = ms.low.count;
     uint32_t slot = 0;
-    switch (acc_.seg().lease_or_enqueue(module, int32_t(acc_.index()), r.id, r.high, now_us(), slot)) {
+    // While the master says the module's workers cannot start, a request takes a worker
+    // that is up or is refused with the reason; it does not wait for one that never comes.
+    bool failing = acc_.seg().module_failing(module);
+    switch (acc_.seg().lease_or_enqueue(module, int32_t(acc_.index()), r.id, r.high, now_us(), slot, !failing)) {
         case Segment::Grant::Leased: begin(r, slot); return;
         case Segment::Grant::Queued:
             r.stage = Request::Stage::Queued;
@@ -65,6 +68,23 @@ void Leases::start(Request& r) {
                                   "queue of module '" + acc_.rt().modules[module].name + "' is full (limit " +
                                       std::to_string(acc_.rt().config.limits.max_queue) + ", limits.max_queue)"));
             return;
+        case Segment::Grant::NoIdle: acc_.requests().complete(r, failing_module(module)); return;
+    }
+}
+
+Outcome Leases::failing_module(uint32_t module) {
+    std::string why = acc_.seg().module_failure(module);
+    return Outcome::error(ErrorType::Server, 0,
+                          "module '" + acc_.rt().modules[module].name + "' has no worker: " +
+                              (why.empty() ? "its workers keep exiting" : why));
+}
+
+// Requests that were waiting when their module began to fail are refused with the reason.
+void Leases::refuse_waiting_on_failing_modules() {
+    Segment& seg = acc_.seg();
+    for (uint32_t m = 0; m < seg.nmodules(); ++m) {
+        if (!seg.module_failing(m)) continue;
+        for (Request* r : acc_.requests().queued_for(m)) acc_.requests().complete(*r, failing_module(m));
     }
 }
 
@@ -394,6 +414,7 @@ void Leases::take_handoff(uint32_t slot) {
 }
 
 void Leases::scan() {
+    refuse_waiting_on_failing_modules();
     Segment& seg = acc_.seg();
     auto me = int32_t(acc_.index());
     for (uint32_t i = 0; i < seg.nslots(); ++i) {
@@ -403,8 +424,10 @@ void Leases::scan() {
         if (slots_[i] && slots_[i]->req) {
             if (st == uint32_t(SlotState::Dead)) {
                 Lease& l = *slots_[i];
-                fail(l, "the handler worker for '" + acc_.rt().modules[l.req->route.module].name +
-                            "' exited while serving this request");
+                uint32_t m = l.req->route.module;
+                std::string why = seg.module_failure(m);
+                fail(l, "the handler worker for '" + acc_.rt().modules[m].name + "' exited while serving this request" +
+                            (why.empty() ? "" : " (the module is failing: " + why + ")"));
             }
         } else if (st == uint32_t(SlotState::Leased) && mine) {
             take_handoff(i);

@@ -90,11 +90,15 @@ private:
     // worker_answer.cc
     void read_answer(Lease& l);
     bool take(Lease& l, std::string_view bytes);
+    bool whole_answer(Lease& l, std::string_view answer, std::string_view rest);
+    bool stream_head(Lease& l, std::string_view reply, std::string rest);
     bool head_frames(Lease& l);
     bool chunks(Lease& l, std::string_view bytes);
     void end_of_stream(Lease& l);
     void keep_in_cache(Lease& l, std::string_view answer);
     void finish(Lease& l, Outcome&& o);
+    Outcome failing_module(uint32_t module);  // the error for a module that has no worker
+    void refuse_waiting_on_failing_modules();
     void fail(Lease& l, const std::string& why, ErrorType type = ErrorType::Server);
     void give_back(uint32_t slot);
     void take_handoff(uint32_t slot);

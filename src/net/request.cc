@@ -4,10 +4,12 @@
 #include "net/request.h"
 
 #include "admin/admin.h"
+#include "bert/inflate.h"
 #include "bert/printer.h"
 #include "io/clock.h"
 #include "net/acceptor.h"
 #include "net/callbacks.h"
+#include "net/floats.h"
 #include "shm/cache.h"
 #include "net/leases.h"
 #include "net/link_client.h"
@@ -19,18 +21,28 @@ namespace {
 // waits to be sent: without the bound, pipelined requests grow the buffer without limit.
 constexpr size_t kOutHighWater = 1u << 20;
 constexpr size_t kLogRequestBytes = 4096;  // a huge request is cut short in the access log
+constexpr size_t kShownBytes = 200;        // of a frame that is no request, in its error
 constexpr size_t kSpareRequests = 64;
 // Infos are small; a bigger one is refused without being decoded.
 constexpr size_t kMaxInfo = 64 * 1024;
 
-// The answer to a frame that is not {call|cast, M, F, Args} or {info, Command, Options}.
-Outcome not_a_request(std::string_view payload) {
-    bert::Term t;
-    if (bert::DecodeError err = bert::decode(payload, t))
-        return Outcome::error(ErrorType::Protocol, 2, "unable to read data: " + err.message);
+// A decode error in the words of bertd's config.
+std::string unreadable(const bert::DecodeError& err) {
+    std::string text = "unable to read data: " + err.message;
+    if (err.message.find("max_inflated") != std::string::npos) text += " (limits.max_inflated)";
+    return text;
+}
+
+// The answer to a frame that is not {call|cast, M, F, Args} or {info, Command, Options},
+// with the start of what came. Only what that text shows is read (never the whole term):
+// bytes that do not read there are "unable to read data".
+Outcome not_a_request(std::string_view payload, const bert::Limits& limits) {
+    std::string text;
+    if (bert::DecodeError err = bert::print_encoded(payload, text, kShownBytes, limits))
+        return Outcome::error(ErrorType::Protocol, 2, unreadable(err));
     return Outcome::error(ErrorType::Protocol, 0,
                           "not a BERT-RPC request: expected {call, Module, Function, Arguments}, "
-                          "{cast, ...} or {info, Command, Options}");
+                          "{cast, ...} or {info, Command, Options}, got " + text);
 }
 }  // namespace
 
@@ -55,7 +67,9 @@ Outcome Outcome::error(ErrorType type, int code, std::string_view detail) {
     return o;
 }
 
-RequestPath::RequestPath(Acceptor& a) : acc_(a), prefix_(a.id_prefix()) {}
+RequestPath::RequestPath(Acceptor& a) : acc_(a), prefix_(a.id_prefix()) {
+    limits_.max_inflated = a.rt().config.limits.max_inflated;
+}
 
 RequestPath::~RequestPath() = default;
 
@@ -128,11 +142,16 @@ Request& RequestPath::make(Conn& c, uint32_t frame_len) {
 void RequestPath::dispatch(Request& r) {
     Conn& c = *r.conn;
     bert::Peek pk;
-    if (!bert::peek(r.payload(), pk)) {
-        if (list_form_info(r)) return;  // the Ruby bertrpc client's [info, cache, [validation, Token]]
+    bool peeked = bert::peek(r.payload(), pk);
+    Outcome refused;
+    if (!peeked && bert::is_compressed(r.payload())) {
+        peeked = inflate(r, refused) && bert::peek(r.payload(), pk);
+    }
+    if (!peeked) {
+        if (refused.frame.empty() && list_form_info(r)) return;  // the Ruby bertrpc client's [info, cache, [validation, Token]]
         r.kind = Request::Kind::Bad;
         acc_.seg().header().stats.protocol_errors.fetch_add(1, std::memory_order_relaxed);
-        complete(r, not_a_request(r.payload()));
+        complete(r, refused.frame.empty() ? not_a_request(r.payload(), limits_) : std::move(refused));
         return;
     }
     if (pk.kind == bert::Peek::Kind::Info) {
@@ -193,6 +212,7 @@ void RequestPath::go(Request& r, const bert::Peek& pk) {
         case Route::To::Admin: complete(r, admin(r, pk)); return;
         case Route::To::Native: acc_.link().send(r); return;
         case Route::To::External:
+            if (ernie_floats(r)) floats_to_ernie(r);
             if (!from_cache(r)) acc_.leases().start(r);
             return;
         case Route::To::NoModule:
@@ -214,7 +234,7 @@ void RequestPath::info(Request& r, const bert::Peek& pk) {
     if (r.frame_len > kMaxInfo) {
         c.info_error = "an info of " + std::to_string(r.frame_len) + " bytes (at most " + std::to_string(kMaxInfo) + ")";
         c.info_error_code = 2;
-    } else if (bert::DecodeError err = bert::decode(r.payload(), info)) {
+    } else if (bert::DecodeError err = bert::decode(r.payload(), info, limits_)) {
         c.info_error = "unable to read data: an info: " + err.message;
         c.info_error_code = 2;
     } else {
@@ -320,8 +340,43 @@ void RequestPath::declined(Request& r, Declined why) {
 
 // ---- the one exit -------------------------------------------------------------------
 
+// A compressed request (term_to_binary(T, [compressed]) from an Erlang client) is served
+// inflated, in a frame of its own charged to the memory budget; false (`refused` set)
+// when it declares more than the limits allow or does not inflate.
+bool RequestPath::inflate(Request& r, Outcome& refused) {
+    std::string payload;
+    if (bert::DecodeError err = bert::inflate_payload(r.payload(), payload, limits_)) {
+        refused = Outcome::error(ErrorType::Protocol, 2, unreadable(err));
+        return false;
+    }
+    replace_frame(r, payload);
+    return true;
+}
+
+// The request goes on as `payload`, in a frame of its own.
+void RequestPath::replace_frame(Request& r, std::string_view payload) {
+    own_frame(r);
+    acc_.conns().buffered() -= r.owned.size();
+    r.owned.clear();
+    bert::append_frame(r.owned, payload);
+    acc_.conns().buffered() += r.owned.size();
+    r.frame_len = uint32_t(r.owned.size());
+}
+
+bool RequestPath::ernie_floats(const Request& r) const {
+    return r.route.to == Route::To::External && acc_.rt().modules[r.route.module].config->ernie_floats;
+}
+
+// The request leaves for an Ernie-era handler with its floats as FLOAT_EXT: in a frame of
+// its own, charged to the memory budget like any kept frame.
+void RequestPath::floats_to_ernie(Request& r) {
+    std::string frame;
+    if (ernie_floats_frame(r.payload(), frame)) replace_frame(r, std::string_view(frame).substr(bert::kFrameHeader));
+}
+
 void RequestPath::complete(Request& r, Outcome o) {
     r.finished_us = monotonic_us();
+    if (!o.frame.empty() && ernie_floats(r)) ernie_floats_frames(o.frame);
     r.stage = Request::Stage::Done;
     bool rpc = r.kind == Request::Kind::Rpc && !r.orphaned;
     if (rpc) {
@@ -340,6 +395,13 @@ void RequestPath::complete(Request& r, Outcome o) {
     if (r.callback && r.kind == Request::Kind::Rpc) acc_.callbacks().answered(*r.callback, o);
     recycle(r);
     if (c) acc_.conns().resume(*c);
+}
+
+std::vector<Request*> RequestPath::queued_for(uint32_t module) {
+    std::vector<Request*> out;
+    for (auto& [id, r] : live_)
+        if (r->stage == Request::Stage::Queued && r->route.module == module) out.push_back(r.get());
+    return out;
 }
 
 void RequestPath::answer_cast(Request& r) {
@@ -428,9 +490,8 @@ void RequestPath::count(const Request& r, int error_type) {
 
 void RequestPath::take_log_text(Request& r) {
     if (!acc_.access_log().enabled() || !r.log_text.empty()) return;
-    bert::Term t;
-    if (bert::decode(r.payload(), t)) r.log_text = "<undecodable>";
-    else bert::print(t, r.log_text, kLogRequestBytes);
+    // The text of at most kLogRequestBytes, read from the bytes: a huge term costs no more.
+    if (bert::print_encoded(r.payload(), r.log_text, kLogRequestBytes, limits_)) r.log_text = "<undecodable>";
 }
 
 void RequestPath::log(Request& r, int error_type) {

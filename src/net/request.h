@@ -13,6 +13,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "bert/codec.h"
 #include "bert/frame.h"
 #include "net/answers.h"
 #include "net/conn.h"
@@ -112,12 +113,18 @@ public:
     // Can this request's answer come from (and go into) its module's cache?
     AnswerCache* cache_for(const Request& r);
     size_t live() const { return live_.size(); }
+    // The requests that wait in a shared queue for a worker of `module`.
+    std::vector<Request*> queued_for(uint32_t module);
 
 private:
     Request& make(Conn& c, uint32_t frame_len);
     void dispatch(Request& r);
     void go(Request& r, const bert::Peek& pk);  // to the place r.route names
     bool from_cache(Request& r);
+    bool inflate(Request& r, Outcome& refused);
+    void replace_frame(Request& r, std::string_view payload);
+    bool ernie_floats(const Request& r) const;  // the module has float_format: ernie
+    void floats_to_ernie(Request& r);
     void info(Request& r, const bert::Peek& pk);
     void apply_info(Conn& c, const bert::Term& info);
     bool list_form_info(Request& r);
@@ -129,6 +136,7 @@ private:
     void recycle(Request& r);
 
     Acceptor& acc_;
+    bert::Limits limits_;  // for the bytes of requests: the codec's, with the config's max_inflated
     uint64_t prefix_ = 0;
     uint64_t next_ = 1;
     std::unordered_map<uint64_t, std::unique_ptr<Request>> live_;

@@ -89,39 +89,47 @@ bool Leases::head_frames(Lease& l) {
             continue;
         }
         l.answer_type = answer_error_type(payload);
-        std::string rest(buf.substr(total));
-        if (!l.streaming) {
-            // A worker that says more than one answer is out of step.
-            if (!rest.empty()) {
-                fail(l, "the handler sent more than one answer");
-                return false;
-            }
-            if (l.answer_type < 0 && !l.cache_info.empty()) keep_in_cache(l, buf.substr(0, total));
-            std::string frames;
-            if (l.answer_at == 0 && r.answer_infos.empty()) {
-                frames = std::move(l.answer);  // exactly the frame: the client's output without a copy
-            } else {
-                frames = std::move(r.answer_infos);
-                frames.append(buf.substr(0, total));
-            }
-            finish(l, Outcome::frames(std::move(frames), l.answer_type));
-            return false;
-        }
-        // A streamed answer: the reply first, then chunks.
-        l.in_chunks = true;
-        if (r.conn && r.accepts_stream) {
-            l.mode = Lease::Mode::Relay;
-            std::string head = std::move(r.answer_infos);
-            head += stream_info_frame();
-            head.append(buf.substr(0, total));
-            acc_.conns().send(*r.conn, std::move(head));
-        } else {
-            l.mode = r.conn ? Lease::Mode::Gather : Lease::Mode::Drop;
-        }
-        l.answer.clear();
-        l.answer_at = 0;
-        return chunks(l, rest);
+        if (!l.streaming) return whole_answer(l, buf.substr(0, total), buf.substr(total));
+        return stream_head(l, buf.substr(0, total), std::string(buf.substr(total)));
     }
+}
+
+// The answer, all of it: to the client with the infos before it (and into the cache).
+bool Leases::whole_answer(Lease& l, std::string_view answer, std::string_view rest) {
+    Request& r = *l.req;
+    // A worker that says more than one answer is out of step.
+    if (!rest.empty()) {
+        fail(l, "the handler sent more than one answer");
+        return false;
+    }
+    if (l.answer_type < 0 && !l.cache_info.empty()) keep_in_cache(l, answer);
+    std::string frames;
+    if (l.answer_at == 0 && r.answer_infos.empty()) {
+        frames = std::move(l.answer);  // exactly the frame: the client's output without a copy
+    } else {
+        frames = std::move(r.answer_infos);
+        frames.append(answer);
+    }
+    finish(l, Outcome::frames(std::move(frames), l.answer_type));
+    return false;
+}
+
+// A streamed answer: the reply first, then chunks (`rest` holds the first of them).
+bool Leases::stream_head(Lease& l, std::string_view reply, std::string rest) {
+    Request& r = *l.req;
+    l.in_chunks = true;
+    if (r.conn && r.accepts_stream) {
+        l.mode = Lease::Mode::Relay;
+        std::string head = std::move(r.answer_infos);
+        head += stream_info_frame();
+        head.append(reply);
+        acc_.conns().send(*r.conn, std::move(head));
+    } else {
+        l.mode = r.conn ? Lease::Mode::Gather : Lease::Mode::Drop;
+    }
+    l.answer.clear();
+    l.answer_at = 0;
+    return chunks(l, rest);
 }
 
 bool Leases::chunks(Lease& l, std::string_view bytes) {

@@ -188,7 +188,7 @@ std::unique_ptr<Segment> Segment::open(const std::string& name) {
 void Segment::remove() { bip::shared_memory_object::remove(name_.c_str()); }
 
 Segment::Grant Segment::lease_or_enqueue(uint32_t module, int32_t acceptor, uint64_t request, bool high,
-                                         int64_t now, uint32_t& slot_out) {
+                                         int64_t now, uint32_t& slot_out, bool may_queue) {
     ModuleShared& m = modules_[module];
     LockGuard g(m.lock);
     for (uint32_t i = m.first_slot; i < m.first_slot + m.nslots; ++i) {
@@ -201,6 +201,7 @@ Segment::Grant Segment::lease_or_enqueue(uint32_t module, int32_t acceptor, uint
             return Grant::Leased;
         }
     }
+    if (!may_queue) return Grant::NoIdle;
     Ring& r = high ? m.high : m.low;
     uint32_t cap = header_->queue_capacity;
     if (r.count >= cap) return Grant::QueueFull;
@@ -281,6 +282,10 @@ void Segment::set_module_failure(uint32_t module, std::string_view why) {
     for (size_t i = 0; i < sizeof f.text; ++i)
         std::atomic_ref<char>(f.text[i]).store(i < n ? why[i] : '\0', std::memory_order_relaxed);
     f.seq.store(seq + 2, std::memory_order_release);
+}
+
+bool Segment::module_failing(uint32_t module) const {
+    return std::atomic_ref<char>(modules_[module].failure.text[0]).load(std::memory_order_relaxed) != '\0';
 }
 
 std::string Segment::module_failure(uint32_t module) const {

@@ -82,6 +82,10 @@ struct Ring {
 };
 
 constexpr int kErrorTypes = 4;  // protocol, server, user, proxy
+// Messages from Erlang that the link dropped, by reason (erl/drops.h keeps the order).
+constexpr int kErlangDropKinds = 4;
+inline constexpr const char* kErlangDropNames[kErlangDropKinds] = {"unregistered", "dead_pid", "undecodable",
+                                                                   "queue_full"};
 constexpr int kLatencyBuckets = 128;
 
 // Log-linear latency buckets in microseconds: 4 sub-buckets per power of two.
@@ -136,6 +140,7 @@ struct GlobalStats {
     std::atomic<uint64_t> acceptor_restarts, worker_restarts;
     std::atomic<int64_t> started_us;
     std::atomic<uint64_t> generation;
+    std::atomic<uint64_t> erlang_dropped[kErlangDropKinds];  // the link carries them across reloads
 };
 
 struct AccessLogShared {
@@ -182,10 +187,11 @@ public:
     void remove();  // unlinks the name (master, at exit)
 
     // ---- The slot table and queues; every call takes the module's lock. ----
-    enum class Grant { Leased, Queued, QueueFull };
-    // Leases an idle slot of `module` for (acceptor, request), or queues the request.
+    enum class Grant { Leased, Queued, QueueFull, NoIdle };
+    // Leases an idle slot of `module` for (acceptor, request), or queues the request
+    // (unless `may_queue` is false: then NoIdle).
     Grant lease_or_enqueue(uint32_t module, int32_t acceptor, uint64_t request, bool high, int64_t now_us,
-                           uint32_t& slot_out);
+                           uint32_t& slot_out, bool may_queue = true);
     // Gives `slot` back after a request, or offers one the master just made ready (a
     // new or restarted worker). If somebody waits, the slot passes to the oldest high
     // (then low) waiter: returns its acceptor index (the caller wakes it), else -1 and
@@ -205,6 +211,8 @@ public:
     void set_module_failure(uint32_t module, std::string_view why);
     // Anyone: the reason the master gave, or "" while the module's workers are healthy.
     std::string module_failure(uint32_t module) const;
+    // Anyone, cheaply (one load): whether the master says the module is failing.
+    bool module_failing(uint32_t module) const;
 
 private:
     Segment() = default;

@@ -2,12 +2,15 @@
 """bench.py: what `make bench` runs. Measures bertd against the same-run baseline relay (same
 hops, no protocol logic), both with the same handler and worker count, with tests/bench/loadgen
 on loopback only: persistent and connect-per-request clients, 1 to 512 of them, small and 1 MiB
-arguments, the C++ and the Python echo handlers; then the memory idle connections cost. Writes
+arguments, the C++ and the Python echo handlers, an Erlang node's messages and rpc:calls into bertd
+(erlbench.py); then the memory idle connections cost. Writes
 BENCHMARKS.md and BENCHMARKS.png (throughput against concurrency, gnuplot) at the repository
 root, and build/bench/results.json. It never leaves a process behind.
 
-Usage: tests/bench/bench.py [--duration S] [--warmup S] [--quick] [--report PATH] [--from-results JSON]
+Usage: tests/bench/bench.py [--duration S] [--warmup S] [--quick] [--only KIND] [--report PATH]
+                            [--from-results JSON]
 --quick: one second per case and fewer cases, report in build/bench/ (a smoke run).
+--only: just one kind of case (cpp, python, erlang, nodes: the Erlang node rows), no idle figure.
 --from-results: no measuring; the report and plot from a results.json written earlier.
 BERTD_BUILD names the build directory (default build/rel).
 """
@@ -26,6 +29,8 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+
+import erlbench
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.path.join(ROOT, os.environ.get("BERTD_BUILD", "build/rel"))
@@ -451,6 +456,7 @@ def write_report(results, path, png_name, plot_note):
         for k in both:
             L.append(f"| {k[0]} | {k[1]} | {native[k]:,.0f} | {external[k]:,.0f} | {native[k] / external[k]:.2f} |")
         L.append("")
+    L += erlbench.report(results.get("nodes"))
     # The fuzzing figures are kept by hand in tests/fuzz/RESULTS.md: long runs are not part of make bench.
     try:
         with open(os.path.join(ROOT, "tests", "fuzz", "RESULTS.md")) as f:
@@ -493,6 +499,7 @@ def main():
     ap.add_argument("--duration", type=float, default=None)
     ap.add_argument("--warmup", type=float, default=None)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--only", choices=list(HANDLERS) + ["nodes"])
     ap.add_argument("--report", default=None)
     ap.add_argument("--out", default=os.path.join(ROOT, "build/bench/results.json"))
     ap.add_argument("--from-results", metavar="JSON", help="write the report and plot from an earlier run's results")
@@ -522,7 +529,7 @@ def main():
     # loadgen (one thread) is pinned to the last CPU; the servers and their workers may run anywhere.
     allowed = sorted(os.sched_getaffinity(0))
     cpu = allowed[-1] if len(allowed) > 1 else None
-    todo = cases(args.quick)
+    todo = [c for c in cases(args.quick) if args.only in (None, c.handler)]
     print(f"bench: {len(todo)} cases, {duration:g}s each after {warmup:g}s warm-up, against bertd and the "
           f"baseline; loadgen {'on CPU %d' % cpu if cpu is not None else 'unpinned'}", flush=True)
     t_start = time.monotonic()
@@ -534,7 +541,7 @@ def main():
     os.makedirs(os.path.join(ROOT, "build/bench"), exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="bertd-bench-") as tmp:
         # Idle connections first, on servers that have served nothing yet.
-        if idle_n >= 1000:
+        if idle_n >= 1000 and not args.only:
             pair, notes = start_pair("cpp", tmp)
             results["notes"] += notes
             try:
@@ -592,6 +599,11 @@ def main():
             finally:
                 for s in pair.values():
                     s.stop()
+        if args.only in (None, "nodes"):
+            results["nodes"] = erlbench.run(tmp, duration, rounds)
+            print("\n".join(erlbench.summary(results["nodes"])), flush=True)
+            if "note" in results["nodes"]:
+                results["notes"].append(results["nodes"]["note"])
         results["load_after"] = loadavg()
         results["elapsed_s"] = round(time.monotonic() - t_start)
         plot_note = plot(results, png, tmp)

@@ -2,6 +2,7 @@
 // modules/cpp/tests/test_cpp_client.py) and prints one line per request: what came back or which
 // exception, with its fields. Usage: cpp_client_check PORT SCENARIO. It judges nothing itself.
 #include <bertd/client.h>
+#include <bertd/handler.h>
 
 #include <chrono>
 #include <cstdio>
@@ -138,6 +139,25 @@ int main(int argc, char** argv) {
         bertd::Client c("127.0.0.1", port, o);
         for (const char* f : {"garbage", "shape", "huge", "noreply", "cut"}) say(outcome(call(c, f)));
         say(outcome(cast(c, "reply_to_cast")));
+    } else if (scenario == "floats") {  // the float form of requests, and of a handler's answers
+        o.float_format = bert::FloatForm::Ernie;
+        bertd::Client c("127.0.0.1", port, o);
+        say(outcome(call(c, "echo", {Term(2.5)})));
+        for (bert::FloatForm form : {bert::FloatForm::New, bert::FloatForm::Ernie}) {
+            bertd::Handler h;
+            h.expose("m", "echo", [](bertd::Args a) { return std::move(a[0]); });
+            if (form == bert::FloatForm::Ernie) h.set_float_format(form);
+            Term request =
+                Term::tuple({Term::atom("call"), Term::atom("m"), Term::atom("echo"), Term::list({2.5})});
+            // Requests in either form; the answer in the handler's.
+            for (bert::FloatForm in : {bert::FloatForm::New, bert::FloatForm::Ernie}) {
+                auto answer = h.handle(bert::encode(request, {in}));
+                Term expected = Term::tuple({Term::atom("reply"), Term(2.5)});
+                say(answer && *answer == bert::encode(expected, {form})
+                        ? (form == bert::FloatForm::Ernie ? "handler FLOAT_EXT" : "handler NEW_FLOAT_EXT")
+                        : "handler wrong answer");
+            }
+        }
     } else if (scenario == "refused") {
         bertd::Client c("127.0.0.1", port, o);
         say(outcome(call(c, "a")));

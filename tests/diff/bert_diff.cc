@@ -143,6 +143,29 @@ void describe(const Term& t, std::string& out) {
             out += "," + std::to_string(p.id) + "," + std::to_string(p.creation) + "}";
             return;
         }
+        case Term::Kind::Fun: {
+            const auto& f = std::get<bert::Fun>(t.value());
+            auto info = bert::fun_info(f);
+            if (info && info->exported) {  // erl makes it with erlang:make_fun/3
+                out += "{export,";
+                describe_bytes(info->module, out);
+                out += ',';
+                describe_bytes(info->function, out);
+                out += "," + std::to_string(info->arity) + "}";
+            } else {  // erl reads it from its bytes and checks them against term_to_binary
+                out += "{closure,";
+                describe_bytes(f.bytes, out);
+                out += '}';
+            }
+            return;
+        }
+        case Term::Kind::BitBinary: {
+            const auto& b = std::get<bert::BitBinary>(t.value());
+            out += "{bits,";
+            describe_bytes(b.bytes, out);
+            out += "," + std::to_string(b.bits) + "}";
+            return;
+        }
     }
 }
 
@@ -174,7 +197,7 @@ public:
     }
 
     Term leaf() {
-        switch (below(13)) {
+        switch (below(16)) {
             case 0: return Term(static_cast<int64_t>(below(256)));
             case 1: return Term(static_cast<int64_t>(static_cast<int32_t>(rng_())));
             case 2: return Term(static_cast<int64_t>(rng_()));
@@ -191,11 +214,40 @@ public:
                 for (auto& id : ids) id = u32();
                 return Term(bert::Ref{node(), ids, u32()});
             }
-            default: {
+            case 12: {
                 uint64_t id = below(2) ? below(1u << 28) : rng_();
                 return Term(bert::Port{node(), id, u32()});
             }
+            case 13: return bert::export_fun(atom_text(), atom_text(), static_cast<uint8_t>(below(256)));
+            case 14: return closure();
+            default: {
+                std::string b = bytes(1 + below(6));
+                return Term(bert::BitBinary{b, static_cast<uint8_t>(1 + below(7))});
+            }
         }
+    }
+
+    // A closure as a node would send it, with random fields and free variables
+    // (floats among them, for the Ernie form), decoded into its canonical bytes.
+    Term closure() {
+        std::string env;
+        uint64_t n = below(4);
+        for (uint64_t i = 0; i < n; ++i) env += bert::encode(below(2) ? random_float() : term(1)).substr(1);
+        std::string head = bert::encode(Term::atom(atom_text())).substr(1) +
+                           bert::encode(Term(int64_t(below(300)))).substr(1) +
+                           bert::encode(Term(static_cast<int64_t>(static_cast<int32_t>(rng_())))).substr(1) +
+                           bert::encode(Term(bert::Pid{node(), u32(), u32(), u32()})).substr(1);
+        std::string body(1, static_cast<char>(below(256)));
+        body += bytes(16);
+        for (uint32_t v : {u32(), static_cast<uint32_t>(n)})
+            for (int k = 3; k >= 0; --k) body.push_back(static_cast<char>(v >> (8 * k)));
+        body += head + env;
+        std::string fun = {char(131), char(112)};
+        uint32_t size = static_cast<uint32_t>(body.size() + 4);
+        for (int k = 3; k >= 0; --k) fun.push_back(static_cast<char>(size >> (8 * k)));
+        Term t;
+        if (bert::decode(fun + body, t)) return Term::atom("closure_failed_to_decode");
+        return t;
     }
 
 private:
@@ -362,6 +414,11 @@ std::vector<Term> edge_cases() {
                            Term(bert::Port{"a@b", 0x10000000, 1}),
                            Term(bert::Port{"a@b", UINT64_MAX, 1}),
                            bert::complex::dict({{Term::atom("k"), Term::binary("v")}}),
+                           bert::export_fun("lists", "reverse", 1),
+                           bert::export_fun("", "\xce\xb1", 255),
+                           Term(bert::BitBinary{"\x20", 3}),
+                           Term(bert::BitBinary{"\x05\xff", 7}),
+                           Term::list({Term(1.5), Term::tuple({Term(-0.0), Term(1e-300)})}),
                            bert::complex::time(1255, 295581, 446228)};
     std::string alpha;
     for (int i = 0; i < 255; ++i) alpha += "\xce\xb1";
@@ -420,6 +477,8 @@ int gen(uint64_t seed, size_t count, const char* path) {
         describe(t, line);
         line += ',';
         describe_bytes(bert::encode(t), line);
+        line += ',';
+        describe_bytes(bert::encode(t, {bert::FloatForm::Ernie}), line);
         line += "}.\n";
         out << line;
     }
@@ -451,6 +510,31 @@ std::string check_plain(const std::string& bytes, Term& t) {
     if (bert::encoded_size(t) != bytes.size()) return "encoded_size differs";
     Term back;
     if (bert::decode(again, back) || !(back == t)) return "round trip changed the term";
+    if (auto e = bert::check(bytes)) return "check() refuses what decode() takes: " + e.message;
+    return "";
+}
+
+// The Ernie form (term_to_binary(T, [{minor_version, 0}])) of the term `t` that
+// the plain bytes decoded to: it must decode to `t`, and both encode() and
+// rewrite_floats() must write exactly those bytes.
+std::string check_ernie(const std::string& ernie, const std::string& plain, const Term& t) {
+    Term back;
+    if (auto e = bert::decode(ernie, back)) return "Ernie-form decode failed: " + e.message;
+    if (!(back == t)) return "Ernie-form bytes decode to another term";
+    std::string mine = bert::encode(t, {bert::FloatForm::Ernie});
+    if (mine != ernie) {
+        size_t at = 0;
+        while (at < mine.size() && at < ernie.size() && mine[at] == ernie[at]) ++at;
+        return "Ernie-form encoding differs at byte " + std::to_string(at) +
+               "\n  erl:  " + hex_window(ernie, at) + "\n  bert: " + hex_window(mine, at);
+    }
+    if (bert::encoded_size(t, {bert::FloatForm::Ernie}) != ernie.size())
+        return "Ernie-form encoded_size differs";
+    std::string to_ernie, to_new;
+    if (bert::rewrite_floats(plain, bert::FloatForm::Ernie, to_ernie) || to_ernie != ernie)
+        return "rewrite_floats to the Ernie form differs from term_to_binary minor_version 0";
+    if (bert::rewrite_floats(ernie, bert::FloatForm::New, to_new) || to_new != plain)
+        return "rewrite_floats from the Ernie form differs from term_to_binary";
     return "";
 }
 
@@ -468,12 +552,12 @@ int check(const char* path) {
         std::cerr << "bert_diff: cannot read " << path << "\n";
         return 2;
     }
-    size_t n = 0, failures = 0, compressed = 0;
+    size_t n = 0, failures = 0, compressed = 0, ernie = 0;
     char flag;
     std::string bytes, plain;
     while (in.get(flag)) {
         ++n;
-        if (!read_chunk(in, bytes) || (flag == 1 && !read_chunk(in, plain))) {
+        if (!read_chunk(in, bytes) || (flag != 0 && !read_chunk(in, plain))) {
             std::cerr << "record " << n << ": truncated file\n";
             return 2;
         }
@@ -481,6 +565,10 @@ int check(const char* path) {
         Term t;
         if (flag == 0) {
             problem = check_plain(bytes, t);
+        } else if (flag == 2) {
+            ++ernie;
+            problem = check_plain(plain, t);
+            if (problem.empty()) problem = check_ernie(bytes, plain, t);
         } else {
             ++compressed;
             problem = check_plain(plain, t);
@@ -494,7 +582,8 @@ int check(const char* path) {
         }
         if (!problem.empty() && ++failures <= 20) std::cout << "record " << n << ": " << problem << "\n";
     }
-    std::cout << "checked " << n << " terms (" << compressed << " compressed), " << failures << " failures\n";
+    std::cout << "checked " << n << " terms (" << compressed << " compressed, " << ernie
+              << " in the Ernie form), " << failures << " failures\n";
     return failures ? 1 : 0;
 }
 

@@ -2,12 +2,15 @@
 %% a temporary directory by test_codec_diff.py. It only reads and writes the files
 %% it is given and halts with a non-zero status when a check fails.
 %%
-%%   check(File): File holds {Description, Hex} terms written by bert_diff. Each
-%%     Description is rebuilt into a term here, independently of the bytes; the
-%%     bytes must decode to it (=:=) and term_to_binary/1 of it must be the bytes.
+%%   check(File): File holds {Description, Hex} or {Description, Hex, ErnieHex}
+%%     terms written by bert_diff. Each Description is rebuilt into a term here,
+%%     independently of the bytes (but closures, rebuilt from theirs); the bytes
+%%     must decode to it (=:=), term_to_binary/1 of it must be the bytes, and
+%%     term_to_binary(T, [{minor_version, 0}]) the Ernie-form bytes.
 %%   gen(Seed, Count, File): writes Count random terms as records
 %%     <<0, Len:32, term_to_binary(T)>> or, for some,
-%%     <<1, Len:32, term_to_binary(T, [compressed]), Len2:32, term_to_binary(T)>>.
+%%     <<1, Len:32, term_to_binary(T, [compressed]), Len2:32, term_to_binary(T)>> or
+%%     <<2, Len:32, term_to_binary(T, [{minor_version, 0}]), Len2:32, term_to_binary(T)>>.
 -module(bert_diff_erl).
 -export([check/1, gen/1]).
 
@@ -18,12 +21,24 @@ check([File]) ->
     io:format("checked ~b terms, ~b failures~n", [length(Records), length(Failures)]),
     halt(case Failures of [] -> 0; _ -> 1 end).
 
-check_one({N, {Desc, Hex}}) ->
+check_one({N, {Desc, Hex}}) -> check_one({N, {Desc, Hex, none}});
+check_one({N, {Desc, Hex, ErnieHex}}) ->
     Bytes = h(Hex),
     try build(Desc) of
-        Expected -> compare(N, Expected, Bytes)
+        Expected ->
+            case compare(N, Expected, Bytes) of
+                false when ErnieHex =/= none -> compare_ernie(N, Expected, h(ErnieHex));
+                Result -> Result
+            end
     catch
         C:E -> {true, io_lib:format("#~b: cannot build ~tP: ~p:~P", [N, Desc, 12, C, E, 12])}
+    end.
+
+compare_ernie(N, Expected, Bytes) ->
+    case term_to_binary(Expected, [{minor_version, 0}]) of
+        Bytes -> false;
+        Other -> {true, io_lib:format("#~b: ~tP: bert's Ernie form ~P, term_to_binary minor_version 0 ~P",
+                                      [N, Expected, 12, Bytes, 40, Other, 40])}
     end.
 
 compare(N, Expected, Bytes) ->
@@ -61,7 +76,14 @@ build({ref, Node, Ids, Creation}) ->
     binary_to_term(<<131, 90, (length(Ids)):16, (node_ext(Node))/binary, Creation:32,
                      (<< <<I:32>> || I <- Ids >>)/binary>>);
 build({port, Node, Id, Creation}) ->
-    binary_to_term(<<131, 120, (node_ext(Node))/binary, Id:64, Creation:32>>).
+    binary_to_term(<<131, 120, (node_ext(Node))/binary, Id:64, Creation:32>>);
+build({export, M, F, A}) -> erlang:make_fun(binary_to_atom(h(M), utf8), binary_to_atom(h(F), utf8), A);
+build({closure, Bytes}) -> binary_to_term(<<131, (h(Bytes))/binary>>);
+build({bits, Bytes, Bits}) ->
+    B = h(Bytes),
+    Len = 8 * (byte_size(B) - 1) + Bits,
+    <<X:Len/bitstring, _/bitstring>> = B,
+    X.
 
 improper([X], Tail) -> [X | Tail];
 improper([X | Rest], Tail) -> [X | improper(Rest, Tail)].
@@ -85,6 +107,10 @@ record(I, T) when I rem 5 =:= 0 ->
     C = term_to_binary({T, T, T}, [{compressed, 9}]),
     P = term_to_binary({T, T, T}),
     <<1, (byte_size(C)):32, C/binary, (byte_size(P)):32, P/binary>>;
+record(I, T) when I rem 5 =:= 1 ->
+    E = term_to_binary(T, [{minor_version, 0}]),
+    P = term_to_binary(T),
+    <<2, (byte_size(E)):32, E/binary, (byte_size(P)):32, P/binary>>;
 record(_, T) ->
     B = term_to_binary(T),
     <<0, (byte_size(B)):32, B/binary>>.
@@ -123,7 +149,7 @@ improper_tail(Depth) ->
     end.
 
 leaf() ->
-    case rand:uniform(14) of
+    case rand:uniform(17) of
         1 -> rand:uniform(256) - 1;
         2 -> rand:uniform(1 bsl 32) - (1 bsl 31) - 1;
         3 -> rand:uniform(1 bsl 64) - (1 bsl 63) - 1;
@@ -138,8 +164,16 @@ leaf() ->
         12 -> ref();
         13 -> port();
         14 -> pick([[], 0, 255, 256, -1, 1 bsl 31, -(1 bsl 31), (1 bsl 31) - 1, -(1 bsl 31) - 1,
-                    1 bsl 63, -(1 bsl 63), (1 bsl 64), 0.0, -0.0, '', <<>>, {}, #{}])
+                    1 bsl 63, -(1 bsl 63), (1 bsl 64), 0.0, -0.0, '', <<>>, {}, #{}]);
+        15 -> erlang:make_fun(atom(), atom(), rand:uniform(256) - 1);
+        16 -> closure(rand:uniform(3));
+        17 -> <<(random_bytes(rand:uniform(6) - 1))/binary, (rand:uniform(128) - 1):(rand:uniform(7))>>
     end.
+
+%% Closures of this module, with free variables of every kind (floats among them).
+closure(1) -> fun() -> ok end;
+closure(2) -> X = term(1), fun() -> X end;
+closure(3) -> X = leaf(), Y = random_float(), fun(Z) -> {X, Y, Z} end.
 
 bignum() ->
     Bytes = case rand:uniform(4) of 1 -> 250 + rand:uniform(150); _ -> 8 + rand:uniform(12) end,

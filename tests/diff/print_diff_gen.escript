@@ -26,7 +26,9 @@ fixed() ->
      9007199254740991.0, 9007199254740992.0, 5.0e-324, 1.7976931348623157e308, 2.2250738585072014e-308,
      'Abc', 'and', 'a b', '', 'maybe', 'else', 'a\'b', 'a\\b', '\x{1F600}', [], "", <<>>,
      [1 | 2], "a\n\t\e\"\\'", <<"abc">>, <<1, 2, 3>>, #{}, #{1 => a, 1.0 => b}, {},
-     -(1 bsl 64), 1 bsl 64, -(1 bsl 63), (1 bsl 63) - 1, 1 bsl 63].
+     -(1 bsl 64), 1 bsl 64, -(1 bsl 63), (1 bsl 63) - 1, 1 bsl 63,
+     fun lists:reverse/1, fun 'a b':'if'/0, erlang:make_fun('', 'a@b', 255), fun(X) -> X end,
+     <<1:3>>, <<5, 1:3>>, <<"abc", 1:1>>, [<<1:7>> | <<2:2>>]].
 
 pick(L) -> lists:nth(rand:uniform(length(L)), L).
 
@@ -53,7 +55,7 @@ small_map(D) ->
     end.
 
 leaf() ->
-    case rand:uniform(9) of
+    case rand:uniform(12) of
         1 -> int();
         2 -> float();
         3 -> float();
@@ -62,7 +64,10 @@ leaf() ->
         6 -> binary();
         7 -> atom();
         8 -> string();
-        9 -> pick([[], {}, #{}, <<>>, true, false, nil])
+        9 -> pick([[], {}, #{}, <<>>, true, false, nil]);
+        10 -> erlang:make_fun(fun_atom(), fun_atom(), rand:uniform(256) - 1);
+        11 -> X = int(), pick([fun() -> X end, fun(Y) -> {X, Y} end]);
+        12 -> <<(binary())/binary, (rand:uniform(64) - 1):(rand:uniform(7))>>
     end.
 
 int() ->
@@ -101,6 +106,18 @@ atom() ->
         6 -> [rand:uniform(16#2FFF) || _ <- lists:seq(1, rand:uniform(4))];
         7 -> [pick(lists:seq($a, $z)), pick(" .-'\\\"!\n\t\e" ++ [0, 127, 128, 159, 160, 170, 181, 186, 215, 247])];
         8 -> ""
+    end,
+    list_to_atom(Chars).
+
+%% ASCII only: erlang:fun_to_list/1 (and so ~p) gives the UTF-8 bytes of other
+%% characters as if each were one, text that bertd does not copy (it writes the
+%% characters themselves; test_funs_bits.cc says so).
+fun_atom() ->
+    Chars = case rand:uniform(4) of
+        1 -> [pick(lists:seq($a, $z))] ++ [pick(lists:seq($a, $z) ++ "_@09AZ") || _ <- lists:seq(1, rand:uniform(6))];
+        2 -> [rand:uniform(128) - 1 || _ <- lists:seq(1, rand:uniform(5))];
+        3 -> atom_to_list(pick(['if', 'maybe', 'fun', 'end', 'Abc', '_x', 'a b', '']));
+        4 -> [pick(" '\\\"\n\t\e" ++ [0, 127, $a, $Z])|| _ <- lists:seq(1, rand:uniform(4))]
     end,
     list_to_atom(Chars).
 

@@ -1,9 +1,12 @@
 """test_codec_diff.py: the BERT codec against a real Erlang VM, both ways.
 
-bert_diff (C++) encodes edge cases and random terms; erl rebuilds each term from an
-independent description and requires binary_to_term to give it and term_to_binary
-to give the same bytes. erl then writes random term_to_binary/1 output (some
-compressed); bert_diff must decode it and re-encode identical bytes. Maps stay at
+bert_diff (C++) encodes edge cases and random terms (funs and bit strings included),
+in both float forms; erl rebuilds each term from an independent description and
+requires binary_to_term to give it, term_to_binary to give the same bytes and
+term_to_binary(T, [{minor_version, 0}]) the Ernie-form bytes. erl then writes random
+term_to_binary/1 output (some compressed, some in the minor_version 0 form);
+bert_diff must decode it, re-encode identical bytes in both forms, and convert one
+form into the other with rewrite_floats. Maps stay at
 32 keys or fewer: larger maps are written in hash order by Erlang.
 Seeds are random unless BERT_DIFF_SEED is set; failures print the seed. Every erl
 started here runs to completion under a timeout; nothing is left behind.
@@ -70,7 +73,8 @@ class CodecDiffTest(unittest.TestCase):
         self.assertEqual(check.returncode, 0,
                          f"bert disagrees with term_to_binary/1 (BERT_DIFF_SEED={self.seed}):\n"
                          f"{check.stdout[-6000:]}{check.stderr[-2000:]}")
-        self.assertIn(f"checked {COUNT} terms ({COUNT // 5} compressed), 0 failures", check.stdout)
+        self.assertIn(f"checked {COUNT} terms ({COUNT // 5} compressed, {COUNT // 5} in the Ernie form), 0 failures",
+                      check.stdout)
 
     def test_erlang_check_catches_a_wrong_encoding(self):
         # 5 as INTEGER_EXT decodes to 5 but is not what term_to_binary writes;
@@ -89,7 +93,7 @@ class CodecDiffTest(unittest.TestCase):
                 f.write(b"\0" + struct.pack(">I", len(term)) + term)
         check = self.tool("check", out)
         self.assertEqual(check.returncode, 1, check.stdout + check.stderr)
-        self.assertIn("checked 2 terms (0 compressed), 1 failures", check.stdout)
+        self.assertIn("checked 2 terms (0 compressed, 0 in the Ernie form), 1 failures", check.stdout)
 
 
 if __name__ == "__main__":

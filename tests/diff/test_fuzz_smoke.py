@@ -1,5 +1,8 @@
 """test_fuzz_smoke.py: runs each libFuzzer target in build/fuzz/ briefly from the
-seeds in tests/fuzz/seeds and fails on any crash, sanitizer report or leak.
+seeds in tests/fuzz/seeds and fails on any crash, sanitizer report or leak. The
+codec targets run under a memory bound: no single allocation over 64 MB and at
+most 1 GB resident, so a decoder or printer whose memory follows a term's shape
+rather than its size fails here.
 
 The corpus it grows goes to a temporary directory (never into the seeds), each
 run is bounded by -max_total_time and a hard timeout, and the fuzzer process is
@@ -14,12 +17,12 @@ import unittest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SEEDS = os.path.join(ROOT, "tests", "fuzz", "seeds")
-TARGETS = ["fuzz_decode", "fuzz_frame"]
-SECONDS = 6  # per target; three targets keep the smoke under 30 s
+SECONDS = 6  # per target; four targets keep the smoke under 30 s
+MEMORY_BOUND = ["-malloc_limit_mb=64", "-rss_limit_mb=1024"]
 
 
 class FuzzSmokeTest(unittest.TestCase):
-    def run_target(self, name):
+    def run_target(self, name, extra=()):
         exe = os.path.join(ROOT, "build", "fuzz", name)
         self.assertTrue(os.path.exists(exe),
                         f"{exe} is missing: build it with `make fuzz-build` (needs clang and libFuzzer; "
@@ -27,7 +30,7 @@ class FuzzSmokeTest(unittest.TestCase):
         corpus = tempfile.mkdtemp(prefix=f"{name}.")
         try:
             proc = subprocess.run([exe, f"-max_total_time={SECONDS}", "-max_len=4096", "-print_final_stats=1",
-                                   corpus, SEEDS],
+                                   *extra, corpus, SEEDS],
                                   cwd=corpus, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                   timeout=SECONDS + 60)
         finally:
@@ -35,14 +38,18 @@ class FuzzSmokeTest(unittest.TestCase):
         out = proc.stdout
         tail = out[-4000:]
         self.assertEqual(proc.returncode, 0, f"{name} exited with {proc.returncode}:\n{tail}")
-        for marker in ("ERROR: AddressSanitizer", "ERROR: libFuzzer", "runtime error:", "SUMMARY:"):
+        for marker in ("ERROR: AddressSanitizer", "ERROR: libFuzzer", "runtime error:", "SUMMARY:",
+                       "out-of-memory", "malloc(", "rss limit"):
             self.assertNotIn(marker, out, f"{name} reported a problem:\n{tail}")
         self.assertIn("stat::number_of_executed_units", out, f"{name} did not finish its run:\n{tail}")
         runs = int(out.split("stat::number_of_executed_units:")[1].split()[0])
         self.assertGreater(runs, 1000, f"{name} ran only {runs} inputs")
 
-    def test_fuzz_decode_survives(self):
-        self.run_target("fuzz_decode")
+    def test_fuzz_decode_survives_within_its_memory_bound(self):
+        self.run_target("fuzz_decode", MEMORY_BOUND)
+
+    def test_fuzz_print_survives_within_its_memory_bound(self):
+        self.run_target("fuzz_print", MEMORY_BOUND)
 
     def test_fuzz_frame_survives(self):
         self.run_target("fuzz_frame")

@@ -1,7 +1,12 @@
-// fuzz_decode.cc: libFuzzer target for bert::decode on arbitrary bytes. Whatever
-// decodes must re-encode canonically: decoding the encoding gives the same term,
-// and encoding again gives the same bytes. It aborts on any disagreement and
-// never allocates beyond the limits it sets.
+// fuzz_decode.cc: libFuzzer target for bert::decode on arbitrary bytes, and for the
+// walks that must agree with it: check() gives decode's very error or none,
+// rewrite_floats() keeps the term, and whatever decodes must re-encode canonically
+// (decoding the encoding gives the same term, encoding again the same bytes). An
+// input starting with 'Z' is the rest compressed (tag 80), so that the fuzzer
+// reaches inside compressed terms. It aborts on any disagreement and never
+// allocates beyond the limits it sets (the smoke run caps RSS and mallocs).
+#include <zlib.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -11,22 +16,75 @@
 #include "bert/codec.h"
 #include "bert/term.h"
 
+namespace {
+
+std::string compressed(std::string_view inner) {
+    uLongf n = compressBound(inner.size());
+    std::string z(n, '\0');
+    compress(reinterpret_cast<Bytef*>(z.data()), &n, reinterpret_cast<const Bytef*>(inner.data()),
+             inner.size());
+    z.resize(n);
+    std::string out = {char(131), char(80)};
+    for (int k = 3; k >= 0; --k) out.push_back(static_cast<char>(inner.size() >> (8 * k)));
+    return out + z;
+}
+
+bool same(const bert::DecodeError& a, const bert::DecodeError& b) {
+    return a.message == b.message && a.offset == b.offset;
+}
+
+// rewrite_floats to each form keeps the term, and turns canonical bytes into
+// what encode() writes in that form.
+void check_rewrites(std::string_view in, const bert::Term& t, const bert::Limits& limits, bool canonical) {
+    for (bert::FloatForm form : {bert::FloatForm::Ernie, bert::FloatForm::New}) {
+        std::string out;
+        if (bert::rewrite_floats(in, form, out, limits)) abort();
+        bert::Limits loose = limits;
+        loose.max_size = SIZE_MAX;
+        bert::Term back;
+        if (bert::decode(out, back, loose) || !(back == t)) abort();
+        if (canonical && out != bert::encode(t, {form})) abort();
+    }
+}
+
+}  // namespace
+
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::string_view in(reinterpret_cast<const char*>(data), size);
+    std::string zipped;
+    if (!in.empty() && in[0] == 'Z') {
+        zipped = compressed(in.substr(1));
+        in = zipped;
+    }
     bert::Limits limits;
     limits.max_size = 1u << 20;  // compressed inputs may not inflate past this
+    limits.max_inflated = 1u << 20;
+    limits.memory_floor = 16u << 20;
     bert::Term t;
     bert::DecodeError e = bert::decode(in, t, limits);
     bert::Peek pk;
-    if (bert::peek(in, pk) && pk.args_offset >= size) abort();
+    if (bert::peek(in, pk) && pk.args_offset >= in.size()) abort();
+    // check() and rewrite_floats() see what decode() sees, memory limits aside.
+    bert::Limits unbounded = limits;
+    unbounded.memory_ratio = 0;
+    bert::Term whole;
+    bert::DecodeError full =
+        e && e.message.find("bytes of memory") != std::string::npos ? bert::decode(in, whole, unbounded) : e;
+    if (!same(bert::check(in, unbounded), full)) abort();
+    std::string rewritten;
+    if (full && !same(bert::rewrite_floats(in, bert::FloatForm::Ernie, rewritten, unbounded), full)) abort();
     if (e) {
-        if (e.offset > size) abort();
+        if (e.offset > in.size()) abort();
         return 0;
     }
     std::string enc = bert::encode(t);
     if (enc.size() != bert::encoded_size(t)) abort();
+    if (bert::encoded_size(t, {bert::FloatForm::Ernie}) != bert::encode(t, {bert::FloatForm::Ernie}).size())
+        abort();
+    check_rewrites(in, t, limits, enc == in);
     bert::Limits loose = limits;
     loose.max_size = SIZE_MAX;  // a canonical encoding may be longer than its input
+    loose.memory_ratio = 0;
     bert::Term back;
     if (bert::decode(enc, back, loose)) abort();
     if (!(back == t) || bert::compare(back, t) != 0 || bert::compare_exact(back, t) != 0) abort();

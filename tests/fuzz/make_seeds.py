@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""make_seeds.py: writes the small starting corpus in tests/fuzz/seeds/ for both
+"""make_seeds.py: writes the small starting corpus in tests/fuzz/seeds/ for the
 fuzz targets (BERT terms, and BERP frames for fuzz_frame). Bytes are built here
-by hand from the external term format; run it again to regenerate the seeds."""
+by hand from the external term format; run it again to regenerate the seeds.
+Inputs starting with 'Z' are compressed by fuzz_decode and fuzz_print themselves."""
 import os
 import struct
 import zlib
@@ -56,11 +57,31 @@ mapping = b"\x83" + bytes([116, 0, 0, 0, 3]) + small_int(2) + atom("b") + \
 inner = lst(*[atom("hello")] * 20)
 compressed = b"\x83\x50" + struct.pack(">I", len(inner)) + zlib.compress(inner)
 
+# A closure (term_to_binary(fun(X) -> X + 1 end) in module t1) and an export.
+closure = bytes([131, 112, 0, 0, 0, 70, 1, 25, 203, 242, 85, 225, 56, 109, 102, 129, 21, 70, 218, 143, 225, 20,
+                 170, 0, 0, 0, 0, 0, 0, 0, 0, 100, 0, 2, 116, 49, 97, 0, 98, 0, 206, 95, 146]) + \
+    bytes([88]) + atom("nonode@nohost") + struct.pack(">III", 9, 0, 0)
+funs = b"\x83" + tup(bytes([113]) + atom("lists") + atom("reverse") + small_int(1),
+                     closure[1:],
+                     bytes([77, 0, 0, 0, 2, 3, 5, 32]))                          # <<5,1:3>>
+# Shapes that cost by shape: deep nesting, long lists of one-byte elements, and
+# unsorted map keys; compressed too.
+deep = b"\x83" + bytes([104, 1]) * 998 + bytes([108, 0, 0, 0, 1, 106, 106])
+nils = b"\x83" + lst(*[bytes([106])] * 2000)
+unsorted = b"\x83" + bytes([116, 0, 0, 0, 4]) + atom("c") + small_int(3) + small_int(2) + atom("x") + \
+    lst(atom("a")) + atom("z") + bytes([70]) + struct.pack(">d", 1.0) + atom("y")
+
 seeds = {
     "call.bert": call,
     "mixed.bert": mixed,
     "map.bert": mapping,
     "compressed.bert": compressed,
+    "funs.bert": funs,
+    "deep.bert": deep,
+    "unsorted_map.bert": unsorted,
+    "z_nils.bert": b"Z" + nils[1:],
+    "z_deep.bert": b"Z" + deep[1:],
+    "z_funs.bert": b"Z" + funs[1:],
     "frames.berp": frame(info) + frame(call) + frame(cast) + bytes([7, 200, 3, 9]),
 }
 os.makedirs(os.path.join(HERE, "seeds"), exist_ok=True)

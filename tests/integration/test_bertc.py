@@ -6,6 +6,7 @@ cross-language matrix (test_matrix.py) runs bertc against a real bertd.
 import json
 import os
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -89,6 +90,38 @@ class Bertc(unittest.TestCase):
         self.assertIsInstance(parsed["tuple"][3], float)
         self.assertEqual(parsed["tuple"][6], 2 ** 70)
 
+    def test_float_format_chooses_how_floats_go_out_and_both_forms_are_read(self):
+        old = b"c" + b"2.50000000000000000000e+00".ljust(31, b"\0")  # FLOAT_EXT, as the bert gem writes
+        new = b"F" + struct.pack(">d", 2.5)                            # NEW_FLOAT_EXT
+        answers = {b"old": old, b"new": new}
+
+        def answer(conn, req, body):
+            payload = b"\x83h\x02d\x00\x05reply" + answers[bytes(str(req[2]), "ascii")]
+            return [("bytes", struct.pack(">I", len(payload)) + payload)]
+        s = self.serve(answer)
+        port = str(s.port)
+        self.assertEqual(bertc("-p", port, "--float-format", "ernie", "call", "m", "old", "[2.5]"), (0, "2.5\n", ""))
+        self.assertEqual(bertc("-p", port, "--float-format=new", "call", "m", "new", "[2.5]"), (0, "2.5\n", ""))
+        self.assertEqual(bertc("-p", port, "call", "m", "new", "2.5"), (0, "2.5\n", ""))
+        self.assertIn(old, s.raw[0][0])
+        self.assertNotIn(new, s.raw[0][0])
+        self.assertIn(new, s.raw[1][0])
+        self.assertIn(new, s.raw[2][0])  # new is the default
+        status, out, err = bertc("--float-format", "old", "call", "m", "f")
+        self.assertEqual((status, out), (1, ""))
+        self.assertIn("bad float format 'old' (new or ernie)", err)
+
+    def test_funs_and_bit_strings_go_out_and_print_as_erlang_writes_them(self):
+        s = self.echo_server()
+        status, out, err = bertc("-p", str(s.port), "call", "m", "f", "fun lists:reverse/1", "<<5,1:3>>")
+        self.assertEqual((status, err), (0, ""))
+        self.assertEqual(out, "[fun lists:reverse/1,<<5,1:3>>]\n")
+        self.assertIn(b"q\x64\x00\x05listsd\x00\x07reversea\x01", s.raw[0][0])  # EXPORT_EXT
+        self.assertIn(b"M\x00\x00\x00\x02\x03\x05\x20", s.raw[0][0])           # BIT_BINARY_EXT
+        status, out, err = bertc("-p", str(s.port), "--json", "call", "m", "f", "fun m:f/0", "<<1:3>>")
+        self.assertEqual((status, err), (0, ""))
+        self.assertEqual(out, '[{"fun":"fun m:f/0"},{"bitstring":"<<1:3>>"}]\n')
+
     def test_each_error_type_has_its_exit_status_and_its_text_on_stderr(self):
         answers = {
             "protocol": error("protocol", 2, b"ProtocolError", b"Unable to read data"),
@@ -148,7 +181,7 @@ class Bertc(unittest.TestCase):
         status, out, err = bertc("--help")
         self.assertEqual((status, err), (0, ""))
         self.assertTrue(out.startswith("usage: bertc [-h HOST] [-p PORT]"))
-        for text in ("--priority", "--timeout", "--json", "@FILE", '{"atom":"ok"}',
+        for text in ("--priority", "--timeout", "--json", "--float-format", "@FILE", '{"atom":"ok"}',
                      "0 ok, 1 usage", "2 connection failed or timed out", "5 user error, 6 proxy error"):
             self.assertIn(text, out)
 

@@ -34,7 +34,8 @@ def wait_native(server, call, timeout=20):
     def ready():
         try:
             return call(svc) is not None
-        except bertd.ServerError:
+        except (bertd.ServerError, bertd.ReadTimeout):
+            # A loaded machine may start the VM slower than one call's timeout: ask again.
             return False
 
     wait_until(ready, timeout=timeout, interval=0.1, what="the native node to be ready")

@@ -13,9 +13,11 @@ import time
 import unittest
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 
 from erlnode import compile_erlang, test_cookie, unique_name
 from harness import ROOT, Server, py_handler, wait_until
@@ -161,6 +163,123 @@ class MemoryBudget(HostileTest):
                         f"the acceptors grew by {peak} KiB with limits.max_buffered at {budget >> 20} MiB")
         print(f"\n    {clients} unfinished {frame >> 20} MiB frames: acceptors grew {peak >> 10} MiB at most "
               f"(budget {budget >> 20} MiB), {refused} refused, {served} good calls served", end=" ")
+
+
+def hwm_kb(pid):
+    """The process's peak resident memory (VmHWM), in KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("VmHWM:"))
+
+
+def atom(name):
+    return b"\x64" + struct.pack(">H", len(name)) + name
+
+
+def nils(n):
+    """The bytes of a list of n NILs: 5 + n + 1 bytes that decode into n elements."""
+    return b"\x6c" + struct.pack(">I", n) + b"\x6a" * n + b"\x6a"
+
+
+def call_of(module, arg, function=b"f"):
+    return b"\x68\x04" + atom(b"call") + atom(module) + atom(function) + b"\x6c\x00\x00\x00\x01" + arg + b"\x6a"
+
+
+def compressed(term):
+    import zlib
+    return b"\x83\x50" + struct.pack(">I", len(term)) + zlib.compress(term, 9)
+
+
+class WorkBoundedBySize(HostileTest):
+    """Frames built to cost far more than their size (issue 12): each must cost an acceptor
+    under 50 ms of CPU more than a plain frame of the same size (a call with one binary: what
+    receiving and storing the bytes costs), and under 4x its size in memory; other clients go
+    on being served meanwhile."""
+
+    def setUp(self):
+        d = tempfile.mkdtemp(prefix="bertd-bomb-")
+        self.addCleanup(shutil.rmtree, d, True)
+        self.log_path = os.path.join(d, "access.log")
+        self.s = self.server(echo_config(f"access_log: {self.log_path}", acceptors=1))
+        self.acceptor = acceptors(self.s)[0]
+        # A client served before, between and after the hostile frames.
+        self.good = bertd.Service("127.0.0.1", self.s.port, timeout=5, persistent=True)
+        self.assertEqual(self.good.call.echo.echo(b"warm"), b"warm")
+
+    def send_one(self, payload):
+        """Sends one frame; returns (its answer, acceptor CPU seconds, peak memory growth in KiB)."""
+        before_cpu, before_rss = cpu_seconds(self.acceptor), rss_kb(self.acceptor)
+        with socket.create_connection(("127.0.0.1", self.s.port), timeout=10) as c:
+            c.sendall(struct.pack(">I", len(payload)) + payload)
+            answer = read_frame(c)
+        cpu = cpu_seconds(self.acceptor) - before_cpu
+        grown = hwm_kb(self.acceptor) - before_rss
+        self.assertEqual(self.good.call.echo.echo(b"still"), b"still")
+        return answer, cpu, grown
+
+    def costs(self, payload):
+        """As send_one, with the CPU beyond that of a plain frame of the same size (the
+        cheaper of two runs of each, so a busy machine's noise counts least)."""
+        size = len(payload) - len(b"\x83" + call_of(b"nomod", b""))
+        plain = b"\x83" + call_of(b"nomod", b"\x6d" + struct.pack(">I", max(size - 5, 0)) + b"p" * max(size - 5, 0))
+        base = min(self.send_one(plain)[1] for _ in range(2))
+        runs = [self.send_one(payload) for _ in range(2)]
+        answer, _, grown = runs[0]
+        self.base_cpu = base
+        return answer, min(r[1] for r in runs) - base, max(r[2] for r in runs)
+
+    def assert_cheap(self, payload, cpu, grown, what):
+        print(f"\n    {what}: {len(payload)} bytes, acceptor CPU {cpu * 1000:+.0f} ms beyond a plain frame's "
+              f"{self.base_cpu * 1000:.0f} ms, peak +{grown} KiB", end=" ")
+        self.assertLess(cpu, 0.05, f"{what} cost the acceptor {cpu:.3f} s of CPU more than a plain frame")
+        self.assertLess(grown, 4 * len(payload) // 1024 + 4096, f"{what} grew the acceptor by {grown} KiB")
+
+    def test_a_compressed_bomb_costs_an_acceptor_under_50_ms(self):
+        # 16 million NILs in 16 KB: inflated, 16 MB that decode into 16 million elements.
+        payload = compressed(call_of(b"echo", nils(16 << 20)))
+        self.assertLess(len(payload), 20000)
+        answer, cpu, grown = self.costs(payload)
+        self.assertEqual(answer[1][0], bertd.Atom("protocol"))
+        self.assertIn(b"limits.max_inflated", answer[1][3])
+        self.assert_cheap(payload, cpu, grown, "compressed bomb")
+
+    def test_a_compressed_frame_that_inflates_over_64_times_its_size_is_refused(self):
+        # 4 million NILs: within max_inflated, but from 4 KB.
+        payload = compressed(call_of(b"echo", nils(4 << 20)))
+        answer, cpu, grown = self.costs(payload)
+        self.assertEqual(answer[1][0], bertd.Atom("protocol"))
+        self.assertIn(b"max_expansion (64)", answer[1][3])
+        self.assert_cheap(payload, cpu, grown, "compressed 4M NILs")
+
+    def test_a_compressed_request_within_the_limits_is_served_and_logged_cut_short(self):
+        # term_to_binary(T, [compressed]) from an Erlang client: inflated and served.
+        self.assertEqual(self.good.call.echo.echo(b"x"), b"x")
+        with socket.create_connection(("127.0.0.1", self.s.port), timeout=10) as c:
+            payload = compressed(call_of(b"echo", b"\x6d" + struct.pack(">I", 5) + b"hello", b"echo"))
+            c.sendall(struct.pack(">I", len(payload)) + payload)
+            self.assertEqual(read_frame(c), (bertd.Atom("reply"), b"hello"))
+        # 64 thousand NILs (within the expansion floor): answered, and logged without all of them.
+        payload = compressed(call_of(b"nomod", nils(64 << 10)))
+        answer, cpu, grown = self.costs(payload)
+        self.assertEqual(answer[1][0], bertd.Atom("server"))
+        self.assert_cheap(payload, cpu, grown, "compressed 64K NILs, logged")
+        line = wait_until(lambda: next((l for l in open(self.log_path) if "nomod,f,[[[]," in l), None),
+                          what="the access log line")
+        self.assertLess(len(line), 8192)
+        self.assertIn("...", line)
+
+    def test_a_long_list_in_a_call_costs_no_decode_in_the_access_log(self):
+        # The 2.2 s and 301 MB case: 4 million NILs in a call's arguments, access log on.
+        payload = b"\x83" + call_of(b"nomod", nils(4 << 20))
+        answer, cpu, grown = self.costs(payload)
+        self.assertEqual(answer[1][0], bertd.Atom("server"))
+        self.assert_cheap(payload, cpu, grown, "4M NILs in a call, logged")
+
+    def test_a_long_list_that_is_not_a_request_costs_no_decode(self):
+        # 16 million NILs in a tuple that is no request: the protocol-error path.
+        payload = b"\x83\x68\x02" + atom(b"hello") + nils(16 << 20)
+        answer, cpu, grown = self.costs(payload)
+        self.assertEqual(answer[1][0], bertd.Atom("protocol"))
+        self.assert_cheap(payload, cpu, grown, "16M NILs, not a request")
 
 
 class CrossingAnswers(HostileTest):

@@ -49,27 +49,18 @@ _RUBY_IMPROPER = ("Ruby has no improper list: ruby-bert reads a list's elements 
                   "[], so [1,2|3] cannot be held")
 _RUBY_MAP = ("ruby-bert has no map type: an Erlang map arrives as a Hash, and a Hash is sent back as "
              "{bert, dict, ...}")
-_CPP_FUN = "the C++ codec (src/bert) reads no NEW_FUN_EXT (112) or EXPORT_EXT (113)"
-_CPP_BITS = "the C++ codec (src/bert) reads no BIT_BINARY_EXT (77)"
 # (language, value name) -> why that language's library cannot carry the value unchanged.
 EXCLUDED = {
     ("ruby", b"list_improper"): _RUBY_IMPROPER,
     ("ruby", b"list_improper_nested"): _RUBY_IMPROPER,
     ("ruby", b"map_empty"): _RUBY_MAP,
     ("ruby", b"map_mixed"): _RUBY_MAP,
-    ("cpp", b"fun_export"): _CPP_FUN,
-    ("cpp", b"fun_local"): _CPP_FUN,
-    ("cpp", b"fun_local_nested"): _CPP_FUN,
-    ("cpp", b"bits_3"): _CPP_BITS,
-    ("cpp", b"bits_long"): _CPP_BITS,
-    ("cpp", b"erlang_mixed"): _CPP_FUN,
 }
 _BERTC_NO_TEXT = ("bertc takes arguments as Erlang text: #Fun<...>, <0.7.3>, #Port<...> and #Ref<...> "
-                  "are not terms to read, and its parser has no bit strings")
+                  "are not terms to read")
 # value name -> why bertc cannot send it.
 BERTC_EXCLUDED = {name: _BERTC_NO_TEXT for name in (
-    b"fun_export", b"fun_local", b"fun_local_nested", b"bits_3", b"bits_long", b"pid", b"port", b"port_v4",
-    b"ref", b"erlang_mixed")}
+    b"fun_local", b"fun_local_nested", b"pid", b"port", b"port_v4", b"ref", b"erlang_mixed")}
 
 
 def excluded(lang, name):
@@ -87,6 +78,11 @@ def json_of(v):
             return v.decode("utf-8")
         except UnicodeDecodeError:
             return {"binary": base64.b64encode(v).decode()}
+    if isinstance(v, bertd.Export):  # the matrix's atoms need no quotes
+        return {"fun": f"fun {v.module}:{v.function}/{v.arity}"}
+    if isinstance(v, bertd.BitBinary):
+        whole = [str(b) for b in v.data[:-1]]
+        return {"bitstring": "<<" + ",".join(whole + [f"{v.data[-1] >> (8 - v.bits)}:{v.bits}"]) + ">>"}
     if isinstance(v, bertd.ImproperList):
         return {"improper_list": [json_of(x) for x in v.items] + [json_of(v.tail)]}
     if isinstance(v, bertd.Map):

@@ -108,6 +108,33 @@ class WorkersThatCannotStart(WorkerTest):
         self.assertIn("not found", why)
         self.assertEqual(s.log().count("module 'ext' is failing"), 1)  # once, not at every death
 
+    def test_calls_to_a_failing_module_are_refused_with_the_reason_not_left_waiting(self):
+        import threading, time
+        import bertd
+        s = self.server(module_config("/nonexistent/bin/handler --serve"), wait_workers=False)
+        early = {}
+
+        def call_before_it_fails():
+            # Sent at once: no worker is up, so it waits in the queue until bertd knows.
+            try:
+                s.service(timeout=20).call.ext.add(1, 2)
+            except bertd.ServerError as e:
+                early["error"], early["at"] = str(e), time.monotonic()
+
+        t = threading.Thread(target=call_before_it_fails)
+        t.start()
+        wait_until(lambda: s.stats().get("workers.failing.ext"), timeout=10, what="the module to be failing")
+        failing_at = time.monotonic()
+        t.join(15)
+        # It reached a worker that died under it, or waited and was refused: either way at
+        # once, not at its 20 s timeout.
+        self.assertRegex(early.get("error", ""), "has no worker|exited while serving this request")
+        self.assertLess(early["at"] - failing_at, 3.0)
+        # A call made while it is failing is refused at once, with the same reason.
+        with self.assertRaises(bertd.ServerError) as cm:
+            s.service(timeout=2).call.ext.add(1, 2)
+        self.assertIn("module 'ext' has no worker: its workers exit within a second of starting", str(cm.exception))
+
     def test_a_module_that_starts_working_again_is_no_longer_failing(self):
         d = self.tmpdir()
         count = os.path.join(d, "tries")

@@ -135,6 +135,20 @@ TEST(Config, native_and_external_may_share_a_name) {
     CHECK_EQUAL(2u, c.modules.size());
 }
 
+TEST(Config, float_format_is_new_or_ernie_in_both_forms) {
+    Config y = parse_config_text("modules:\n  - name: a\n    command: x\n    float_format: ernie\n  - name: b\n"
+                                 "    command: y\n",
+                                 "c.yaml");
+    CHECK(y.modules[0].ernie_floats);
+    CHECK(!y.modules[1].ernie_floats);
+    Config c = parse_config_text("[{module, a}, {type, external}, {command, \"c\"}, {float_format, ernie}].", "x.cfg");
+    CHECK(c.modules[0].ernie_floats);
+    std::string e = refusal("modules:\n  - name: a\n    command: x\n    float_format: old\n", "c.yaml");
+    CHECK_TEXT(contains(e, "c.yaml:4:") && contains(e, "new or ernie"), e.c_str());
+    CHECK(contains(refusal("[{module, a}, {type, external}, {command, \"c\"}, {float_format, 1}].", "x.cfg"),
+                   "new or ernie"));
+}
+
 TEST(Config, sizes_and_durations) {
     CHECK_EQUAL(size_t(512) << 10, bertd::parse_size("512KiB"));
     CHECK_EQUAL(size_t(1) << 30, bertd::parse_size("1g"));

@@ -1,6 +1,10 @@
 // test_erl.cc: the Erlang link's pure parts: distribution packets and the term
 // writer (checked against the codec), the acceptor-link framing, the node names
 // and cookie bertd chooses, the companion's command line, and the erlang: config.
+// The standard containers before CppUTest, whose leak detector redefines `new`.
+#include <deque>
+#include <unordered_map>
+
 #include <CppUTest/TestHarness.h>
 
 #include <sys/stat.h>
@@ -14,6 +18,8 @@
 #include "core/cli.h"
 #include "core/config.h"
 #include "erl/dist.h"
+#include "erl/drops.h"
+#include "erl/fair.h"
 #include "erl/identity.h"
 #include "erl/proto.h"
 
@@ -147,10 +153,33 @@ TEST(Dist, packets_split_into_control_and_message) {
     erl::finish_packet(send, at);
     CHECK(erl::send_message(std::string_view(send).substr(4), fast));
     CHECK(term_of(fast.substr(1)) == Term::atom("hello"));
+    bert::Pid to;
+    CHECK(erl::send_message(std::string_view(send).substr(4), fast, &to));
+    CHECK_EQUAL(1u, to.num);
+    CHECK_EQUAL(0u, to.serial);
+    CHECK_EQUAL(5u, to.creation);
     CHECK_FALSE(
         erl::parse_packet(std::string_view("E\x83\x68\x00", 4), p, err));  // a fragment: not negotiated
     CHECK(contains(err, "pass-through"));
     CHECK_FALSE(erl::parse_packet(std::string_view("p\x83\x68\x05", 4), p, err));
+}
+
+TEST(Dist, pids_are_read_in_both_formats_and_truncation_is_refused) {
+    std::string wide = ext_of(Term(bert::Pid{"n@h", 70000, 9, 0xABCDEF01}));
+    bert::Pid p;
+    CHECK_EQUAL(wide.size(), erl::read_pid(wide, 0, p));
+    CHECK_EQUAL(70000u, p.num);
+    CHECK_EQUAL(9u, p.serial);
+    CHECK_EQUAL(0xABCDEF01u, p.creation);
+    // PID_EXT, as older nodes write it: a one-byte creation.
+    std::string old =
+        std::string("\x67\x77\x03n@h", 6) + std::string("\x00\x00\x00\x07\x00\x00\x00\x02\x03", 9);
+    CHECK_EQUAL(old.size(), erl::read_pid(old, 0, p));
+    CHECK_EQUAL(7u, p.num);
+    CHECK_EQUAL(3u, p.creation);
+    for (size_t cut = 0; cut < wide.size(); ++cut)
+        CHECK_EQUAL(std::string_view::npos, erl::read_pid(std::string_view(wide).substr(0, cut), 0, p));
+    CHECK_EQUAL(std::string_view::npos, erl::read_pid(ext_of(Term::atom("pid")), 0, p));
 }
 
 TEST(Dist, tags_beyond_32_bits_round_trip) {
@@ -168,6 +197,67 @@ TEST(Dist, tags_beyond_32_bits_round_trip) {
     uint64_t got;
     std::string_view rest;
     CHECK_FALSE(erl::parse_tagged(neg, got, rest));
+}
+
+TEST_GROUP(FairQueues){};
+
+TEST(FairQueues, a_key_at_its_cap_waits_and_keeps_its_order) {
+    erl::FairQueues<int> q;
+    CHECK(q.can_start("a", 1));
+    q.started("a", 1);
+    CHECK_FALSE(q.can_start("a", 1));
+    CHECK(q.push("a", 1, 10, 1));
+    CHECK(q.push("a", 1, 10, 2));
+    std::string key;
+    int v = 0;
+    CHECK_FALSE(q.pop(key, v));  // "a" runs its one already
+    q.finished("a");
+    CHECK(q.pop(key, v));
+    STRCMP_EQUAL("a", key.c_str());
+    CHECK_EQUAL(1, v);
+    CHECK_FALSE(q.can_start("a", 1));  // 2 waits: a newcomer goes behind it
+}
+
+TEST(FairQueues, keys_take_turns_so_a_flood_to_one_never_starves_another) {
+    erl::FairQueues<int> q;
+    for (int i = 0; i < 100; ++i) CHECK(q.push("flood", 4, 1000, int(i)));
+    CHECK(q.push("other", 4, 1000, 1000));
+    std::string key;
+    int v;
+    bool other_ran = false;
+    for (int i = 0; i < 4 && q.pop(key, v); ++i) other_ran |= key == "other";
+    CHECK(other_ran);  // among the first turns, not after the hundred
+}
+
+TEST(FairQueues, a_full_key_refuses_and_empty_keys_are_forgotten) {
+    erl::FairQueues<int> q;
+    CHECK(q.push("a", 1, 2, 1));
+    CHECK(q.push("a", 1, 2, 2));
+    CHECK_FALSE(q.push("a", 1, 2, 3));
+    CHECK_EQUAL(2u, q.waiting("a"));
+    std::string key;
+    int v;
+    while (q.pop(key, v)) q.finished(key);
+    CHECK_EQUAL(0u, q.waiting());
+    CHECK_FALSE(q.push("b", 1, 0, 1));  // a limit of 0 holds nothing, and leaves no key behind
+    CHECK_EQUAL(0u, q.keys());
+}
+
+TEST_GROUP(DropLog){};
+
+TEST(DropLog, a_few_lines_per_reason_per_interval_and_every_drop_counted) {
+    erl::DropLog d;
+    uint64_t unlogged = 99;
+    for (int i = 0; i < erl::DropLog::kLinesPerInterval; ++i) {
+        CHECK(d.note(erl::Drop::DeadPid, 1'000 + i, unlogged));
+        CHECK_EQUAL(0u, unlogged);
+    }
+    for (int i = 0; i < 5; ++i) CHECK_FALSE(d.note(erl::Drop::DeadPid, 2'000, unlogged));
+    CHECK(d.note(erl::Drop::Unregistered, 2'000, unlogged));  // another reason has lines of its own
+    CHECK(d.note(erl::Drop::DeadPid, 1'000 + erl::DropLog::kIntervalUs, unlogged));
+    CHECK_EQUAL(5u, unlogged);
+    CHECK_EQUAL(uint64_t(erl::DropLog::kLinesPerInterval + 6), d.count(erl::Drop::DeadPid));
+    CHECK_EQUAL(0u, d.count(erl::Drop::QueueFull));
 }
 
 TEST_GROUP(LinkProto){};
@@ -282,6 +372,7 @@ TEST(ErlangConfig, every_key_is_read) {
         "  name: n@127.0.0.1\n"
         "  trust_clients: true\n"
         "  call_timeout: 2s\n"
+        "  max_queue: 500\n"
         "  registered:\n"
         "    - name: events\n"
         "      module: ext\n"
@@ -291,6 +382,8 @@ TEST(ErlangConfig, every_key_is_read) {
     DOUBLES_EQUAL(2.0, c.erlang.call_timeout, 1e-9);
     CHECK_EQUAL(1u, c.erlang.registered.size());
     STRCMP_EQUAL("event", c.erlang.registered[0].function.c_str());
+    CHECK_EQUAL(500u, c.erlang.max_queue);
+    CHECK_EQUAL(10000u, native_config().erlang.max_queue);  // the default
 }
 
 TEST(ErlangConfig, mistakes_are_refused_with_what_to_fix) {
@@ -307,6 +400,7 @@ TEST(ErlangConfig, mistakes_are_refused_with_what_to_fix) {
     CHECK(contains(refusal("  registered:\n    - name: rex\n      module: ext\n      function: f\n"), "rex"));
     CHECK(contains(refusal("  trust_clients: maybe\n"), "true or false"));
     CHECK(contains(refusal("  nmae: x\n"), "unknown erlang key 'nmae'"));
+    CHECK(contains(refusal("  max_queue: 0\n"), "max_queue"));
     CHECK(contains(refusal("  name: a@h\n  sname: b\n"), "not both"));
 }
 

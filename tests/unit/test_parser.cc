@@ -273,8 +273,6 @@ TEST(Parser, errors_say_where_and_what_was_expected) {
     STRCMP_EQUAL("1:2: expected '{' after '#'", error_of("#[").c_str());
     STRCMP_EQUAL("1:3: expected a string, character or number in a binary", error_of("<<a>>").c_str());
     STRCMP_EQUAL("1:6: expected ',' or '>>' after binary segment", error_of("<<1,2").c_str());
-    STRCMP_EQUAL("1:1: binary is not a whole number of bytes (bitstrings are not supported)",
-                 error_of("<<1:4>>").c_str());
     STRCMP_EQUAL("1:3: a float in a binary needs /float", error_of("<<1.5>>").c_str());
     STRCMP_EQUAL("1:3: a utf segment needs a Unicode code point", error_of("<<16#D800/utf8>>").c_str());
     STRCMP_EQUAL("1:1: unterminated quoted atom", error_of("'abc").c_str());

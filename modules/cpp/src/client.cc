@@ -282,14 +282,14 @@ void append_info(std::string& out, std::string_view command, std::vector<Term> o
 }
 
 std::string request_payload(std::string_view kind, std::string_view module, std::string_view function,
-                            std::vector<Term> args) {
+                            std::vector<Term> args, bert::FloatForm floats) {
     std::vector<Term> items;
     items.reserve(4);
     items.push_back(Term::atom(kind));
     items.push_back(Term::atom(module));
     items.push_back(Term::atom(function));
     items.push_back(Term::list(std::move(args)));  // moved: arguments may be large
-    return bert::encode(Term::tuple(std::move(items)));
+    return bert::encode(Term::tuple(std::move(items)), {floats});
 }
 
 }  // namespace
@@ -320,12 +320,14 @@ void Client::close() {
 
 Term Client::call(std::string_view module, std::string_view function, std::vector<Term> args,
                   const RequestOptions& options) {
-    return *exchange(request_payload("call", module, function, std::move(args)), options, Expect::Reply);
+    return *exchange(request_payload("call", module, function, std::move(args), options_.float_format),
+                     options, Expect::Reply);
 }
 
 void Client::cast(std::string_view module, std::string_view function, std::vector<Term> args,
                   const RequestOptions& options) {
-    exchange(request_payload("cast", module, function, std::move(args)), options, Expect::NoReply);
+    exchange(request_payload("cast", module, function, std::move(args), options_.float_format), options,
+             Expect::NoReply);
 }
 
 std::optional<Term> Client::request_raw(std::string_view payload, const RequestOptions& options) {
@@ -359,8 +361,11 @@ std::optional<Term> Client::exchange(std::string_view request, const RequestOpti
     if (options_.persistent) fd_ = conn.release();
 
     Term answer;
-    bert::Limits limits;
+    bert::Limits limits;  // the server's answers are taken as before these limits existed
     limits.max_size = options_.max_answer;
+    limits.max_inflated = options_.max_answer;
+    limits.max_expansion = SIZE_MAX;
+    limits.memory_ratio = 0;
     if (bert::DecodeError err = bert::decode(body, answer, limits)) {
         close();
         throw rpc::InvalidAnswer(peer.where() + ": undecodable answer: " + err.message);

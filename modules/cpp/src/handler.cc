@@ -17,6 +17,7 @@
 
 #include "bert/codec.h"
 #include "bert/frame.h"
+#include "bertd/erlang.h"
 
 namespace bertd {
 namespace {
@@ -41,9 +42,9 @@ Term error_term(std::string_view type, int code, std::string_view error_class, s
 }
 
 // Encodes `t` as a whole frame into `out`, header first.
-void frame_into(const Term& t, std::string& out) {
+void frame_into(const Term& t, std::string& out, bert::FloatForm floats = bert::FloatForm::New) {
     out.assign(bert::kFrameHeader, '\0');
-    bert::encode_append(t, out);
+    bert::encode_append(t, out, {floats});
     bert::put_frame_header(out.data(), static_cast<uint32_t>(out.size() - bert::kFrameHeader));
 }
 
@@ -79,6 +80,27 @@ Term call_user(const Function& fn, Args args, bool& failed) {
     } catch (...) {
         return error_term("user", 0, "UnknownError", "an exception that is not a std::exception");
     }
+}
+
+// bertd runs a message to a name this worker's module registered (erlang.h's
+// erlang_register_process) as {call, Module, '$bertd_message', [Name, Message]},
+// answered {reply, ok}; a failure is answered as an error, which bertd counts and logs.
+constexpr std::string_view kProcessFunction = "$bertd_message";
+
+Term run_process(std::string_view payload, bool cast) {
+    Term request;
+    if (bert::DecodeError err = bert::decode(payload, request))
+        return error_term("protocol", 2, "ProtocolError", "Unable to read data: " + err.message);
+    const auto& args = request.items()[3].items();
+    std::string name = args.size() == 2 && args[0].is_atom() ? args[0].atom_name() : "";
+    ProcessFunction fn = detail::erlang_process(name);
+    if (!fn)
+        return error_term("server", 2, "ServerError",
+                          "no Erlang process '" + name + "' is registered in worker " + std::to_string(getpid()));
+    bool failed = false;
+    Term result = call_user([&](Args) { fn(args[1]); return Term::atom("ok"); }, Args(), failed);
+    if (failed) return result;
+    return cast ? Term::tuple({Term::atom("noreply")}) : pair("reply", Term::atom("ok"));
 }
 
 bool write_all(int fd, const char* p, size_t n) {
@@ -170,9 +192,9 @@ void Handler::expose(std::string_view module, std::string_view function, int ari
 bool Handler::answer(std::string_view payload, std::string& out) {
     bert::Peek peek;
     if (!bert::peek(payload, peek)) {
-        // Tell undecodable bytes (protocol code 2) from a well-formed term of the wrong shape.
-        Term t;
-        if (bert::DecodeError err = bert::decode(payload, t))
+        // Tell undecodable bytes (protocol code 2) from a well-formed term of the wrong
+        // shape, without building the term.
+        if (bert::DecodeError err = bert::check(payload, limits_))
             frame_into(error_term("protocol", 2, "ProtocolError", "Unable to read data: " + err.message), out);
         else
             frame_into(error_term("protocol", 0, "ProtocolError",
@@ -183,6 +205,10 @@ bool Handler::answer(std::string_view payload, std::string& out) {
     if (peek.kind == bert::Peek::Kind::Info) return false;
 
     const bool cast = peek.kind == bert::Peek::Kind::Cast;
+    if (peek.function == kProcessFunction) {
+        frame_into(run_process(payload, cast), out);
+        return true;
+    }
     auto mod = modules_.find(peek.module);
     if (mod == modules_.end()) {
         frame_into(error_term("server", 1, "ServerError", "No such module '" + std::string(peek.module) + "'"),
@@ -200,7 +226,7 @@ bool Handler::answer(std::string_view payload, std::string& out) {
     }
 
     Term request;
-    if (bert::DecodeError err = bert::decode(payload, request)) {
+    if (bert::DecodeError err = bert::decode(payload, request, limits_)) {
         frame_into(error_term("protocol", 2, "ProtocolError", "Unable to read data: " + err.message), out);
         return true;
     }
@@ -215,9 +241,9 @@ bool Handler::answer(std::string_view payload, std::string& out) {
                          peek.module.data(), static_cast<int>(peek.function.size()), peek.function.data());
         out = noreply_frame();
     } else if (failed) {
-        frame_into(result, out);
+        frame_into(result, out, float_format_);
     } else {
-        frame_into(pair("reply", std::move(result)), out);
+        frame_into(pair("reply", std::move(result)), out, float_format_);
     }
     return true;
 }

@@ -129,6 +129,13 @@ class CppClient(unittest.TestCase):
         self.assertIn("not a BERT-RPC answer to a cast", lines[5])
         self.assertEqual(len(s.frames), 6, "after a broken answer the connection is never reused")
 
+    def test_float_format_sets_how_requests_and_answers_write_floats(self):
+        s = self.serve(lambda conn, req, body: reply(req[3][0]))
+        self.assertEqual(self.run_check(s.port, "floats"),
+                         ["ok 2.5", "handler NEW_FLOAT_EXT", "handler NEW_FLOAT_EXT", "handler FLOAT_EXT",
+                          "handler FLOAT_EXT"])
+        self.assertIn(b"c2.50000000000000000000e+00\0\0\0\0\0", s.raw[0][0], "FLOAT_EXT, as the bert gem reads")
+
     def test_refused_and_unresolvable_are_connection_errors(self):
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))

@@ -5,7 +5,8 @@ from .bert import (Atom, BitBinary, DecodeError, EncodeError, Export, Fun, Impro
                    decode, encode, encode_berp, read_berp, read_berp_bytes, write_berp)
 from .client import (BertdError, Connection, ConnectionError, ProtocolError, ProxyError, ReadError,
                      ReadTimeout, RPCError, ServerError, Service, UserError)
-from .erlang import ErlangError, erlang_rpc, erlang_send
+from .erlang import (ErlangError, ErlangNode, ErlangTimeout, erlang_connect, erlang_recv_message,
+                     erlang_register_process, erlang_rpc, erlang_send, self_pid)
 from .handler import Handler, expose, float_format, function, logfile, loglevel, start
 
 # When true (the default), a script that exposed functions and did not call start() runs the
@@ -19,5 +20,6 @@ __all__ = [
     "BertdError", "Connection", "ConnectionError", "ProtocolError", "ProxyError", "ReadError", "ReadTimeout",
     "RPCError", "ServerError", "Service", "UserError",
     "Handler", "expose", "float_format", "function", "logfile", "loglevel", "start", "auto_start",
-    "ErlangError", "erlang_rpc", "erlang_send",
+    "ErlangError", "ErlangNode", "ErlangTimeout", "erlang_connect", "erlang_recv_message",
+    "erlang_register_process", "erlang_rpc", "erlang_send", "self_pid",
 ]

@@ -22,7 +22,7 @@ import threading
 import traceback
 import types
 
-from . import bert
+from . import bert, erlang
 from ._atoms import _CALL, _CAST, _INFO, _REPLY, _NOREPLY, _ERROR, _SERVER, _USER, _PROTOCOL
 from .bert import Atom
 
@@ -93,6 +93,8 @@ class Handler:
         if type(module) is not Atom or type(function) is not Atom or not isinstance(args, list):
             return _server_error(0, f"Invalid request: {_show(request)}")
         _log.info("%s %s:%s/%d", kind, module, function, len(args))
+        if function == _PROCESS:
+            return _run_process(kind, args)
         fn, error = self.lookup(module, function)
         if error is None:
             try:
@@ -146,6 +148,27 @@ class Handler:
             except (BrokenPipeError, ConnectionResetError):
                 _log.info("answer channel closed, exiting")
                 return
+
+
+# bertd runs a message to a name this worker's module registered (erlang_register_process) as
+# {call, Module, '$bertd_message', [Name, Message]}, answered {reply, ok} once the function ran; a
+# failure is answered as an error, which bertd counts (errors.<type>.<module>) and logs.
+_PROCESS = Atom("$bertd_message")
+_OK = (_REPLY, Atom("ok"))
+
+
+def _run_process(kind, args):
+    fn = erlang.process_function(args[0]) if len(args) == 2 else None
+    if fn is None:
+        name = bert.safe_repr(args[0]) if args else "?"
+        _log.error("a message for %s, which this worker did not register", name)
+        return _server_error(2, f"no Erlang process {name} is registered in worker {os.getpid()}")
+    try:
+        fn(args[1])
+    except Exception as e:
+        _log.error("the Erlang process %s raised %s: %s", args[0], type(e).__name__, _message(e))
+        return _user_error(e)
+    return _OK if kind == _CALL else (_NOREPLY,)
 
 
 def _public_callable(target, name):

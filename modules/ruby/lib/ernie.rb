@@ -7,6 +7,7 @@ require_relative 'bertd/erlang'
 
 module Ernie
   VERSION = '1.0.0'
+  PROCESS_FUNCTION = :'$bertd_message'
   MAX_BACKTRACE = 200
 
   # A failure that answers `{error, {server, Code, <<"ServerError">>, Message, []}}`.
@@ -20,6 +21,8 @@ module Ernie
   end
 
   ErlangError = BERTD::Erlang::Error
+  ErlangTimeout = BERTD::Erlang::Timeout
+  ErlangNode = BERTD::Erlang::Node
 
   # A frame that was read whole but is not a BERT; it answers a protocol error.
   Undecodable = Struct.new(:reason)
@@ -158,15 +161,36 @@ module Ernie
       @logger&.add(level, text)
     end
 
-    # Calls mod:fun(*args) on an Erlang node through bertd's Erlang link (nil: bertd's native
-    # node) and returns the result; raises ErlangError for {badrpc, Reason}.
-    def erlang_rpc(node, mod, fun, args = [])
-      BERTD::Erlang.rpc(node, mod, fun, args)
+    # The handler as a process of bertd's Erlang node (bertd/erlang.rb has the details).
+    # Calls mod:fun(*args) on `node` (a name, an ErlangNode, nil: bertd's native node); raises
+    # ErlangError for {badrpc, Reason}, an unreachable node, and after `timeout` seconds.
+    def erlang_rpc(node, mod, fun, args = [], timeout: nil)
+      BERTD::Erlang.rpc(node, mod, fun, args, timeout: timeout)
     end
 
-    # Sends msg to the process registered as `name` on an Erlang node, through bertd.
-    def erlang_send(node, name, msg)
-      BERTD::Erlang.send_message(node, name, msg)
+    # erlang_send(dest, msg) (dest a name on bertd's node, t[name, node], a BERTD::Pid or
+    # t[node, number, serial]), or erlang_send(node, name, msg).
+    def erlang_send(*args)
+      BERTD::Erlang.send_message(*args)
+    end
+
+    # A held node connection: an ErlangNode whose #rpc and #send_message reuse it.
+    def erlang_connect(node)
+      BERTD::Erlang.connect(node)
+    end
+
+    def self_pid
+      BERTD::Erlang.self_pid
+    end
+
+    # The next message sent to self_pid; raises ErlangTimeout after `timeout` seconds (nil: never).
+    def erlang_recv_message(timeout = nil)
+      BERTD::Erlang.recv_message(timeout)
+    end
+
+    # {name, BertdNode} ! Msg runs the block with Msg on one of this module's workers.
+    def erlang_register_process(name, callable = nil, &block)
+      BERTD::Erlang.register_process(name, callable, &block)
     end
 
     # Calls Mod:Fun(*Args) as a request would, raising ServerError when it does not exist.
@@ -245,6 +269,7 @@ module Ernie
 
     def run(kind, mod, fun, args)
       log("-> #{BERT::Tuple[kind, mod, fun, args].inspect}") if @logger # inspect costs O(request size)
+      return run_process(kind, args) if fun == PROCESS_FUNCTION
       args = [args] unless args.is_a?(Array)
       result = dispatch(mod, fun, args)
       kind == :call ? BERT::Tuple[:reply, result] : BERT::Tuple[:noreply]
@@ -256,6 +281,24 @@ module Ernie
     rescue Exception => e # rubocop:disable Lint/RescueException -- SystemStackError etc. must answer too
       log("#{e.class}: #{e.message}\n  #{(e.backtrace || []).join("\n  ")}", Logger::ERROR)
       kind == :call ? user_error(e) : BERT::Tuple[:noreply]
+    end
+
+    # bertd runs a message to a name this worker's module registered (erlang_register_process) as
+    # {call, Module, '$bertd_message', [Name, Msg]}, answered {reply, ok}; a failure is answered as an
+    # error, which bertd counts (errors.<type>.<module> in its stats) and logs.
+    def run_process(kind, args)
+      body = args.is_a?(Array) && args.size == 2 ? BERTD::Erlang.process_for(args[0]) : nil
+      unless body
+        log("A message for #{args[0].inspect}, which this worker did not register", Logger::ERROR)
+        return server_error(2, "no Erlang process #{args[0].inspect} is registered in worker #{Process.pid}")
+      end
+      body.call(args[1])
+      kind == :call ? BERT::Tuple[:reply, :ok] : BERT::Tuple[:noreply]
+    rescue SystemExit, SignalException
+      raise
+    rescue Exception => e # rubocop:disable Lint/RescueException -- as run: every failure answers
+      log("#{e.class}: #{e.message}\n  #{(e.backtrace || []).join("\n  ")}", Logger::ERROR)
+      user_error(e)
     end
 
     def server_error(code, message)

@@ -1,10 +1,13 @@
 # ernie_era_handler.rb: an external handler as Ernie's own Ruby library ran one (ernie 2.x): BERPs on
 # fds 3 and 4 through Debian's ruby-bert alone, nothing of bertd's. Like Ernie's loop, it decodes each
 # request outside any rescue, so a request ruby-bert cannot read (a NEW_FLOAT, tag 70) kills the worker.
-# Module `old`: echo(X), half(X), sum(A, B), kind(X) (the Ruby class of X).
+# Module `old` (or the name given as its argument): echo(X), half(X), sum(A, B), kind(X) (the Ruby
+# class of X).
 require 'bert'
 
 abort('ernie_era_handler.rb must run on ruby-bert alone') if defined?(BERTD)
+
+MODULE = (ARGV[0] || 'old').to_sym
 
 FUNCTIONS = {
   echo: ->(x) { x },
@@ -15,7 +18,7 @@ FUNCTIONS = {
 
 def answer(request)
   kind, mod, fun, args = request
-  return t[:error, t[:server, 1, 'ServerError', "No such module '#{mod}'", []]] unless mod == :old
+  return t[:error, t[:server, 1, 'ServerError', "No such module '#{mod}'", []]] unless mod == MODULE
 
   body = FUNCTIONS[fun]
   return t[:error, t[:server, 2, 'ServerError', "No such function '#{mod}:#{fun}'", []]] unless body

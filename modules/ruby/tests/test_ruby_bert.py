@@ -6,8 +6,8 @@ both sides of a real bertd. ruby-bert reads and writes floats only as FLOAT_EXT 
   - bertd's Ruby, Python and Erlang clients call a handler on ruby-bert alone (ernie_era_handler.rb, as
     Ernie's own handler library): the Ruby client by default, the others with their switch; without it
     the worker dies on the request and the client gets a server error naming that.
-Tests of bertd's own `float_format: ernie` module option (bertd rewriting the floats of one module's
-traffic) run once the server accepts that option. Each server is stopped, its workers with it.
+  - bertd's own `float_format: ernie` module option: bertd rewrites one module's floats to FLOAT_EXT both
+    ways, so neither side changes. Each server is stopped, its workers with it.
 """
 import json
 import os
@@ -69,20 +69,6 @@ def bits(x):
     return struct.pack(">d", x)
 
 
-def server_rewrites_floats():
-    """True when bertd accepts a module's `float_format: ernie` (bertd -t checks a config)."""
-    with tempfile.TemporaryDirectory(prefix="bertd-probe-") as tmp:
-        path = os.path.join(tmp, "probe.yaml")
-        with open(path, "w") as f:
-            f.write("modules:\n  - name: m\n    command: /bin/true\n    float_format: ernie\n")
-        status, _, _ = harness.run_bertd(["-t", "-c", path])
-        return status == 0
-
-
-REWRITE = server_rewrites_floats()
-NO_REWRITE = "bertd does not accept a module's `float_format: ernie` yet (the server-side rewrite)"
-
-
 def ruby_env():
     """The environment of a program that must see ruby-bert alone: no bertd library on its path."""
     return {k: v for k, v in os.environ.items() if k != "RUBYLIB"}
@@ -100,7 +86,7 @@ class Servers(unittest.TestCase):
                 f.write(text)
         cls.server = Server(textwrap.dedent(cls.config).format(
             dir=cls.dir.name, python=sys.executable, lib=LIB, old=ERNIE_ERA_HANDLER,
-            rewrite="float_format: ernie" if REWRITE else ""))
+            rewrite="float_format: ernie"))
         cls.addClassCleanup(cls.server.stop)
         cls.server.start()
 
@@ -147,7 +133,6 @@ class RubyBertClient(Servers):
         # Answers without floats are read as ever.
         self.assertEqual(self.calls(["py", "echo", [[1, "text"]]]), [{"value": [1, "text"]}])
 
-    @unittest.skipUnless(REWRITE, NO_REWRITE)
     def test_reads_a_python_handler_on_new_float_behind_the_module_option(self):
         self.assertEqual(self.calls(["py_rewritten", "half", [5]]), [{"value": 2.5}])
 
@@ -161,7 +146,7 @@ class ErnieEraHandler(Servers):
           - name: old
             command: ruby {old}
           - name: old_rewritten
-            command: ruby {old}
+            command: ruby {old} old_rewritten
             {rewrite}
         """
 
@@ -213,7 +198,6 @@ class ErnieEraHandler(Servers):
         # bertd started another worker: with the switch the module works again.
         self.assertEqual(self.server.service(float_format="ernie").call.old.echo(2.5), 2.5)
 
-    @unittest.skipUnless(REWRITE, NO_REWRITE)
     def test_bertds_python_client_is_read_without_its_switch_behind_the_module_option(self):
         self.assertEqual(self.server.service().call.old_rewritten.echo(2.5), 2.5)
         self.assertEqual(self.server.service().call.old_rewritten.sum(0.25, 0.5), 0.75)

@@ -13,6 +13,7 @@
 #include <string_view>
 #include <vector>
 
+#include "bert/codec.h"
 #include "bert/term.h"
 
 namespace bertd {
@@ -95,8 +96,13 @@ struct ClientOptions {
     // Keep one connection for many requests (answers come back in request order). Without it each
     // request opens and closes its own connection, as Ruby's bertrpc does.
     bool persistent = false;
-    // Largest answer accepted (BERT bytes); a bigger one is an InvalidAnswer.
+    // Largest answer accepted (BERT bytes, after inflating a compressed one); a bigger one is an
+    // InvalidAnswer. Answers are decoded with no other limit but nesting (1000 levels).
     size_t max_answer = 256u << 20;
+    // How floats in requests are written: FloatForm::New (NEW_FLOAT_EXT, the default) or
+    // FloatForm::Ernie (FLOAT_EXT, for Ernie-era servers and handlers, whose bert library reads
+    // no other). Answers are read in either form.
+    bert::FloatForm float_format = bert::FloatForm::New;
 };
 
 // An {info, Command, Options} frame sent before one request (e.g. {info, cache, [validation, Tok]}).

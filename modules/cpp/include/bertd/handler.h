@@ -13,6 +13,7 @@
 #include <string_view>
 #include <unordered_map>
 
+#include "bert/codec.h"
 #include "bert/term.h"
 
 namespace bertd {
@@ -56,6 +57,17 @@ public:
     // a protocol error.
     void set_max_request(size_t bytes) { max_request_ = bytes; }
 
+    // How floats in answers are written: FloatForm::New (NEW_FLOAT_EXT, the
+    // default, what Erlang writes) or FloatForm::Ernie (FLOAT_EXT, the only form
+    // Ernie-era clients such as the bert gem and bertrpc read). Requests are read
+    // in either form.
+    void set_float_format(bert::FloatForm form) { float_format_ = form; }
+
+    // Limits for decoding a request's arguments (bert::Limits in bert/codec.h):
+    // by default arguments whose decoded form would take more than max(64 MiB,
+    // 4 x their size) are answered with a protocol error instead.
+    void set_limits(const bert::Limits& limits) { limits_ = limits; }
+
     // Answers one BERT payload (no frame header): the answer's payload, or
     // nothing for an {info, ...}. run() uses it; tests and embedders may too.
     std::optional<std::string> handle(std::string_view payload);
@@ -73,6 +85,8 @@ private:
     using Functions = std::unordered_map<std::string, Entry, Hash, std::equal_to<>>;
     std::unordered_map<std::string, Functions, Hash, std::equal_to<>> modules_;
     size_t max_request_ = kDefaultMaxRequest;
+    bert::FloatForm float_format_ = bert::FloatForm::New;
+    bert::Limits limits_;
 
     // Writes the answer to `payload` as a whole frame into `out` (which starts
     // empty); false for an info, which gets no answer.
