@@ -1,0 +1,314 @@
+"""test_rpc10.py: BERT-RPC 1.0's streams, cache infos, validation and callbacks through bertd's
+libraries (doc/info-packets.md): a real bertd between the Python client and a handler on the
+Python library (tests/handlers/rpc10_py.py), and the client against a scripted server for what
+bertd would never send. test_info_packets.py holds the server to the contract on raw bytes; these
+hold the libraries to it.
+"""
+import io
+import os
+import socket
+import sys
+import time
+import unittest
+import zlib
+
+from harness import HANDLERS, ROOT, Server, wait_until
+
+import bertd
+from bertd import Atom
+
+sys.path.insert(0, os.path.join(ROOT, "tests", "clients"))
+from fake_server import FakeServer  # noqa: E402
+
+import test_info_packets as raw  # noqa: E402  (its CallbackService; not its tests)
+
+PY_HANDLER = f"{sys.executable} {os.path.join(HANDLERS, 'rpc10_py.py')}"
+MiB = 1 << 20
+
+
+def crc_of(blobs):
+    crc = 0
+    for b in blobs:
+        crc = zlib.crc32(b, crc)
+    return crc
+
+
+class Rpc10Server(unittest.TestCase):
+    handler = PY_HANDLER
+    limits = "{max_frame: 1MiB, max_stream: 64MiB}"
+    extra = ""
+    count = 2
+
+    @classmethod
+    def setUpClass(cls):
+        cls.server = Server(f"""
+            listen: 127.0.0.1
+            acceptors: 2
+            limits: {cls.limits}
+            {cls.extra}
+            modules:
+              - name: lib
+                command: {cls.handler}
+                count: {cls.count}
+            """)
+        cls.server.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.stop()
+
+    def svc(self, **kw):
+        s = self.server.service(**kw)
+        self.addCleanup(s.close)
+        return s
+
+
+class PythonStreams(Rpc10Server):
+    def test_a_python_handler_reads_a_streamed_request_past_max_frame_as_an_iterator(self):
+        blobs = [bytes([i]) * 65536 for i in range(128)]  # 8 MiB against max_frame 1 MiB
+        got = self.svc().call(stream_in=iter(blobs)).lib.sum_stream()
+        self.assertEqual(got, [128, 8 * MiB, crc_of(blobs)])
+
+    def test_a_client_streams_a_file_in_chunks_of_chunk_size(self):
+        data = os.urandom(3 * MiB + 17)
+        got = self.svc(chunk_size=100000).call(stream_in=io.BytesIO(data)).lib.sum_stream()
+        self.assertEqual(got, [32, len(data), zlib.crc32(data)])
+
+    def test_a_request_that_was_not_streamed_has_no_stream(self):
+        self.assertEqual(self.svc().call.lib.sum_stream(), [0, 0, 0])
+
+    def test_what_a_handler_leaves_unread_is_dropped_and_the_next_request_is_in_step(self):
+        svc = self.svc(persistent=True)
+        self.assertEqual(svc.call(stream_in=[b"a" * 10, b"b" * 20, b"c" * 30]).lib.head_stream(2), [10, 20])
+        self.assertEqual(svc.call.lib.add(1, 2), 3)
+        self.assertEqual(svc.call(stream_in=[b"x"]).lib.head_stream(5), [1])
+
+    def test_a_generator_answer_reaches_a_client_that_accepts_streams_chunk_by_chunk(self):
+        with self.svc().call(accept=["stream"]).lib.stream_out(5, 300000) as answer:
+            self.assertTrue(answer.streamed)
+            self.assertEqual(answer.value, [])
+            sizes, letters = [], set()
+            for chunk in answer:
+                sizes.append(len(chunk))
+                letters.add(chunk[:1])
+        # 300000 bytes cut to the library's 256 KiB chunks; every byte there.
+        self.assertEqual(sum(sizes), 5 * 300000)
+        self.assertLessEqual(max(sizes), bertd.streams.DEFAULT_CHUNK)
+        self.assertEqual(letters, {b"a", b"b", b"c", b"d", b"e"})
+
+    def test_a_client_that_did_not_accept_streams_gets_the_bytes_gathered(self):
+        self.assertEqual(self.svc().call.lib.stream_out(3, 4), b"aaaabbbbcccc")
+
+    def test_a_persistent_connection_carries_requests_after_streams_both_ways(self):
+        svc = self.svc(persistent=True)
+        self.assertEqual(svc.call(accept="stream").lib.stream_out(2, 10).read(), b"a" * 10 + b"b" * 10)
+        self.assertEqual(svc.call(stream_in=[b"12345"]).lib.sum_stream()[:2], [1, 5])
+        self.assertEqual(svc.call.lib.add(2, 2), 4)
+
+    def test_a_handler_streams_back_what_it_reads_while_it_reads_it(self):
+        blobs = [os.urandom(50000) for _ in range(40)]  # 2 MiB each way
+        with self.svc().call(stream_in=blobs, accept=["stream"]).lib.echo_stream() as answer:
+            self.assertEqual(answer.value, b"echo")
+            self.assertEqual(b"".join(answer), b"".join(blobs))
+
+    def test_a_stream_that_fails_before_its_first_chunk_is_a_user_error(self):
+        with self.assertRaises(bertd.UserError) as cm:
+            self.svc().call(accept=["stream"]).lib.stream_fail_first()
+        self.assertEqual(cm.exception.klass, "KeyError")
+        with self.assertRaises(bertd.UserError) as cm:
+            self.svc().call(accept=["stream"]).lib.stream_not_bytes()
+        self.assertIn("chunks must be bytes, not int", cm.exception.message)
+
+    def test_a_streamed_request_past_max_stream_raises_the_servers_protocol_error(self):
+        def endless():
+            while True:
+                yield b"s" * MiB
+
+        with self.assertRaises(bertd.ProtocolError) as cm:
+            self.svc(timeout=20).call(stream_in=endless()).lib.sum_stream()
+        self.assertIn("limits.max_stream", cm.exception.message)
+        self.assertEqual(self.svc().call.lib.add(1, 1), 2)
+
+
+class PythonCaching(Rpc10Server):
+    def test_a_cache_info_reaches_a_client_that_accepts_cache(self):
+        answer = self.svc().call(accept=["cache"]).lib.cached(7)
+        self.assertEqual(answer.cache, {"access": "public", "expiration": 60})
+        self.assertEqual(answer.value[0], 7)
+        self.assertFalse(answer.streamed)
+        # A client that did not ask gets the plain value.
+        self.assertEqual(self.svc().call.lib.cached(8)[0], 8)
+
+    def test_a_token_that_still_holds_is_answered_valid_with_no_value(self):
+        svc = self.svc()
+        first = svc.call(accept=["cache"]).lib.validated(1)
+        self.assertEqual(first.cache, {"access": "private", "validation": b"v1"})
+        again = svc.call(validation=first.cache["validation"]).lib.validated(1)
+        self.assertTrue(again.valid)
+        self.assertIsNone(again.value)
+        stale = svc.call(validation=b"v0").lib.validated(2)
+        self.assertFalse(stale.valid)
+        self.assertEqual(stale.value[0], 2)
+        self.assertEqual(stale.cache["validation"], b"v1")
+
+    def test_cache_options_a_handler_gets_wrong_are_a_clear_user_error(self):
+        for how, text in [(b"expiration", "expiration must be an int of seconds >= 0"),
+                          (b"access", "access must be 'public' or 'private'"),
+                          (b"token", "token must be bytes or str"),
+                          (b"none", "needs expiration=Seconds, validation=Token")]:
+            with self.assertRaises(bertd.UserError, msg=how) as cm:
+                self.svc().call(accept=["cache"]).lib.bad_cache(how)
+            self.assertEqual(cm.exception.klass, "ValueError")
+            self.assertIn(text, cm.exception.message)
+
+    def test_cache_outside_a_request_says_where_it_works(self):
+        self.assertIn(b"only inside a function that answers a request", self.svc().call.lib.outside_message())
+
+
+class PythonCallbacks(Rpc10Server):
+    extra = "callbacks: {allow: ['127.0.0.1:*'], timeout: 1s, retries: 1}"
+
+    def test_a_cast_with_a_callback_has_bertd_cast_the_result_to_the_service(self):
+        service = raw.CallbackService()
+        self.addCleanup(service.close)
+        where = f"127.0.0.1:{service.port}"
+        self.assertIsNone(self.svc().cast(callback=(where, "cron", "updated_stats", [42])).lib.add(86000, 193))
+        wait_until(lambda: service.got, what="the callback")
+        self.assertEqual(service.got[0], (Atom("cast"), Atom("cron"), Atom("updated_stats"), [42, 86193]))
+
+    def test_a_callback_to_a_service_not_allowed_raises_the_servers_error(self):
+        with self.assertRaises(bertd.ServerError) as cm:
+            self.svc().cast(callback=("192.0.2.1:4815", "m", "f", [])).lib.add(1, 1)
+        self.assertIn("not allowed", cm.exception.message)
+
+    def test_rpc10_options_that_are_wrong_raise_before_anything_is_sent(self):
+        svc = self.svc()
+        cases = [(dict(accept=["everything"]), "accept must name"),
+                 (dict(callback=("127.0.0.1:1", "m", "f", [])), "callback= goes with a cast"),
+                 (dict(validation=7), "token must be bytes or str")]
+        for options, text in cases:
+            with self.assertRaises(ValueError, msg=options) as cm:
+                svc.call(**options).lib.add(1, 1)
+            self.assertIn(text, str(cm.exception))
+        with self.assertRaises(ValueError) as cm:
+            svc.cast(callback=("nowhere", "m", "f", [])).lib.add(1, 1)
+        self.assertIn("host:port", str(cm.exception))
+
+
+class PythonHostileStreams(Rpc10Server):
+    """Streamed answers that go wrong: a handler that fails after its stream began, a client that
+    stops reading. Each may cost a worker (see the SERVER BUG notes), so this class has its own
+    server with three."""
+
+    limits = "{max_frame: 1MiB}"
+    count = 3
+
+    def test_a_client_that_stops_reading_a_stream_can_call_again_at_once(self):
+        svc = self.svc(timeout=10)
+        answer = svc.call(accept=["stream"]).lib.stream_out(64, MiB)  # 64 MiB
+        self.assertEqual(len(next(answer)), bertd.streams.DEFAULT_CHUNK)
+        answer.close()
+        with self.assertRaises(StopIteration):
+            next(answer)
+        self.assertEqual(svc.call.lib.add(5, 5), 10)
+
+    # SERVER BUG (reported to the lead): a client that leaves while bertd has paused its streamed
+    # answer (more than 1 MiB waiting for it) orphans the lease: the worker is never read again
+    # and stays leased for ever (src/net/request.cc orphan() never un-pauses it).
+    @unittest.expectedFailure
+    def test_a_client_that_leaves_a_paused_stream_gets_its_worker_back(self):
+        conn = bertd.Connection("127.0.0.1", self.server.port, timeout=10)
+        conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        conn.send((Atom("info"), Atom("accept"), [Atom("stream")]))
+        conn.send((Atom("call"), Atom("lib"), Atom("stream_out"), [64, MiB]))
+        self.assertEqual(conn.read(), (Atom("info"), Atom("stream"), []))
+        time.sleep(1)  # bertd fills its buffer for this client and pauses the worker
+        conn.close()
+        wait_until(lambda: int(self.server.stats()["workers.idle.lib"]) == 3, timeout=5, what="the worker back")
+
+    # SERVER BUG (reported to the lead): when a worker fails after its streamed answer began,
+    # bertd writes an {error, ...} BERP where the client expects a chunk, and keeps the
+    # connection open: the client reads the error as a chunk and then waits for ever. The
+    # stream cannot be ended cleanly, so the connection must be closed (as for a request's
+    # stream cut short).
+    @unittest.expectedFailure
+    def test_a_stream_that_breaks_after_it_began_ends_in_an_error_not_a_short_answer(self):
+        got = []
+        with self.assertRaises(bertd.ConnectionError):
+            with self.svc(timeout=3).call(accept=["stream"]).lib.stream_then_fail(3) as answer:
+                for chunk in answer:
+                    got.append(chunk)
+        self.assertEqual(got, [b"x" * 1000] * 3)
+
+
+class PythonEndlessHandlerStream(Rpc10Server):
+    """A handler whose stream never ends (its own server: the worker may stream on after the test)."""
+
+    limits = "{max_frame: 1MiB, max_stream: 8MiB}"
+
+    # SERVER GAP (reported to the lead): limits.max_stream bounds only streamed requests; a
+    # handler's endless stream is relayed (or, to a client that left, read and dropped) for ever.
+    @unittest.expectedFailure
+    def test_a_handler_stream_that_never_ends_is_cut_by_max_stream(self):
+        got = 0
+        try:
+            with self.svc(timeout=10).call(accept=["stream"]).lib.stream_forever(65536) as answer:
+                for chunk in answer:
+                    got += len(chunk)
+                    if got > 32 * MiB:  # four times max_stream: bertd did not bound it
+                        break
+        except bertd.BertdError:
+            pass  # cut: the stream ended with an error, as it should
+        self.assertLessEqual(got, 8 * MiB, "bertd relayed a handler's endless stream past limits.max_stream")
+
+
+class ClientAgainstAScriptedServer(unittest.TestCase):
+    """What the Python client does with infos and streams bertd never sends."""
+
+    def serve(self, actions):
+        server = FakeServer(lambda conn, req, body: actions)
+        self.addCleanup(server.close)
+        return bertd.Service("127.0.0.1", server.port, timeout=3)
+
+    def test_a_malformed_cache_info_is_a_clear_read_error(self):
+        svc = self.serve([("frame", (Atom("info"), Atom("cache"), 42)), ("frame", (Atom("reply"), 1))])
+        with self.assertRaises(bertd.ReadError) as cm:
+            svc.call(accept=["cache"]).m.f()
+        self.assertIn("malformed cache info from the server", str(cm.exception))
+
+    def test_a_stream_info_before_anything_but_a_reply_is_a_read_error(self):
+        svc = self.serve([("frame", (Atom("info"), Atom("stream"), [])), ("frame", (Atom("noreply"),))])
+        with self.assertRaises(bertd.ReadError) as cm:
+            svc.call(accept=["stream"]).m.f()
+        self.assertIn("must start with {reply, Term}", str(cm.exception))
+
+    def test_a_chunk_over_max_chunk_is_a_read_error(self):
+        head = [("frame", (Atom("info"), Atom("stream"), [])), ("frame", (Atom("reply"), []))]
+        svc = self.serve(head + [("bytes", (100).to_bytes(4, "big") + b"x" * 100)])
+        svc.max_chunk = 99
+        with self.assertRaises(bertd.ReadError) as cm:
+            svc.call(accept=["stream"]).m.f().read()
+        self.assertIn("chunk: BERP of 100 bytes exceeds the limit of 99", str(cm.exception))
+
+    def test_a_stream_cut_short_is_a_connection_error_not_a_short_answer(self):
+        head = [("frame", (Atom("info"), Atom("stream"), [])), ("frame", (Atom("reply"), []))]
+        svc = self.serve(head + [("bytes", (5).to_bytes(4, "big") + b"12345"), ("close",)])
+        answer = svc.call(accept=["stream"]).m.f()
+        self.assertEqual(next(answer), b"12345")
+        with self.assertRaises(bertd.ConnectionError) as cm:
+            next(answer)
+        self.assertIn("cut short", str(cm.exception))
+
+    def test_unknown_infos_before_an_answer_are_ignored(self):
+        svc = self.serve([("frame", (Atom("info"), Atom("shiny"), [1])), ("frame", (Atom("reply"), 5))])
+        self.assertEqual(svc.call.m.f(), 5)
+
+    def test_a_server_that_sends_only_infos_is_a_read_error(self):
+        svc = self.serve([("frame", (Atom("info"), Atom("x"), []))] * 70)
+        with self.assertRaises(bertd.ReadError) as cm:
+            svc.call.m.f()
+        self.assertIn("infos and no answer", str(cm.exception))
+
+
+if __name__ == "__main__":
+    unittest.main()
