@@ -1,18 +1,20 @@
 """test_rpc10.py: BERT-RPC 1.0's streams, cache infos, validation and callbacks through bertd's
-libraries (doc/info-packets.md): a real bertd between the Python client and a handler on the
-Python library (tests/handlers/rpc10_py.py), and the client against a scripted server for what
-bertd would never send. test_info_packets.py holds the server to the contract on raw bytes; these
-hold the libraries to it.
+libraries (doc/info-packets.md): a real bertd between the Python, Ruby and C++ clients and handlers
+on the Python, Ruby and C++ libraries (tests/handlers/rpc10_*), and each client against a scripted
+server for what bertd would never send. test_info_packets.py holds the server to the contract on
+raw bytes; these hold the libraries to it.
 """
 import io
+import json
 import os
 import socket
+import subprocess
 import sys
 import time
 import unittest
 import zlib
 
-from harness import HANDLERS, ROOT, Server, wait_until
+from harness import HANDLERS, ROOT, RUBY_LIB, Server, wait_until
 
 import bertd
 from bertd import Atom
@@ -23,6 +25,8 @@ from fake_server import FakeServer  # noqa: E402
 import test_info_packets as raw  # noqa: E402  (its CallbackService; not its tests)
 
 PY_HANDLER = f"{sys.executable} {os.path.join(HANDLERS, 'rpc10_py.py')}"
+RB_HANDLER = f"ruby -I {RUBY_LIB} {os.path.join(HANDLERS, 'rpc10_rb.rb')}"
+RB_CLIENT = os.path.join(ROOT, "tests", "clients", "rpc10_client.rb")
 MiB = 1 << 20
 
 
@@ -64,6 +68,8 @@ class Rpc10Server(unittest.TestCase):
 
 
 class PythonStreams(Rpc10Server):
+    not_bytes = "chunks must be bytes, not int"
+
     def test_a_python_handler_reads_a_streamed_request_past_max_frame_as_an_iterator(self):
         blobs = [bytes([i]) * 65536 for i in range(128)]  # 8 MiB against max_frame 1 MiB
         got = self.svc().call(stream_in=iter(blobs)).lib.sum_stream()
@@ -117,7 +123,7 @@ class PythonStreams(Rpc10Server):
         self.assertEqual(cm.exception.klass, "KeyError")
         with self.assertRaises(bertd.UserError) as cm:
             self.svc().call(accept=["stream"]).lib.stream_not_bytes()
-        self.assertIn("chunks must be bytes, not int", cm.exception.message)
+        self.assertIn(self.not_bytes, cm.exception.message)
 
     def test_a_streamed_request_past_max_stream_raises_the_servers_protocol_error(self):
         def endless():
@@ -131,6 +137,11 @@ class PythonStreams(Rpc10Server):
 
 
 class PythonCaching(Rpc10Server):
+    bad_cache = [(b"expiration", "ValueError", "expiration must be an int of seconds >= 0"),
+                 (b"access", "ValueError", "access must be 'public' or 'private'"),
+                 (b"token", "ValueError", "token must be bytes or str"),
+                 (b"none", "ValueError", "needs expiration=Seconds, validation=Token")]
+
     def test_a_cache_info_reaches_a_client_that_accepts_cache(self):
         answer = self.svc().call(accept=["cache"]).lib.cached(7)
         self.assertEqual(answer.cache, {"access": "public", "expiration": 60})
@@ -152,13 +163,10 @@ class PythonCaching(Rpc10Server):
         self.assertEqual(stale.cache["validation"], b"v1")
 
     def test_cache_options_a_handler_gets_wrong_are_a_clear_user_error(self):
-        for how, text in [(b"expiration", "expiration must be an int of seconds >= 0"),
-                          (b"access", "access must be 'public' or 'private'"),
-                          (b"token", "token must be bytes or str"),
-                          (b"none", "needs expiration=Seconds, validation=Token")]:
+        for how, klass, text in self.bad_cache:
             with self.assertRaises(bertd.UserError, msg=how) as cm:
                 self.svc().call(accept=["cache"]).lib.bad_cache(how)
-            self.assertEqual(cm.exception.klass, "ValueError")
+            self.assertEqual(cm.exception.klass, klass)
             self.assertIn(text, cm.exception.message)
 
     def test_cache_outside_a_request_says_where_it_works(self):
@@ -262,6 +270,109 @@ class PythonEndlessHandlerStream(Rpc10Server):
         self.assertLessEqual(got, 8 * MiB, "bertd relayed a handler's endless stream past limits.max_stream")
 
 
+class RubyHandlerStreams(PythonStreams):
+    """The same through a handler on the Ruby library (Enumerators, Ernie.stream_in)."""
+
+    handler = RB_HANDLER
+    not_bytes = "chunks must be Strings, not Integer"
+
+    def test_ernie_stream_with_a_block_answers_with_a_stream(self):
+        answer = self.svc().call(accept=["stream"]).lib.stream_block(3, 2)
+        self.assertEqual((answer.value, answer.read()), (b"block", b"aabbcc"))
+
+
+class RubyHandlerCaching(PythonCaching):
+    handler = RB_HANDLER
+    bad_cache = [(b"expiration", "ArgumentError", "expiration must be an Integer of seconds >= 0"),
+                 (b"access", "ArgumentError", "access must be :public or :private"),
+                 (b"token", "ArgumentError", "token must be a String"),
+                 (b"none", "ArgumentError", "needs expiration: Seconds, validation: Token")]
+
+
+class RubyHandlerHostileStreams(PythonHostileStreams):
+    handler = RB_HANDLER
+
+
+def ruby_client(port, scenario, arg=None):
+    cmd = ["ruby", "-I", RUBY_LIB, RB_CLIENT, str(port), scenario] + ([str(arg)] if arg is not None else [])
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
+    if proc.returncode != 0:
+        raise AssertionError(f"{scenario}: ruby exited {proc.returncode}: {proc.stderr}")
+    return json.loads(proc.stdout)
+
+
+class RubyClient(Rpc10Server):
+    """bertd's Ruby client (tests/clients/rpc10_client.rb) against handlers on the Ruby library."""
+
+    handler = RB_HANDLER
+    extra = "callbacks: {allow: ['127.0.0.1:*'], timeout: 1s, retries: 1}"
+
+    def run_ruby(self, scenario, arg=None):
+        return ruby_client(self.server.port, scenario, arg)
+
+    def test_the_ruby_client_streams_a_request_past_max_frame(self):
+        out = self.run_ruby("stream_in")
+        self.assertEqual(out["got"], out["want"])
+
+    def test_the_ruby_client_streams_an_io_in_chunks_of_chunk_size(self):
+        out = self.run_ruby("stream_in_io")
+        self.assertEqual(out["got"], out["want"])
+
+    def test_the_ruby_client_reads_a_streamed_answer_chunk_by_chunk_in_a_block(self):
+        out = self.run_ruby("stream_out")
+        self.assertEqual(out, {"streamed": True, "value": [], "total": 5 * 300000, "max": 256 << 10,
+                               "letters": ["a", "b", "c", "d", "e"]})
+
+    def test_the_ruby_client_gets_an_unannounced_stream_gathered(self):
+        self.assertEqual(self.run_ruby("gathered"), {"got": "aaaabbbbcccc"})
+
+    def test_the_ruby_clients_persistent_connection_goes_on_after_streams(self):
+        self.assertEqual(self.run_ruby("persistent"), {"got": ["a" * 10 + "b" * 10, [1, 5], 4]})
+
+    def test_the_ruby_client_streams_both_ways_at_once(self):
+        self.assertEqual(self.run_ruby("echo"), {"value": "echo", "same": True})
+
+    def test_the_ruby_client_reads_cache_infos(self):
+        self.assertEqual(self.run_ruby("cache"),
+                         {"cache": {"access": "public", "expiration": "60"}, "value": 7, "plain": 8})
+
+    def test_the_ruby_client_sends_validation_tokens_in_both_forms(self):
+        out = self.run_ruby("validation")
+        self.assertEqual(out["token"], "v1")
+        self.assertEqual((out["valid"], out["value"]), (True, None))
+        self.assertEqual(out["stale"], [False, 2, "v1"])
+        self.assertIsNone(out["gem"])  # {noreply} after {info, valid, []}: nil
+
+    def test_the_ruby_client_sends_a_callback_with_its_cast(self):
+        service = raw.CallbackService()
+        self.addCleanup(service.close)
+        self.assertEqual(self.run_ruby("callback", service.port), {"got": None})
+        wait_until(lambda: service.got, what="the callback")
+        self.assertEqual(service.got[0], (Atom("cast"), Atom("cron"), Atom("updated_stats"), [42, 86193]))
+
+    def test_the_ruby_client_raises_the_servers_refusal_of_a_callback(self):
+        out = self.run_ruby("not_allowed")
+        self.assertEqual(out["raised"], "BERTD::ServerError")
+        self.assertIn("not allowed", out["message"])
+
+    def test_the_ruby_client_refuses_wrong_rpc10_options_before_sending(self):
+        out = self.run_ruby("bad_options")
+        for got, text in zip(out, ["accept must name :stream and/or :cache", "validation must be a String",
+                                   "callback: goes with a cast", "callback must be ['host:port'"]):
+            self.assertIn(text, got)
+
+    def test_the_ruby_client_raises_the_servers_protocol_error_past_max_stream(self):
+        out = self.run_ruby("max_stream")
+        self.assertEqual(out["raised"], "BERTD::ProtocolError")
+        self.assertIn("limits.max_stream", out["message"])
+
+    def test_the_ruby_client_that_stops_reading_can_call_again(self):
+        self.assertEqual(self.run_ruby("stop_reading"), {"first": 256 << 10, "rest": 0, "then": 10})
+
+    def test_bertrpc_names_take_the_rpc10_options_as_a_hash(self):
+        self.assertEqual(self.run_ruby("bertrpc_hash_options"), "aaabbb")
+
+
 class ClientAgainstAScriptedServer(unittest.TestCase):
     """What the Python client does with infos and streams bertd never sends."""
 
@@ -308,6 +419,46 @@ class ClientAgainstAScriptedServer(unittest.TestCase):
         with self.assertRaises(bertd.ReadError) as cm:
             svc.call.m.f()
         self.assertIn("infos and no answer", str(cm.exception))
+
+
+class RubyClientAgainstAScriptedServer(unittest.TestCase):
+    """What the Ruby client does with infos and streams bertd never sends."""
+
+    HEAD = [("frame", (Atom("info"), Atom("stream"), [])), ("frame", (Atom("reply"), []))]
+
+    def run_ruby(self, actions, scenario, arg=None):
+        server = FakeServer(lambda conn, req, body: actions)
+        self.addCleanup(server.close)
+        return ruby_client(server.port, scenario, arg)
+
+    def test_a_malformed_cache_info_is_a_clear_invalid_reply(self):
+        out = self.run_ruby([("frame", (Atom("info"), Atom("cache"), 42)), ("frame", (Atom("reply"), 1))],
+                            "fake_cache")
+        self.assertEqual(out["raised"], "BERTD::InvalidReply")
+        self.assertIn("malformed cache info from the server", out["message"])
+
+    def test_a_stream_info_before_anything_but_a_reply_is_an_invalid_reply(self):
+        out = self.run_ruby([self.HEAD[0], ("frame", (Atom("noreply"),))], "fake_stream")
+        self.assertEqual(out["raised"], "BERTD::InvalidReply")
+        self.assertIn("must start with {reply, Term}", out["message"])
+
+    def test_a_chunk_over_max_chunk_is_an_invalid_reply(self):
+        out = self.run_ruby(self.HEAD + [("bytes", (100).to_bytes(4, "big") + b"x" * 100)], "fake_stream", 99)
+        self.assertEqual(out["raised"], "BERTD::InvalidReply")
+        self.assertIn("chunk of 100 bytes is over max_chunk (99)", out["message"])
+
+    def test_a_stream_cut_short_is_a_connection_error_after_the_chunks_that_came(self):
+        out = self.run_ruby(self.HEAD + [("bytes", (5).to_bytes(4, "big") + b"12345"), ("close",)], "fake_stream")
+        self.assertEqual(out["chunks"], ["12345"])
+        self.assertEqual(out["raised"], "BERTD::ConnectionError")
+        self.assertIn("cut short", out["message"])
+
+    def test_unknown_infos_are_ignored_and_only_infos_is_an_invalid_reply(self):
+        ok = self.run_ruby([("frame", (Atom("info"), Atom("shiny"), [1])), ("frame", (Atom("reply"), 5))],
+                           "fake_plain")
+        self.assertEqual(ok, 5)
+        out = self.run_ruby([("frame", (Atom("info"), Atom("x"), []))] * 70, "fake_plain")
+        self.assertIn("infos and no answer", out["message"])
 
 
 if __name__ == "__main__":
