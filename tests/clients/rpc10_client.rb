@@ -45,7 +45,7 @@ out = begin
     b = kept.call(stream_in: ['12345']).lib.sum_stream.first(2)
     { 'got' => [a, b, kept.call.lib.add(2, 2)] }
   when 'echo'
-    blobs = Array.new(40) { |i| Random.new(i).bytes(50_000) }
+    blobs = Array.new(20) { |i| Random.new(i).bytes(50_000) }
     answer = svc.call(stream_in: blobs, accept: [:stream]).lib.echo_stream
     { 'value' => answer.value, 'same' => answer.read == blobs.join }
   when 'cache'

@@ -4,17 +4,21 @@ on the Python, Ruby and C++ libraries (tests/handlers/rpc10_*), and each client 
 server for what bertd would never send. test_info_packets.py holds the server to the contract on
 raw bytes; these hold the libraries to it.
 """
+import hashlib
 import io
 import json
 import os
+import resource
+import shutil
 import socket
 import subprocess
+import tempfile
 import sys
 import time
 import unittest
 import zlib
 
-from harness import HANDLERS, ROOT, RUBY_LIB, Server, wait_until
+from harness import BUILD, HANDLERS, ROOT, RUBY_LIB, Server, wait_until
 
 import bertd
 from bertd import Atom
@@ -27,6 +31,9 @@ import test_info_packets as raw  # noqa: E402  (its CallbackService; not its tes
 PY_HANDLER = f"{sys.executable} {os.path.join(HANDLERS, 'rpc10_py.py')}"
 RB_HANDLER = f"ruby -I {RUBY_LIB} {os.path.join(HANDLERS, 'rpc10_rb.rb')}"
 RB_CLIENT = os.path.join(ROOT, "tests", "clients", "rpc10_client.rb")
+CPP_HANDLER = os.path.join(BUILD, "tests", "handlers", "rpc10_cpp")
+CPP_CLIENT = os.path.join(BUILD, "tests", "clients", "rpc10_cpp_client")
+BERTC = os.path.join(BUILD, "bertc")
 MiB = 1 << 20
 
 
@@ -112,7 +119,9 @@ class PythonStreams(Rpc10Server):
         self.assertEqual(svc.call.lib.add(2, 2), 4)
 
     def test_a_handler_streams_back_what_it_reads_while_it_reads_it(self):
-        blobs = [os.urandom(50000) for _ in range(40)]  # 2 MiB each way
+        # 1 MiB each way: the clients read the answer once the request's stream is sent (the
+        # contract's order), so what comes back meanwhile must fit the sockets' buffers.
+        blobs = [os.urandom(50000) for _ in range(20)]
         with self.svc().call(stream_in=blobs, accept=["stream"]).lib.echo_stream() as answer:
             self.assertEqual(answer.value, b"echo")
             self.assertEqual(b"".join(answer), b"".join(blobs))
@@ -121,6 +130,9 @@ class PythonStreams(Rpc10Server):
         with self.assertRaises(bertd.UserError) as cm:
             self.svc().call(accept=["stream"]).lib.stream_fail_first()
         self.assertEqual(cm.exception.klass, "KeyError")
+        self.assertEqual(self.svc().call.lib.add(1, 1), 2)
+
+    def test_a_stream_whose_chunks_are_not_bytes_is_a_user_error(self):
         with self.assertRaises(bertd.UserError) as cm:
             self.svc().call(accept=["stream"]).lib.stream_not_bytes()
         self.assertIn(self.not_bytes, cm.exception.message)
@@ -293,6 +305,25 @@ class RubyHandlerHostileStreams(PythonHostileStreams):
     handler = RB_HANDLER
 
 
+class CppHandlerStreams(PythonStreams):
+    """The same through a handler on the C++ library (Call::read_stream, Call::stream)."""
+
+    handler = CPP_HANDLER
+    test_a_stream_whose_chunks_are_not_bytes_is_a_user_error = None  # ChunkWriter::write takes bytes only
+
+
+class CppHandlerCaching(PythonCaching):
+    handler = CPP_HANDLER
+    # CacheInfo's access is an enum and its token a string: only these can be wrong.
+    bad_cache = [(b"expiration", "std::invalid_argument", "a cache expiration is seconds >= 0"),
+                 (b"none", "std::invalid_argument", "needs an expiration, a validation token or both")]
+    test_cache_outside_a_request_says_where_it_works = None  # a Call exists only inside a request
+
+
+class CppHandlerHostileStreams(PythonHostileStreams):
+    handler = CPP_HANDLER
+
+
 def ruby_client(port, scenario, arg=None):
     cmd = ["ruby", "-I", RUBY_LIB, RB_CLIENT, str(port), scenario] + ([str(arg)] if arg is not None else [])
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
@@ -371,6 +402,189 @@ class RubyClient(Rpc10Server):
 
     def test_bertrpc_names_take_the_rpc10_options_as_a_hash(self):
         self.assertEqual(self.run_ruby("bertrpc_hash_options"), "aaabbb")
+
+
+def cpp_client(port, scenario, arg=None):
+    cmd = [CPP_CLIENT, str(port), scenario] + ([str(arg)] if arg is not None else [])
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
+    if proc.returncode != 0:
+        raise AssertionError(f"{scenario}: exited {proc.returncode}: {proc.stderr}")
+    out = {}
+    for ln in proc.stdout.splitlines():
+        key, _, value = ln.partition("=")
+        out.setdefault(key, []).append(value)
+    return {k: v[0] if len(v) == 1 else v for k, v in out.items()}
+
+
+class CppClient(Rpc10Server):
+    """bertd's C++ client (tests/clients/rpc10_cpp_client.cc) against handlers on the C++ library."""
+
+    handler = CPP_HANDLER
+    extra = "callbacks: {allow: ['127.0.0.1:*'], timeout: 1s, retries: 1}"
+
+    def run_cpp(self, scenario, arg=None):
+        return cpp_client(self.server.port, scenario, arg)
+
+    def test_the_cpp_client_passes_a_streamed_answers_chunks_to_its_callback(self):
+        self.assertEqual(self.run_cpp("stream"), {"streamed": "yes", "value": "[]",
+                                                  "bytes": "1500000 in 10 chunks, counted 1500000",
+                                                  "gathered": '<<"aaaabbbbcccc">>'})
+
+    def test_the_cpp_client_reads_cache_infos(self):
+        self.assertEqual(self.run_cpp("cache"), {"cache": "public expiration 60", "value": "7", "plain": "8"})
+
+    def test_the_cpp_client_sends_validation_tokens(self):
+        self.assertEqual(self.run_cpp("validation"), {"first": "private validation v1", "again": "valid none",
+                                                      "stale": "not valid private validation v1"})
+
+    def test_the_cpp_client_sends_a_callback_with_its_cast(self):
+        service = raw.CallbackService()
+        self.addCleanup(service.close)
+        self.assertEqual(self.run_cpp("callback", service.port), {"cast": "done"})
+        wait_until(lambda: service.got, what="the callback")
+        self.assertEqual(service.got[0], (Atom("cast"), Atom("cron"), Atom("updated_stats"), [42, 86193]))
+
+    def test_the_cpp_client_refuses_a_wrong_callback_before_sending(self):
+        out = self.run_cpp("bad_options")
+        self.assertIn("a callback goes with a cast", out["call"])
+        self.assertIn('needs a service "host:port"', out["cast"])
+
+    def test_the_cpp_client_raises_the_servers_protocol_error_past_max_stream(self):
+        out = self.run_cpp("max_stream")
+        self.assertEqual(out["raised"], "protocol")
+        self.assertIn("limits.max_stream", out["message"])
+
+    def test_a_cpp_client_whose_callback_throws_drops_the_connection_and_can_call_again(self):
+        self.assertEqual(self.run_cpp("stop_reading"), {"first": str(256 << 10), "then": "10"})
+
+
+class CppClientAgainstAScriptedServer(unittest.TestCase):
+    HEAD = [("frame", (Atom("info"), Atom("stream"), [])), ("frame", (Atom("reply"), []))]
+
+    def run_cpp(self, actions, scenario, arg=None):
+        server = FakeServer(lambda conn, req, body: actions)
+        self.addCleanup(server.close)
+        return cpp_client(server.port, scenario, arg)
+
+    def test_a_malformed_cache_info_is_an_invalid_answer(self):
+        out = self.run_cpp([("frame", (Atom("info"), Atom("cache"), 42)), ("frame", (Atom("reply"), 1))],
+                           "fake_cache")
+        self.assertEqual(out["raised"], "InvalidAnswer")
+        self.assertIn("malformed cache info from the server", out["message"])
+
+    def test_a_stream_info_before_anything_but_a_reply_is_an_invalid_answer(self):
+        out = self.run_cpp([self.HEAD[0], ("frame", (Atom("noreply"),))], "fake_stream")
+        self.assertIn("must start with {reply, Term}", out["message"])
+
+    def test_a_chunk_over_max_chunk_is_an_invalid_answer(self):
+        out = self.run_cpp(self.HEAD + [("bytes", (100).to_bytes(4, "big") + b"x" * 100)], "fake_stream", 99)
+        self.assertEqual(out["raised"], "InvalidAnswer")
+        self.assertIn("chunk of 100 bytes is over max_chunk (99)", out["message"])
+
+    def test_a_stream_cut_short_is_a_connection_error_after_the_chunks_that_came(self):
+        out = self.run_cpp(self.HEAD + [("bytes", (5).to_bytes(4, "big") + b"12345"), ("close",)], "fake_stream")
+        self.assertEqual(out["chunk"], "12345")
+        self.assertEqual(out["raised"], "ConnectionError")
+        self.assertIn("cut short", out["message"])
+
+    def test_unknown_infos_are_skipped_and_only_infos_is_an_invalid_answer(self):
+        ok = self.run_cpp([("frame", (Atom("info"), Atom("shiny"), [1])), ("frame", (Atom("reply"), 5))],
+                          "fake_plain")
+        self.assertEqual(ok, {"value": "5"})
+        out = self.run_cpp([("frame", (Atom("info"), Atom("x"), []))] * 70, "fake_plain")
+        self.assertIn("infos and no answer", out["message"])
+
+
+class Bertc(Rpc10Server):
+    """bertc --stream-in / --stream-out through bertd and the C++ handler."""
+
+    handler = CPP_HANDLER
+    limits = "{max_frame: 1MiB, max_stream: 1GiB}"
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="bertc-rpc10-")
+        self.addCleanup(shutil.rmtree, self.dir, True)
+
+    def bertc(self, *args, stdin=None):
+        cmd = [BERTC, "-p", str(self.server.port), "--timeout", "20", *args]
+        proc = subprocess.Popen(cmd, stdin=stdin or subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        out, err = proc.communicate(timeout=120)
+        return proc.returncode, out, err.decode()
+
+    def bounded_bertc(self, *args, stdout=subprocess.DEVNULL):
+        """Runs bertc with its address space limited to 32 MiB: a bertc that held a 128 MiB
+        stream whole could not run to its end."""
+        def limit():
+            resource.setrlimit(resource.RLIMIT_AS, (32 << 20, 32 << 20))
+
+        cmd = [BERTC, "-p", str(self.server.port), "--timeout", "30", *args]
+        proc = subprocess.run(cmd, stdout=stdout, stderr=subprocess.PIPE, preexec_fn=limit, timeout=120)
+        return proc.returncode, proc.stderr.decode()
+
+    def test_bertc_streams_a_128_mib_file_in_in_bounded_memory(self):
+        src = os.path.join(self.dir, "in")
+        crc, block = 0, os.urandom(1 << 20)
+        with open(src, "wb") as f:
+            for i in range(128):  # 128 MiB, 128 times max_frame
+                piece = bytes([i]) + block[1:]
+                crc = zlib.crc32(piece, crc)
+                f.write(piece)
+        with tempfile.TemporaryFile(dir=self.dir) as reply:
+            code, err = self.bounded_bertc("--stream-in", src, "call", "lib", "sum_stream", stdout=reply)
+            self.assertEqual(code, 0, err)
+            reply.seek(0)
+            self.assertEqual(reply.read(), f"[512,{128 << 20},{crc}]\n".encode())  # 256 KiB chunks
+
+    def test_bertc_writes_a_128_mib_streamed_answer_to_a_file_in_bounded_memory(self):
+        dst = os.path.join(self.dir, "out")
+        code, err = self.bounded_bertc("--stream-out", dst, "call", "lib", "stream_out", "128", str(1 << 20))
+        self.assertEqual(code, 0, err)
+        self.assertEqual(os.path.getsize(dst), 128 << 20)
+        with open(dst, "rb") as f:
+            f.seek(127 << 20)
+            self.assertEqual(f.read(4), bytes([ord("a") + 127 % 26]) * 4)
+
+    def test_the_32_mib_limit_would_stop_a_bertc_that_held_the_stream(self):
+        # The bound above means something: bertc cannot hold 64 MiB under it.
+        code, err = self.bounded_bertc("call", "lib", "add", "1", "2")
+        self.assertEqual(code, 0, err)
+        big = os.path.join(self.dir, "big")
+        with open(big, "w") as f:
+            f.write("<<" + ",".join(["7"] * (8 << 20)) + ">>")  # an 8 Mi-byte binary in Erlang syntax: 16 MiB of text
+        code, err = self.bounded_bertc("call", "lib", "add", "@" + big, "1")
+        self.assertIn("bad_alloc", err, "bertc parsed 16 MiB of text and built its term within 32 MiB")
+
+    def test_bertc_prints_the_reply_and_writes_the_stream_to_its_file(self):
+        dst = os.path.join(self.dir, "out")
+        code, out, err = self.bertc("--stream-out", dst, "call", "lib", "stream_out", "3", "4")
+        self.assertEqual((code, out, err), (0, b"[]\n", ""))
+        with open(dst, "rb") as f:
+            self.assertEqual(f.read(), b"aaaabbbbcccc")
+
+    def test_bertc_streams_standard_input_and_to_standard_output_without_a_reply_line(self):
+        r, w = os.pipe()
+        os.write(w, b"hello, stream")
+        os.close(w)
+        with os.fdopen(r, "rb") as stdin:
+            code, out, err = self.bertc("--stream-in", "-", "--stream-out", "-", "call", "lib", "echo_stream",
+                                        stdin=stdin)
+        self.assertEqual((code, out), (0, b"hello, stream"), err)
+
+    def test_bertc_removes_the_stream_out_file_of_a_request_that_failed(self):
+        dst = os.path.join(self.dir, "out")
+        code, out, err = self.bertc("--stream-out", dst, "call", "lib", "nosuch")
+        self.assertEqual(code, 4, err)
+        self.assertIn("No such function", err)
+        self.assertFalse(os.path.exists(dst))
+
+    def test_bertc_refuses_stream_options_it_cannot_honour(self):
+        code, _, err = self.bertc("--stream-out", os.path.join(self.dir, "x"), "cast", "lib", "add", "1", "2")
+        self.assertEqual(code, 1)
+        self.assertIn("--stream-out goes with a call", err)
+        code, _, err = self.bertc("--stream-in", os.path.join(self.dir, "missing"), "call", "lib", "sum_stream")
+        self.assertEqual(code, 1)
+        self.assertIn("cannot read", err)
 
 
 class ClientAgainstAScriptedServer(unittest.TestCase):
