@@ -51,7 +51,8 @@ out = begin
   when 'cache'
     answer = svc.call(accept: [:cache]).lib.cached(7)
     plain = svc.call.lib.cached(8)
-    { 'cache' => answer.cache.transform_keys(&:to_s).transform_values(&:to_s), 'value' => answer.value[0], 'plain' => plain[0] }
+    { 'cache' => answer.cache.transform_keys(&:to_s).transform_values(&:to_s), 'value' => answer.value[0],
+      'plain' => plain[0] }
   when 'validation'
     first = svc.call(accept: [:cache]).lib.validated(1)
     again = svc.call(validation: first.cache[:validation]).lib.validated(1)

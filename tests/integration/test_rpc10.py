@@ -48,6 +48,7 @@ class Rpc10Server(unittest.TestCase):
     handler = PY_HANDLER
     limits = "{max_frame: 1MiB, max_stream: 64MiB}"
     extra = ""
+    module_extra = ""
     count = 2
 
     @classmethod
@@ -61,6 +62,7 @@ class Rpc10Server(unittest.TestCase):
               - name: lib
                 command: {cls.handler}
                 count: {cls.count}
+                {cls.module_extra}
             """)
         cls.server.start()
 
@@ -183,6 +185,29 @@ class PythonCaching(Rpc10Server):
 
     def test_cache_outside_a_request_says_where_it_works(self):
         self.assertIn(b"only inside a function that answers a request", self.svc().call.lib.outside_message())
+
+
+class PythonCacheBehindBertd(Rpc10Server):
+    """A handler's public expiration, set with the library, has bertd serve the answer itself."""
+
+    module_extra = "cache: {size: 1MiB}"
+
+    def test_an_answer_the_library_marked_public_is_served_by_bertd_without_a_worker(self):
+        svc = self.svc()
+        first = svc.call.lib.cached(b"same")
+        for _ in range(10):
+            self.assertEqual(svc.call.lib.cached(b"same"), first, "a repeated call reached a worker")
+        answer = svc.call(accept=["cache"]).lib.cached(b"same")
+        self.assertEqual((answer.value, answer.cache), (first, {"access": "public", "expiration": 60}))
+        self.assertGreaterEqual(int(self.server.stats()["cache.hits.lib"]), 11)
+
+
+class RubyCacheBehindBertd(PythonCacheBehindBertd):
+    handler = RB_HANDLER
+
+
+class CppCacheBehindBertd(PythonCacheBehindBertd):
+    handler = CPP_HANDLER
 
 
 class PythonCallbacks(Rpc10Server):

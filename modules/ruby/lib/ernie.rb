@@ -362,7 +362,8 @@ module Ernie
         output.write(frame_answer(user_error(e)))
         return true
       end
-      output.write(head << BERTD::Codec.frame(BERTD::RPC10::STREAM_INFO) << frame_answer(BERT::Tuple[:reply, answer.reply]))
+      head << BERTD::Codec.frame(BERTD::RPC10::STREAM_INFO) << frame_answer(BERT::Tuple[:reply, answer.reply])
+      output.write(head)
       begin
         while first
           output.write(BERTD::RPC10.chunk(first))

@@ -148,7 +148,9 @@ module BERTD
 
     def infos(kind, options)
       unknown = options.keys - OPTIONS
-      raise InvalidOption, "unknown option(s) #{unknown.inspect}; valid: #{OPTIONS.map(&:inspect).join(', ')}" unless unknown.empty?
+      unless unknown.empty?
+        raise InvalidOption, "unknown option(s) #{unknown.inspect}; valid: #{OPTIONS.map(&:inspect).join(', ')}"
+      end
 
       infos = []
       if options.key?(:priority)
@@ -172,7 +174,9 @@ module BERTD
       infos = []
       if options.key?(:accept)
         kinds = Array(options[:accept]).map { |k| k.is_a?(String) ? k.to_sym : k }
-        raise InvalidOption, "accept must name :stream and/or :cache, not #{options[:accept].inspect}" unless (kinds - %i[stream cache]).empty?
+        unless (kinds - %i[stream cache]).empty?
+          raise InvalidOption, "accept must name :stream and/or :cache, not #{options[:accept].inspect}"
+        end
 
         infos << BERT::Tuple[:info, :accept, kinds]
       end
@@ -188,7 +192,9 @@ module BERTD
     end
 
     def callback_info(kind, callback)
-      raise InvalidOption, 'callback: goes with a cast (the server answers {noreply} and casts the result)' unless kind == :cast
+      unless kind == :cast
+        raise InvalidOption, 'callback: goes with a cast (the server answers {noreply} and casts the result)'
+      end
 
       service, mod, fun, args = callback if callback.is_a?(Array) && callback.size == 4
       unless service.is_a?(String) && service.include?(':') && mod && fun && args.is_a?(Array)

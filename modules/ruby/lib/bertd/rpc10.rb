@@ -21,13 +21,18 @@ module BERTD
     # The Options of {info, cache, Options} for a handler's answer; ArgumentError when they are wrong.
     def cache_options(access: :private, expiration: nil, validation: nil)
       access = access.to_sym if access.is_a?(String)
-      raise ArgumentError, "cache access must be :public or :private, not #{access.inspect}" unless ACCESS.include?(access)
-      raise ArgumentError, 'cache needs expiration: Seconds, validation: Token or both' if expiration.nil? && validation.nil?
+      unless ACCESS.include?(access)
+        raise ArgumentError, "cache access must be :public or :private, not #{access.inspect}"
+      end
+      if expiration.nil? && validation.nil?
+        raise ArgumentError, 'cache needs expiration: Seconds, validation: Token or both'
+      end
 
       options = [BERT::Tuple[:access, access]]
       unless expiration.nil?
         unless expiration.is_a?(Integer) && expiration >= 0
-          raise ArgumentError, "cache expiration must be an Integer of seconds >= 0 (0: for ever), not #{expiration.inspect}"
+          raise ArgumentError,
+                "cache expiration must be an Integer of seconds >= 0 (0: for ever), not #{expiration.inspect}"
         end
 
         options << BERT::Tuple[:expiration, expiration]
@@ -45,7 +50,9 @@ module BERTD
     # A Hash of a cache info's options ({access: :public, expiration: 60, validation: 'tok'}).
     # Raises ArgumentError for a shape doc/info-packets.md does not allow.
     def read_cache_options(options)
-      raise ArgumentError, "{info, cache, Options}: Options must be a list, not #{options.inspect}" unless options.is_a?(Array)
+      unless options.is_a?(Array)
+        raise ArgumentError, "{info, cache, Options}: Options must be a list, not #{options.inspect}"
+      end
 
       options.each_with_object({}) do |o, out|
         unless o.is_a?(Array) && o.size == 2 && o[0].is_a?(Symbol)
@@ -111,7 +118,9 @@ module BERTD
     attr_reader :chunks, :reply, :chunk_size
 
     def initialize(chunks, reply: [], chunk_size: RPC10::CHUNK)
-      raise ArgumentError, 'chunk_size must be a positive Integer' unless chunk_size.is_a?(Integer) && chunk_size.positive?
+      unless chunk_size.is_a?(Integer) && chunk_size.positive?
+        raise ArgumentError, 'chunk_size must be a positive Integer'
+      end
 
       @chunks = chunks
       @reply = reply
