@@ -30,8 +30,12 @@ constexpr int64_t kLogEveryUs = 10'000'000;
 
 Listener::Listener(Acceptor& a) : acc_(a) {
     Runtime& rt = a.rt();
-    accept_ev_ = make_event(a.base(), rt.listen_fd.get(), EV_READ | EV_PERSIST, on_accept, this);
-    event_add(accept_ev_.get(), nullptr);
+    for (uint32_t i = 0; i < rt.listeners.size(); ++i) {
+        auto p = std::make_unique<Port>(Port{this, i, nullptr});
+        p->ev = make_event(a.base(), rt.listeners[i].fd.get(), EV_READ | EV_PERSIST, on_accept, p.get());
+        event_add(p->ev.get(), nullptr);
+        ports_.push_back(std::move(p));
+    }
     if (rt.handover) {
         handover_ev_ = make_event(a.base(), rt.handover.get(), EV_READ | EV_PERSIST, on_handover, this);
         event_add(handover_ev_.get(), nullptr);
@@ -42,22 +46,25 @@ Listener::Listener(Acceptor& a) : acc_(a) {
 }
 
 void Listener::stop_accepting() {
-    event_del(accept_ev_.get());
+    for (auto& p : ports_) event_del(p->ev.get());
     evtimer_del(resume_ev_.get());
 }
 
-void Listener::on_accept(evutil_socket_t, short, void* arg) { static_cast<Listener*>(arg)->accept_ready(); }
+void Listener::on_accept(evutil_socket_t, short, void* arg) {
+    auto* p = static_cast<Port*>(arg);
+    p->self->accept_ready(p->index);
+}
 
-void Listener::accept_ready() {
+void Listener::accept_ready(uint32_t index) {
+    int listen_fd = acc_.rt().listeners[index].fd.get();
     GlobalStats& gs = acc_.seg().header().stats;
     const Limits& limits = acc_.rt().config.limits;
     for (int i = 0; i < kAcceptBatch && !acc_.stopping(); ++i) {
         sockaddr_storage peer{};
         socklen_t plen = sizeof peer;
-        int fd = accept4(acc_.rt().listen_fd.get(), reinterpret_cast<sockaddr*>(&peer), &plen,
-                         SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd = accept4(listen_fd, reinterpret_cast<sockaddr*>(&peer), &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno == EMFILE || errno == ENFILE) out_of_descriptors(errno);
+            if (errno == EMFILE || errno == ENFILE) out_of_descriptors(errno, index);
             return;  // EAGAIN: another acceptor took it, or nothing left
         }
         pause_us_ = 0;
@@ -71,7 +78,7 @@ void Listener::accept_ready() {
             continue;
         }
         int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        if (peer.ss_family != AF_UNIX) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         gs.connections_total.fetch_add(1, std::memory_order_relaxed);
         Conn& c = acc_.conns().add(fd, peer);
         acc_.conns().read(c);  // most clients send the request with the connect: try it now
@@ -81,10 +88,10 @@ void Listener::accept_ready() {
 // The listen socket stays readable while clients wait, so accepting again at once would
 // spin. One waiting client is refused with a reason (through the spare descriptor), then
 // accepting pauses; one log line says so per period, however often it happens.
-void Listener::out_of_descriptors(int err) {
+void Listener::out_of_descriptors(int err, uint32_t index) {
     if (reserve_) {
         reserve_.reset();
-        int fd = accept4(acc_.rt().listen_fd.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd = accept4(acc_.rt().listeners[index].fd.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd >= 0) {
             std::string f = error_frame(ErrorType::Server, 0, "the server is out of file descriptors; try again later");
             [[maybe_unused]] ssize_t n = ::send(fd, f.data(), f.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -103,7 +110,7 @@ void Listener::out_of_descriptors(int err) {
         logged_at_us_ = now;
         pauses_ = 0;
     }
-    event_del(accept_ev_.get());
+    for (auto& p : ports_) event_del(p->ev.get());
     timeval tv{time_t(pause_us_ / 1'000'000), suseconds_t(pause_us_ % 1'000'000)};
     evtimer_add(resume_ev_.get(), &tv);
 }
@@ -111,8 +118,8 @@ void Listener::out_of_descriptors(int err) {
 void Listener::on_resume(evutil_socket_t, short, void* arg) {
     auto* self = static_cast<Listener*>(arg);
     if (self->acc_.stopping()) return;
-    event_add(self->accept_ev_.get(), nullptr);
-    self->accept_ready();
+    for (auto& p : self->ports_) event_add(p->ev.get(), nullptr);
+    for (auto& p : self->ports_) self->accept_ready(p->index);
 }
 
 // ---- handing connections between generations ---------------------------------------------

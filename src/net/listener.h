@@ -1,4 +1,4 @@
-// listener.h: where an acceptor's connections come from: the listen socket (with
+// listener.h: where an acceptor's connections come from: the listen sockets (with
 // the server's connection limit), and, after a reload, the previous generation's
 // idle connections handed over on this generation's datagram socket. While stopping,
 // it hands this acceptor's idle connections on to the next generation. Out of file
@@ -7,6 +7,9 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
 
 #include "io/event.h"
 #include "io/fd.h"
@@ -26,16 +29,23 @@ public:
     void hand_over_idle();
 
 private:
+    // One listen socket (rt.listeners[index]) and its event.
+    struct Port {
+        Listener* self;
+        uint32_t index;
+        EventPtr ev;
+    };
     static void on_accept(evutil_socket_t, short, void*);
     static void on_handover(evutil_socket_t, short, void*);
     static void on_retry(evutil_socket_t, short, void*);
     static void on_resume(evutil_socket_t, short, void*);
-    void accept_ready();
-    void out_of_descriptors(int err);
+    void accept_ready(uint32_t index);
+    void out_of_descriptors(int err, uint32_t index);
     void take_handed_over(int fd);
 
     Acceptor& acc_;
-    EventPtr accept_ev_, handover_ev_, retry_ev_, resume_ev_;
+    std::vector<std::unique_ptr<Port>> ports_;
+    EventPtr handover_ev_, retry_ev_, resume_ev_;
     Fd handover_out_;
     Fd reserve_;               // a spare descriptor, given up to refuse one client when there are none
     int64_t pause_us_ = 0;     // the current pause; 0 while accepting works

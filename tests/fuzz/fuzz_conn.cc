@@ -62,7 +62,7 @@ World& world() {
         w->worker = sv[1];
         int l = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);  // never connected to
         listen(l, 1);
-        rt.listen_fd.reset(l);
+        rt.listeners.emplace_back().fd.reset(l);
         rt.acceptor_wake.emplace_back(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
         rt.master_wake.reset(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
         w->acc = std::make_unique<bertd::Acceptor>(rt, 0);
