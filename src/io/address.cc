@@ -71,6 +71,38 @@ std::string endpoint_text(const sockaddr_storage& a) {
     return raw_bytes(a, b) == AF_INET6 ? "[" + host + "]:" + port : host + ":" + port;
 }
 
+void append_packed(std::string& out, const sockaddr_storage& a) {
+    uint8_t b[16] = {};
+    int fam = a.ss_family == AF_INET || a.ss_family == AF_INET6 ? a.ss_family : 0;
+    if (fam == AF_INET) memcpy(b, &reinterpret_cast<const sockaddr_in*>(&a)->sin_addr, 4);
+    if (fam == AF_INET6) memcpy(b, &reinterpret_cast<const sockaddr_in6*>(&a)->sin6_addr, 16);
+    uint16_t port = port_of(a);
+    out.push_back(char(fam == AF_INET ? 4 : fam == AF_INET6 ? 6 : 0));
+    out.append(reinterpret_cast<const char*>(b), 16);
+    out.push_back(char(port >> 8));
+    out.push_back(char(port & 0xFF));
+}
+
+bool take_packed(std::string_view& in, sockaddr_storage& out) {
+    if (in.size() < kPackedAddress) return false;
+    out = {};
+    auto* p = reinterpret_cast<const uint8_t*>(in.data());
+    uint16_t port = uint16_t(p[17] << 8 | p[18]);
+    if (p[0] == 4) {
+        auto* s = reinterpret_cast<sockaddr_in*>(&out);
+        s->sin_family = AF_INET;
+        memcpy(&s->sin_addr, p + 1, 4);
+        s->sin_port = htons(port);
+    } else if (p[0] == 6) {
+        auto* s = reinterpret_cast<sockaddr_in6*>(&out);
+        s->sin6_family = AF_INET6;
+        memcpy(&s->sin6_addr, p + 1, 16);
+        s->sin6_port = htons(port);
+    }
+    in.remove_prefix(kPackedAddress);
+    return true;
+}
+
 std::optional<AddressRange> parse_range(std::string_view text) {
     AddressRange r;
     std::string host(text.substr(0, text.find('/')));

@@ -11,11 +11,13 @@
 #include <cstring>
 #include <vector>
 
+#include "io/address.h"
 #include "io/clock.h"
 #include "io/unix.h"
 #include "log/log.h"
 #include "net/acceptor.h"
 #include "net/answers.h"
+#include "net/proxy_gate.h"
 #include "net/request.h"
 
 namespace bertd {
@@ -43,7 +45,12 @@ Listener::Listener(Acceptor& a) : acc_(a) {
     retry_ev_ = make_event(a.base(), -1, 0, on_retry, this);
     resume_ev_ = make_event(a.base(), -1, 0, on_resume, this);
     reserve_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    gate_ = std::make_unique<ProxyGate>(a);
 }
+
+Listener::~Listener() = default;
+
+size_t Listener::pending() const { return gate_->pending(); }
 
 void Listener::stop_accepting() {
     for (auto& p : ports_) event_del(p->ev.get());
@@ -80,6 +87,10 @@ void Listener::accept_ready(uint32_t index) {
         int one = 1;
         if (peer.ss_family != AF_UNIX) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         gs.connections_total.fetch_add(1, std::memory_order_relaxed);
+        if (const ListenRuntime& l = acc_.rt().listeners[index]; l.proxy_protocol) {
+            gate_->admit(fd, peer, l.name);
+            continue;
+        }
         Conn& c = acc_.conns().add(fd, peer);
         acc_.conns().read(c);  // most clients send the request with the connect: try it now
     }
@@ -128,14 +139,16 @@ void Listener::on_handover(evutil_socket_t fd, short, void* arg) {
     auto* self = static_cast<Listener*>(arg);
     const std::string& secret = self->acc_.rt().ipc.secret();
     for (int i = 0; i < kAcceptBatch; ++i) {
-        char body[64];
+        // The secret, then each connection's client (io/address.h's packed records).
+        char body[256 + kHandoverBatch * kPackedAddress];
         std::vector<int> fds;
         PeerCred sender;
         ssize_t n = recv_with_fds(int(fd), body, sizeof body, fds, &sender);
         if (n <= 0) return;
         // Only an acceptor of this server (the generation before) hands connections over: it
         // knows the secret. (It may have exited since, so its ancestry cannot be asked.)
-        if (secret.empty() || std::string_view(body, size_t(n)) != secret) {
+        std::string_view got(body, size_t(n));
+        if (secret.empty() || got.substr(0, secret.size()) != secret) {
             for (int f : fds) ::close(f);
             uint64_t times;
             if (self->refused_.due(times))
@@ -144,15 +157,25 @@ void Listener::on_handover(evutil_socket_t fd, short, void* arg) {
                            fds.size(), int(sender.pid), unsigned(sender.uid), (unsigned long long)times);
             continue;
         }
-        for (int conn_fd : fds) self->take_handed_over(conn_fd);
+        std::string_view clients = got.substr(secret.size());
+        bool with_clients = clients.size() == fds.size() * kPackedAddress;
+        for (int conn_fd : fds) {
+            sockaddr_storage client;
+            bool known = with_clients && take_packed(clients, client) && client.ss_family != AF_UNSPEC;
+            self->take_handed_over(conn_fd, known ? &client : nullptr);
+        }
     }
 }
 
-void Listener::take_handed_over(int fd) {
+// A connection keeps the client its PROXY header named in the generation before.
+void Listener::take_handed_over(int fd, const sockaddr_storage* client) {
     set_nonblocking(fd);
     sockaddr_storage peer{};
     socklen_t plen = sizeof peer;
-    getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &plen);
+    if (client)
+        peer = *client;
+    else
+        getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &plen);
     Conn& c = acc_.conns().add(fd, peer);
     acc_.conns().read(c);  // the client may have sent a request meanwhile
 }
@@ -179,8 +202,12 @@ void Listener::hand_over_idle() {
     for (size_t at = 0; at < idle.size(); at += kHandoverBatch) {
         size_t n = std::min(idle.size() - at, kHandoverBatch);
         int fds[kHandoverBatch];
-        for (size_t k = 0; k < n; ++k) fds[k] = idle[at + k]->fd.get();
-        if (send_with_fds(handover_out_.get(), acc_.rt().ipc.secret(), fds, n) < 0) {
+        std::string body = acc_.rt().ipc.secret();
+        for (size_t k = 0; k < n; ++k) {
+            fds[k] = idle[at + k]->fd.get();
+            append_packed(body, idle[at + k]->client);
+        }
+        if (send_with_fds(handover_out_.get(), body, fds, n) < 0) {
             // The successor's queue is full: try again shortly.
             timeval soon{0, 5000};
             evtimer_add(retry_ev_.get(), &soon);

@@ -1,5 +1,6 @@
 // listener.h: where an acceptor's connections come from: the listen sockets (with
-// the server's connection limit), and, after a reload, the previous generation's
+// the server's connection limit; a `proxy_protocol` listener's through the PROXY gate),
+// and, after a reload, the previous generation's
 // idle connections handed over on this generation's datagram socket. While stopping,
 // it hands this acceptor's idle connections on to the next generation. Out of file
 // descriptors, it stops accepting for a while rather than spin. Nothing here reads a
@@ -11,6 +12,8 @@
 #include <memory>
 #include <vector>
 
+#include <sys/socket.h>
+
 #include "io/event.h"
 #include "io/fd.h"
 #include "log/throttle.h"
@@ -18,15 +21,19 @@
 namespace bertd {
 
 class Acceptor;
+class ProxyGate;
 
 class Listener {
 public:
     explicit Listener(Acceptor& a);
+    ~Listener();
 
     void stop_accepting();
     // While stopping: passes every connection between requests (nothing read, nothing to
     // write) to the successor generation, if there is one.
     void hand_over_idle();
+    // Connections still waiting for their PROXY header.
+    size_t pending() const;
 
 private:
     // One listen socket (rt.listeners[index]) and its event.
@@ -41,10 +48,11 @@ private:
     static void on_resume(evutil_socket_t, short, void*);
     void accept_ready(uint32_t index);
     void out_of_descriptors(int err, uint32_t index);
-    void take_handed_over(int fd);
+    void take_handed_over(int fd, const sockaddr_storage* client);
 
     Acceptor& acc_;
     std::vector<std::unique_ptr<Port>> ports_;
+    std::unique_ptr<ProxyGate> gate_;
     EventPtr handover_ev_, retry_ev_, resume_ev_;
     Fd handover_out_;
     Fd reserve_;               // a spare descriptor, given up to refuse one client when there are none

@@ -489,7 +489,9 @@ void RequestPath::count(const Request& r, int error_type) {
 }
 
 void RequestPath::take_log_text(Request& r) {
-    if (!acc_.access_log().enabled() || !r.log_text.empty()) return;
+    if (!acc_.access_log().enabled()) return;
+    if (r.conn && r.client.empty() && acc_.rt().config.access_log_extended) r.client = r.conn->client_text;
+    if (!r.log_text.empty()) return;
     // The text of at most kLogRequestBytes, read from the bytes: a huge term costs no more.
     if (bert::print_encoded(r.payload(), r.log_text, kLogRequestBytes, limits_)) r.log_text = "<undecodable>";
 }
@@ -508,6 +510,7 @@ void RequestPath::log(Request& r, int error_type) {
     rec.cached = r.cached;
     rec.high = r.high;
     rec.request = r.log_text;
+    rec.client = r.client;
     al.write(rec);
 }
 

@@ -192,6 +192,25 @@ TEST(Proxy, every_prefix_of_random_bytes_is_answered_within_bounds) {
     }
 }
 
+TEST(Proxy, packed_addresses_come_back_as_they_went) {
+    std::string packed;
+    bertd::append_packed(packed, v4("192.0.2.7", 56324));
+    bertd::append_packed(packed, v6("2001:db8::9", 1234));
+    sockaddr_storage un{};
+    un.ss_family = AF_UNIX;
+    bertd::append_packed(packed, un);
+    LONGS_EQUAL(3 * bertd::kPackedAddress, packed.size());
+    std::string_view in = packed;
+    sockaddr_storage a, b, c, d;
+    CHECK(bertd::take_packed(in, a));
+    CHECK(bertd::take_packed(in, b));
+    CHECK(bertd::take_packed(in, c));
+    CHECK_FALSE(bertd::take_packed(in, d));
+    STRCMP_EQUAL("192.0.2.7:56324", endpoint_text(a).c_str());
+    STRCMP_EQUAL("[2001:db8::9]:1234", endpoint_text(b).c_str());
+    LONGS_EQUAL(AF_UNSPEC, c.ss_family);
+}
+
 TEST(Proxy, ranges_match_addresses_ipv4_mapped_included) {
     auto lo = parse_range("127.0.0.0/8");
     CHECK(lo.has_value());
