@@ -362,6 +362,8 @@ Config parse_yaml(const std::string& text, const std::string& path) {
         else if (key == "group")
             c.group = y.str(v, key);
         else if (key == "admin_allow") c.admin_allow = y.strings(v, key);
+        else if (key == "drain_timeout")
+            c.drain_timeout = y.duration(v, key);
         else if (key == "limits") yaml_limits(y, v, c.limits);
         else if (key == "modules") {
             if (!v.IsSequence()) y.fail(v, "modules must be a list");
@@ -374,7 +376,8 @@ Config parse_yaml(const std::string& text, const std::string& path) {
             y.fail(kv.first,
                    "unknown key '" + key +
                        "' (known: listen, port, acceptors, access_log, access_log_format, error_log, "
-                       "log_level, pidfile, user, group, admin_allow, proxy_protocol_from, limits, "
+                       "log_level, pidfile, user, group, admin_allow, proxy_protocol_from, drain_timeout, "
+                       "limits, "
                        "callbacks, modules, erlang)");
         }
     }

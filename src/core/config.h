@@ -92,6 +92,7 @@ struct Config {
     std::string user_where;                // "file:line" of user, for messages
     Credentials creds;                     // resolved by resolve_users (core/credentials.h)
     std::vector<std::string> admin_allow;  // addresses allowed __admin__ besides loopback
+    double drain_timeout = 0;              // seconds a graceful stop keeps serving while health says draining
     Limits limits;
     CallbacksConfig callbacks;
     std::vector<ModuleConfig> modules;

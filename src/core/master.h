@@ -52,6 +52,7 @@ private:
     void child_exited(Child& c, pid_t pid, int status);
     void tend_children();
     void begin_stop(bool graceful);
+    void begin_drain();
     void wind_down_stopping();
     void reopen_logs();
     void finish();
@@ -109,7 +110,9 @@ private:
     ListenSockets listen_;  // one socket per `listen` entry, kept across reloads by address
     std::vector<std::unique_ptr<Generation>> gens_;  // back() serves; the others drain
     uint64_t next_generation_ = 1;
-    enum class Phase { Running, Quitting, Terminating } phase_ = Phase::Running;
+    // Draining: a graceful stop waits out drain_timeout, serving, while health says draining.
+    enum class Phase { Running, Draining, Quitting, Terminating } phase_ = Phase::Running;
+    bool serving() const { return phase_ == Phase::Running || phase_ == Phase::Draining; }
     int64_t stop_deadline_us_ = 0;
     int ready_fd_ = -1;
     bool pidfile_written_ = false;

@@ -346,7 +346,7 @@ void Master::acceptor_exited(Generation& g, Child& a, int status) {
 void Master::tend(Generation& g) {
     Segment& seg = *g.rt.seg;
     int64_t now = monotonic_us();
-    bool serving = phase_ == Phase::Running && g.phase == Generation::Phase::Serving;
+    bool serving = this->serving() && g.phase == Generation::Phase::Serving;
     for (uint32_t i = 0; i < g.workers.size(); ++i) {
         Child& w = *g.workers[i];
         Slot& s = seg.slot(i);

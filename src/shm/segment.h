@@ -158,6 +158,8 @@ struct SegmentHeader {
     // Set by the master on reload: the generation that takes over this one's idle
     // connections (0: none, they are closed).
     std::atomic<uint64_t> successor;
+    // Set by the master while a graceful stop waits out drain_timeout (__admin__:health).
+    std::atomic<uint32_t> draining;
     GlobalStats stats;
     AccessLogShared access_log;
 };
