@@ -364,6 +364,16 @@ Config parse_yaml(const std::string& text, const std::string& path) {
         else if (key == "admin_allow") c.admin_allow = y.strings(v, key);
         else if (key == "drain_timeout")
             c.drain_timeout = y.duration(v, key);
+        else if (key == "metrics") {
+            if (!v.IsMap()) y.fail(v, "metrics must be a mapping: {listen: \"127.0.0.1:9464\"}");
+            for (const auto& mk : v) {
+                std::string k = mk.first.as<std::string>();
+                if (k == "listen")
+                    c.metrics_listen = y.str(mk.second, k), c.metrics_where = y.at(mk.second);
+                else
+                    y.fail(mk.first, "unknown metrics key '" + k + "' (known: listen)");
+            }
+        }
         else if (key == "limits") yaml_limits(y, v, c.limits);
         else if (key == "modules") {
             if (!v.IsSequence()) y.fail(v, "modules must be a list");
@@ -377,8 +387,7 @@ Config parse_yaml(const std::string& text, const std::string& path) {
                    "unknown key '" + key +
                        "' (known: listen, port, acceptors, access_log, access_log_format, error_log, "
                        "log_level, pidfile, user, group, admin_allow, proxy_protocol_from, drain_timeout, "
-                       "limits, "
-                       "callbacks, modules, erlang)");
+                       "limits, callbacks, metrics, modules, erlang)");
         }
     }
     validate(c);

@@ -93,6 +93,8 @@ struct Config {
     Credentials creds;                     // resolved by resolve_users (core/credentials.h)
     std::vector<std::string> admin_allow;  // addresses allowed __admin__ besides loopback
     double drain_timeout = 0;              // seconds a graceful stop keeps serving while health says draining
+    std::string metrics_listen;            // metrics: {listen: ADDR}: GET /metrics there; empty: none
+    std::string metrics_where;             // "file:line" of it
     Limits limits;
     CallbacksConfig callbacks;
     std::vector<ModuleConfig> modules;

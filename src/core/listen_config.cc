@@ -167,6 +167,15 @@ void validate_listen(const Config& c) {
         if (!a.unix_socket && (l.mode >= 0 || !l.owner.empty() || !l.group.empty()))
             throw ConfigError(l.where + ": listen: mode, owner and group are for unix sockets only");
     }
+    if (!c.metrics_listen.empty()) {
+        try {
+            ListenAddress m = parse_listen_address(c.metrics_listen, kMetricsPort);
+            if (seen.count(m.text()))
+                throw std::invalid_argument("'" + m.text() + "' is a BERT-RPC listener too");
+        } catch (const std::invalid_argument& e) {
+            throw ConfigError(c.metrics_where + ": metrics: listen " + e.what());
+        }
+    }
     for (const std::string& r : c.proxy_protocol_from)
         if (!parse_range(r))
             throw ConfigError(c.path + ": proxy_protocol_from: '" + r +

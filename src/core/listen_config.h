@@ -40,6 +40,8 @@ ListenAddress parse_listen_address(const std::string& text, int default_port);
 // The entries the server listens on: the config's list, or its `listen` and `port`.
 std::vector<ListenConfig> listen_entries(const Config& c);
 
+constexpr int kMetricsPort = 9464;  // Prometheus's customary exporter port, for `metrics: {listen: ADDR}`
+
 // "127.0.0.1:8000, unix:/run/bertd.sock (proxy_protocol)" for logs and systemd's status.
 std::string listen_text(const Config& c);
 

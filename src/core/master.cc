@@ -155,6 +155,7 @@ void Master::begin_stop(bool graceful) {
         notify::stopping("stopping gracefully: finishing requests in flight");
         phase_ = Phase::Quitting;
         listen_.close_all();
+        metrics_listen_.close_all();
         children_.for_each([](Child& c) { c.respawn = false; });
         for (auto& g : gens_) g->rt.seg->header().successor = 0;
         children_.signal(SIGQUIT, [](const Child& c) { return c.kind == ChildKind::Acceptor; });
@@ -164,6 +165,7 @@ void Master::begin_stop(bool graceful) {
         notify::stopping("stopping now");
         phase_ = Phase::Terminating;
         listen_.close_all();
+        metrics_listen_.close_all();
         int64_t now = monotonic_us();
         children_.for_each([now](Child& c) {
             c.respawn = false;
@@ -217,6 +219,7 @@ void Master::reopen_logs() {
 void Master::finish() {
     for (auto& g : gens_) g->rt.seg->remove();
     listen_.close_all();
+    metrics_listen_.close_all();
     remove_cookie_home();
     remove_pidfile();
     log::info("stopped");

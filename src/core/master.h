@@ -108,6 +108,7 @@ private:
     Options opts_;
     Config first_config_;
     ListenSockets listen_;  // one socket per `listen` entry, kept across reloads by address
+    ListenSockets metrics_listen_;                   // metrics: {listen: ...}, kept the same way
     std::vector<std::unique_ptr<Generation>> gens_;  // back() serves; the others drain
     uint64_t next_generation_ = 1;
     // Draining: a graceful stop waits out drain_timeout, serving, while health says draining.

@@ -113,6 +113,7 @@ std::unique_ptr<Master::Generation> Master::build_generation(Config config, uint
         l.name = listen_.name(i);
         l.proxy_protocol = i < entries.size() && entries[i].proxy_protocol;
     }
+    if (metrics_listen_.size()) rt.metrics_fd.reset(metrics_listen_.dup(0));
     std::vector<const ModuleConfig*> natives;
     uint32_t nslots = register_modules(rt, natives);
     size_t nmods = rt.modules.size() + natives.size();

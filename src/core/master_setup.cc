@@ -35,6 +35,10 @@ std::string status_line(const Runtime& rt) {
 
 // Every `listen` entry's socket; those already open at the same address are kept.
 void Master::open_listen_socket(const Config& c) {
+    std::vector<ListenConfig> metrics;
+    if (!c.metrics_listen.empty())
+        metrics.push_back(ListenConfig{c.metrics_listen, false, -1, "", "", c.metrics_where});
+    metrics_listen_.update(metrics, kMetricsPort, c.metrics_where);
     listen_.update(listen_entries(c), c.port, opts_.listen.empty() ? c.path : "-H");
 }
 
@@ -43,6 +47,7 @@ void Master::open_listen_socket(const Config& c) {
 // own generation; nullptr for the Erlang link).
 void Master::close_inherited(const Generation* keep) {
     listen_.forget();
+    metrics_listen_.forget();
     link_listen_.reset();
     handlers_listen_.reset();
     if (ready_fd_ >= 0) ::close(ready_fd_);
@@ -54,6 +59,7 @@ void Master::close_inherited(const Generation* keep) {
             continue;
         }
         g->rt.listeners.clear();
+        g->rt.metrics_fd.reset();
         g->rt.slots.clear();
         g->rt.handover.reset();
         g->rt.control_acceptor.clear();

@@ -68,6 +68,7 @@ struct Runtime {
     Config config;
     std::unique_ptr<Segment> seg;
     std::vector<ListenRuntime> listeners;  // in the config's order
+    Fd metrics_fd;                         // metrics: {listen: ...}: GET /metrics (net/metrics_http.h)
     std::vector<ModuleRuntime> modules;  // external modules, in config order
     NameIndex module_index;
     // Native modules, by name: their entry in the segment's module table (stats only;

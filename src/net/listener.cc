@@ -17,6 +17,7 @@
 #include "log/log.h"
 #include "net/acceptor.h"
 #include "net/answers.h"
+#include "net/metrics_http.h"
 #include "net/proxy_gate.h"
 #include "net/request.h"
 
@@ -46,6 +47,7 @@ Listener::Listener(Acceptor& a) : acc_(a) {
     resume_ev_ = make_event(a.base(), -1, 0, on_resume, this);
     reserve_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
     gate_ = std::make_unique<ProxyGate>(a);
+    if (rt.metrics_fd) metrics_ = std::make_unique<MetricsHttp>(a, rt.metrics_fd.get());
 }
 
 Listener::~Listener() = default;
@@ -54,6 +56,7 @@ size_t Listener::pending() const { return gate_->pending(); }
 
 void Listener::stop_accepting() {
     for (auto& p : ports_) event_del(p->ev.get());
+    if (metrics_) metrics_->stop();
     evtimer_del(resume_ev_.get());
 }
 

@@ -22,6 +22,7 @@ namespace bertd {
 
 class Acceptor;
 class ProxyGate;
+class MetricsHttp;
 
 class Listener {
 public:
@@ -53,6 +54,7 @@ private:
     Acceptor& acc_;
     std::vector<std::unique_ptr<Port>> ports_;
     std::unique_ptr<ProxyGate> gate_;
+    std::unique_ptr<MetricsHttp> metrics_;  // GET /metrics, when the config has `metrics`
     EventPtr handover_ev_, retry_ev_, resume_ev_;
     Fd handover_out_;
     Fd reserve_;               // a spare descriptor, given up to refuse one client when there are none

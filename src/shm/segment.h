@@ -94,7 +94,11 @@ uint64_t latency_bucket_upper(int bucket);
 
 struct Histogram {
     std::atomic<uint64_t> buckets[kLatencyBuckets];
-    void record(uint64_t us) { buckets[latency_bucket(us)].fetch_add(1, std::memory_order_relaxed); }
+    std::atomic<uint64_t> sum_us;  // of every value recorded (Prometheus's _sum)
+    void record(uint64_t us) {
+        buckets[latency_bucket(us)].fetch_add(1, std::memory_order_relaxed);
+        sum_us.fetch_add(us, std::memory_order_relaxed);
+    }
     uint64_t percentile(double p) const;  // upper bound of the bucket holding the p-th value; 0 if empty
 };
 
