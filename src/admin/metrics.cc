@@ -6,6 +6,7 @@
 
 #include "admin/health.h"
 #include "net/answers.h"
+#include "shm/cache.h"
 
 namespace bertd::admin {
 
@@ -147,6 +148,31 @@ void workers(Out& o, Segment& seg) {
     for (const Row& r : rows) o.sample("bertd_module_failing", r.labels, r.failing);
 }
 
+// Modules with `cache: {size: ...}`: their answer caches' counters.
+void caches(Out& o, Segment& seg) {
+    struct {
+        const char* name;
+        const char* help;
+        std::atomic<uint64_t> CacheHeader::*counter;
+    } const kinds[] = {
+        {"bertd_cache_hits_total", "Requests answered from a module's answer cache.", &CacheHeader::hits},
+        {"bertd_cache_misses_total", "Cacheable requests the cache did not hold.", &CacheHeader::misses},
+        {"bertd_cache_stores_total", "Answers stored in a module's cache.", &CacheHeader::stores},
+        {"bertd_cache_too_big_total", "Answers too big for a module's cache.", &CacheHeader::refused},
+    };
+    for (const auto& k : kinds) {
+        bool any = false;
+        for (uint32_t m = 0; m < seg.nmodules(); ++m) {
+            AnswerCache* cache = seg.module(m).name[0] ? seg.cache(m) : nullptr;
+            if (!cache) continue;
+            if (!any) o.family(k.name, "counter", k.help);
+            any = true;
+            o.sample(k.name, mod(seg.module(m)),
+                     (cache->header().*k.counter).load(std::memory_order_relaxed));
+        }
+    }
+}
+
 void server(Out& o, Segment& seg, bool link_down) {
     GlobalStats& g = seg.header().stats;
     auto counter = [&](const char* name, const char* help, uint64_t v) {
@@ -186,6 +212,7 @@ std::string metrics_text(Segment& seg, bool link_down) {
     requests(o, seg);
     latency(o, seg);
     workers(o, seg);
+    caches(o, seg);
     server(o, seg, link_down);
     return std::move(o.text);
 }

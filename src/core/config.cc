@@ -373,8 +373,8 @@ Config parse_yaml(const std::string& text, const std::string& path) {
                 else
                     y.fail(mk.first, "unknown metrics key '" + k + "' (known: listen)");
             }
-        }
-        else if (key == "limits") yaml_limits(y, v, c.limits);
+        } else if (key == "limits")
+            yaml_limits(y, v, c.limits);
         else if (key == "modules") {
             if (!v.IsSequence()) y.fail(v, "modules must be a list");
             for (const auto& m : v) c.modules.push_back(yaml_module(y, m));

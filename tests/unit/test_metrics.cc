@@ -10,6 +10,7 @@
 
 #include "admin/health.h"
 #include "admin/metrics.h"
+#include "shm/cache.h"
 #include "shm/segment.h"
 
 using namespace bertd;
@@ -66,5 +67,22 @@ TEST(Metrics, health_is_degraded_without_a_live_worker_and_draining_when_told) {
     seg->header().draining = 1;
     CHECK(admin::health(*seg, false) == admin::Health::Draining);
     CHECK(has(admin::metrics_text(*seg, false), "bertd_health{state=\"draining\"} 1"));
+    seg->remove();
+}
+
+TEST(Metrics, a_module_with_a_cache_shows_its_hits_and_misses) {
+    auto seg =
+        Segment::create("/bertd-test-metrics-cache." + std::to_string(getpid()), 1, 1, 1, 4, {64 * 1024});
+    snprintf(seg->module(0).name, sizeof seg->module(0).name, "%s", "c");
+    seg->module(0).nslots = 1;
+    CHECK(seg->cache(0) != nullptr);
+    seg->cache(0)->header().hits = 3;
+    seg->cache(0)->header().misses = 2;
+    std::string t = admin::metrics_text(*seg, false);
+    CHECK(has(t, "bertd_cache_hits_total{module=\"c\"} 3"));
+    CHECK(has(t, "bertd_cache_misses_total{module=\"c\"} 2"));
+    auto plain = one_module("m");
+    CHECK(admin::metrics_text(*plain, false).find("bertd_cache_hits_total") == std::string::npos);
+    plain->remove();
     seg->remove();
 }
