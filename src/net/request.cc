@@ -4,6 +4,7 @@
 #include "net/request.h"
 
 #include "admin/admin.h"
+#include "admin/health.h"
 #include "bert/inflate.h"
 #include "bert/printer.h"
 #include "io/clock.h"
@@ -322,6 +323,9 @@ bool RequestPath::discard_stream(Conn& c) {
 }
 
 Outcome RequestPath::admin(Request& r, const bert::Peek& pk) {
+    // A load balancer asks from wherever it is; the answer tells nothing more than that.
+    if (pk.function == "health" && pk.arity == 0)
+        return Outcome::answer(admin::health_frame(acc_.seg(), acc_.link().down()));
     if (!r.conn->admin_ok)
         return Outcome::error(ErrorType::Server, 0,
                               "__admin__ calls are allowed only from loopback or admin_allow addresses");
@@ -490,7 +494,9 @@ void RequestPath::count(const Request& r, int error_type) {
 }
 
 void RequestPath::take_log_text(Request& r) {
-    if (!acc_.access_log().enabled() || !r.log_text.empty()) return;
+    if (!acc_.access_log().enabled()) return;
+    if (r.conn && r.client.empty() && acc_.rt().config.access_log_extended) r.client = r.conn->client_text;
+    if (!r.log_text.empty()) return;
     // The text of at most kLogRequestBytes, read from the bytes: a huge term costs no more.
     if (bert::print_encoded(r.payload(), r.log_text, kLogRequestBytes, limits_)) r.log_text = "<undecodable>";
 }
@@ -509,6 +515,7 @@ void RequestPath::log(Request& r, int error_type) {
     rec.cached = r.cached;
     rec.high = r.high;
     rec.request = r.log_text;
+    rec.client = r.client;
     al.write(rec);
 }
 
