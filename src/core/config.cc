@@ -323,19 +323,35 @@ void yaml_callbacks(Yaml& y, const YAML::Node& v, CallbacksConfig& cb) {
             y.fail(v, "callbacks.allow: '" + a + "' is not host:port (the port may be *)");
 }
 
-Config parse_yaml(const std::string& text, const std::string& path) {
-    Config c;
-    c.path = path;
-    Yaml y{path};
+// The document's top mapping, or a ConfigError naming the file and line.
+YAML::Node yaml_root(Yaml& y, const std::string& text) {
     YAML::Node root;
     try {
         root = YAML::Load(text);
     } catch (const YAML::Exception& e) {
-        throw ConfigError(path + ":" + std::to_string(e.mark.line + 1) + ": " + e.msg);
+        throw ConfigError(y.path + ":" + std::to_string(e.mark.line + 1) + ": " + e.msg);
     }
-    if (root.IsNull()) throw ConfigError(path + ": the config file is empty");
+    if (root.IsNull()) throw ConfigError(y.path + ": the config file is empty");
     if (!root.IsMap()) throw ConfigError(y.at(root) + ": the config must be a mapping of keys (listen, port, modules, ...)");
-    for (const auto& kv : root) {
+    return root;
+}
+
+void yaml_metrics(Yaml& y, const YAML::Node& v, Config& c) {
+    if (!v.IsMap()) y.fail(v, "metrics must be a mapping: {listen: \"127.0.0.1:9464\"}");
+    for (const auto& mk : v) {
+        std::string k = mk.first.as<std::string>();
+        if (k == "listen")
+            c.metrics_listen = y.str(mk.second, k), c.metrics_where = y.at(mk.second);
+        else
+            y.fail(mk.first, "unknown metrics key '" + k + "' (known: listen)");
+    }
+}
+
+Config parse_yaml(const std::string& text, const std::string& path) {
+    Config c;
+    c.path = path;
+    Yaml y{path};
+    for (const auto& kv : yaml_root(y, text)) {
         std::string key = kv.first.as<std::string>();
         const YAML::Node& v = kv.second;
         if (key == "listen" && v.IsScalar())
@@ -364,16 +380,9 @@ Config parse_yaml(const std::string& text, const std::string& path) {
         else if (key == "admin_allow") c.admin_allow = y.strings(v, key);
         else if (key == "drain_timeout")
             c.drain_timeout = y.duration(v, key);
-        else if (key == "metrics") {
-            if (!v.IsMap()) y.fail(v, "metrics must be a mapping: {listen: \"127.0.0.1:9464\"}");
-            for (const auto& mk : v) {
-                std::string k = mk.first.as<std::string>();
-                if (k == "listen")
-                    c.metrics_listen = y.str(mk.second, k), c.metrics_where = y.at(mk.second);
-                else
-                    y.fail(mk.first, "unknown metrics key '" + k + "' (known: listen)");
-            }
-        } else if (key == "limits")
+        else if (key == "metrics")
+            yaml_metrics(y, v, c);
+        else if (key == "limits")
             yaml_limits(y, v, c.limits);
         else if (key == "modules") {
             if (!v.IsSequence()) y.fail(v, "modules must be a list");

@@ -257,10 +257,8 @@ class PythonHostileStreams(Rpc10Server):
             next(answer)
         self.assertEqual(svc.call.lib.add(5, 5), 10)
 
-    # SERVER BUG (reported to the lead): a client that leaves while bertd has paused its streamed
-    # answer (more than 1 MiB waiting for it) orphans the lease: the worker is never read again
-    # and stays leased for ever (src/net/request.cc orphan() never un-pauses it).
-    @unittest.expectedFailure
+    # A client that leaves while bertd has paused its streamed answer (more than 1 MiB waiting
+    # for it) frees the worker: it is replaced, and the module has all its workers idle again.
     def test_a_client_that_leaves_a_paused_stream_gets_its_worker_back(self):
         conn = bertd.Connection("127.0.0.1", self.server.port, timeout=10)
         conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
@@ -271,12 +269,8 @@ class PythonHostileStreams(Rpc10Server):
         conn.close()
         wait_until(lambda: int(self.server.stats()["workers.idle.lib"]) == 3, timeout=5, what="the worker back")
 
-    # SERVER BUG (reported to the lead): when a worker fails after its streamed answer began,
-    # bertd writes an {error, ...} BERP where the client expects a chunk, and keeps the
-    # connection open: the client reads the error as a chunk and then waits for ever. The
-    # stream cannot be ended cleanly, so the connection must be closed (as for a request's
-    # stream cut short).
-    @unittest.expectedFailure
+    # When a worker fails after its streamed answer began, an error frame would pass for a
+    # chunk: bertd ends the connection after the chunks sent, and the client says so.
     def test_a_stream_that_breaks_after_it_began_ends_in_an_error_not_a_short_answer(self):
         got = []
         with self.assertRaises(bertd.ConnectionError):
@@ -291,9 +285,7 @@ class PythonEndlessHandlerStream(Rpc10Server):
 
     limits = "{max_frame: 1MiB, max_stream: 8MiB}"
 
-    # SERVER GAP (reported to the lead): limits.max_stream bounds only streamed requests; a
-    # handler's endless stream is relayed (or, to a client that left, read and dropped) for ever.
-    @unittest.expectedFailure
+    # limits.max_stream bounds a handler's stream as it bounds a client's.
     def test_a_handler_stream_that_never_ends_is_cut_by_max_stream(self):
         got = 0
         try:
