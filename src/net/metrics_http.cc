@@ -17,6 +17,7 @@ namespace {
 constexpr size_t kMaxRequest = 8192;
 constexpr size_t kMaxScrapes = 8;  // at once, per acceptor
 constexpr int64_t kTimeoutUs = 5'000'000;
+constexpr int64_t kFreshUs = 100'000;  // how old an exposition may be when it is sent
 
 std::string http(const char* status, const std::string& type, const std::string& body) {
     return std::string("HTTP/1.1 ") + status + "\r\nContent-Type: " + type +
@@ -122,8 +123,13 @@ void MetricsHttp::answer(Scrape& s, const std::string& line) {
         } else if (path != "/metrics") {
             s.out = plain("404 Not Found", "bertd serves /metrics only");
         } else {
-            s.out = http("200 OK", "text/plain; version=0.0.4; charset=utf-8",
-                         admin::metrics_text(acc_.seg(), acc_.link().down()));
+            int64_t now = monotonic_us();
+            if (rendered_.empty() || now - rendered_at_us_ >= kFreshUs) {
+                rendered_ = http("200 OK", "text/plain; version=0.0.4; charset=utf-8",
+                                 admin::metrics_text(acc_.seg(), acc_.link().down()));
+                rendered_at_us_ = now;
+            }
+            s.out = rendered_;
             if (method == "HEAD") s.out.resize(s.out.find("\r\n\r\n") + 4);
         }
     }

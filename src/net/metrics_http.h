@@ -49,6 +49,9 @@ private:
     EventPtr accept_ev_;
     uint64_t next_ = 1;
     std::unordered_map<uint64_t, std::unique_ptr<Scrape>> scrapes_;
+    // A flood of scrapes is answered from one rendering per 100 ms, not one each.
+    std::string rendered_;
+    int64_t rendered_at_us_ = 0;
 };
 
 }  // namespace bertd
