@@ -1,6 +1,9 @@
 // bertc.cc: the command-line BERT-RPC client: one call or cast with arguments in Erlang syntax,
 // the reply in Erlang syntax or JSON on stdout, errors on stderr with an exit status per error
 // type. It never prints a partial reply: output is written only once the whole answer is in.
+// --stream-in / --stream-out move a file through a BERT-RPC 1.0 stream in bounded memory; a
+// --stream-out file of a request that failed is removed, never left half written.
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <charconv>
@@ -37,7 +40,8 @@ enum Exit : int {
 
 constexpr const char* kUsageText =
     "usage: bertc [-h HOST] [-p PORT] [--priority high|low] [--timeout S] [--json]\n"
-    "             [--float-format new|ernie] call|cast MODULE FUNCTION [ARG ...]\n"
+    "             [--float-format new|ernie] [--stream-in FILE] [--stream-out FILE]\n"
+    "             call|cast MODULE FUNCTION [ARG ...]\n"
     "\n"
     "Sends one BERT-RPC call or cast to a bertd (or any BERT-RPC server) and prints the reply.\n"
     "\n"
@@ -50,11 +54,17 @@ constexpr const char* kUsageText =
     "      --float-format F  how floats in the arguments are sent: new (NEW_FLOAT_EXT, the\n"
     "                        default) or ernie (FLOAT_EXT, for servers and handlers on Ernie's\n"
     "                        libraries, such as the bert gem); replies are read in either form\n"
+    "      --stream-in FILE  send FILE's bytes as a streamed request (- for standard input)\n"
+    "      --stream-out FILE write a streamed answer's bytes to FILE (- for standard output,\n"
+    "                        which then carries no reply line); a call only\n"
     "      --help            this text\n"
     "\n"
     "Each ARG is one Erlang term: bertc call calc add 1 2, bertc call store put '<<\"k\">>' '{a,[1,2]}'.\n"
     "An ARG @FILE reads the term's text from FILE (@- from standard input).\n"
     "A call prints the reply on one line; a cast prints nothing once the server took it.\n"
+    "Streams (BERT-RPC 1.0) are read and written chunk by chunk: memory stays small whatever\n"
+    "their size. The timeout then bounds each chunk. If the request fails, the --stream-out\n"
+    "FILE is removed.\n"
     "\n"
     "JSON: integers (any size) are numbers; floats are numbers with a '.' or an exponent;\n"
     "lists are arrays; a binary that is UTF-8 text is a string; {bert,nil}, {bert,true} and\n"
@@ -76,6 +86,7 @@ struct Args {
     bool json = false;
     bool cast = false;
     bert::FloatForm float_format = bert::FloatForm::New;
+    std::string stream_in, stream_out;  // file names; "-" for stdin / stdout
     std::string module, function;
     std::vector<std::string> terms;
 };
@@ -90,6 +101,32 @@ bool parse_port(std::string_view s, uint16_t& out) {
     if (r.ec != std::errc() || r.ptr != s.data() + s.size() || v == 0 || v > 65535) return false;
     out = static_cast<uint16_t>(v);
     return true;
+}
+
+// What follows the options, from argv[i]: call|cast MODULE FUNCTION [ARG ...].
+void parse_operands(int argc, char** argv, int i, Args& a) {
+    if (i >= argc) throw UsageError{"call or cast expected"};
+    std::string_view kind = argv[i++];
+    if (kind != "call" && kind != "cast")
+        throw UsageError{"call or cast expected, not '" + std::string(kind) + "'"};
+    a.cast = kind == "cast";
+    if (argc - i < 2) throw UsageError{"MODULE and FUNCTION expected"};
+    a.module = argv[i++];
+    a.function = argv[i++];
+    if (a.module.empty() || a.function.empty()) throw UsageError{"MODULE and FUNCTION must not be empty"};
+    for (; i < argc; ++i) a.terms.emplace_back(argv[i]);
+}
+
+bertd::Priority parse_priority(const std::string& v) {
+    if (v == "high") return bertd::Priority::High;
+    if (v == "low") return bertd::Priority::Low;
+    throw UsageError{"bad priority '" + v + "' (high or low)"};
+}
+
+bert::FloatForm parse_float_format(const std::string& v) {
+    if (v == "new") return bert::FloatForm::New;
+    if (v == "ernie") return bert::FloatForm::Ernie;
+    throw UsageError{"bad float format '" + v + "' (new or ernie)"};
 }
 
 // Returns true when --help was asked for.
@@ -118,13 +155,7 @@ bool parse_command_line(int argc, char** argv, Args& a) {
             std::string v = value(name, arg);
             if (!parse_port(v, a.port)) throw UsageError{"bad port '" + v + "' (1-65535)"};
         } else if (name == "--priority") {
-            std::string v = value(name, arg);
-            if (v == "high")
-                a.priority = bertd::Priority::High;
-            else if (v == "low")
-                a.priority = bertd::Priority::Low;
-            else
-                throw UsageError{"bad priority '" + v + "' (high or low)"};
+            a.priority = parse_priority(value(name, arg));
         } else if (name == "--timeout") {
             std::string v = value(name, arg);
             char* end = nullptr;
@@ -134,27 +165,16 @@ bool parse_command_line(int argc, char** argv, Args& a) {
         } else if (arg == "--json") {
             a.json = true;
         } else if (name == "--float-format") {
-            std::string v = value(name, arg);
-            if (v == "new")
-                a.float_format = bert::FloatForm::New;
-            else if (v == "ernie")
-                a.float_format = bert::FloatForm::Ernie;
-            else
-                throw UsageError{"bad float format '" + v + "' (new or ernie)"};
+            a.float_format = parse_float_format(value(name, arg));
+        } else if (name == "--stream-in" || name == "--stream-out") {
+            std::string& file = name == "--stream-in" ? a.stream_in : a.stream_out;
+            if ((file = value(name, arg)).empty())
+                throw UsageError{std::string(name) + " needs a file name (or -)"};
         } else {
             throw UsageError{"unknown option '" + std::string(arg) + "'"};
         }
     }
-    if (i >= argc) throw UsageError{"call or cast expected"};
-    std::string_view kind = argv[i++];
-    if (kind != "call" && kind != "cast")
-        throw UsageError{"call or cast expected, not '" + std::string(kind) + "'"};
-    a.cast = kind == "cast";
-    if (argc - i < 2) throw UsageError{"MODULE and FUNCTION expected"};
-    a.module = argv[i++];
-    a.function = argv[i++];
-    if (a.module.empty() || a.function.empty()) throw UsageError{"MODULE and FUNCTION must not be empty"};
-    for (; i < argc; ++i) a.terms.emplace_back(argv[i]);
+    parse_operands(argc, argv, i, a);
     return false;
 }
 
@@ -381,6 +401,72 @@ bool write_out(const std::string& s) {
     return true;
 }
 
+// Where --stream-in reads and --stream-out writes.
+struct StreamFiles {
+    int in = -1, out = -1;
+    std::string out_path;  // a file bertc created: removed when the request fails
+    ~StreamFiles() {
+        if (in > 0) ::close(in);
+        if (out > 1) ::close(out);
+    }
+    void remove_out() {
+        if (!out_path.empty()) ::unlink(out_path.c_str());
+    }
+};
+
+struct FileError {
+    std::string message;
+};
+
+void open_streams(const Args& a, StreamFiles& f, bertd::RequestOptions& ro) {
+    if (a.cast && !a.stream_out.empty())
+        throw UsageError{"--stream-out goes with a call (a cast has no answer)"};
+    if (!a.stream_in.empty()) {
+        f.in = a.stream_in == "-" ? 0 : ::open(a.stream_in.c_str(), O_RDONLY | O_CLOEXEC);
+        if (f.in < 0) throw UsageError{"cannot read '" + a.stream_in + "': " + std::strerror(errno)};
+        ro.stream_in = [&f, name = a.stream_in](char* buf, size_t cap) -> size_t {
+            for (;;) {
+                ssize_t r = ::read(f.in, buf, cap);
+                if (r >= 0) return size_t(r);
+                if (errno != EINTR) throw FileError{"cannot read '" + name + "': " + std::strerror(errno)};
+            }
+        };
+    }
+    if (!a.stream_out.empty()) {
+        if (a.stream_out == "-") {
+            f.out = 1;
+        } else {
+            f.out = ::open(a.stream_out.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+            if (f.out < 0) throw UsageError{"cannot write '" + a.stream_out + "': " + std::strerror(errno)};
+            f.out_path = a.stream_out;
+        }
+        ro.on_chunk = [&f, name = a.stream_out](std::string_view chunk) {
+            size_t done = 0;
+            while (done < chunk.size()) {
+                ssize_t w = ::write(f.out, chunk.data() + done, chunk.size() - done);
+                if (w < 0 && errno == EINTR) continue;
+                if (w < 0) throw FileError{"cannot write '" + name + "': " + std::strerror(errno)};
+                done += size_t(w);
+            }
+        };
+    }
+}
+
+int print_reply(const Args& a, const bertd::Answer& answer) {
+    if (!answer.value || (answer.streamed && a.stream_out == "-")) return kOk;
+    std::string out;
+    if (a.json)
+        json(*answer.value, out);
+    else
+        bert::print(*answer.value, out);
+    out.push_back('\n');
+    if (!write_out(out)) {
+        std::fprintf(stderr, "bertc: cannot write the reply: %s\n", std::strerror(errno));
+        return kConnection;
+    }
+    return kOk;
+}
+
 int run(const Args& a) {
     std::vector<Term> terms = parse_terms(a.terms);
     bertd::ClientOptions options;
@@ -390,34 +476,30 @@ int run(const Args& a) {
     options.priority = a.priority;
     options.float_format = a.float_format;
     bertd::Client client(a.host, a.port, options);
+    StreamFiles files;
+    bertd::RequestOptions ro;
+    open_streams(a, files, ro);
+    int status = kOk;
     try {
-        if (a.cast) {
-            client.cast(a.module, a.function, std::move(terms));
-            return kOk;
-        }
-        Term reply = client.call(a.module, a.function, std::move(terms));
-        std::string out;
-        if (a.json)
-            json(reply, out);
-        else
-            bert::print(reply, out);
-        out.push_back('\n');
-        if (!write_out(out)) {
-            std::fprintf(stderr, "bertc: cannot write the reply: %s\n", std::strerror(errno));
-            return kConnection;
-        }
-        return kOk;
+        bertd::Answer answer =
+            client.request(a.cast ? "cast" : "call", a.module, a.function, std::move(terms), ro);
+        status = a.cast ? kOk : print_reply(a, answer);
+    } catch (const FileError& e) {
+        std::fprintf(stderr, "bertc: %s\n", e.message.c_str());
+        status = kUsage;
     } catch (const bertd::rpc::RemoteError& e) {
         std::fprintf(stderr, "bertc: %s\n", e.what());
         for (const std::string& line : e.backtrace()) std::fprintf(stderr, "  %s\n", line.c_str());
-        return remote_status(e);
+        status = remote_status(e);
     } catch (const bertd::rpc::ConnectionError& e) {
         std::fprintf(stderr, "bertc: %s\n", e.what());
-        return kConnection;
+        status = kConnection;
     } catch (const bertd::rpc::InvalidAnswer& e) {
         std::fprintf(stderr, "bertc: %s\n", e.what());
-        return kProtocol;
+        status = kProtocol;
     }
+    if (status != kOk) files.remove_out();
+    return status;
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """run.py: runs every bertd test (CppUTest units, then integration, differential and
-fuzz-smoke tests against real processes) and ends with one line `N passed, N failed`.
+fuzz-smoke tests against real processes, and tests/lint's source checks) and ends with one
+line `N passed, N failed`.
 
 Usage: tests/run.py [-k PATTERN] [--unit-only] [--no-unit] [-j N]
 The exit status is non-zero when any test failed or a suite could not run.
@@ -39,7 +40,7 @@ def run_unit():
 def discover(pattern):
     loader = unittest.TestLoader()
     suite = unittest.TestSuite()
-    dirs = [os.path.join(ROOT, "tests", "integration"), os.path.join(ROOT, "tests", "diff")]
+    dirs = [os.path.join(ROOT, "tests", d) for d in ("integration", "diff", "lint")]
     modules = os.path.join(ROOT, "modules")
     for mod in sorted(os.listdir(modules)) if os.path.isdir(modules) else []:
         d = os.path.join(ROOT, "modules", mod, "tests")

@@ -88,15 +88,41 @@ void encode_append(const Term& t, std::string& out,
                    const EncodeOptions& options = {});                  // appends, with version byte
 size_t encoded_size(const Term& t, const EncodeOptions& options = {});  // what encode() returns, in bytes
 
-// Rewrites every float of the encoded term `payload` (version byte first) to the
-// form `to`, copying all other bytes through, without building a Term: the
-// request path's way to give Ernie-era clients and handlers the floats they
-// read. Appends the result to `out`; a compressed term comes out inflated and
-// rewritten. Floats in funs' environments are rewritten too (their size field
-// follows). Checks the payload as check() does and returns its error (then `out`
-// is unchanged). O(payload) time, O(depth) memory beyond the output.
+// Rewrites every float of the encoded term `payload` (version byte first, as
+// decode() takes it) to the form `to`: NEW_FLOAT_EXT to FLOAT_EXT with
+// FloatForm::Ernie, FLOAT_EXT to NEW_FLOAT_EXT with FloatForm::New; floats
+// already in that form and every other byte are copied as they are. The request
+// path's way to give Ernie-era clients and handlers the floats they read, without
+// building a Term. Floats in funs' environments are rewritten too (the fun's size
+// field follows).
+//
+// On success the new term (version byte first) is appended to `out` and
+// `*rewritten` (when given) is set to the number of floats whose form changed. A
+// compressed payload (tag 80) comes out inflated, whether or not it held a float.
+//
+// The payload gets check()'s checks under `limits` (depth, size, atoms, floats,
+// decompression limits...), and a problem is returned with check()'s message and
+// offset; then `out` and `*rewritten` are unchanged. One check is left out: the
+// search for duplicate map keys, which costs O(keys log keys) when the keys are
+// not in order on the wire. A map with duplicate keys is copied as it is, and
+// whoever reads the output refuses it, as it would have refused the input.
+//
+// Cost: O(payload) time, whatever the term's shape (a compressed term: plus its
+// inflated bytes); memory O(depth) beyond the output, which is less than 32/9 of
+// the (inflated) payload with FloatForm::Ernie (each 9-byte NEW_FLOAT_EXT becomes
+// a 32-byte FLOAT_EXT) and no longer than it with FloatForm::New. The result is
+// built in a string reserved at that size once (the pages it does not fill are
+// never touched: address space, not memory), and moved into an empty `out`.
+// Pass the limits the payload came in under (a frame's max_frame as max_size),
+// and check out's size against what may be sent on.
+//
+//     std::string rewritten;
+//     size_t n = 0;
+//     if (bert::DecodeError e = bert::rewrite_floats(payload, bert::FloatForm::Ernie, rewritten, limits, &n))
+//         return protocol_error("unable to read data: " + e.message);  // e.offset: where
+//     if (n > 0) payload = rewritten;  // else the original bytes (compressed or not) stand
 DecodeError rewrite_floats(std::string_view payload, FloatForm to, std::string& out,
-                           const Limits& limits = {});
+                           const Limits& limits = {}, size_t* rewritten = nullptr);
 
 // What the bytes of a fun say. Text is UTF-8.
 struct FunInfo {

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <climits>
 #include <memory>
+#include <utility>
 #include <vector>
 
 namespace bert::detail {
@@ -101,17 +102,24 @@ bool Scanner::read_leaf(size_t pos, Term& out, size_t& end) {
     return true;
 }
 
-void Scanner::emit(size_t from, size_t to) {
-    if (out_) out_->append(reinterpret_cast<const char*>(at(from)), to - from);
+// Copying is lazy: the input's bytes [copied_, to) go out in one piece when a
+// float that changes form (or the end of the term) needs them out.
+void Scanner::flush(size_t to) {
+    out_->append(reinterpret_cast<const char*>(at(copied_)), to - copied_);
+    copied_ = to;
 }
 
 // --- the validating walk -------------------------------------------------------------
 
-bool Scanner::copy(size_t& pos, size_t depth, std::string& out, FloatForm to) {
+bool Scanner::copy(size_t& pos, size_t depth, std::string& out, FloatForm to, size_t& changed) {
     out_ = &out;
     to_ = to;
+    changed_ = 0;
+    copied_ = pos;
     bool ok = walk(pos, depth);
+    if (ok) flush(pos);
     out_ = nullptr;
+    changed = changed_;
     return ok;
 }
 
@@ -124,7 +132,6 @@ bool Scanner::walk(size_t& pos, size_t depth) {
         case kInteger: {
             size_t n = tag == kSmallInteger ? 2 : 5;
             if (!need(pos, n, tag == kSmallInteger ? "SMALL_INTEGER_EXT" : "INTEGER_EXT")) return false;
-            emit(pos, pos + n);
             pos += n;
             return true;
         }
@@ -134,10 +141,7 @@ bool Scanner::walk(size_t& pos, size_t depth) {
         case kFloat: return walk_float(pos);
         case kSmallTuple:
         case kLargeTuple: return walk_tuple(pos, depth);
-        case kNil:
-            emit(pos, pos + 1);
-            ++pos;
-            return true;
+        case kNil: ++pos; return true;
         case kString: return walk_string(pos);
         case kList: return walk_list(pos, depth);
         case kBinary: return walk_binary(pos);
@@ -165,7 +169,6 @@ bool Scanner::walk_leaf(size_t& pos) {
     Term t;
     size_t end;
     if (!read_leaf(pos, t, end)) return false;
-    emit(pos, end);
     pos = end;
     return true;
 }
@@ -176,15 +179,18 @@ bool Scanner::walk_float(size_t& pos) {
     if (!read_leaf(pos, t, end)) return false;
     bool ernie = at(pos)[0] == kFloat;
     if (out_ && ernie != (to_ == FloatForm::Ernie)) {
+        flush(pos);
+        copied_ = end;
         char b[kFloatExtSize];
         if (to_ == FloatForm::Ernie) {
             put_ernie_float(b, t.as_float());
             out_->append(b, kFloatExtSize);
         } else {
-            out_->append(encode(t), 1, 9);  // NEW_FLOAT_EXT, without the version byte
+            int n = 0;
+            ei_encode_double(b, &n, t.as_float());  // NEW_FLOAT_EXT, as encode() writes it
+            out_->append(b, static_cast<size_t>(n));
         }
-    } else {
-        emit(pos, end);
+        ++changed_;
     }
     pos = end;
     return true;
@@ -196,7 +202,6 @@ bool Scanner::walk_big(size_t& pos) {
     if (!need(pos, header, small ? "SMALL_BIG_EXT header" : "LARGE_BIG_EXT header")) return false;
     size_t n = small ? at(pos)[1] : be32(at(pos) + 1);
     if (!need(pos + header, n, "bignum digits")) return false;
-    emit(pos, pos + header + n);
     pos += header + n;
     return true;
 }
@@ -206,7 +211,6 @@ bool Scanner::walk_tuple(size_t& pos, size_t depth) {
     size_t header = small ? 2 : 5;
     if (!need(pos, header, small ? "SMALL_TUPLE_EXT header" : "LARGE_TUPLE_EXT header")) return false;
     size_t n = small ? at(pos)[1] : be32(at(pos) + 1);
-    emit(pos, pos + header);
     pos += header;
     if (n > in_.size() - pos)
         return fail_at("tuple arity " + std::to_string(n) + " exceeds the remaining bytes", pos);
@@ -220,7 +224,6 @@ bool Scanner::walk_string(size_t& pos) {
     if (!need(pos, 3, "STRING_EXT header")) return false;
     size_t n = be16(at(pos) + 1);
     if (!need(pos + 3, n, "STRING_EXT data")) return false;
-    emit(pos, pos + 3 + n);
     pos += 3 + n;
     return true;
 }
@@ -231,7 +234,6 @@ bool Scanner::walk_list(size_t& pos, size_t depth) {
     for (;;) {
         if (!need(pos, 5, "LIST_EXT header")) return false;
         size_t n = be32(at(pos) + 1);
-        emit(pos, pos + 5);
         pos += 5;
         if (n >= in_.size() - pos)
             return fail_at("list length " + std::to_string(n) + " exceeds the remaining bytes", pos);
@@ -241,7 +243,6 @@ bool Scanner::walk_list(size_t& pos, size_t depth) {
         unsigned tag = at(pos)[0];
         if (tag == kList) continue;
         if (tag == kNil) {
-            emit(pos, pos + 1);
             ++pos;
             return true;
         }
@@ -254,7 +255,6 @@ bool Scanner::walk_binary(size_t& pos) {
     if (!need(pos, 5, "BINARY_EXT header")) return false;
     size_t n = be32(at(pos) + 1);
     if (!need(pos + 5, n, "BINARY_EXT data")) return false;
-    emit(pos, pos + 5 + n);
     pos += 5 + n;
     return true;
 }
@@ -265,7 +265,6 @@ bool Scanner::walk_bits(size_t& pos) {
     unsigned bits = at(pos)[5];
     if ((bits == 0) != (n == 0) || bits > 8) return fail_at("BIT_BINARY_EXT with a bad bit count", pos);
     if (!need(pos + 6, n, "BIT_BINARY_EXT data")) return false;
-    emit(pos, pos + 6 + n);
     pos += 6 + n;
     return true;
 }
@@ -274,7 +273,6 @@ bool Scanner::walk_map(size_t& pos, size_t depth) {
     size_t at_map = pos;
     if (!need(pos, 5, "MAP_EXT header")) return false;
     size_t n = be32(at(pos) + 1);
-    emit(pos, pos + 5);
     pos += 5;
     if (n > (in_.size() - pos) / 2)
         return fail_at("map size " + std::to_string(n) + " exceeds the remaining bytes", pos);
@@ -323,12 +321,13 @@ bool Scanner::walk_fun(size_t& pos, size_t depth) {
     }
     size_t env = d.pos();
     if (f.free_vars > 0 && !enter(depth, env)) return false;
-    size_t size_field = out_ ? out_->size() + 1 : 0;
-    emit(pos, env);
+    // Where the size field goes out: no change since copied_, so at the same distance.
+    size_t size_field = out_ ? out_->size() + (pos + 1 - copied_) : 0, before = changed_;
     pos = env;
     for (size_t i = 0; i < f.free_vars; ++i)
         if (!walk(pos, depth + 1)) return false;
-    if (out_ && !f.exported) {  // the free variables' floats may have changed size
+    if (out_ && !f.exported && changed_ != before) {  // floats of the free variables changed size
+        flush(pos);
         auto size = static_cast<uint32_t>(out_->size() - size_field);
         for (int k = 0; k < 4; ++k) (*out_)[size_field + k] = static_cast<char>(size >> (24 - 8 * k));
     }
@@ -369,12 +368,27 @@ DecodeError check(std::string_view bytes, const Limits& limits) {
                            [](detail::Scanner& s, size_t& pos) { return s.skip(pos, 0); });
 }
 
-DecodeError rewrite_floats(std::string_view payload, FloatForm to, std::string& out, const Limits& limits) {
-    std::string inner, result(1, static_cast<char>(kVersion));
-    DecodeError e = detail::on_term(
-        payload, limits, inner, [&](detail::Scanner& s, size_t& pos) { return s.copy(pos, 0, result, to); });
-    if (!e) out += result;
-    return e;
+DecodeError rewrite_floats(std::string_view payload, FloatForm to, std::string& out, const Limits& limits,
+                           size_t* rewritten) {
+    std::string inner, result;
+    size_t changed = 0;
+    DecodeError e = detail::on_term(payload, limits, inner, [&](detail::Scanner& s, size_t& pos) {
+        // Room for the largest output, so that it never moves while it grows: at
+        // most 23 more bytes for every 9 of the term. The pages it does not fill
+        // are never touched, so they cost address space, not memory.
+        s.check_keys = false;  // see codec.h
+        size_t n = s.input().size();
+        result.reserve(to == FloatForm::New ? n + 1 : n + 1 + n / 9 * 23);
+        result.push_back(static_cast<char>(kVersion));
+        return s.copy(pos, 0, result, to, changed);
+    });
+    if (e) return e;
+    if (out.empty())
+        out = std::move(result);
+    else
+        out += result;
+    if (rewritten) *rewritten = changed;
+    return {};
 }
 
 }  // namespace bert

@@ -103,8 +103,9 @@ public:
     // Walks the term at `pos` and everything in it with decode()'s checks and
     // errors (the memory limits aside), leaving `pos` just past it.
     bool skip(size_t& pos, size_t depth) { return walk(pos, depth); }
-    // The same, appending the term's bytes to `out` with every float in form `to`.
-    bool copy(size_t& pos, size_t depth, std::string& out, FloatForm to);
+    // The same, appending the term's bytes to `out` with every float in form `to`;
+    // `changed` counts the floats whose form changed.
+    bool copy(size_t& pos, size_t depth, std::string& out, FloatForm to, size_t& changed);
 
     // Reads the head of the term at `pos` with decode()'s checks of what it reads.
     bool head(size_t pos, size_t depth, Head& h);
@@ -142,7 +143,7 @@ private:
     bool fun_head(size_t pos, Head& h);
     bool read_leaf(size_t pos, Term& out, size_t& end);
     bool fail_tag(unsigned tag, size_t pos);
-    void emit(size_t from, size_t to);
+    void flush(size_t to);
 
     int compare_heads(const Head& x, const Head& y, bool exact, size_t& end_a, size_t& end_b);
     int compare_lists(const Head& x, const Head& y, bool exact, size_t& end_a, size_t& end_b);
@@ -155,6 +156,8 @@ private:
     const Limits& limits_;
     std::string* out_ = nullptr;
     FloatForm to_ = FloatForm::New;
+    size_t changed_ = 0;
+    size_t copied_ = 0;  // copy(): the input's bytes before this are out
 };
 
 }  // namespace bert::detail

@@ -110,6 +110,9 @@ void validate(Config& c) {
     if (c.limits.max_queue < 1) throw ConfigError(c.path + ": limits.max_queue must be at least 1");
     if (c.limits.max_buffered != 0 && c.limits.max_buffered < 2 * c.limits.max_frame + 64)
         throw ConfigError(c.path + ": limits.max_buffered must hold two frames: at least twice limits.max_frame");
+    if (c.limits.proxy_header_timeout <= 0)
+        throw ConfigError(c.path + ": limits.proxy_header_timeout must be more than 0");
+    validate_listen(c);
     std::set<std::pair<std::string, int>> seen;
     for (const auto& m : c.modules) {
         validate_module(m);
@@ -299,9 +302,10 @@ void yaml_limits(Yaml& y, const YAML::Node& v, Limits& l) {
         else if (k == "max_buffered") l.max_buffered = y.size(lk.second, k);
         else if (k == "max_stream") l.max_stream = y.size(lk.second, k);
         else if (k == "max_inflated") l.max_inflated = y.size(lk.second, k);
+        else if (k == "proxy_header_timeout") l.proxy_header_timeout = y.duration(lk.second, k);
         else y.fail(lk.first, "unknown limit '" + k +
                                   "' (known: max_frame, idle_timeout, max_connections, max_queue, max_buffered, "
-                                  "max_stream, max_inflated)");
+                                  "max_stream, max_inflated, proxy_header_timeout)");
     }
 }
 
@@ -319,27 +323,53 @@ void yaml_callbacks(Yaml& y, const YAML::Node& v, CallbacksConfig& cb) {
             y.fail(v, "callbacks.allow: '" + a + "' is not host:port (the port may be *)");
 }
 
-Config parse_yaml(const std::string& text, const std::string& path) {
-    Config c;
-    c.path = path;
-    Yaml y{path};
+// The document's top mapping, or a ConfigError naming the file and line.
+YAML::Node yaml_root(Yaml& y, const std::string& text) {
     YAML::Node root;
     try {
         root = YAML::Load(text);
     } catch (const YAML::Exception& e) {
-        throw ConfigError(path + ":" + std::to_string(e.mark.line + 1) + ": " + e.msg);
+        throw ConfigError(y.path + ":" + std::to_string(e.mark.line + 1) + ": " + e.msg);
     }
-    if (root.IsNull()) throw ConfigError(path + ": the config file is empty");
+    if (root.IsNull()) throw ConfigError(y.path + ": the config file is empty");
     if (!root.IsMap()) throw ConfigError(y.at(root) + ": the config must be a mapping of keys (listen, port, modules, ...)");
-    for (const auto& kv : root) {
+    return root;
+}
+
+void yaml_metrics(Yaml& y, const YAML::Node& v, Config& c) {
+    if (!v.IsMap()) y.fail(v, "metrics must be a mapping: {listen: \"127.0.0.1:9464\"}");
+    for (const auto& mk : v) {
+        std::string k = mk.first.as<std::string>();
+        if (k == "listen")
+            c.metrics_listen = y.str(mk.second, k), c.metrics_where = y.at(mk.second);
+        else
+            y.fail(mk.first, "unknown metrics key '" + k + "' (known: listen)");
+    }
+}
+
+Config parse_yaml(const std::string& text, const std::string& path) {
+    Config c;
+    c.path = path;
+    Yaml y{path};
+    for (const auto& kv : yaml_root(y, text)) {
         std::string key = kv.first.as<std::string>();
         const YAML::Node& v = kv.second;
-        if (key == "listen") c.listen = y.str(v, key);
+        if (key == "listen" && v.IsScalar())
+            c.listen = v.Scalar();
+        else if (key == "listen")
+            c.listeners = yaml_listen(v, path);
         else if (key == "port") c.port = int(y.integer(v, key, 0, 65535));
         else if (key == "acceptors") {
             if (v.IsScalar() && v.Scalar() == "auto") c.acceptors = 0;
             else c.acceptors = int(y.integer(v, key, 1, 256));
         } else if (key == "access_log") c.access_log = y.str(v, key);
+        else if (key == "access_log_format") {
+            std::string f = y.str(v, key);
+            if (f != "ernie" && f != "extended")
+                y.fail(v, "access_log_format must be ernie or extended, not '" + f + "'");
+            c.access_log_extended = f == "extended";
+        } else if (key == "proxy_protocol_from")
+            c.proxy_protocol_from = y.strings(v, key);
         else if (key == "error_log") c.error_log = y.str(v, key);
         else if (key == "log_level") c.log_level = int(y.integer(v, key, 0, 4));
         else if (key == "pidfile") c.pidfile = y.str(v, key);
@@ -348,7 +378,12 @@ Config parse_yaml(const std::string& text, const std::string& path) {
         else if (key == "group")
             c.group = y.str(v, key);
         else if (key == "admin_allow") c.admin_allow = y.strings(v, key);
-        else if (key == "limits") yaml_limits(y, v, c.limits);
+        else if (key == "drain_timeout")
+            c.drain_timeout = y.duration(v, key);
+        else if (key == "metrics")
+            yaml_metrics(y, v, c);
+        else if (key == "limits")
+            yaml_limits(y, v, c.limits);
         else if (key == "modules") {
             if (!v.IsSequence()) y.fail(v, "modules must be a list");
             for (const auto& m : v) c.modules.push_back(yaml_module(y, m));
@@ -357,9 +392,11 @@ Config parse_yaml(const std::string& text, const std::string& path) {
         } else if (key == "callbacks") {
             yaml_callbacks(y, v, c.callbacks);
         } else {
-            y.fail(kv.first, "unknown key '" + key +
-                                 "' (known: listen, port, acceptors, access_log, error_log, log_level, pidfile, "
-                                 "user, group, admin_allow, limits, callbacks, modules, erlang)");
+            y.fail(kv.first,
+                   "unknown key '" + key +
+                       "' (known: listen, port, acceptors, access_log, access_log_format, error_log, "
+                       "log_level, pidfile, user, group, admin_allow, proxy_protocol_from, drain_timeout, "
+                       "limits, callbacks, metrics, modules, erlang)");
         }
     }
     validate(c);

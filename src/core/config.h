@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/credentials.h"
+#include "core/listen_config.h"
 
 namespace bertd {
 
@@ -41,6 +42,7 @@ struct Limits {
     size_t max_buffered = 0;          // bytes one acceptor holds for all its connections; 0: from the RAM
     uint64_t max_stream = 0;          // bytes of one streamed request; 0: no bound
     size_t max_inflated = 8u << 20;   // bytes a compressed (tag 80) request may inflate to
+    double proxy_header_timeout = 5;  // seconds a PROXY listener waits for a connection's header
 };
 
 // BERT-RPC 1.0 callbacks: which services bertd may cast to, and how hard it tries.
@@ -76,8 +78,13 @@ struct Config {
     std::string path;              // the file it came from
     std::string listen = "0.0.0.0";  // Ernie listened on every address
     int port = 8000;
+    // `listen` as one entry or a list (core/listen_config.h); empty: `listen` and `port`.
+    std::vector<ListenConfig> listeners;
+    // Who may send a PROXY header: addresses or ranges ("10.0.0.0/8"); loopback by default.
+    std::vector<std::string> proxy_protocol_from = {"127.0.0.0/8", "::1"};
     int acceptors = 0;             // 0: one per core
     std::string access_log;        // empty: none
+    bool access_log_extended = false;  // access_log_format: extended (the client's address in each line)
     std::string error_log;         // empty: stderr
     int log_level = 2;             // 0 (errors only) .. 4 (debug)
     std::string pidfile;
@@ -85,6 +92,9 @@ struct Config {
     std::string user_where;                // "file:line" of user, for messages
     Credentials creds;                     // resolved by resolve_users (core/credentials.h)
     std::vector<std::string> admin_allow;  // addresses allowed __admin__ besides loopback
+    double drain_timeout = 0;              // seconds a graceful stop keeps serving while health says draining
+    std::string metrics_listen;            // metrics: {listen: ADDR}: GET /metrics there; empty: none
+    std::string metrics_where;             // "file:line" of it
     Limits limits;
     CallbacksConfig callbacks;
     std::vector<ModuleConfig> modules;

@@ -54,8 +54,9 @@ int Master::run() {
         if (take(g_reload) && phase_ == Phase::Running) reload_config();
         if (take(g_reload_handlers) && phase_ == Phase::Running) reload_handlers();
         if (take(g_reopen)) reopen_logs();
-        if (phase_ == Phase::Running) {
+        if (phase_ == Phase::Running || phase_ == Phase::Draining) {
             tend_children();
+            if (phase_ == Phase::Draining && monotonic_us() >= stop_deadline_us_) begin_stop(true);
             continue;
         }
         wind_down_stopping();
@@ -148,11 +149,13 @@ void Master::tend_children() {
 // child is asked to go at once, and whatever is still there after 0.6 s is killed, so
 // bertd is gone within a second whatever it was doing (a companion VM still booting too).
 void Master::begin_stop(bool graceful) {
-    if (graceful && phase_ == Phase::Running) {
+    if (graceful && phase_ == Phase::Running && current().rt.config.drain_timeout > 0) return begin_drain();
+    if (graceful && (phase_ == Phase::Running || phase_ == Phase::Draining)) {
         log::info("stopping gracefully: no new connections, finishing requests in flight");
         notify::stopping("stopping gracefully: finishing requests in flight");
         phase_ = Phase::Quitting;
-        listen_fd_.reset();
+        listen_.close_all();
+        metrics_listen_.close_all();
         children_.for_each([](Child& c) { c.respawn = false; });
         for (auto& g : gens_) g->rt.seg->header().successor = 0;
         children_.signal(SIGQUIT, [](const Child& c) { return c.kind == ChildKind::Acceptor; });
@@ -161,7 +164,8 @@ void Master::begin_stop(bool graceful) {
         log::info("stopping now");
         notify::stopping("stopping now");
         phase_ = Phase::Terminating;
-        listen_fd_.reset();
+        listen_.close_all();
+        metrics_listen_.close_all();
         int64_t now = monotonic_us();
         children_.for_each([now](Child& c) {
             c.respawn = false;
@@ -172,6 +176,20 @@ void Master::begin_stop(bool graceful) {
         return;
     }
     for (auto& g : gens_) stop_generation(*g, stop_deadline_us_);
+}
+
+// drain_timeout: the server goes on accepting and answering while __admin__:health() says
+// draining, so that load balancers move their traffic away; then the graceful stop proper.
+// A second QUIT (or halt) ends the wait.
+void Master::begin_drain() {
+    double secs = current().rt.config.drain_timeout;
+    log::info(
+        "stopping gracefully: draining for %.1f s (health says draining), then finishing requests in flight",
+        secs);
+    notify::stopping("draining before a graceful stop");
+    phase_ = Phase::Draining;
+    for (auto& g : gens_) g->rt.seg->header().draining = 1;
+    stop_deadline_us_ = monotonic_us() + int64_t(secs * 1e6);
 }
 
 // Stopping: each generation winds down as an old one does after a reload; the Erlang
@@ -200,6 +218,8 @@ void Master::reopen_logs() {
 
 void Master::finish() {
     for (auto& g : gens_) g->rt.seg->remove();
+    listen_.close_all();
+    metrics_listen_.close_all();
     remove_cookie_home();
     remove_pidfile();
     log::info("stopped");
@@ -211,7 +231,7 @@ int64_t Master::next_deadline() const {
     for (const auto& g : gens_)
         for (const Child* w : g->workers)
             if (w->pid && w->term_sent_us) next = std::min(next, w->term_sent_us + kRetireGraceUs + 1000);
-    if (phase_ != Phase::Running) next = std::min(next, stop_deadline_us_);
+    if (phase_ != Phase::Running) next = std::min(next, stop_deadline_us_);  // Draining: its end too
     return next;
 }
 

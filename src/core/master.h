@@ -13,6 +13,7 @@
 
 #include "core/children.h"
 #include "core/cli.h"
+#include "core/listen_sockets.h"
 #include "core/runtime.h"
 #include "erl/identity.h"
 
@@ -51,6 +52,7 @@ private:
     void child_exited(Child& c, pid_t pid, int status);
     void tend_children();
     void begin_stop(bool graceful);
+    void begin_drain();
     void wind_down_stopping();
     void reopen_logs();
     void finish();
@@ -105,11 +107,13 @@ private:
 
     Options opts_;
     Config first_config_;
-    Fd listen_fd_;
-    std::string listen_key_;  // address and port the socket is bound to
+    ListenSockets listen_;  // one socket per `listen` entry, kept across reloads by address
+    ListenSockets metrics_listen_;                   // metrics: {listen: ...}, kept the same way
     std::vector<std::unique_ptr<Generation>> gens_;  // back() serves; the others drain
     uint64_t next_generation_ = 1;
-    enum class Phase { Running, Quitting, Terminating } phase_ = Phase::Running;
+    // Draining: a graceful stop waits out drain_timeout, serving, while health says draining.
+    enum class Phase { Running, Draining, Quitting, Terminating } phase_ = Phase::Running;
+    bool serving() const { return phase_ == Phase::Running || phase_ == Phase::Draining; }
     int64_t stop_deadline_us_ = 0;
     int ready_fd_ = -1;
     bool pidfile_written_ = false;
@@ -131,7 +135,7 @@ private:
 // Applies the command line's overrides (-p, -l, -a, -P, -H) to a config read from file.
 void apply_overrides(const Options& o, Config& c);
 
-// "generation 2 serves on 127.0.0.1 port 8000: 3 modules, 4 workers" (systemd's STATUS=).
+// "generation 2 serves on 127.0.0.1:8000: 3 modules, 4 workers" (systemd's STATUS=).
 std::string status_line(const Runtime& rt);
 
 }  // namespace bertd

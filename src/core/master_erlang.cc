@@ -124,7 +124,7 @@ void Master::spawn_companion() {
 void Master::erlang_exited(Child& p, pid_t pid, int status) {
     if (p.output.fd() >= 0) relay_output(p, pid);
     p.output.close();
-    if (phase_ != Phase::Running || !p.respawn) return;
+    if (!serving() || !p.respawn) return;
     // The first restart is at once: requests wait for it.
     p.backoff.failed(p.started_us, monotonic_us(), kErlangHealthyUs, kErlangBackoffCapUs);
     log::error("%s %s; restarting it",
@@ -133,7 +133,7 @@ void Master::erlang_exited(Child& p, pid_t pid, int status) {
 }
 
 void Master::tend_erlang() {
-    if (phase_ != Phase::Running) return;
+    if (!serving()) return;
     int64_t now = monotonic_us();
     if (link_.respawn && !link_.pid && now >= link_.backoff.retry_at_us) spawn_link();
     if (companion_.respawn && !companion_.pid && now >= companion_.backoff.retry_at_us) spawn_companion();

@@ -105,7 +105,15 @@ std::unique_ptr<Master::Generation> Master::build_generation(Config config, uint
     Config& c = rt.config;
     if (c.acceptors == 0) c.acceptors = int(ncpus());
     rt.access_log_path = c.access_log;
-    rt.listen_fd.reset(fcntl(listen_fd_.get(), F_DUPFD_CLOEXEC, 3));
+    std::vector<ListenConfig> entries = listen_entries(c);
+    for (size_t i = 0; i < listen_.size(); ++i) {
+        ListenRuntime& l = rt.listeners.emplace_back();
+        l.fd.reset(listen_.dup(i));
+        if (!l.fd) throw std::runtime_error(std::string("cannot share a listen socket: ") + strerror(errno));
+        l.name = listen_.name(i);
+        l.proxy_protocol = i < entries.size() && entries[i].proxy_protocol;
+    }
+    if (metrics_listen_.size()) rt.metrics_fd.reset(metrics_listen_.dup(0));
     std::vector<const ModuleConfig*> natives;
     uint32_t nslots = register_modules(rt, natives);
     size_t nmods = rt.modules.size() + natives.size();
@@ -150,9 +158,8 @@ void Master::start_generation(Generation& g) {
         g.acceptors.push_back(&children_.add(ChildKind::Acceptor, n, i, true));
     for (uint32_t i = 0; i < g.acceptors.size(); ++i) spawn_acceptor(g, i);
     tend(g);  // starts every worker
-    log::info("generation %llu: listening on %s port %d with %zu acceptors and %zu worker slots",
-              (unsigned long long)n, g.rt.config.listen.c_str(), g.rt.config.port, g.acceptors.size(),
-              g.workers.size());
+    log::info("generation %llu: listening on %s with %zu acceptors and %zu worker slots",
+              (unsigned long long)n, listen_text(g.rt.config).c_str(), g.acceptors.size(), g.workers.size());
 }
 
 Master::Generation* Master::generation(uint64_t number) {
@@ -340,7 +347,7 @@ void Master::acceptor_exited(Generation& g, Child& a, int status) {
 void Master::tend(Generation& g) {
     Segment& seg = *g.rt.seg;
     int64_t now = monotonic_us();
-    bool serving = phase_ == Phase::Running && g.phase == Generation::Phase::Serving;
+    bool serving = this->serving() && g.phase == Generation::Phase::Serving;
     for (uint32_t i = 0; i < g.workers.size(); ++i) {
         Child& w = *g.workers[i];
         Slot& s = seg.slot(i);
@@ -424,15 +431,7 @@ void Master::reload_config() {
             id_ = erl::resolve_identity(opts_, c);
             start_erlang();
         }
-        if (c.listen + " " + std::to_string(c.port) != listen_key_) {
-            Fd old = std::move(listen_fd_);
-            try {
-                open_listen_socket(c);
-            } catch (...) {
-                listen_fd_ = std::move(old);
-                throw;
-            }
-        }
+        open_listen_socket(c);  // keeps the sockets whose address stays; all or nothing
         g = build_generation(std::move(c), next_generation_);
     } catch (const std::exception& e) {
         log::error("reload refused, still serving the previous configuration: %s", e.what());

@@ -3,7 +3,6 @@
 // errors are exceptions with what to fix; nothing here runs per request.
 #include <errno.h>
 #include <fcntl.h>
-#include <netdb.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -21,7 +20,7 @@ void apply_overrides(const Options& o, Config& c) {
     if (o.log_level >= 0) c.log_level = o.log_level;
     if (!o.access_log.empty()) c.access_log = o.access_log;
     if (!o.pidfile.empty()) c.pidfile = o.pidfile;
-    if (!o.listen.empty()) c.listen = o.listen;
+    if (!o.listen.empty()) c.listen = o.listen, c.listeners.clear();  // -H: that one address
     if (!o.user.empty()) c.user = o.user, c.user_where = "-u";
 }
 
@@ -30,42 +29,25 @@ std::string status_line(const Runtime& rt) {
     size_t workers = 0;
     for (const auto& m : c.modules)
         if (m.type == ModuleConfig::Type::External) workers += size_t(m.count);
-    return "generation " + std::to_string(rt.generation) + " serves on " + c.listen + " port " +
-           std::to_string(c.port) + ": " + std::to_string(c.modules.size()) + " modules, " +
-           std::to_string(workers) + " workers";
+    return "generation " + std::to_string(rt.generation) + " serves on " + listen_text(c) + ": " +
+           std::to_string(c.modules.size()) + " modules, " + std::to_string(workers) + " workers";
 }
 
+// Every `listen` entry's socket; those already open at the same address are kept.
 void Master::open_listen_socket(const Config& c) {
-    addrinfo hints{};
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE | AI_NUMERICHOST | AI_NUMERICSERV;
-    addrinfo* res = nullptr;
-    std::string port = std::to_string(c.port);
-    if (int rc = getaddrinfo(c.listen.c_str(), port.c_str(), &hints, &res); rc != 0)
-        throw std::runtime_error("listen address '" + c.listen + "' (" +
-                                 (opts_.listen.empty() ? c.path : "-H") +
-                                 "): not a numeric IPv4 or IPv6 address: " + gai_strerror(rc));
-    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    int one = 1;
-    if (fd >= 0) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (fd < 0 || bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, 4096) != 0) {
-        std::string err = strerror(errno);
-        freeaddrinfo(res);
-        if (fd >= 0) ::close(fd);
-        throw std::runtime_error("cannot listen on " + c.listen + " port " + port + ": " + err +
-                                 " (is another server on that port? choose another with -p)");
-    }
-    freeaddrinfo(res);
-    listen_fd_.reset(fd);
-    listen_key_ = c.listen + " " + port;
+    std::vector<ListenConfig> metrics;
+    if (!c.metrics_listen.empty())
+        metrics.push_back(ListenConfig{c.metrics_listen, false, -1, "", "", c.metrics_where});
+    metrics_listen_.update(metrics, kMetricsPort, c.metrics_where);
+    listen_.update(listen_entries(c), c.port, opts_.listen.empty() ? c.path : "-H");
 }
 
 // In a child: closes what belongs to the master and to the generations (listen,
 // slot and hand-over sockets), keeping only `keep`'s server side (an acceptor's
 // own generation; nullptr for the Erlang link).
 void Master::close_inherited(const Generation* keep) {
-    listen_fd_.reset();
+    listen_.forget();
+    metrics_listen_.forget();
     link_listen_.reset();
     handlers_listen_.reset();
     if (ready_fd_ >= 0) ::close(ready_fd_);
@@ -76,7 +58,8 @@ void Master::close_inherited(const Generation* keep) {
             for (auto& s : g->rt.slots) s.worker_end.reset();
             continue;
         }
-        g->rt.listen_fd.reset();
+        g->rt.listeners.clear();
+        g->rt.metrics_fd.reset();
         g->rt.slots.clear();
         g->rt.handover.reset();
         g->rt.control_acceptor.clear();

@@ -57,10 +57,18 @@ struct SlotRuntime {
     uint64_t epoch = 0;
 };
 
+// One listen socket of the generation, with what its `listen` entry says.
+struct ListenRuntime {
+    Fd fd;
+    std::string name;             // "127.0.0.1:8000", "unix:/run/bertd.sock"
+    bool proxy_protocol = false;  // connections start with a PROXY header
+};
+
 struct Runtime {
     Config config;
     std::unique_ptr<Segment> seg;
-    Fd listen_fd;
+    std::vector<ListenRuntime> listeners;  // in the config's order
+    Fd metrics_fd;                         // metrics: {listen: ...}: GET /metrics (net/metrics_http.h)
     std::vector<ModuleRuntime> modules;  // external modules, in config order
     NameIndex module_index;
     // Native modules, by name: their entry in the segment's module table (stats only;

@@ -175,7 +175,7 @@ public:
     };
 
 private:
-    // link.cc: the loop, streams, nodes, calls
+    // link.cc: the loop, its callbacks, the tick, reload
     static void on_read(evutil_socket_t, short, void*);
     static void on_write(evutil_socket_t, short, void*);
     static void on_listen(evutil_socket_t, short, void*);
@@ -183,15 +183,22 @@ private:
     static void on_tick(evutil_socket_t, short, void*);
     static void on_signal(evutil_socket_t, short, void*);
     static void on_epmd(evutil_socket_t, short, void*);
+    void after_callback();
+    void tick();
+    void reload();
+    void apply_config();
+
+    // streams.cc: the sockets, their reads, writes and closing
     Stream* add_stream(std::unique_ptr<Stream> s, int fd);
     void stream_readable(Stream& s);
     void close_stream(Stream& s, const std::string& why);
     void queue_out(Stream& s);
     void flush(Stream& s);
     void flush_dirty();
-    void after_callback();
     Stream* find(uint64_t id, Stream::Kind kind);
     void accept_local(int listen_fd, Stream::Kind kind);
+
+    // nodes.cc: the nodes kept connected, the calls in flight, dist packets out
     void handshakes_done();
     void add_dist(int fd, const std::string& node, bool incoming);
     Node& node(const std::string& name);
@@ -200,14 +207,10 @@ private:
     void node_up(Node& n);
     void dist_closed(DistConn& d);
     DistConn* conn_of(Node& n);
-    void tick();
-    void reload();
-    void apply_config();
     uint64_t new_tag() { return next_tag_++; }
     Call& add_call(uint64_t tag, Call c, double timeout_s);
     void expire_calls(int64_t now);
-
-    // dist packets out (link.cc)
+    void fail_call(Call& c, const std::string& why);
     void send_packet(DistConn& d, const bert::Term& control, const bert::Term* message);
     void send_to_pid(const std::string& node, const bert::Pid& to, const bert::Term& message);
     void send_to_name(DistConn& d, const std::string& name, const bert::Term& message,
@@ -228,6 +231,8 @@ private:
     void start_setup(Node& n);
     void send_exports_query(Node& n);
     void setup_reply(Call& c, std::string_view result);
+    void load_helper(Node& n);
+    void exports_reply(Node& n, const bert::Term& t);
     void setup_failed(Node& n, const std::string& why);
     void drain_waiting(Node& n);
     bool holds_requests(const Node& n) const;
@@ -236,7 +241,6 @@ private:
     void fail_waiting(Node& n, const std::string& why);
     void expire_waiting(int64_t now);
     std::string not_connected(const Node& n) const;  // "the Erlang node N is not connected (why)"
-    void fail_call(Call& c, const std::string& why);
 
     // inbound.cc: what Erlang nodes send, erpc's spawn requests, the end of an external call
     void dist_packet(DistConn& d, std::string_view body);

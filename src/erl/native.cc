@@ -256,29 +256,12 @@ void Link::setup_reply(Call& c, std::string_view result) {
     bert::Term t = decode_result(result);
     bool loaded = t.is_tuple(2) && t[0].is_atom("module") && t[1].is_atom("bertd_native");
     switch (c.kind) {
-        case Call::Kind::EnsureLoaded: {
-            if (loaded) {
+        case Call::Kind::EnsureLoaded:
+            if (loaded)
                 send_exports_query(n);
-                return;
-            }
-            DistConn* d = conn_of(n);
-            if (helper_beam_.empty() || !d) {
-                setup_failed(n, "bertd_native is not on the code path of " + n.name +
-                                    " and bertd has no bertd_native.beam to load (set erlang.ebin)");
-                return;
-            }
-            uint64_t tag = new_tag();
-            std::string path = id_.ebin + "/bertd_native.beam";
-            rex_call(*d, tag, "code", "load_binary", 3, [&](Ext& e) {
-                e.atom("bertd_native").term(bert::Term::string(path)).binary(helper_beam_);
-            });
-            Call l;
-            l.kind = Call::Kind::LoadBeam;
-            l.node = n.name;
-            l.conn = d->id;
-            add_call(tag, std::move(l), kSetupTimeout);
+            else
+                load_helper(n);
             return;
-        }
         case Call::Kind::LoadBeam:
             if (!loaded) {
                 setup_failed(n, "cannot load bertd_native on " + n.name + ": " + bert::to_string(t, 500));
@@ -287,37 +270,58 @@ void Link::setup_reply(Call& c, std::string_view result) {
             log::info("loaded bertd_native on %s", n.name.c_str());
             send_exports_query(n);
             return;
-        case Call::Kind::Exports: {
-            if (!t.is_proper_list()) {
-                setup_failed(n, "bertd_native:exports on " + n.name + " answered " + bert::to_string(t, 500));
-                return;
-            }
-            n.exports.clear();
-            n.missing.clear();
-            std::string summary;
-            for (const auto& e : t.items()) {
-                if (!e.is_tuple(2) || !e[0].is_binary()) continue;
-                const std::string& mod = e[0].bytes();
-                if (!e[1].is_proper_list()) {
-                    n.missing[mod] = text_of(e[1]);
-                    log::error("native module '%s' cannot be loaded on %s: %s", mod.c_str(), n.name.c_str(),
-                               text_of(e[1]).c_str());
-                    continue;
-                }
-                auto& set = n.exports[mod];
-                for (const auto& f : e[1].items())
-                    if (f.is_tuple(2) && f[0].is_binary() && f[1].is_int())
-                        set.insert({f[0].bytes(), int(f[1].as_int())});
-                summary += (summary.empty() ? "" : ", ") + mod + " (" + std::to_string(set.size()) + ")";
-            }
-            n.setup = Node::Setup::Ready;
-            n.setup_error.clear();
-            log::info("native modules on %s: %s", n.name.c_str(), summary.empty() ? "none" : summary.c_str());
-            drain_waiting(n);
-            return;
-        }
+        case Call::Kind::Exports: exports_reply(n, t); return;
         default: return;
     }
+}
+
+// bertd_native is not on the node's code path: send it bertd's copy of the beam.
+void Link::load_helper(Node& n) {
+    DistConn* d = conn_of(n);
+    if (helper_beam_.empty() || !d) {
+        setup_failed(n, "bertd_native is not on the code path of " + n.name +
+                            " and bertd has no bertd_native.beam to load (set erlang.ebin)");
+        return;
+    }
+    uint64_t tag = new_tag();
+    std::string path = id_.ebin + "/bertd_native.beam";
+    rex_call(*d, tag, "code", "load_binary", 3,
+             [&](Ext& e) { e.atom("bertd_native").term(bert::Term::string(path)).binary(helper_beam_); });
+    Call l;
+    l.kind = Call::Kind::LoadBeam;
+    l.node = n.name;
+    l.conn = d->id;
+    add_call(tag, std::move(l), kSetupTimeout);
+}
+
+// bertd_native:exports answered [{Module, [{F, A}] | Why}]: the node is ready.
+void Link::exports_reply(Node& n, const bert::Term& t) {
+    if (!t.is_proper_list()) {
+        setup_failed(n, "bertd_native:exports on " + n.name + " answered " + bert::to_string(t, 500));
+        return;
+    }
+    n.exports.clear();
+    n.missing.clear();
+    std::string summary;
+    for (const auto& e : t.items()) {
+        if (!e.is_tuple(2) || !e[0].is_binary()) continue;
+        const std::string& mod = e[0].bytes();
+        if (!e[1].is_proper_list()) {
+            n.missing[mod] = text_of(e[1]);
+            log::error("native module '%s' cannot be loaded on %s: %s", mod.c_str(), n.name.c_str(),
+                       text_of(e[1]).c_str());
+            continue;
+        }
+        auto& set = n.exports[mod];
+        for (const auto& f : e[1].items())
+            if (f.is_tuple(2) && f[0].is_binary() && f[1].is_int())
+                set.insert({f[0].bytes(), int(f[1].as_int())});
+        summary += (summary.empty() ? "" : ", ") + mod + " (" + std::to_string(set.size()) + ")";
+    }
+    n.setup = Node::Setup::Ready;
+    n.setup_error.clear();
+    log::info("native modules on %s: %s", n.name.c_str(), summary.empty() ? "none" : summary.c_str());
+    drain_waiting(n);
 }
 
 void Link::setup_failed(Node& n, const std::string& why) {

@@ -25,10 +25,14 @@ void AccessLog::format(const AccessRecord& r, std::string& out) {
     time_t secs = time_t(r.arrived_us / 1000000);
     tm t;
     localtime_r(&secs, &t);
-    int n = snprintf(head, sizeof head, "%s [%04d-%02d-%02dT%02d:%02d:%02d.%06ld] %.6f %.6f - %u %u %s %s - ",
-                     r.ok ? "ACC" : "ERR", t.tm_year + 1900, t.tm_mon + 1, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec,
-                     long(r.arrived_us % 1000000), double(r.wait_us) / 1e6, double(r.run_us) / 1e6, r.queued_high,
-                     r.queued_low, r.native ? "nat" : r.cached ? "cache" : "ext", r.high ? "high" : "low");
+    int n = snprintf(head, sizeof head, "%s [%04d-%02d-%02dT%02d:%02d:%02d.%06ld] %.6f %.6f ",
+                     r.ok ? "ACC" : "ERR", t.tm_year + 1900, t.tm_mon + 1, t.tm_mday, t.tm_hour, t.tm_min,
+                     t.tm_sec, long(r.arrived_us % 1000000), double(r.wait_us) / 1e6, double(r.run_us) / 1e6);
+    out.append(head, size_t(n));
+    // The extended format's client takes the place of Ernie's first dash: the same fields.
+    out.append(r.client.empty() ? std::string_view("-") : r.client);
+    n = snprintf(head, sizeof head, " %u %u %s %s - ", r.queued_high, r.queued_low, r.native ? "nat" : r.cached ? "cache" : "ext",
+                 r.high ? "high" : "low");
     out.append(head, size_t(n));
     out.append(r.request);
 }

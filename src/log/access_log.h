@@ -1,4 +1,5 @@
-// access_log.h: one line per finished request in Ernie's format, written whole
+// access_log.h: one line per finished request in Ernie's format (or extended with the
+// client's address), written whole
 // with one write(2) on an O_APPEND file, so acceptors never interleave. The file
 // is rotated by moving it: whoever notices the move reopens the path and bumps the
 // generation in shared memory; every other acceptor follows at its next check. A line
@@ -26,6 +27,8 @@ struct AccessRecord {
     bool cached = false;        // answered from bertd's own cache: cache
     bool high = true;
     std::string_view request;   // the request in Erlang syntax
+    // access_log_format: extended: the client's address, in place of Ernie's first dash.
+    std::string_view client;
 };
 
 class AccessLog {

@@ -177,7 +177,8 @@ void Acceptor::maybe_exit() {
         for (Conn* c : idle) conns_->close(*c);
     }
     // Leases of casts outlive their connections: their workers are still working.
-    if (conns_->size() == 0 && leases_->held() == 0 && !link_->busy() && callbacks_->in_flight() == 0)
+    if (conns_->size() == 0 && leases_->held() == 0 && !link_->busy() && callbacks_->in_flight() == 0 &&
+        listener_->pending() == 0)
         event_base_loopbreak(base_);
 }
 

@@ -5,14 +5,13 @@
 // RequestPath::serve.
 #include "net/conn.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
-#include <netinet/in.h>
 #include <unistd.h>
 
 #include <algorithm>
 
 #include "bert/frame.h"
+#include "io/address.h"
 #include "io/clock.h"
 #include "io/unix.h"
 #include "log/log.h"
@@ -42,27 +41,6 @@ size_t default_budget(size_t acceptors) {
     return ram / 4 / std::max<size_t>(acceptors, 1);
 }
 
-bool is_loopback(const sockaddr_storage& a) {
-    if (a.ss_family == AF_INET) {
-        auto* in = reinterpret_cast<const sockaddr_in*>(&a);
-        return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
-    }
-    if (a.ss_family == AF_INET6) {
-        auto* in6 = reinterpret_cast<const sockaddr_in6*>(&a);
-        if (IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr)) return true;
-        if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) return in6->sin6_addr.s6_addr[12] == 127;
-    }
-    return false;
-}
-
-std::string peer_text(const sockaddr_storage& a) {
-    char buf[INET6_ADDRSTRLEN] = "?";
-    if (a.ss_family == AF_INET)
-        inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&a)->sin_addr, buf, sizeof buf);
-    else if (a.ss_family == AF_INET6)
-        inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(&a)->sin6_addr, buf, sizeof buf);
-    return buf;
-}
 }  // namespace
 
 // ---- ByteQueue -------------------------------------------------------------------------
@@ -138,9 +116,11 @@ Conn& Connections::add(int fd, const sockaddr_storage& peer) {
     c->fd.reset(fd);
     c->in.charge_to(&buffered_);
     c->out.charge_to(&buffered_);
-    c->admin_ok = is_loopback(peer);
+    c->client = peer;
+    c->client_text = endpoint_text(peer);
+    c->admin_ok = is_loopback(peer) || is_unix(peer);  // a unix socket's file mode says who connects
     if (!c->admin_ok) {
-        std::string p = peer_text(peer);
+        std::string p = address_text(peer);
         for (const auto& a : acc_.rt().config.admin_allow)
             if (a == p) c->admin_ok = true;
     }

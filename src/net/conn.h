@@ -98,6 +98,9 @@ struct Conn {
     bool dead = false;         // closed; freed at the end of this loop turn
     bool handed_over = false;  // passed to the next generation, not closed
     bool from_link = false;    // the Erlang link's: external modules only, never handed over
+    // Who the client is: the socket's peer, or the address a PROXY header gave (proxy_gate.h).
+    sockaddr_storage client{};
+    std::string client_text;       // "192.0.2.7:56324", for logs
     int64_t accepted_wall_us = 0;  // for the access log
     int64_t last_active_us = 0;    // monotonic, for the idle timeout
     int64_t partial_since_us = 0;  // monotonic: when the unfinished frame at the front began (0: none)

@@ -288,7 +288,7 @@ void Leases::relay(Request& r) {
 void Leases::relay_some(Lease& l) {
     Request& r = *l.req;
     Conn* c = r.conn;
-    if (!c) return;  // stream_cut() deals with it
+    if (!c) return;  // client_left() deals with it
     const Limits& limits = acc_.rt().config.limits;
     bool moved = false, blocked = false;
     for (;;) {
@@ -338,9 +338,13 @@ void Leases::relay_some(Lease& l) {
     acc_.conns().set_reading(*c, true);
 }
 
-void Leases::stream_cut(Request& r) {
+void Leases::client_left(Request& r) {
     Lease& l = *slots_[r.slot];
-    if (l.req == &r) fail(l, "its client left inside a streamed request, which the worker saw cut short");
+    if (l.req != &r) return;
+    if (r.stream_in && r.in_stream != Request::InStream::Done)
+        fail(l, "its client left inside a streamed request, which the worker saw cut short");
+    else if (l.in_chunks)
+        fail(l, "its client left during its streamed answer");
 }
 
 void Leases::drained(Request& r) {
@@ -361,6 +365,7 @@ void Leases::release(Lease& l) {
     l.streaming = l.in_chunks = l.overflow = false;
     l.mode = Lease::Mode::Relay;
     l.chunk_left = 0;
+    l.streamed = 0;
     l.chunk_head_have = 0;
     std::string().swap(l.gathered);
     l.cache_info.clear();
@@ -386,9 +391,19 @@ void Leases::fail(Lease& l, const std::string& why, ErrorType type) {
     if (pid > 0) kill(pid, SIGKILL);
     Request& r = *l.req;
     log::warn("worker of '%s' (slot %u): %s", acc_.rt().modules[r.route.module].name.c_str(), slot, why.c_str());
+    // Inside a streamed answer the client reads chunks: an error frame would pass for one.
+    // It gets no more, and the connection ends once what it was sent is flushed.
+    bool mid_stream = l.in_chunks && l.mode == Lease::Mode::Relay && r.conn;
     release(l);
     seg.mark_reaping(slot);
     acc_.poke_master();
+    if (mid_stream) {
+        Conn& c = *r.conn;
+        c.closing = true;
+        acc_.requests().complete(r, Outcome::frames({}, int(type)));
+        acc_.conns().flush(c);  // closes it once what it was sent has gone
+        return;
+    }
     acc_.requests().complete(r, Outcome::error(type, type == ErrorType::Protocol ? 2 : 0, why));
 }
 

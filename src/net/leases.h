@@ -40,10 +40,11 @@ public:
     void read_control();
     // A streamed request's chunks arrived from its client: on to the worker.
     void relay(Request& r);
-    // Its client left inside a streamed request: the worker saw it cut short.
-    void stream_cut(Request& r);
     // The client of a streamed answer has read what was waiting: the worker may go on.
     void drained(Request& r);
+    // The client of a request on a worker left. A streamed answer has nobody to go to and
+    // could go on for ever: its worker is replaced.
+    void client_left(Request& r);
 
 private:
     struct Lease {
@@ -63,6 +64,7 @@ private:
         bool streaming = false, in_chunks = false, paused = false;
         enum class Mode : uint8_t { Relay, Gather, Drop } mode = Mode::Relay;
         uint64_t chunk_left = 0;
+        uint64_t streamed = 0;  // bytes of a streamed answer's chunks so far
         char chunk_head[4];
         uint8_t chunk_head_have = 0;
         std::string gathered;

@@ -35,6 +35,8 @@ public:
     void send(Request& r);
     // Requests at the link or waiting for it.
     bool busy() const { return !at_link_.empty() || !parked_.empty(); }
+    // The link is wanted and this acceptor has no welcomed connection to it (health: degraded).
+    bool down() const { return configured() && !welcomed_; }
 
 private:
     static void on_io(evutil_socket_t, short, void*);

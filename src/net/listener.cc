@@ -11,11 +11,14 @@
 #include <cstring>
 #include <vector>
 
+#include "io/address.h"
 #include "io/clock.h"
 #include "io/unix.h"
 #include "log/log.h"
 #include "net/acceptor.h"
 #include "net/answers.h"
+#include "net/metrics_http.h"
+#include "net/proxy_gate.h"
 #include "net/request.h"
 
 namespace bertd {
@@ -30,8 +33,12 @@ constexpr int64_t kLogEveryUs = 10'000'000;
 
 Listener::Listener(Acceptor& a) : acc_(a) {
     Runtime& rt = a.rt();
-    accept_ev_ = make_event(a.base(), rt.listen_fd.get(), EV_READ | EV_PERSIST, on_accept, this);
-    event_add(accept_ev_.get(), nullptr);
+    for (uint32_t i = 0; i < rt.listeners.size(); ++i) {
+        auto p = std::make_unique<Port>(Port{this, i, nullptr});
+        p->ev = make_event(a.base(), rt.listeners[i].fd.get(), EV_READ | EV_PERSIST, on_accept, p.get());
+        event_add(p->ev.get(), nullptr);
+        ports_.push_back(std::move(p));
+    }
     if (rt.handover) {
         handover_ev_ = make_event(a.base(), rt.handover.get(), EV_READ | EV_PERSIST, on_handover, this);
         event_add(handover_ev_.get(), nullptr);
@@ -39,25 +46,35 @@ Listener::Listener(Acceptor& a) : acc_(a) {
     retry_ev_ = make_event(a.base(), -1, 0, on_retry, this);
     resume_ev_ = make_event(a.base(), -1, 0, on_resume, this);
     reserve_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    gate_ = std::make_unique<ProxyGate>(a);
+    if (rt.metrics_fd) metrics_ = std::make_unique<MetricsHttp>(a, rt.metrics_fd.get());
 }
 
+Listener::~Listener() = default;
+
+size_t Listener::pending() const { return gate_->pending(); }
+
 void Listener::stop_accepting() {
-    event_del(accept_ev_.get());
+    for (auto& p : ports_) event_del(p->ev.get());
+    if (metrics_) metrics_->stop();
     evtimer_del(resume_ev_.get());
 }
 
-void Listener::on_accept(evutil_socket_t, short, void* arg) { static_cast<Listener*>(arg)->accept_ready(); }
+void Listener::on_accept(evutil_socket_t, short, void* arg) {
+    auto* p = static_cast<Port*>(arg);
+    p->self->accept_ready(p->index);
+}
 
-void Listener::accept_ready() {
+void Listener::accept_ready(uint32_t index) {
+    int listen_fd = acc_.rt().listeners[index].fd.get();
     GlobalStats& gs = acc_.seg().header().stats;
     const Limits& limits = acc_.rt().config.limits;
     for (int i = 0; i < kAcceptBatch && !acc_.stopping(); ++i) {
         sockaddr_storage peer{};
         socklen_t plen = sizeof peer;
-        int fd = accept4(acc_.rt().listen_fd.get(), reinterpret_cast<sockaddr*>(&peer), &plen,
-                         SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd = accept4(listen_fd, reinterpret_cast<sockaddr*>(&peer), &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno == EMFILE || errno == ENFILE) out_of_descriptors(errno);
+            if (errno == EMFILE || errno == ENFILE) out_of_descriptors(errno, index);
             return;  // EAGAIN: another acceptor took it, or nothing left
         }
         pause_us_ = 0;
@@ -71,8 +88,12 @@ void Listener::accept_ready() {
             continue;
         }
         int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        if (peer.ss_family != AF_UNIX) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         gs.connections_total.fetch_add(1, std::memory_order_relaxed);
+        if (const ListenRuntime& l = acc_.rt().listeners[index]; l.proxy_protocol) {
+            gate_->admit(fd, peer, l.name);
+            continue;
+        }
         Conn& c = acc_.conns().add(fd, peer);
         acc_.conns().read(c);  // most clients send the request with the connect: try it now
     }
@@ -81,10 +102,10 @@ void Listener::accept_ready() {
 // The listen socket stays readable while clients wait, so accepting again at once would
 // spin. One waiting client is refused with a reason (through the spare descriptor), then
 // accepting pauses; one log line says so per period, however often it happens.
-void Listener::out_of_descriptors(int err) {
+void Listener::out_of_descriptors(int err, uint32_t index) {
     if (reserve_) {
         reserve_.reset();
-        int fd = accept4(acc_.rt().listen_fd.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd = accept4(acc_.rt().listeners[index].fd.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd >= 0) {
             std::string f = error_frame(ErrorType::Server, 0, "the server is out of file descriptors; try again later");
             [[maybe_unused]] ssize_t n = ::send(fd, f.data(), f.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -103,7 +124,7 @@ void Listener::out_of_descriptors(int err) {
         logged_at_us_ = now;
         pauses_ = 0;
     }
-    event_del(accept_ev_.get());
+    for (auto& p : ports_) event_del(p->ev.get());
     timeval tv{time_t(pause_us_ / 1'000'000), suseconds_t(pause_us_ % 1'000'000)};
     evtimer_add(resume_ev_.get(), &tv);
 }
@@ -111,8 +132,8 @@ void Listener::out_of_descriptors(int err) {
 void Listener::on_resume(evutil_socket_t, short, void* arg) {
     auto* self = static_cast<Listener*>(arg);
     if (self->acc_.stopping()) return;
-    event_add(self->accept_ev_.get(), nullptr);
-    self->accept_ready();
+    for (auto& p : self->ports_) event_add(p->ev.get(), nullptr);
+    for (auto& p : self->ports_) self->accept_ready(p->index);
 }
 
 // ---- handing connections between generations ---------------------------------------------
@@ -121,14 +142,16 @@ void Listener::on_handover(evutil_socket_t fd, short, void* arg) {
     auto* self = static_cast<Listener*>(arg);
     const std::string& secret = self->acc_.rt().ipc.secret();
     for (int i = 0; i < kAcceptBatch; ++i) {
-        char body[64];
+        // The secret, then each connection's client (io/address.h's packed records).
+        char body[256 + kHandoverBatch * kPackedAddress];
         std::vector<int> fds;
         PeerCred sender;
         ssize_t n = recv_with_fds(int(fd), body, sizeof body, fds, &sender);
         if (n <= 0) return;
         // Only an acceptor of this server (the generation before) hands connections over: it
         // knows the secret. (It may have exited since, so its ancestry cannot be asked.)
-        if (secret.empty() || std::string_view(body, size_t(n)) != secret) {
+        std::string_view got(body, size_t(n));
+        if (secret.empty() || got.substr(0, secret.size()) != secret) {
             for (int f : fds) ::close(f);
             uint64_t times;
             if (self->refused_.due(times))
@@ -137,15 +160,25 @@ void Listener::on_handover(evutil_socket_t fd, short, void* arg) {
                            fds.size(), int(sender.pid), unsigned(sender.uid), (unsigned long long)times);
             continue;
         }
-        for (int conn_fd : fds) self->take_handed_over(conn_fd);
+        std::string_view clients = got.substr(secret.size());
+        bool with_clients = clients.size() == fds.size() * kPackedAddress;
+        for (int conn_fd : fds) {
+            sockaddr_storage client;
+            bool known = with_clients && take_packed(clients, client) && client.ss_family != AF_UNSPEC;
+            self->take_handed_over(conn_fd, known ? &client : nullptr);
+        }
     }
 }
 
-void Listener::take_handed_over(int fd) {
+// A connection keeps the client its PROXY header named in the generation before.
+void Listener::take_handed_over(int fd, const sockaddr_storage* client) {
     set_nonblocking(fd);
     sockaddr_storage peer{};
     socklen_t plen = sizeof peer;
-    getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &plen);
+    if (client)
+        peer = *client;
+    else
+        getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &plen);
     Conn& c = acc_.conns().add(fd, peer);
     acc_.conns().read(c);  // the client may have sent a request meanwhile
 }
@@ -172,8 +205,12 @@ void Listener::hand_over_idle() {
     for (size_t at = 0; at < idle.size(); at += kHandoverBatch) {
         size_t n = std::min(idle.size() - at, kHandoverBatch);
         int fds[kHandoverBatch];
-        for (size_t k = 0; k < n; ++k) fds[k] = idle[at + k]->fd.get();
-        if (send_with_fds(handover_out_.get(), acc_.rt().ipc.secret(), fds, n) < 0) {
+        std::string body = acc_.rt().ipc.secret();
+        for (size_t k = 0; k < n; ++k) {
+            fds[k] = idle[at + k]->fd.get();
+            append_packed(body, idle[at + k]->client);
+        }
+        if (send_with_fds(handover_out_.get(), body, fds, n) < 0) {
             // The successor's queue is full: try again shortly.
             timeval soon{0, 5000};
             evtimer_add(retry_ev_.get(), &soon);

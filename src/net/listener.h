@@ -1,5 +1,6 @@
-// listener.h: where an acceptor's connections come from: the listen socket (with
-// the server's connection limit), and, after a reload, the previous generation's
+// listener.h: where an acceptor's connections come from: the listen sockets (with
+// the server's connection limit; a `proxy_protocol` listener's through the PROXY gate),
+// and, after a reload, the previous generation's
 // idle connections handed over on this generation's datagram socket. While stopping,
 // it hands this acceptor's idle connections on to the next generation. Out of file
 // descriptors, it stops accepting for a while rather than spin. Nothing here reads a
@@ -7,6 +8,11 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include <sys/socket.h>
 
 #include "io/event.h"
 #include "io/fd.h"
@@ -15,27 +21,41 @@
 namespace bertd {
 
 class Acceptor;
+class ProxyGate;
+class MetricsHttp;
 
 class Listener {
 public:
     explicit Listener(Acceptor& a);
+    ~Listener();
 
     void stop_accepting();
     // While stopping: passes every connection between requests (nothing read, nothing to
     // write) to the successor generation, if there is one.
     void hand_over_idle();
+    // Connections still waiting for their PROXY header.
+    size_t pending() const;
 
 private:
+    // One listen socket (rt.listeners[index]) and its event.
+    struct Port {
+        Listener* self;
+        uint32_t index;
+        EventPtr ev;
+    };
     static void on_accept(evutil_socket_t, short, void*);
     static void on_handover(evutil_socket_t, short, void*);
     static void on_retry(evutil_socket_t, short, void*);
     static void on_resume(evutil_socket_t, short, void*);
-    void accept_ready();
-    void out_of_descriptors(int err);
-    void take_handed_over(int fd);
+    void accept_ready(uint32_t index);
+    void out_of_descriptors(int err, uint32_t index);
+    void take_handed_over(int fd, const sockaddr_storage* client);
 
     Acceptor& acc_;
-    EventPtr accept_ev_, handover_ev_, retry_ev_, resume_ev_;
+    std::vector<std::unique_ptr<Port>> ports_;
+    std::unique_ptr<ProxyGate> gate_;
+    std::unique_ptr<MetricsHttp> metrics_;  // GET /metrics, when the config has `metrics`
+    EventPtr handover_ev_, retry_ev_, resume_ev_;
     Fd handover_out_;
     Fd reserve_;               // a spare descriptor, given up to refuse one client when there are none
     int64_t pause_us_ = 0;     // the current pause; 0 while accepting works

@@ -4,6 +4,7 @@
 #include "net/request.h"
 
 #include "admin/admin.h"
+#include "admin/health.h"
 #include "bert/inflate.h"
 #include "bert/printer.h"
 #include "io/clock.h"
@@ -322,6 +323,9 @@ bool RequestPath::discard_stream(Conn& c) {
 }
 
 Outcome RequestPath::admin(Request& r, const bert::Peek& pk) {
+    // A load balancer asks from wherever it is; the answer tells nothing more than that.
+    if (pk.function == "health" && pk.arity == 0)
+        return Outcome::answer(admin::health_frame(acc_.seg(), acc_.link().down()));
     if (!r.conn->admin_ok)
         return Outcome::error(ErrorType::Server, 0,
                               "__admin__ calls are allowed only from loopback or admin_allow addresses");
@@ -424,8 +428,9 @@ void RequestPath::orphan(Request& r) {
         if (r.written < r.frame_len) keep_frame(r);
         r.conn->request = nullptr;
         r.conn = nullptr;
-        // A stream it was still reading is cut short: that worker cannot go on.
-        if (r.stream_in && r.in_stream != Request::InStream::Done) acc_.leases().stream_cut(r);
+        // A stream it was still reading is cut short, or one it was sending has nobody to go
+        // to: that worker cannot go on.
+        acc_.leases().client_left(r);
         return;
     }
     // Not running yet (queued, parked) or at the link: dropped. A hand-off or an answer
@@ -489,7 +494,9 @@ void RequestPath::count(const Request& r, int error_type) {
 }
 
 void RequestPath::take_log_text(Request& r) {
-    if (!acc_.access_log().enabled() || !r.log_text.empty()) return;
+    if (!acc_.access_log().enabled()) return;
+    if (r.conn && r.client.empty() && acc_.rt().config.access_log_extended) r.client = r.conn->client_text;
+    if (!r.log_text.empty()) return;
     // The text of at most kLogRequestBytes, read from the bytes: a huge term costs no more.
     if (bert::print_encoded(r.payload(), r.log_text, kLogRequestBytes, limits_)) r.log_text = "<undecodable>";
 }
@@ -508,6 +515,7 @@ void RequestPath::log(Request& r, int error_type) {
     rec.cached = r.cached;
     rec.high = r.high;
     rec.request = r.log_text;
+    rec.client = r.client;
     al.write(rec);
 }
 

@@ -54,6 +54,7 @@ struct Request {
     uint32_t written = 0;    // bytes of the frame a worker has been sent
     std::string owned;       // the frame, once the connection's queue no longer holds it
     std::string log_text;    // the request in Erlang syntax, taken before its bytes went
+    std::string client;      // access_log_format: extended: its client, taken with log_text
     int64_t arrived_us = 0, started_us = 0, finished_us = 0;  // monotonic
     int64_t arrived_wall_us = 0;
     uint32_t queued_high = 0, queued_low = 0;  // the module's queues when it arrived

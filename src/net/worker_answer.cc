@@ -154,6 +154,13 @@ bool Leases::chunks(Lease& l, std::string_view bytes) {
                 fail(l, "the handler streamed a chunk of " + std::to_string(n) + " bytes, over limits.max_frame");
                 return false;
             }
+            uint64_t max_stream = acc_.rt().config.limits.max_stream;
+            if (max_stream && l.streamed + n > max_stream) {
+                fail(l, "the handler's streamed answer is over limits.max_stream (" + std::to_string(max_stream) +
+                            " bytes)");
+                return false;
+            }
+            l.streamed += n;
             l.chunk_left = n;
             if (l.mode == Lease::Mode::Relay && r.conn) r.conn->out.append(std::string_view(l.chunk_head, 4));
         }

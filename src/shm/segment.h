@@ -94,7 +94,11 @@ uint64_t latency_bucket_upper(int bucket);
 
 struct Histogram {
     std::atomic<uint64_t> buckets[kLatencyBuckets];
-    void record(uint64_t us) { buckets[latency_bucket(us)].fetch_add(1, std::memory_order_relaxed); }
+    std::atomic<uint64_t> sum_us;  // of every value recorded (Prometheus's _sum)
+    void record(uint64_t us) {
+        buckets[latency_bucket(us)].fetch_add(1, std::memory_order_relaxed);
+        sum_us.fetch_add(us, std::memory_order_relaxed);
+    }
     uint64_t percentile(double p) const;  // upper bound of the bucket holding the p-th value; 0 if empty
 };
 
@@ -158,6 +162,8 @@ struct SegmentHeader {
     // Set by the master on reload: the generation that takes over this one's idle
     // connections (0: none, they are closed).
     std::atomic<uint64_t> successor;
+    // Set by the master while a graceful stop waits out drain_timeout (__admin__:health).
+    std::atomic<uint32_t> draining;
     GlobalStats stats;
     AccessLogShared access_log;
 };

@@ -1,6 +1,7 @@
 // bert_bounds: measures what hostile shapes cost the codec: the time and the peak
 // memory (above what was resident before) of decode(), check() and
-// print_encoded() on the frames of issue 12 and on a few worst cases. It only
+// print_encoded() on the frames of issue 12 and on a few worst cases, and of
+// rewrite_floats() on frames full of floats. It only
 // prints figures (for the lead's report and BENCHMARKS.md); it judges nothing.
 // Each figure is the fastest of three runs, each in a forked child; peak is the
 // largest rise of the child's resident memory.
@@ -128,6 +129,22 @@ std::string print_of(const std::string& bytes, const bert::Limits& limits = {}) 
     return e ? "refused: " + e.message : out;
 }
 
+std::string rewrite_of(const std::string& bytes, bert::FloatForm to) {
+    std::string out;
+    size_t n = 0;
+    bert::DecodeError e = bert::rewrite_floats(bytes, to, out, {}, &n);
+    return e ? "refused: " + e.message : std::to_string(n) + " floats, " + std::to_string(out.size()) + " B";
+}
+
+// A list of n copies of the float `one` (its bytes without the version byte).
+std::string float_list(size_t n, const std::string& one) {
+    std::string s = {char(131), char(108)};
+    put32(s, uint32_t(n));
+    for (size_t i = 0; i < n; ++i) s += one;
+    s.push_back(char(106));
+    return s;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -170,6 +187,18 @@ int main(int argc, char** argv) {
         for (int i = 0; i < 999; ++i) deep += std::string{char(104), char(1)};
         deep += nil_list(16u << 20);
         measure("999 tuples around 16M NILs: print_encoded", deep.size(), [&] { return print_of(deep); });
+    }
+    if (wanted("floats")) {
+        std::string plain = float_list(1u << 20, bert::encode(bert::Term(-1.25e-7)).substr(1));
+        std::string ernie =
+            float_list(1u << 20, bert::encode(bert::Term(-1.25e-7), {bert::FloatForm::Ernie}).substr(1));
+        measure("1M NEW_FLOATs: rewrite_floats to FLOAT_EXT", plain.size(),
+                [&] { return rewrite_of(plain, bert::FloatForm::Ernie); });
+        measure("1M FLOAT_EXTs: rewrite_floats to NEW_FLOAT", ernie.size(),
+                [&] { return rewrite_of(ernie, bert::FloatForm::New); });
+        std::string big = std::string(1, char(131)) + nil_list(16u << 20);
+        measure("16M NILs: rewrite_floats (copied)", big.size(),
+                [&] { return rewrite_of(big, bert::FloatForm::Ernie); });
     }
     return 0;
 }

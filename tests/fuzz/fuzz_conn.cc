@@ -2,9 +2,12 @@
 // Acceptor runs in-process on its libevent loop; the fuzzer plays the client
 // (bytes in chunks, half-close, reading), the handler worker (answers, garbage,
 // half answers, silence, death) and the master (reaping and restarting the slot).
+// Half the clients connect over TCP to a proxy_protocol listener and go through the PROXY
+// gate first (with a valid header or whatever the fuzzer writes).
 // Invariants: nothing crashes, every answer frame bertd writes is well framed, and
 // once the client is gone and the worker has answered, no connection or lease is left.
 #include <fuzzer/FuzzedDataProvider.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -29,6 +32,7 @@ struct World {
     bertd::Runtime rt;
     std::unique_ptr<bertd::Acceptor> acc;
     int worker = -1;  // the worker's end of the module's one slot
+    sockaddr_in proxied{};  // where the proxy_protocol listener listens
 };
 
 World& world() {
@@ -62,7 +66,17 @@ World& world() {
         w->worker = sv[1];
         int l = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);  // never connected to
         listen(l, 1);
-        rt.listen_fd.reset(l);
+        rt.listeners.emplace_back().fd.reset(l);
+        int p = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        w->proxied.sin_family = AF_INET;
+        w->proxied.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        socklen_t plen = sizeof w->proxied;
+        if (bind(p, reinterpret_cast<sockaddr*>(&w->proxied), plen) != 0 || listen(p, 64) != 0) abort();
+        getsockname(p, reinterpret_cast<sockaddr*>(&w->proxied), &plen);
+        bertd::ListenRuntime& pl = rt.listeners.emplace_back();
+        pl.fd.reset(p);
+        pl.name = "fuzz-proxy";
+        pl.proxy_protocol = true;
         rt.acceptor_wake.emplace_back(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
         rt.master_wake.reset(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
         w->acc = std::make_unique<bertd::Acceptor>(rt, 0);
@@ -241,10 +255,21 @@ void play_worker(World& w, FuzzedDataProvider& fdp, std::string& requests, bool 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     World& w = world();
     FuzzedDataProvider fdp(data, size);
-    int sv[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0) return 0;
-    int client = sv[0];
-    w.acc->adopt(sv[1]);
+    int client = -1;
+    if (fdp.ConsumeBool()) {  // through the PROXY gate
+        client = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (connect(client, reinterpret_cast<sockaddr*>(&w.proxied), sizeof w.proxied) != 0) abort();
+        bertd::set_nonblocking(client);
+        if (fdp.ConsumeBool()) {
+            static const char v1[] = "PROXY TCP4 192.0.2.7 127.0.0.1 56324 8000\r\n";
+            [[maybe_unused]] ssize_t n = ::send(client, v1, sizeof v1 - 1, MSG_NOSIGNAL);
+        }
+    } else {
+        int sv[2];
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0) return 0;
+        client = sv[0];
+        w.acc->adopt(sv[1]);
+    }
     ClientReader answers;
     std::string requests;
     bool open = true;
@@ -270,7 +295,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     ::close(client);
     // Wind down: the worker answers whatever it still holds; everything must be released.
-    for (int i = 0; i < 200 && (w.acc->open_connections() > 0 || w.acc->leases_held() > 0); ++i) {
+    std::atomic<uint64_t>& active = w.rt.seg->header().stats.connections_active;  // the gate's count too
+    for (int i = 0;
+         i < 200 && (w.acc->open_connections() > 0 || w.acc->leases_held() > 0 || active.load() > 0); ++i) {
         pump(w);
         play_worker(w, fdp, requests, true);
         if (w.acc->leases_held() > 0 && i > 100) {
@@ -280,7 +307,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         }
     }
     pump(w);
-    if (w.acc->open_connections() != 0 || w.acc->leases_held() != 0) abort();
+    if (w.acc->open_connections() != 0 || w.acc->leases_held() != 0 || active.load() != 0) abort();
     if (w.acc->buffered() != 0) abort();  // every byte held for the client is accounted for, and gone
     if (w.rt.seg->slot(0).state.load() != uint32_t(bertd::SlotState::Idle)) abort();
     return 0;

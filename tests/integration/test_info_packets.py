@@ -193,6 +193,34 @@ class StreamedAnswers(InfoPacketTest):
         self.assertIn("the answer was streamed", str(cm.exception.message))
         self.assertEqual(bertd.Service("127.0.0.1", self.server.port).call.rpc.add(1, 2), 3)
 
+    def test_a_client_that_leaves_a_paused_stream_frees_its_worker(self):
+        w = self.wire()
+        w.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        w.send(info("accept", [Atom("stream")]) + call("stream_out", 64, 1 << 20))  # 64 MiB, read slowly
+        w.frame()
+        w.frame()
+        time.sleep(0.5)  # bertd pauses the worker: more than 1 MiB waits for this client
+        w.close()
+        # The worker is replaced (its stream has nobody to go to), and both are idle again.
+        wait_until(lambda: self.server.stats().get("workers.idle.rpc") == "2", timeout=10,
+                   what="both workers to be idle")
+        self.assertEqual(bertd.Service("127.0.0.1", self.server.port, timeout=5).call.rpc.add(2, 2), 4)
+
+    def test_a_streamed_answer_past_max_stream_ends_the_connection_without_an_error_among_the_chunks(self):
+        w = self.wire()
+        w.send(info("accept", [Atom("stream")]) + call("stream_out", 80, 1 << 20))  # 80 MiB > max_stream 64 MiB
+        self.assertEqual(w.frame(), (Atom("info"), Atom("stream"), []))
+        self.assertEqual(w.frame(), (Atom("reply"), []))
+        got = 0
+        with self.assertRaises(EOFError):
+            while True:
+                body = w.raw_frame()
+                self.assertEqual(len(body), 1 << 20, "a frame that is not a chunk came inside the stream")
+                got += len(body)
+        self.assertEqual(got, 64 << 20)  # every chunk within the limit, then the end of the connection
+        wait_until(lambda: "streamed answer is over limits.max_stream" in self.server.log(), what="the log line")
+        self.assertEqual(bertd.Service("127.0.0.1", self.server.port, timeout=5).call.rpc.add(2, 3), 5)
+
     def test_a_slow_reader_slows_the_worker_and_bertd_holds_little(self):
         w = self.wire()
         pids = acceptors(self.server)

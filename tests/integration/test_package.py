@@ -636,7 +636,7 @@ class Notify(unittest.TestCase):
         self.assertEqual(pid, master, "only the master speaks to systemd")
         self.assertEqual(fields.get("READY"), "1", fields)
         self.assertIn("generation 1 serves", fields["STATUS"])
-        self.assertIn(f"port {server.port}", fields["STATUS"])
+        self.assertIn(f"127.0.0.1:{server.port}", fields["STATUS"])
         # A program a child runs never gets the socket (acceptors, forked without exec, only
         # unset it: /proc shows their environment as it was at the master's exec).
         workers = [p for p in server.children() if p not in server.acceptor_pids()]

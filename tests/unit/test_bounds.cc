@@ -189,6 +189,109 @@ TEST(RewriteFloats, bad_input_is_an_error_and_leaves_the_output_alone) {
     CHECK(bool(bert::rewrite_floats(B({131, 70, 127, 248, 0, 0, 0, 0, 0, 1}), bert::FloatForm::Ernie, out)));
 }
 
+TEST(RewriteFloats, the_count_says_how_many_floats_changed_and_a_term_without_any_is_copied) {
+    // [1.5, 2.5] with the first float as NEW_FLOAT_EXT and the second as FLOAT_EXT.
+    std::string mixed = B({131, 108, 0, 0, 0, 2}) + bert::encode(Term(1.5)).substr(1) +
+                        bert::encode(Term(2.5), {bert::FloatForm::Ernie}).substr(1) + B({106});
+    Term both = parsed("[1.5,2.5]");
+    for (bert::FloatForm to : {bert::FloatForm::Ernie, bert::FloatForm::New}) {
+        std::string out;
+        size_t n = 99;
+        CHECK(!bert::rewrite_floats(mixed, to, out, {}, &n));
+        CHECK_EQUAL(1u, n);
+        CHECK(out == bert::encode(both, {to}));
+    }
+    std::string none = bert::encode(parsed("{call,m,f,[1,<<\"2.5\">>,\"3\",#{a => [b]}]}")), out;
+    size_t n = 99;
+    CHECK(!bert::rewrite_floats(none, bert::FloatForm::Ernie, out, {}, &n));
+    CHECK_EQUAL(0u, n);
+    CHECK(out == none);
+}
+
+TEST(RewriteFloats, every_bad_input_gets_checks_error_at_checks_offset) {
+    std::string deep(1, char(131));
+    for (int i = 0; i < 1001; ++i) deep += B({104, 1});
+    deep += B({70, 63, 248, 0, 0, 0, 0, 0, 0});
+    std::string nan_text = "nan";
+    nan_text.resize(31, '\0');
+    const std::string inputs[] = {
+        "",
+        B({130, 70, 63, 248, 0, 0, 0, 0, 0, 0}),                        // wrong version byte
+        B({131, 70, 127, 240, 0, 0, 0, 0, 0, 0}),                       // infinity
+        B({131, 99}) + nan_text,                                        // FLOAT_EXT that is not a number
+        B({131, 108, 0, 0, 0, 2, 70, 63, 248, 0, 0, 0, 0, 0, 0, 106}),  // a list cut short
+        B({131, 70, 63, 248, 0, 0, 0, 0, 0, 0, 106}),                   // trailing bytes
+        B({131, 1}),                                                    // unknown tag
+        deep,                                                           // deeper than max_depth
+        compressed(B({70, 63, 248, 0, 0, 0, 0, 0, 0})).substr(0, 12),   // zlib stream cut
+    };
+    for (const std::string& in : inputs) {
+        std::string out = "keep";
+        size_t n = 99;
+        bert::DecodeError c = bert::check(in),
+                          r = bert::rewrite_floats(in, bert::FloatForm::Ernie, out, {}, &n);
+        CHECK_TEXT(c, "the input must be bad");
+        CHECK_EQUAL_TEXT(c.message, r.message, "message");
+        CHECK_EQUAL_TEXT(c.offset, r.offset, c.message.c_str());
+        STRCMP_EQUAL("keep", out.c_str());
+        CHECK_EQUAL(99u, n);
+    }
+}
+
+TEST(RewriteFloats, duplicate_map_keys_are_copied_for_the_reader_to_refuse) {
+    // #{1 => 0.5, 1 => []}: check() looks for duplicates (O(keys log keys) when they
+    // are out of order), rewrite_floats() keeps to O(payload) and copies them.
+    std::string dup = B({131, 116, 0, 0, 0, 2, 97, 1}) + bert::encode(Term(0.5)).substr(1) + B({97, 1, 106});
+    STRCMP_EQUAL("duplicate map key", bert::check(dup).message.c_str());
+    std::string out;
+    CHECK(!bert::rewrite_floats(dup, bert::FloatForm::Ernie, out));
+    CHECK(out == B({131, 116, 0, 0, 0, 2, 97, 1}) +
+                     bert::encode(Term(0.5), {bert::FloatForm::Ernie}).substr(1) + B({97, 1, 106}));
+    Term t;
+    STRCMP_EQUAL("duplicate map key", bert::decode(out, t).message.c_str());
+}
+
+TEST(RewriteFloats, the_limits_bound_it_as_they_bound_decode) {
+    std::string floats = B({108}) + be32s(1000);
+    for (int i = 0; i < 1000; ++i) floats += bert::encode(Term(0.5)).substr(1);
+    floats += B({106});
+    std::string out;
+    bert::Limits small;
+    small.max_size = 1000;
+    STRCMP_EQUAL("9007 bytes exceed max_size",
+                 bert::rewrite_floats(v(floats), bert::FloatForm::Ernie, out, small).message.c_str());
+    bert::Limits tight;
+    tight.max_inflated = 4096;
+    bert::DecodeError e = bert::rewrite_floats(compressed(floats), bert::FloatForm::Ernie, out, tight);
+    CHECK(bool(e));
+    CHECK_EQUAL(2u, e.offset);
+    STRCMP_EQUAL(bert::check(compressed(floats), tight).message.c_str(), e.message.c_str());
+    CHECK(out.empty());
+}
+
+TEST(RewriteFloats, a_term_too_big_to_decode_is_rewritten_without_building_it) {
+    // 100,000 floats: 0.9 MB whose Terms (7.2 MB) are over this budget of
+    // max(1 MB, 4 x 0.9 MB), rewritten to 3.2 MB of FLOAT_EXT under the same limits
+    // and back to the very same bytes.
+    const size_t count = 100000;
+    bert::Limits limits;
+    limits.memory_floor = 1u << 20;
+    std::string one = bert::encode(Term(-1.25e-7)).substr(1), big = B({131, 108}) + be32s(uint32_t(count));
+    for (size_t i = 0; i < count; ++i) big += one;
+    big += B({106});
+    Term t;
+    CHECK(bool(bert::decode(big, t, limits)));
+    std::string ernie, back;
+    size_t n = 0;
+    CHECK(!bert::rewrite_floats(big, bert::FloatForm::Ernie, ernie, limits, &n));
+    CHECK_EQUAL(count, n);
+    CHECK_EQUAL(6 + 32 * count + 1, ernie.size());
+    CHECK(ernie.compare(6, 32, bert::encode(Term(-1.25e-7), {bert::FloatForm::Ernie}), 1, 32) == 0);
+    CHECK(!bert::rewrite_floats(ernie, bert::FloatForm::New, back, limits, &n));
+    CHECK_EQUAL(count, n);
+    CHECK(back == big);
+}
+
 TEST_GROUP(PrintEncoded){};
 
 TEST(PrintEncoded, the_text_is_prints_at_every_cut) {

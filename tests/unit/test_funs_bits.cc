@@ -116,6 +116,18 @@ TEST(Funs, the_ernie_float_form_reaches_into_a_closures_free_variables) {
     CHECK(decoded(kClosureWithEnvErnie) == g);  // read back in the canonical form
 }
 
+TEST(Funs, rewrite_floats_reaches_into_a_closures_free_variables_and_fixes_its_size) {
+    std::string out;
+    size_t n = 0;
+    CHECK(!bert::rewrite_floats(kClosureWithEnv, bert::FloatForm::Ernie, out, {}, &n));
+    CHECK_EQUAL_TEXT(hex(kClosureWithEnvErnie), hex(out), "to FLOAT_EXT");
+    CHECK_EQUAL(1u, n);
+    out.clear();
+    CHECK(!bert::rewrite_floats(kClosureWithEnvErnie, bert::FloatForm::New, out, {}, &n));
+    CHECK_EQUAL_TEXT(hex(kClosureWithEnv), hex(out), "to NEW_FLOAT_EXT");
+    CHECK_EQUAL(1u, n);
+}
+
 TEST(Funs, a_fun_keeps_the_bytes_erlang_would_write_not_a_sloppy_encoding) {
     // SMALL_ATOM atoms and an INTEGER_EXT arity, as OTP 25 reads and rewrites them.
     Term e = decoded(B({131, 113, 115, 1, 'a', 115, 1, 'b', 98, 0, 0, 0, 3}));

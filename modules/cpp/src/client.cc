@@ -1,6 +1,8 @@
 // client.cc: the synchronous BERT-RPC client (see bertd/client.h): connect, send infos and the
 // request, read one answer within one deadline, interpret it. A connection that failed in any way,
 // or that has bytes or an end-of-file waiting between requests, is closed and never reused.
+// BERT-RPC 1.0: a streamed request's chunks follow the request; infos before the answer are read
+// (cache, valid, stream) or skipped; a streamed answer's chunks go to the caller as they arrive.
 #include "bertd/client.h"
 
 #include <errno.h>
@@ -13,6 +15,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <stdexcept>
 #include <utility>
 
 #include "bert/codec.h"
@@ -190,14 +193,15 @@ public:
         }
     }
 
-    void read_exact(int fd, char* p, size_t n, const Deadline& d) const {
+    void read_exact(int fd, char* p, size_t n, const Deadline& d,
+                    const char* closed = "connection closed before a whole answer") const {
         while (n > 0) {
             ssize_t r = ::recv(fd, p, n, 0);
             if (r > 0) {
                 p += r;
                 n -= static_cast<size_t>(r);
             } else if (r == 0) {
-                fail("connection closed before a whole answer");
+                fail(closed);
             } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
                 wait(fd, POLLIN, d, "no whole answer", o_.timeout);
             } else if (errno != EINTR) {
@@ -217,6 +221,23 @@ public:
         std::string body(scan.length, '\0');
         read_exact(fd, body.data(), body.size(), d);
         return body;
+    }
+
+    // One chunk of a streamed answer into `buf` (false at the zero header), within its own timeout.
+    bool read_chunk(int fd, std::string& buf) const {
+        static constexpr const char* kCut =
+            "the streamed answer was cut short: the server closed the connection";
+        Deadline d = Deadline::after(o_.timeout);
+        char header[bert::kFrameHeader];
+        read_exact(fd, header, sizeof header, d, kCut);
+        uint32_t n = bert::scan_frame(std::string_view(header, sizeof header), ~0u).length;
+        if (n == 0) return false;
+        if (n > o_.max_chunk)
+            throw rpc::InvalidAnswer(where() + ": a streamed answer's chunk of " + std::to_string(n) +
+                                     " bytes is over max_chunk (" + std::to_string(o_.max_chunk) + ")");
+        buf.resize(n);
+        read_exact(fd, buf.data(), n, d, kCut);
+        return true;
     }
 
 private:
@@ -281,6 +302,31 @@ void append_info(std::string& out, std::string_view command, std::vector<Term> o
     bert::append_frame(out, payload);
 }
 
+// The infos the BERT-RPC 1.0 options ask for.
+void append_rpc10_infos(std::string& out, const RequestOptions& o, bool cast) {
+    std::vector<Term> kinds;
+    if (o.on_chunk) kinds.push_back(Term::atom("stream"));
+    if (o.accept_cache) kinds.push_back(Term::atom("cache"));
+    if (!kinds.empty()) append_info(out, "accept", std::move(kinds));
+    if (o.validation)
+        append_info(out, "cache", {Term::tuple({Term::atom("validation"), Term::binary(*o.validation)})});
+    if (o.callback) {
+        const Callback& c = *o.callback;
+        if (!cast)
+            throw std::invalid_argument(
+                "a callback goes with a cast (the server answers {noreply} and casts the result)");
+        if (c.service.find(':') == std::string::npos || c.module.empty() || c.function.empty())
+            throw std::invalid_argument("a callback needs a service \"host:port\", a module and a function");
+        append_info(out, "callback",
+                    {Term::tuple({Term::atom("service"), Term::binary(c.service)}),
+                     Term::tuple({Term::atom("mfa"), Term::atom(c.module), Term::atom(c.function),
+                                  Term::list(c.args)})});
+    }
+    if (o.stream_in)
+        bert::append_frame(
+            out, bert::encode(Term::tuple({Term::atom("info"), Term::atom("stream"), Term::nil()})));
+}
+
 std::string request_payload(std::string_view kind, std::string_view module, std::string_view function,
                             std::vector<Term> args, bert::FloatForm floats) {
     std::vector<Term> items;
@@ -320,8 +366,10 @@ void Client::close() {
 
 Term Client::call(std::string_view module, std::string_view function, std::vector<Term> args,
                   const RequestOptions& options) {
-    return *exchange(request_payload("call", module, function, std::move(args), options_.float_format),
-                     options, Expect::Reply);
+    return std::move(
+        *exchange(request_payload("call", module, function, std::move(args), options_.float_format), options,
+                  Expect::Reply)
+             .value);
 }
 
 void Client::cast(std::string_view module, std::string_view function, std::vector<Term> args,
@@ -330,16 +378,93 @@ void Client::cast(std::string_view module, std::string_view function, std::vecto
              Expect::NoReply);
 }
 
-std::optional<Term> Client::request_raw(std::string_view payload, const RequestOptions& options) {
-    return exchange(payload, options, Expect::Any);
+Answer Client::request(std::string_view kind, std::string_view module, std::string_view function,
+                       std::vector<Term> args, const RequestOptions& options) {
+    if (kind != "call" && kind != "cast") throw std::invalid_argument("kind must be \"call\" or \"cast\"");
+    // A call may be answered {noreply} after {info, valid, []}.
+    Expect expect = kind == "cast" ? Expect::NoReply : options.validation ? Expect::Any : Expect::Reply;
+    return exchange(request_payload(kind, module, function, std::move(args), options_.float_format), options,
+                    expect);
 }
 
-std::optional<Term> Client::exchange(std::string_view request, const RequestOptions& options, Expect expect) {
+std::optional<Term> Client::request_raw(std::string_view payload, const RequestOptions& options) {
+    return exchange(payload, options, Expect::Any).value;
+}
+
+namespace {
+
+// Sends a streamed request's chunks and its end. When the server stops reading (it answered
+// early: a limit, a refused stream), its error answer is what the caller gets.
+void send_stream(const Peer& peer, int fd, const RequestOptions& o, size_t chunk_size,
+                 std::chrono::milliseconds timeout) {
+    std::string buf;
+    try {
+        for (;;) {
+            buf.assign(bert::kFrameHeader, '\0');
+            buf.resize(bert::kFrameHeader + chunk_size);
+            size_t n = o.stream_in(buf.data() + bert::kFrameHeader, chunk_size);
+            if (n == 0) break;
+            if (n > chunk_size)
+                throw std::length_error("stream_in returned more bytes than it was given room for");
+            bert::put_frame_header(buf.data(), static_cast<uint32_t>(n));
+            peer.write_all(fd, std::string_view(buf.data(), bert::kFrameHeader + n),
+                           Deadline::after(timeout));
+        }
+        peer.write_all(fd, std::string_view(rpc10::kStreamEnd, sizeof rpc10::kStreamEnd),
+                       Deadline::after(timeout));
+    } catch (const rpc::TimeoutError&) {
+        throw;
+    } catch (const rpc::ConnectionError& e) {
+        std::string body;
+        Term answer;
+        try {
+            body = peer.read_answer(fd, Deadline::after(std::chrono::seconds(2)));
+        } catch (const rpc::Error&) {
+            throw e;
+        }
+        if (!bert::decode(body, answer) && answer.is_tuple(2) && answer[0].is_atom("error"))
+            throw_remote(answer[1], peer.where());
+        throw;
+    }
+}
+
+// Reads the infos before the answer into `a`; returns the answer's term.
+Term read_head(const Peer& peer, int fd, const Deadline& d, size_t max_answer, Answer& a) {
+    for (int k = 0; k < 64; ++k) {
+        std::string body = peer.read_answer(fd, d);
+        Term t;
+        bert::Limits limits;  // the server's answers are taken as before these limits existed
+        limits.max_size = max_answer;
+        limits.max_inflated = max_answer;
+        limits.max_expansion = SIZE_MAX;
+        limits.memory_ratio = 0;
+        if (bert::DecodeError err = bert::decode(body, t, limits))
+            throw rpc::InvalidAnswer(peer.where() + ": undecodable answer: " + err.message);
+        if (!(t.is_tuple(3) && t[0].is_atom("info"))) return t;
+        if (t[1].is_atom("stream")) {
+            a.streamed = true;
+        } else if (t[1].is_atom("valid")) {
+            a.valid = true;
+        } else if (t[1].is_atom("cache")) {
+            CacheInfo c;
+            std::string why;
+            if (!rpc10::read_cache_info(t[2], c, why))
+                throw rpc::InvalidAnswer(peer.where() + ": malformed cache info from the server: " + why);
+            a.cache = std::move(c);
+        }  // other infos modify nothing this client knows: ignored, as the specification says
+    }
+    throw rpc::InvalidAnswer(peer.where() + ": the server sent 64 infos and no answer");
+}
+
+}  // namespace
+
+Answer Client::exchange(std::string_view request, const RequestOptions& options, Expect expect) {
     std::string out;
     Priority priority = options.priority.value_or(options_.priority);
     if (priority != Priority::Default)
         append_info(out, "priority", {Term::atom(priority == Priority::Low ? "low" : "high")});
     for (const Info& info : options.infos) append_info(out, info.command, info.options);
+    append_rpc10_infos(out, options, expect == Expect::NoReply);
     bert::append_frame(out, request);
 
     ClientOptions effective = options_;
@@ -356,23 +481,37 @@ std::optional<Term> Client::exchange(std::string_view request, const RequestOpti
     // The deadline starts after the connect, which has its own.
     Deadline d = Deadline::after(effective.timeout);
     peer.write_all(conn.get(), out, d);
-    std::string body = peer.read_answer(conn.get(), d);
+    if (options.stream_in) {
+        send_stream(peer, conn.get(), options, options_.chunk_size, effective.timeout);
+        d = Deadline::after(effective.timeout);
+    }
+    Answer a;
+    Term answer = read_head(peer, conn.get(), d, options_.max_answer, a);
+    if (a.streamed && !(answer.is_tuple(2) && answer[0].is_atom("reply")))
+        throw rpc::InvalidAnswer(peer.where() + ": a streamed answer must start with {reply, Term}, not " +
+                                 bert::to_string(answer, 512));
+    if (a.streamed) {
+        std::string chunk, gathered;
+        while (peer.read_chunk(conn.get(), chunk)) {
+            a.stream_bytes += chunk.size();
+            if (options.on_chunk) {
+                options.on_chunk(chunk);
+            } else if (gathered.size() + chunk.size() > options_.max_answer) {
+                throw rpc::InvalidAnswer(peer.where() + ": a streamed answer over max_answer");
+            } else {
+                gathered += chunk;  // a server that streams to a client that did not ask
+            }
+        }
+        if (!options.on_chunk) answer = Term::tuple({Term::atom("reply"), Term::binary(std::move(gathered))});
+    }
     // From here on the stream is in step: the connection may be kept whatever the answer says.
     if (options_.persistent) fd_ = conn.release();
 
-    Term answer;
-    bert::Limits limits;  // the server's answers are taken as before these limits existed
-    limits.max_size = options_.max_answer;
-    limits.max_inflated = options_.max_answer;
-    limits.max_expansion = SIZE_MAX;
-    limits.memory_ratio = 0;
-    if (bert::DecodeError err = bert::decode(body, answer, limits)) {
-        close();
-        throw rpc::InvalidAnswer(peer.where() + ": undecodable answer: " + err.message);
+    if (answer.is_tuple(2) && answer[0].is_atom("reply") && expect != Expect::NoReply) {
+        a.value = std::move(answer.items()[1]);
+        return a;
     }
-    if (answer.is_tuple(2) && answer[0].is_atom("reply") && expect != Expect::NoReply)
-        return std::move(answer.items()[1]);
-    if (answer.is_tuple(1) && answer[0].is_atom("noreply") && expect != Expect::Reply) return std::nullopt;
+    if (answer.is_tuple(1) && answer[0].is_atom("noreply") && expect != Expect::Reply) return a;
     if (answer.is_tuple(2) && answer[0].is_atom("error")) throw_remote(answer[1], peer.where());
     close();
     throw rpc::InvalidAnswer(peer.where() + ": not a BERT-RPC answer to a " +

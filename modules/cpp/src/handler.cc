@@ -1,6 +1,8 @@
 // handler.cc: the request loop of C++ external handlers (see bertd/handler.h).
 // It peeks before it decodes, so errors and routing cost no argument decoding, and
 // it must never die on bad input: every malformed request gets an error answer.
+// BERT-RPC 1.0: a streamed request is read through the request's Call as the function asks,
+// and what it leaves is drained before the answer; a streamed answer drains it before its end.
 #include "bertd/handler.h"
 
 #include <cxxabi.h>
@@ -67,10 +69,11 @@ std::string demangled(const char* mangled) {
 }
 
 // Runs the function; the thrown exception, if any, becomes a user error term.
-Term call_user(const Function& fn, Args args, bool& failed) {
+template <class Entry>
+Term call_user(const Entry& entry, Args args, Call& call, bool& failed) {
     failed = true;
     try {
-        Term r = fn(args);
+        Term r = entry.fn ? entry.fn(args) : entry.call_fn(args, call);
         failed = false;
         return r;
     } catch (const UserError& e) {
@@ -87,7 +90,7 @@ Term call_user(const Function& fn, Args args, bool& failed) {
 // answered {reply, ok}; a failure is answered as an error, which bertd counts and logs.
 constexpr std::string_view kProcessFunction = "$bertd_message";
 
-Term run_process(std::string_view payload, bool cast) {
+Term run_process(std::string_view payload, bool cast, Call& call) {
     Term request;
     if (bert::DecodeError err = bert::decode(payload, request))
         return error_term("protocol", 2, "ProtocolError", "Unable to read data: " + err.message);
@@ -97,8 +100,16 @@ Term run_process(std::string_view payload, bool cast) {
     if (!fn)
         return error_term("server", 2, "ServerError",
                           "no Erlang process '" + name + "' is registered in worker " + std::to_string(getpid()));
+    struct {
+        Function fn;
+        CallFunction call_fn;
+    } entry{[&](Args) {
+                fn(args[1]);
+                return Term::atom("ok");
+            },
+            nullptr};
     bool failed = false;
-    Term result = call_user([&](Args) { fn(args[1]); return Term::atom("ok"); }, Args(), failed);
+    Term result = call_user(entry, Args(), call, failed);
     if (failed) return result;
     return cast ? Term::tuple({Term::atom("noreply")}) : pair("reply", Term::atom("ok"));
 }
@@ -116,8 +127,10 @@ bool write_all(int fd, const char* p, size_t n) {
     return true;
 }
 
+}  // namespace
+
 // Blocking reader over one fd that keeps whatever arrived beyond the current frame.
-class Reader {
+class Handler::Reader {
 public:
     explicit Reader(int fd) : fd_(fd), buf_(kReadChunk, '\0') {}
 
@@ -177,7 +190,115 @@ private:
     size_t begin_ = 0, end_ = 0;
 };
 
-}  // namespace
+// A streamed answer's bytes, cut into chunks, to the answer fd. Nothing is written before the
+// first chunk (or the end), so a producer that fails at once still gets an ordinary error answer.
+class StreamWriter final : public ChunkWriter {
+public:
+    struct WriteFailed {};
+    StreamWriter(int fd, std::string head, size_t chunk) : fd_(fd), head_(std::move(head)), chunk_(chunk) {}
+
+    void write(std::string_view bytes) override {
+        while (!bytes.empty()) {
+            size_t n = std::min(bytes.size(), chunk_);
+            std::string& buf = started_ ? scratch_ : head_;
+            if (started_) buf.clear();
+            rpc10::append_chunk_header(buf, n);
+            // A small chunk goes with its header in one write; a big one is written from `bytes`.
+            if (n < 65536) buf.append(bytes.data(), n);
+            if (!write_all(fd_, buf.data(), buf.size())) throw WriteFailed{};
+            if (n >= 65536 && !write_all(fd_, bytes.data(), n)) throw WriteFailed{};
+            started_ = true;
+            head_.clear();
+            bytes.remove_prefix(n);
+        }
+    }
+    bool started() const { return started_; }
+    bool end() {
+        if (!started_ && !write_all(fd_, head_.data(), head_.size())) return false;
+        return write_all(fd_, rpc10::kStreamEnd, sizeof rpc10::kStreamEnd);
+    }
+
+private:
+    int fd_;
+    std::string head_, scratch_;
+    size_t chunk_;
+    bool started_ = false;
+};
+
+// A writer for a cast's stream: the work is done, the bytes dropped.
+class DropWriter final : public ChunkWriter {
+public:
+    void write(std::string_view) override {}
+};
+
+class Handler::Served final : public Call {
+public:
+    Served(Reader* in, std::optional<std::string> token, size_t max_chunk)
+        : in_(in), token_(std::move(token)), max_chunk_(max_chunk) {}
+
+    bool streamed() const override { return in_ != nullptr; }
+    const std::optional<std::string>& validation_token() const override { return token_; }
+    void cache(const CacheInfo& info) override { cache_ = rpc10::cache_info_frame(info); }
+    void valid() override { valid_ = true; }
+    void stream(std::function<void(ChunkWriter&)> produce) override { produce_ = std::move(produce); }
+
+    uint64_t read_stream(const std::function<void(std::string_view)>& on_chunk) override {
+        uint64_t total = 0;
+        if (!in_ || done_) return 0;
+        if (broken_) throw std::runtime_error("the request's stream was cut short");
+        if (pending_) in_->consume(std::exchange(pending_, 0));  // a callback threw inside it
+        for (;;) {
+            if (in_->fill(bert::kFrameHeader) != Reader::Status::Ok) cut("end of input before its end");
+            uint32_t n = bert::scan_frame(std::string_view(in_->data(), bert::kFrameHeader), ~0u).length;
+            in_->consume(bert::kFrameHeader);
+            if (n == 0) {
+                done_ = true;
+                return total;
+            }
+            if (n > max_chunk_) cut("a chunk of " + std::to_string(n) + " bytes is over the limit");
+            if (in_->fill(n) != Reader::Status::Ok) cut("end of input inside a chunk");
+            pending_ = n;
+            on_chunk(std::string_view(in_->data(), n));
+            in_->consume(std::exchange(pending_, 0));
+            total += n;
+        }
+    }
+
+    // Reads and drops what the function left of the stream; false when it was cut short.
+    bool drain() {
+        try {
+            read_stream([](std::string_view) {});
+            return true;
+        } catch (const std::runtime_error& e) {
+            std::fprintf(stderr, "bertd handler: %s\n", e.what());
+            return false;
+        }
+    }
+    // An error answer carries nothing the function attached.
+    void drop_attachments() {
+        cache_.clear();
+        valid_ = false;
+        produce_ = nullptr;
+    }
+
+    const std::string& cache_frame() const { return cache_; }
+    bool is_valid() const { return valid_; }
+    std::function<void(ChunkWriter&)>& produce() { return produce_; }
+
+private:
+    [[noreturn]] void cut(const std::string& why) {
+        broken_ = true;
+        throw std::runtime_error("the request's stream was cut short: " + why);
+    }
+
+    Reader* in_;
+    std::optional<std::string> token_;
+    size_t max_chunk_;
+    size_t pending_ = 0;
+    bool done_ = false, broken_ = false, valid_ = false;
+    std::string cache_;
+    std::function<void(ChunkWriter&)> produce_;
+};
 
 void Handler::expose(std::string_view module, std::string_view function, Function fn) {
     expose(module, function, kAnyArity, std::move(fn));
@@ -186,27 +307,61 @@ void Handler::expose(std::string_view module, std::string_view function, Functio
 void Handler::expose(std::string_view module, std::string_view function, int arity, Function fn) {
     auto mod = modules_.find(module);
     if (mod == modules_.end()) mod = modules_.emplace(std::string(module), Functions{}).first;
-    mod->second.insert_or_assign(std::string(function), Entry{arity, std::move(fn)});
+    mod->second.insert_or_assign(std::string(function), Entry{arity, std::move(fn), nullptr});
 }
 
-bool Handler::answer(std::string_view payload, std::string& out) {
+void Handler::expose(std::string_view module, std::string_view function, CallFunction fn) {
+    expose(module, function, kAnyArity, std::move(fn));
+}
+
+void Handler::expose(std::string_view module, std::string_view function, int arity, CallFunction fn) {
+    auto mod = modules_.find(module);
+    if (mod == modules_.end()) mod = modules_.emplace(std::string(module), Functions{}).first;
+    mod->second.insert_or_assign(std::string(function), Entry{arity, nullptr, std::move(fn)});
+}
+
+void Handler::note_info(std::string_view payload) {
+    Term t;
+    if (bert::decode(payload, t) || !t.is_tuple(3)) return;
+    if (t[1].is_atom("stream")) {
+        next_streamed_ = true;
+    } else if (t[1].is_atom("cache")) {
+        CacheInfo c;
+        std::string why;
+        if (rpc10::read_cache_info(t[2], c, why))
+            next_token_ = c.validation;
+        else
+            std::fprintf(stderr, "bertd handler: %s\n", why.c_str());
+    }
+}
+
+// Tells undecodable bytes (protocol code 2) from a well-formed term of the wrong shape,
+// without building the term.
+static void not_a_request(std::string_view payload, const bert::Limits& limits, std::string& out) {
+    if (bert::DecodeError err = bert::check(payload, limits))
+        frame_into(error_term("protocol", 2, "ProtocolError", "Unable to read data: " + err.message), out);
+    else
+        frame_into(error_term("protocol", 0, "ProtocolError",
+                              "Invalid request: expected {call|cast, Module, Function, Arguments}"),
+                   out);
+}
+
+bool Handler::answer(std::string_view payload, std::string& out, Served* call) {
     bert::Peek peek;
     if (!bert::peek(payload, peek)) {
-        // Tell undecodable bytes (protocol code 2) from a well-formed term of the wrong
-        // shape, without building the term.
-        if (bert::DecodeError err = bert::check(payload, limits_))
-            frame_into(error_term("protocol", 2, "ProtocolError", "Unable to read data: " + err.message), out);
-        else
-            frame_into(error_term("protocol", 0, "ProtocolError",
-                                  "Invalid request: expected {call|cast, Module, Function, Arguments}"),
-                       out);
+        not_a_request(payload, limits_, out);
         return true;
     }
-    if (peek.kind == bert::Peek::Kind::Info) return false;
+    if (peek.kind == bert::Peek::Kind::Info) {
+        note_info(payload);
+        return false;
+    }
+    Served none(nullptr, std::nullopt, max_request_);
+    if (!call) call = &none;
 
     const bool cast = peek.kind == bert::Peek::Kind::Cast;
     if (peek.function == kProcessFunction) {
-        frame_into(run_process(payload, cast), out);
+        frame_into(run_process(payload, cast, *call), out);
         return true;
     }
     auto mod = modules_.find(peek.module);
@@ -233,7 +388,9 @@ bool Handler::answer(std::string_view payload, std::string& out) {
     // The peek has vouched for the shape: a 4-tuple whose last element is a proper list.
     auto& args = request.items()[3].items();
     bool failed = false;
-    Term result = call_user(fun->second.fn, Args(args.data(), args.size()), failed);
+    Term result = call_user(fun->second, Args(args.data(), args.size()), *call, failed);
+    if (cast && !failed && call->produce()) failed = !drop_stream(call->produce());
+    if (failed || cast || call == &none) call->drop_attachments();
     if (cast) {
         // The client already has its {noreply}; the failure would otherwise vanish.
         if (failed)
@@ -243,9 +400,53 @@ bool Handler::answer(std::string_view payload, std::string& out) {
     } else if (failed) {
         frame_into(result, out, float_format_);
     } else {
-        frame_into(pair("reply", std::move(result)), out, float_format_);
+        reply_into(std::move(result), *call, float_format_, out);
     }
     return true;
+}
+
+// A cast's stream: the work is done, the bytes dropped. False when it threw.
+bool Handler::drop_stream(const std::function<void(ChunkWriter&)>& produce) {
+    DropWriter drop;
+    try {
+        produce(drop);
+        return true;
+    } catch (const std::exception&) {
+        return false;
+    }
+}
+
+// A call's answer with what its function attached: {info, valid, []} and {noreply}, or the
+// cache info and the reply (a streamed answer's infos go before it in finish()).
+void Handler::reply_into(Term result, Served& call, bert::FloatForm floats, std::string& out) {
+    if (call.is_valid()) {
+        out = rpc10::valid_info_frame() + noreply_frame();
+        return;
+    }
+    frame_into(pair("reply", std::move(result)), out, floats);
+    if (!call.produce() && !call.cache_frame().empty()) out.insert(0, call.cache_frame());
+}
+
+bool Handler::finish(Served& call, int out_fd, const std::string& out) {
+    if (!call.produce()) return call.drain() && write_all(out_fd, out.data(), out.size());
+    StreamWriter w(out_fd, call.cache_frame() + rpc10::stream_info_frame() + out, chunk_size_);
+    try {
+        call.produce()(w);
+    } catch (const StreamWriter::WriteFailed&) {
+        return false;
+    } catch (const std::exception& e) {
+        if (w.started()) {
+            std::fprintf(stderr, "bertd handler: the streamed answer failed after it began (%s); ending\n",
+                         e.what());
+            return false;
+        }
+        std::string err;
+        auto* user = dynamic_cast<const UserError*>(&e);
+        frame_into(error_term("user", 0, user ? user->error_class() : demangled(typeid(e).name()), e.what()),
+                   err);
+        return call.drain() && write_all(out_fd, err.data(), err.size());
+    }
+    return call.drain() && w.end();
 }
 
 std::optional<std::string> Handler::handle(std::string_view payload) {
@@ -275,9 +476,27 @@ int Handler::run(int in_fd, int out_fd) {
                        out);
         } else {
             if (in.fill(scan.length) != Reader::Status::Ok) return 1;
-            bool answered = answer(std::string_view(in.data(), scan.length), out);
-            in.consume(scan.length);
-            if (!answered) continue;
+            std::string_view payload(in.data(), scan.length);
+            bert::Peek peek;
+            bool info = bert::peek(payload, peek) && peek.kind == bert::Peek::Kind::Info;
+            if (info) {
+                note_info(payload);
+                in.consume(scan.length);
+                continue;
+            }
+            bool streamed = std::exchange(next_streamed_, false);
+            Served call(streamed ? &in : nullptr, std::exchange(next_token_, std::nullopt), max_request_);
+            if (streamed) {
+                // The stream follows in `in`: the request must leave the buffer first.
+                std::string copy(payload);
+                in.consume(scan.length);
+                answer(copy, out, &call);
+            } else {
+                answer(payload, out, &call);
+                in.consume(scan.length);
+            }
+            if (!finish(call, out_fd, out)) return 1;
+            continue;
         }
         if (!write_all(out_fd, out.data(), out.size())) return 1;
     }

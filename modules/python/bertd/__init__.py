@@ -3,11 +3,13 @@ Importing it never starts anything: the handler loop only starts once expose() o
 """
 from .bert import (Atom, BitBinary, DecodeError, EncodeError, Export, Fun, ImproperList, Map, Pid, Port, Ref,
                    decode, encode, encode_berp, read_berp, read_berp_bytes, write_berp)
-from .client import (BertdError, Connection, ConnectionError, ProtocolError, ProxyError, ReadError,
+from .client import (Answer, BertdError, Connection, ConnectionError, ProtocolError, ProxyError, ReadError,
                      ReadTimeout, RPCError, ServerError, Service, UserError)
 from .erlang import (ErlangError, ErlangNode, ErlangTimeout, erlang_connect, erlang_recv_message,
                      erlang_register_process, erlang_rpc, erlang_send, self_pid)
-from .handler import Handler, expose, float_format, function, logfile, loglevel, start
+from .handler import (VALID, Handler, RequestStream, cache, expose, float_format, function, logfile, loglevel,
+                      start, stream_in, validation_token)
+from .streams import Stream, StreamError
 
 # When true (the default), a script that exposed functions and did not call start() runs the
 # request loop as it exits, like Ernie's Ruby handlers. Set bertd.auto_start = False to prevent it.
@@ -18,7 +20,8 @@ __all__ = [
     "Ref",
     "decode", "encode", "encode_berp", "read_berp", "read_berp_bytes", "write_berp",
     "BertdError", "Connection", "ConnectionError", "ProtocolError", "ProxyError", "ReadError", "ReadTimeout",
-    "RPCError", "ServerError", "Service", "UserError",
+    "RPCError", "ServerError", "Service", "UserError", "Answer",
+    "Stream", "StreamError", "RequestStream", "stream_in", "cache", "validation_token", "VALID",
     "Handler", "expose", "float_format", "function", "logfile", "loglevel", "start", "auto_start",
     "ErlangError", "ErlangNode", "ErlangTimeout", "erlang_connect", "erlang_recv_message",
     "erlang_register_process", "erlang_rpc", "erlang_send", "self_pid",

@@ -1,6 +1,8 @@
 """client.py: a BERT-RPC client for bertd (or any BERT-RPC 1.0 server), in the manner of Ruby's bertrpc:
 svc = Service("127.0.0.1", 9999); svc.call.calc.add(1, 2) -> 3. It must never hand a caller an answer
 that belongs to another request: a connection whose stream may be out of step is closed, not reused.
+BERT-RPC 1.0's infos (doc/info-packets.md): streamed requests (stream_in=), streamed answers and cache
+infos (accept=, validation=: the result is an Answer), callbacks (callback= on a cast).
 """
 import builtins
 import select
@@ -8,14 +10,17 @@ import socket
 import threading
 import time
 
-from . import bert
+from . import bert, streams
 from ._atoms import _CALL, _CAST, _INFO, _REPLY, _NOREPLY, _ERROR, _PRIORITY
 from .bert import Atom
 
 __all__ = [
-    "Service", "Connection", "BertdError", "RPCError", "ProtocolError", "ServerError", "UserError",
+    "Service", "Connection", "Answer", "BertdError", "RPCError", "ProtocolError", "ServerError", "UserError",
     "ProxyError", "ConnectionError", "ReadTimeout", "ReadError",
 ]
+
+# At most this many infos may come before one answer (a server that sends nothing else is broken).
+_MAX_INFOS = 64
 
 
 class BertdError(Exception):
@@ -106,6 +111,7 @@ class Connection:
     def send_raw(self, data):
         """Sends bytes exactly as given (no length header added)."""
         try:
+            self.sock.settimeout(self.timeout)  # a read may have left a shorter one
             self.sock.sendall(data)
         except socket.timeout:
             raise ReadTimeout("sending timed out") from None
@@ -129,6 +135,20 @@ class Connection:
             raise ConnectionError(f"connection closed mid-answer: {e}") from None
         except socket.timeout:
             raise ReadTimeout("no complete answer within the timeout") from None
+        except OSError as e:
+            raise ConnectionError(f"reading failed: {e}") from None
+
+    def read_frame_bytes_limited(self, max_size, timeout=None):
+        """read_frame_bytes() refusing a frame over max_size bytes (a ReadError)."""
+        self._set_deadline(timeout)
+        try:
+            return bert.read_berp_bytes(_DeadlineReader(self.sock, self._deadline), max_size=max_size)
+        except bert.DecodeError as e:
+            if "exceeds the limit" in str(e):
+                raise ReadError(f"a streamed answer's chunk: {e}") from None
+            raise ConnectionError(f"the streamed answer was cut short: {e}") from None
+        except socket.timeout:
+            raise ReadTimeout("no stream chunk within the timeout") from None
         except OSError as e:
             raise ConnectionError(f"reading failed: {e}") from None
 
@@ -201,11 +221,16 @@ class Service:
     connection, like Ruby's bertrpc.
     float_format="ernie" writes the requests' floats as FLOAT_EXT, the only form a handler on Ernie's
     own Ruby library (ruby-bert) can read; answers are read in either form.
+    chunk_size cuts a streamed request's chunks (keep it at most the server's limits.max_frame);
+    max_chunk refuses a streamed answer's chunk longer than that (a ReadError).
     """
 
-    def __init__(self, host, port, timeout=None, priority=None, persistent=False, float_format="new"):
+    def __init__(self, host, port, timeout=None, priority=None, persistent=False, float_format="new",
+                 chunk_size=streams.DEFAULT_CHUNK, max_chunk=64 << 20):
         bert.writes_float_ext(float_format)
         self.float_format = float_format
+        self.chunk_size = chunk_size
+        self.max_chunk = max_chunk
         self.host = host
         self.port = port
         self.timeout = timeout
@@ -222,31 +247,39 @@ class Service:
     def cast(self):
         return _Request(self, _CAST, {})
 
-    def request(self, kind, module, function, args, priority=None, info=()):
-        """Sends one call or cast with its info frames and returns the result (None for a cast)."""
-        request = bert.encode((Atom(kind), Atom(module), Atom(function), list(args)), self.float_format)
-        return self._send(request, kind, priority, info)
+    def request(self, kind, module, function, args, priority=None, info=(), **rpc10):
+        """Sends one call or cast with its info frames and returns the result (None for a cast).
 
-    def request_raw(self, payload, priority=None, info=()):
+        BERT-RPC 1.0 options: stream_in=chunks (an iterable of bytes or a binary file) streams the
+        request; accept=["stream", "cache"] and validation=Token make the result an Answer;
+        callback=(b"host:port", M, F, Args), on a cast, has the server cast the result there.
+        """
+        request = bert.encode((Atom(kind), Atom(module), Atom(function), list(args)), self.float_format)
+        return self._send(request, kind, priority, info, **rpc10)
+
+    def request_raw(self, payload, priority=None, info=(), **rpc10):
         """Sends `payload` (BERT bytes, not checked: it may be malformed) as the request frame after the
         info frames, and returns the answer interpreted as for a call (None for {noreply}). For tools
         and tests."""
-        return self._send(bytes(payload), "request", priority, info)
+        return self._send(bytes(payload), "request", priority, info, **rpc10)
 
-    def _send(self, request, kind, priority, info):
+    def _send(self, request, kind, priority, info, stream_in=None, accept=None, validation=None, callback=None):
         frames = []
         priority = priority if priority is not None else self.priority
         if priority is not None:
             frames.append((_INFO, _PRIORITY, [Atom(priority)]))
         for command, options in info:
             frames.append((_INFO, Atom(command), list(options)))
+        frames += _rpc10_infos(kind, stream_in, accept, validation, callback)
         if len(request) > 0xFFFFFFFF:
             raise bert.EncodeError("request longer than a BERP can carry")
         payload = b"".join(bert.encode_berp(f, self.float_format) for f in frames)
         payload += len(request).to_bytes(4, "big") + request
+        chunks = None if stream_in is None else streams.Stream(stream_in, chunk_size=self.chunk_size)
+        detailed = accept is not None or validation is not None
         with self._lock:
-            answer = self._exchange(payload)
-        return self._interpret(answer, kind)
+            conn = self._take()
+        return self._exchange(conn, payload, chunks, kind, detailed)
 
     def close(self):
         with self._lock:
@@ -260,27 +293,44 @@ class Service:
     def __exit__(self, *exc):
         self.close()
 
-    def _exchange(self, payload):
-        conn = self._conn
+    def _take(self):
+        """The kept connection if it is still good, else a new one (the caller owns it)."""
+        conn, self._conn = self._conn, None
         if conn is not None and not conn.is_quiet():
             # The server closed an idle connection; it never saw this request, so a new one is safe.
             conn.close()
-            conn = self._conn = None
-        if conn is None:
-            conn = Connection(self.host, self.port, self.timeout)
-        keep = False
+            conn = None
+        return conn if conn is not None else Connection(self.host, self.port, self.timeout)
+
+    def _give_back(self, conn):
+        """A connection whose exchange ended in step: kept when persistent (and none is kept yet)."""
+        with self._lock:
+            if self.persistent and self._conn is None:
+                self._conn = conn
+                return
+        conn.close()
+
+    def _exchange(self, conn, payload, chunks, kind, detailed):
         try:
             conn.send_raw(payload)
-            answer = conn.read()
-            keep = self.persistent
-            return answer
-        finally:
-            if keep:
-                self._conn = conn
+            if chunks is not None:
+                _send_chunks(conn, chunks)
+            answer = _read_answer_head(conn)
+            if answer.streamed:
+                answer._attach(self, conn)
             else:
-                # After a failure the stream may be out of step: never reuse it.
-                conn.close()
-                self._conn = None
+                self._give_back(conn)
+        except BaseException:
+            # After a failure the stream may be out of step: never reuse it.
+            conn.close()
+            raise
+        answer.value = self._interpret(answer.term, kind)
+        if detailed:
+            return answer
+        if answer.streamed:  # a server that streams to a client that did not ask: gathered
+            with answer:
+                return answer.read()
+        return answer.value
 
     @staticmethod
     def _interpret(answer, kind):
@@ -295,6 +345,148 @@ class Service:
         raise ReadError(f"not a BERT-RPC answer to a {kind}: {bert.safe_repr(answer)}")
 
 
+class Answer:
+    """A BERT-RPC 1.0 answer, what a call with accept= or validation= returns.
+
+    value: the reply's term (None for {noreply}); cache: the cache info's options as a dict
+    ({"access": "public", "expiration": 60} or with "validation": Token), or None; valid: True when
+    the server said the client's validation token still holds; streamed: True when chunks follow.
+    Iterating yields the chunks (bytes) as they arrive; read() joins them. The connection is busy
+    until the last chunk was read: close() (or leaving a `with` block) before the end closes it.
+    """
+
+    def __init__(self):
+        self.term = None
+        self.value = None
+        self.cache = None
+        self.valid = False
+        self.streamed = False
+        self._service = self._conn = None
+
+    def _attach(self, service, conn):
+        self._service, self._conn = service, conn
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        conn = self._conn
+        if conn is None:
+            raise StopIteration
+        try:
+            body = conn.read_frame_bytes_limited(self._service.max_chunk)
+        except BaseException:
+            self.close()
+            raise
+        if body is None:
+            self.close()
+            raise ConnectionError("the streamed answer was cut short: the server closed the connection")
+        if not body:
+            self._conn = None
+            self._service._give_back(conn)
+            raise StopIteration
+        return body
+
+    def read(self):
+        """All the remaining chunks' bytes at once (iterate instead to keep memory bounded)."""
+        return b"".join(self)
+
+    def close(self):
+        """Drops the rest of a streamed answer (closing its connection, which cannot be reused)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        return (f"Answer(value={bert.safe_repr(self.value)}, cache={self.cache!r}, valid={self.valid}, "
+                f"streamed={self.streamed})")
+
+
+def _rpc10_infos(kind, stream_in, accept, validation, callback):
+    """The info terms that BERT-RPC 1.0 options ask for; ValueError for options that are wrong."""
+    frames = []
+    if accept is not None:
+        kinds = [accept] if isinstance(accept, str) else list(accept)
+        if any(k not in ("stream", "cache") for k in kinds):
+            raise ValueError(f"accept must name 'stream' and/or 'cache', not {accept!r}")
+        frames.append((_INFO, streams._ACCEPT, [Atom(k) for k in kinds]))
+    if validation is not None:
+        frames.append((_INFO, streams._CACHE, [(streams._VALIDATION, streams.token_bytes(validation))]))
+    if callback is not None:
+        if kind != "cast":
+            raise ValueError("callback= goes with a cast (the server answers {noreply} and casts the result)")
+        frames.append(_callback_info(callback))
+    if stream_in is not None:
+        frames.append(streams.STREAM_INFO)
+    return frames
+
+
+def _callback_info(callback):
+    try:
+        service, module, function, args = callback
+    except (TypeError, ValueError):
+        raise ValueError("callback must be (b\"host:port\", Module, Function, Args)") from None
+    service = streams.token_bytes(service)
+    if b":" not in service or not isinstance(args, (list, tuple)):
+        raise ValueError(f"callback must be (b\"host:port\", Module, Function, Args), not {callback!r}")
+    mfa = (Atom("mfa"), Atom(module), Atom(function), list(args))
+    return (_INFO, streams._CALLBACK, [(Atom("service"), service), mfa])
+
+
+def _send_chunks(conn, chunks):
+    """Sends a streamed request's chunks and its zero end. When the server stops reading (it answered
+    early: a limit, a refused stream), its answer is what the caller gets."""
+    try:
+        for piece in chunks.pieces():
+            conn.send_raw(streams.chunk_header(len(piece)) + bytes(piece))
+        conn.send_raw(streams.END)
+    except ConnectionError as e:
+        early = _early_answer(conn)
+        if early is None:
+            raise ConnectionError(f"the server stopped reading the streamed request: {e}") from None
+        Service._interpret(early, "call")
+        raise
+
+
+def _early_answer(conn):
+    try:
+        body = conn.read_frame_bytes(timeout=2)
+        return None if body is None else bert.decode(body)
+    except (BertdError, bert.DecodeError):
+        return None
+
+
+def _read_answer_head(conn):
+    """Reads the infos before the answer, and the answer: an Answer whose chunks, if any, are next."""
+    answer = Answer()
+    for _ in range(_MAX_INFOS):
+        term = conn.read()
+        if not (isinstance(term, tuple) and len(term) == 3 and term[0] == _INFO and type(term[0]) is Atom):
+            break
+        if term[1] == streams._STREAM:
+            answer.streamed = True
+        elif term[1] == streams._VALID:
+            answer.valid = True
+        elif term[1] == streams._CACHE:
+            try:
+                answer.cache = streams.read_cache_options(term[2])
+            except ValueError as e:
+                raise ReadError(f"malformed cache info from the server: {e}") from None
+        # other infos modify nothing this client knows: ignored, as the specification says
+    else:
+        raise ReadError(f"the server sent {_MAX_INFOS} infos and no answer")
+    if answer.streamed and not (isinstance(term, tuple) and len(term) == 2 and term[0] == _REPLY):
+        raise ReadError(f"a streamed answer must start with {{reply, Term}}, not {bert.safe_repr(term)}")
+    answer.term = term
+    return answer
+
+
 class _Request:
     """svc.call or svc.cast: attribute access picks the module; calling it sets per-request options."""
 
@@ -303,8 +495,8 @@ class _Request:
         self._kind = kind
         self._options = options
 
-    def __call__(self, priority=None, info=()):
-        return _Request(self._service, self._kind, {"priority": priority, "info": tuple(info)})
+    def __call__(self, priority=None, info=(), **rpc10):
+        return _Request(self._service, self._kind, {"priority": priority, "info": tuple(info), **rpc10})
 
     def __getattr__(self, module):
         # Python probes objects for protocol names (__iter__, __deepcopy__, ...); only the

@@ -327,3 +327,62 @@ class HandlerTable(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class Rpc10OnTheFds(unittest.TestCase):
+    """BERT-RPC 1.0 frames written straight to a handler's fd 3 (tests/handlers/rpc10_py.py), as
+    bertd relays them, including what bertd would never send."""
+
+    HANDLER = os.path.join(os.path.dirname(os.path.dirname(PYLIB)), "tests", "handlers", "rpc10_py.py")
+
+    def setUp(self):
+        self.h = HandlerProcess(self, self.HANDLER)
+
+    def stream(self, *chunks, end=True):
+        data = b"".join(len(c).to_bytes(4, "big") + c for c in chunks)
+        self.h.sock.sendall(data + (b"\0\0\0\0" if end else b""))
+
+    def read_chunks(self):
+        out = []
+        while True:
+            n = int.from_bytes(bert._read_exact(self.h.sock, 4, "chunk header"), "big")
+            if n == 0:
+                return out
+            out.append(bert._read_exact(self.h.sock, n, "chunk"))
+
+    def test_a_streamed_request_and_a_streamed_answer_on_the_fds(self):
+        self.h.send((INFO, Atom("stream"), []))
+        self.h.send(call("lib", "sum_stream"))
+        self.stream(b"abc", b"de")
+        self.assertEqual(self.h.read()[1][:2], [2, 5])
+        self.assertEqual(self.h.request(call("lib", "stream_out", 2, 3)), (INFO, Atom("stream"), []))
+        self.assertEqual(self.h.read(), (REPLY, []))
+        self.assertEqual(self.read_chunks(), [b"aaa", b"bbb"])
+        self.assertEqual(self.h.request(call("lib", "add", 1, 2)), (REPLY, 3))
+
+    def test_a_cache_info_with_garbage_options_is_ignored_and_the_request_answered(self):
+        self.h.send((INFO, Atom("cache"), 42))
+        self.h.send((INFO, Atom("cache"), [(Atom("validation"), 7)]))
+        self.h.send((INFO, Atom("unknown"), [1, 2]))
+        self.assertEqual(self.h.request(call("lib", "add", 2, 2)), (REPLY, 4))
+
+    def test_a_validation_token_in_the_tuple_form_reaches_the_function(self):
+        self.h.send((INFO, Atom("cache"), [(Atom("validation"), b"v1")]))
+        self.assertEqual(self.h.request(call("lib", "validated", 1)), (INFO, Atom("valid"), []))
+        self.assertEqual(self.h.read(), (NOREPLY,))
+
+    def test_a_stream_cut_short_ends_the_handler_without_an_answer(self):
+        self.h.send((INFO, Atom("stream"), []))
+        self.h.send(call("lib", "sum_stream"))
+        self.stream(b"abc", end=False)
+        self.h.sock.sendall((100).to_bytes(4, "big") + b"only ten b")
+        self.h.close_input()
+        self.assertEqual(self.h.wait(), 0)
+        self.assertEqual(self.h.sock.recv(100), b"")  # no answer: bertd fails the request itself
+
+    def test_a_generator_that_fails_midway_ends_the_handler_after_its_chunks(self):
+        self.assertEqual(self.h.request(call("lib", "stream_then_fail", 2)), (INFO, Atom("stream"), []))
+        self.assertEqual(self.h.read(), (REPLY, []))
+        self.assertEqual(bert._read_exact(self.h.sock, 2008, "chunks"), ((1000).to_bytes(4, "big") + b"x" * 1000) * 2)
+        self.assertEqual(self.h.wait(), 0)
+        self.assertEqual(self.h.sock.recv(100), b"")  # no zero header: the stream is not passed off as whole

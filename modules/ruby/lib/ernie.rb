@@ -4,6 +4,7 @@
 require 'logger'
 require_relative 'bertd/codec'
 require_relative 'bertd/erlang'
+require_relative 'bertd/rpc10'
 
 module Ernie
   VERSION = '1.0.0'
@@ -23,6 +24,20 @@ module Ernie
   ErlangError = BERTD::Erlang::Error
   ErlangTimeout = BERTD::Erlang::Timeout
   ErlangNode = BERTD::Erlang::Node
+  StreamError = BERTD::RPC10::StreamError
+  Stream = BERTD::Stream
+  RequestStream = BERTD::RequestStream
+
+  # Returned by a function: the client's validation token still holds ({info, valid, []}, {noreply}).
+  VALID = Object.new
+  def VALID.inspect
+    'Ernie::VALID'
+  end
+  VALID.freeze
+
+  # What the request being served carries beyond its term: the infos before it (a stream, the
+  # client's validation token) and what its function attached (a cache info, VALID).
+  Context = Struct.new(:streamed, :stream, :token, :cache, :valid)
 
   # A frame that was read whole but is not a BERT; it answers a protocol error.
   Undecodable = Struct.new(:reason)
@@ -93,6 +108,7 @@ module Ernie
   @auto_start = true
   @started = false
   @float_format = nil
+  @context = nil
 
   class << self
     attr_reader :mods, :logger
@@ -204,6 +220,33 @@ module Ernie
       body.call(*args)
     end
 
+    # BERT-RPC 1.0, inside a function: the streamed request's chunks (a RequestStream, Enumerable),
+    # or nil when the request was not streamed.
+    def stream_in
+      context('stream_in').stream
+    end
+
+    # The token of the client's {info, cache, [{validation, Token}]} for this request, or nil.
+    def validation_token
+      context('validation_token').token
+    end
+
+    # Attaches {info, cache, [{access, A}, {expiration, S} | {validation, Token}]} to this answer
+    # (expiration in seconds, 0: for ever). Errors are never cached.
+    def cache(expiration: nil, validation: nil, access: :private)
+      options = BERTD::RPC10.cache_options(access: access, expiration: expiration, validation: validation)
+      context('cache').cache = options
+    end
+
+    # An answer sent as a stream: `return Ernie.stream(reply: []) { |out| out << data }`, or
+    # Ernie.stream(enumerable_or_io). Returning an Enumerator streams too.
+    def stream(chunks = nil, reply: [], chunk_size: BERTD::RPC10::CHUNK, &block)
+      chunks ||= Enumerator.new(&block) if block
+      raise ArgumentError, 'Ernie.stream needs chunks or a block' unless chunks
+
+      BERTD::Stream.new(chunks, reply: reply, chunk_size: chunk_size)
+    end
+
     # Serves requests until fd 3 reaches end-of-file (bertd stopped or reloads this worker).
     def start(input = nil, output = nil)
       @started = true
@@ -211,17 +254,7 @@ module Ernie
       output ||= open_fd(4, 'wb')
       output.sync = true
       log("Starting (pid #{Process.pid}, modules: #{@mods.keys.join(', ')})")
-      loop do
-        request = read_berp(input)
-        break if request.nil?
-
-        answer = process(request)
-        next if answer.nil?
-
-        log("<- #{answer.inspect}", Logger::DEBUG) if @logger&.debug? # inspect costs O(answer size)
-        output.write(frame_answer(answer))
-      end
-      log('End of input, exiting')
+      serve(input, output)
     rescue Errno::EPIPE, Errno::ECONNRESET, IOError
       log('Output closed, exiting')
     end
@@ -256,6 +289,124 @@ module Ernie
 
     private
 
+    def serve(input, output)
+      pending = Context.new
+      loop do
+        request = read_berp(input)
+        break if request.nil?
+        next if note_info(request, pending)
+
+        pending.stream = BERTD::RequestStream.new(input) if pending.streamed
+        ctx = @context = pending
+        pending = Context.new
+        answer = begin
+          process(request)
+        ensure
+          @context = nil
+        end
+        return log('Stream cut short, exiting') unless answer_request(output, ctx, answer)
+      end
+      log('End of input, exiting')
+    end
+
+    def context(what)
+      @context or raise "Ernie.#{what} works only inside a function that answers a request"
+    end
+
+    # True when `request` is an info (noted in `pending` for the request after it).
+    def note_info(request, pending)
+      return false unless request.is_a?(Array) && request.size == 3 && request[0] == :info
+
+      log("-> #{brief(request)}")
+      case request[1]
+      when :stream then pending.streamed = true
+      when :cache
+        begin
+          pending.token = BERTD::RPC10.read_cache_options(request[2])[:validation]
+        rescue ArgumentError => e
+          log(e.message, Logger::WARN)
+        end
+      end
+      true
+    end
+
+    # Writes the answer with its infos. A plain answer waits for the request's stream to end
+    # (bertd takes an answer as the end of the request); a streamed one drains it before its end.
+    # False when a stream was cut short: the worker must end.
+    def answer_request(output, ctx, answer)
+      stream = answer.is_a?(BERTD::Stream)
+      return false if !stream && ctx.stream && !ctx.stream.drain
+      return true if answer.nil?
+
+      head = String.new(encoding: Encoding::BINARY)
+      head << BERTD::Codec.frame(BERT::Tuple[:info, :cache, ctx.cache]) if ctx.cache
+      head << BERTD::Codec.frame(BERTD::RPC10::VALID_INFO) if ctx.valid
+      unless stream
+        log("<- #{answer.inspect}", Logger::DEBUG) if @logger&.debug? # inspect costs O(answer size)
+        output.write(head << frame_answer(answer))
+        return true
+      end
+      write_stream(output, ctx, head, answer)
+    end
+
+    def write_stream(output, ctx, head, answer)
+      pieces = answer.pieces
+      first = begin
+        pieces.next
+      rescue StopIteration
+        nil
+      rescue StandardError => e # failed before its first chunk: still an ordinary error answer
+        log("The streamed answer raised #{e.class}: #{e.message}", Logger::ERROR)
+        return false if ctx.stream && !ctx.stream.drain
+
+        output.write(frame_answer(user_error(e)))
+        return true
+      end
+      head << BERTD::Codec.frame(BERTD::RPC10::STREAM_INFO) << frame_answer(BERT::Tuple[:reply, answer.reply])
+      output.write(head)
+      begin
+        while first
+          output.write(BERTD::RPC10.chunk(first))
+          first = begin
+            pieces.next
+          rescue StopIteration
+            nil
+          end
+        end
+      rescue Errno::EPIPE, Errno::ECONNRESET, IOError
+        raise
+      rescue StandardError => e
+        log("The streamed answer raised #{e.class} after it began: #{e.message}; ending the worker", Logger::ERROR)
+        return false
+      end
+      return false if ctx.stream && !ctx.stream.drain
+
+      output.write(BERTD::RPC10::END_OF_STREAM)
+      true
+    end
+
+    # A function's result as the answer: Enumerators and Streams stream (a cast's stream is run
+    # through, its work done, and dropped); VALID answers {noreply} after {info, valid, []}.
+    def result_answer(kind, result)
+      result = BERTD::Stream.new(result) if result.is_a?(Enumerator)
+      if kind == :cast
+        result.pieces.each { |_| nil } if result.is_a?(BERTD::Stream)
+        return BERT::Tuple[:noreply]
+      end
+      if result.equal?(VALID)
+        @context.valid = true if @context
+        return BERT::Tuple[:noreply]
+      end
+      result.is_a?(BERTD::Stream) ? result : BERT::Tuple[:reply, result]
+    end
+
+    def forget_attachments
+      return unless @context
+
+      @context.cache = nil
+      @context.valid = nil
+    end
+
     def brief(term)
       text = term.inspect
       text.size > 200 ? "#{text[0, 200]}..." : text
@@ -271,15 +422,16 @@ module Ernie
       log("-> #{BERT::Tuple[kind, mod, fun, args].inspect}") if @logger # inspect costs O(request size)
       return run_process(kind, args) if fun == PROCESS_FUNCTION
       args = [args] unless args.is_a?(Array)
-      result = dispatch(mod, fun, args)
-      kind == :call ? BERT::Tuple[:reply, result] : BERT::Tuple[:noreply]
+      result_answer(kind, dispatch(mod, fun, args))
     rescue ServerError => e
       log("Server error: #{e.message}", Logger::ERROR)
+      forget_attachments
       kind == :call ? server_error(e.code, e.message) : BERT::Tuple[:noreply]
     rescue SystemExit, SignalException
       raise
     rescue Exception => e # rubocop:disable Lint/RescueException -- SystemStackError etc. must answer too
       log("#{e.class}: #{e.message}\n  #{(e.backtrace || []).join("\n  ")}", Logger::ERROR)
+      forget_attachments
       kind == :call ? user_error(e) : BERT::Tuple[:noreply]
     end
 

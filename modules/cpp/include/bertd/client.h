@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -15,6 +16,7 @@
 
 #include "bert/codec.h"
 #include "bert/term.h"
+#include "bertd/rpc10.h"
 
 namespace bertd {
 
@@ -97,12 +99,34 @@ struct ClientOptions {
     // request opens and closes its own connection, as Ruby's bertrpc does.
     bool persistent = false;
     // Largest answer accepted (BERT bytes, after inflating a compressed one); a bigger one is an
-    // InvalidAnswer. Answers are decoded with no other limit but nesting (1000 levels).
+    // InvalidAnswer. Answers are decoded with no other limit but nesting (1000 levels). Also bounds
+    // a streamed answer gathered for a caller that gave no on_chunk.
     size_t max_answer = 256u << 20;
     // How floats in requests are written: FloatForm::New (NEW_FLOAT_EXT, the default) or
     // FloatForm::Ernie (FLOAT_EXT, for Ernie-era servers and handlers, whose bert library reads
     // no other). Answers are read in either form.
     bert::FloatForm float_format = bert::FloatForm::New;
+    // A streamed request's chunks are at most this long (keep it at most the server's max_frame).
+    size_t chunk_size = kDefaultChunk;
+    // A streamed answer's chunk longer than this is an InvalidAnswer.
+    size_t max_chunk = 64u << 20;
+};
+
+// BERT-RPC 1.0: where the server casts {cast, Module, Function, Args ++ [Result]} once a cast's
+// work is done ({info, callback, [{service, <<"host:port">>}, {mfa, M, F, A}]}).
+struct Callback {
+    std::string service;  // "host:port"
+    std::string module, function;
+    std::vector<bert::Term> args;
+};
+
+// What an answer carried beyond its value (Client::request).
+struct Answer {
+    std::optional<bert::Term> value;  // the reply's term; nullopt for {noreply}
+    std::optional<CacheInfo> cache;   // the cache info before it, if any
+    bool valid = false;               // {info, valid, []}: the client's token still holds
+    bool streamed = false;            // chunks came after the reply
+    uint64_t stream_bytes = 0;        // their bytes
 };
 
 // An {info, Command, Options} frame sent before one request (e.g. {info, cache, [validation, Tok]}).
@@ -115,6 +139,17 @@ struct RequestOptions {
     std::optional<Priority> priority;                  // overrides ClientOptions::priority
     std::optional<std::chrono::milliseconds> timeout;  // overrides ClientOptions::timeout (0: for ever)
     std::vector<Info> infos;                           // sent after the priority info, before the request
+
+    // BERT-RPC 1.0 (doc/info-packets.md).
+    // A streamed request: called for the next bytes (fill up to `cap`, return how many; 0 ends
+    // the stream). The request is sent with {info, stream, []}, then chunks, then the zero header.
+    std::function<size_t(char* buf, size_t cap)> stream_in;
+    // A streamed answer: announces {info, accept, [stream]} and passes each chunk here as it
+    // arrives (memory stays bounded); without it a streamed answer is gathered into the value.
+    std::function<void(std::string_view chunk)> on_chunk;
+    bool accept_cache = false;              // announces {info, accept, [cache]}: Answer::cache
+    std::optional<std::string> validation;  // sends {info, cache, [{validation, Token}]}
+    std::optional<Callback> callback;       // a cast only: sends {info, callback, ...}
 };
 
 // Not safe for concurrent use: give each thread its own Client.
@@ -136,6 +171,11 @@ public:
     void cast(std::string_view module, std::string_view function, std::vector<bert::Term> args = {},
               const RequestOptions& options = {});
 
+    // The general form: kind "call" or "cast", and the whole answer (value, cache info, valid,
+    // streamed). Errors throw as for call().
+    Answer request(std::string_view kind, std::string_view module, std::string_view function,
+                   std::vector<bert::Term> args, const RequestOptions& options = {});
+
     // Sends `payload` as the request frame exactly as given (BERT bytes, not checked, so it may be
     // malformed) after the options' infos, and returns the answer interpreted as for a call
     // ({noreply} gives nullopt). For tools and tests.
@@ -150,8 +190,7 @@ public:
 
 private:
     enum class Expect : uint8_t { Reply, NoReply, Any };
-    std::optional<bert::Term> exchange(std::string_view request_payload, const RequestOptions& options,
-                                       Expect expect);
+    Answer exchange(std::string_view request_payload, const RequestOptions& options, Expect expect);
 
     std::string host_;
     uint16_t port_;

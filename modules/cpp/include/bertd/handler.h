@@ -15,6 +15,7 @@
 
 #include "bert/codec.h"
 #include "bert/term.h"
+#include "bertd/rpc10.h"
 
 namespace bertd {
 
@@ -37,6 +38,45 @@ private:
     std::string class_;
 };
 
+// Where a streamed answer's bytes go (Call::stream). write() cuts them into chunks of at most
+// the handler's chunk size and skips empty ones; it blocks while bertd (so the client) is slow.
+class ChunkWriter {
+public:
+    virtual ~ChunkWriter() = default;
+    virtual void write(std::string_view bytes) = 0;
+};
+
+// BERT-RPC 1.0 for one request, passed to functions exposed with a CallFunction
+// (doc/info-packets.md). Valid only while the function runs.
+class Call {
+public:
+    // True when the request was streamed ({info, stream, []} before it).
+    virtual bool streamed() const = 0;
+    // Passes the request stream's chunks, in order, to `on_chunk` as they arrive; returns their
+    // bytes. Nothing to read (0) for a request that was not streamed, or a second time. A stream
+    // cut short throws std::runtime_error (and the worker ends after the answer). What the function
+    // leaves unread is read and dropped after it returns.
+    virtual uint64_t read_stream(const std::function<void(std::string_view chunk)>& on_chunk) = 0;
+    // The token of the client's {info, cache, [{validation, Token}]}, if it sent one.
+    virtual const std::optional<std::string>& validation_token() const = 0;
+    // Attaches {info, cache, Options} to the answer (not to an error answer). Throws
+    // std::invalid_argument for a CacheInfo with neither expiration nor token, or a negative one.
+    virtual void cache(const CacheInfo& info) = 0;
+    // The client's token still holds: the answer is {info, valid, []} then {noreply}, whatever
+    // the function returns.
+    virtual void valid() = 0;
+    // Answers with a stream: {info, stream, []}, {reply, Reply} (the function's return value),
+    // then what `produce` writes, then the zero header. `produce` runs after the function
+    // returned; if it throws before it wrote anything the answer is an ordinary user error,
+    // after that the worker ends (run() returns 1: a stream cannot end with an error).
+    virtual void stream(std::function<void(ChunkWriter& out)> produce) = 0;
+
+protected:
+    ~Call() = default;
+};
+
+using CallFunction = std::function<bert::Term(Args, Call&)>;
+
 class Handler {
 public:
     static constexpr int kAnyArity = -1;
@@ -47,6 +87,9 @@ public:
     // without one, any arity reaches `fn`. Exposing the same name again replaces it.
     void expose(std::string_view module, std::string_view function, Function fn);
     void expose(std::string_view module, std::string_view function, int arity, Function fn);
+    // A function that uses BERT-RPC 1.0 (streams, cache infos, validation) through its Call.
+    void expose(std::string_view module, std::string_view function, CallFunction fn);
+    void expose(std::string_view module, std::string_view function, int arity, CallFunction fn);
 
     // Serves requests until end-of-file on `in_fd`; returns the process exit
     // status: 0 on a clean EOF, 1 when a read or write failed or the stream was
@@ -56,6 +99,8 @@ public:
     // Largest request payload accepted; a bigger one is skipped and answered with
     // a protocol error.
     void set_max_request(size_t bytes) { max_request_ = bytes; }
+    // Longest chunk a streamed answer writes (keep it at most bertd's limits.max_frame).
+    void set_chunk_size(size_t bytes) { chunk_size_ = bytes ? bytes : kDefaultChunk; }
 
     // How floats in answers are written: FloatForm::New (NEW_FLOAT_EXT, the
     // default, what Erlang writes) or FloatForm::Ernie (FLOAT_EXT, the only form
@@ -76,7 +121,10 @@ private:
     struct Entry {
         int arity = kAnyArity;
         Function fn;
+        CallFunction call_fn;
     };
+    class Served;  // the Call of one request
+    class Reader;
     // Lookups take the string_view that the peek points at, without allocating.
     struct Hash {
         using is_transparent = void;
@@ -87,10 +135,21 @@ private:
     size_t max_request_ = kDefaultMaxRequest;
     bert::FloatForm float_format_ = bert::FloatForm::New;
     bert::Limits limits_;
+    size_t chunk_size_ = kDefaultChunk;
+    // What the infos before the next request said.
+    bool next_streamed_ = false;
+    std::optional<std::string> next_token_;
 
     // Writes the answer to `payload` as a whole frame into `out` (which starts
-    // empty); false for an info, which gets no answer.
-    bool answer(std::string_view payload, std::string& out);
+    // empty); false for an info, which gets no answer. `call` is the request's Call (none:
+    // functions get one that has no stream, and what they attach is dropped).
+    bool answer(std::string_view payload, std::string& out, Served* call = nullptr);
+    void note_info(std::string_view payload);
+    static bool drop_stream(const std::function<void(ChunkWriter&)>& produce);
+    static void reply_into(bert::Term result, Served& call, bert::FloatForm floats, std::string& out);
+    // Writes the answer `out` built for `call` (and its stream, if it streams); false when the
+    // worker must end (a write failed, a stream was cut short).
+    bool finish(Served& call, int out_fd, const std::string& out);
 };
 
 }  // namespace bertd

@@ -1,0 +1,174 @@
+"""test_listeners.py: several listeners (issue 17): `listen` as a list of IPv4, IPv6 and unix
+socket entries, each served by every acceptor; a unix socket's mode, its file replaced when a dead
+server left it and removed at stop; reloads that add, keep and drop listeners without closing the
+ones that stay. Real bertd processes on free loopback ports.
+"""
+import os
+import shutil
+import signal
+import socket
+import stat
+import struct
+import unittest
+
+from harness import Server, free_port, run_bertd, wait_until
+from loadrun import ECHO
+
+import bertd
+
+
+def frame(term):
+    body = bertd.encode(term)
+    return struct.pack(">I", len(body)) + body
+
+
+def read_frame(sock):
+    buf = b""
+    while len(buf) < 4 or len(buf) < 4 + struct.unpack(">I", buf[:4])[0]:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return None
+        buf += chunk
+    return bertd.decode(buf[4:4 + struct.unpack(">I", buf[:4])[0]])
+
+
+def call_on(sock, value=b"x"):
+    """echo:echo(value) on an open socket; the decoded answer."""
+    A = bertd.Atom
+    sock.sendall(frame((A("call"), A("echo"), A("echo"), [value])))
+    return read_frame(sock)
+
+
+def connect(address):
+    """A connected socket to "unix:/path", ("127.0.0.1", port) or ("::1", port)."""
+    if isinstance(address, str):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(10)
+        s.connect(address[len("unix:"):])
+        return s
+    fam = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+    s = socket.socket(fam, socket.SOCK_STREAM)
+    s.settimeout(10)
+    s.connect(address)
+    return s
+
+
+def echo_on(address, value=b"x"):
+    with connect(address) as s:
+        return call_on(s, value)
+
+
+def config(listen, extra=""):
+    """A flush-left config (the harness dedents, and `listen` may span lines)."""
+    return f"{listen}\nacceptors: 2\n{extra}\nmodules:\n  - name: echo\n    command: {ECHO}\n    count: 2\n"
+
+
+def unstarted(test, port=None):
+    """A Server not yet started, for its directory: the test writes its config there."""
+    s = Server("", port=port)
+    test.addCleanup(shutil.rmtree, s.dir, True)
+    test.addCleanup(s.stop)
+    return s
+
+
+def write(s, text):
+    with open(s.config_path, "w") as f:
+        f.write(text)
+
+
+class Listeners(unittest.TestCase):
+    def server(self, text, **kw):
+        s = Server(text, **kw)
+        self.addCleanup(s.stop)
+        return s.start()
+
+    def test_every_listener_of_a_list_serves_tcp_ipv6_and_unix(self):
+        port, port2, port6 = free_port(), free_port(), free_port()
+        s = unstarted(self, port)
+        sock = os.path.join(s.dir, "b.sock")
+        write(s, config(f"""listen:
+  - 127.0.0.1:{port}
+  - "127.0.0.1:{port2}"
+  - "[::1]:{port6}"
+  - {{address: "unix:{sock}", mode: "0600"}}"""))
+        s.start()
+        self.assertEqual(echo_on(("127.0.0.1", port)), (bertd.Atom("reply"), b"x"))
+        self.assertEqual(echo_on(("127.0.0.1", port2)), (bertd.Atom("reply"), b"x"))
+        self.assertEqual(echo_on(("::1", port6)), (bertd.Atom("reply"), b"x"))
+        self.assertEqual(echo_on("unix:" + sock), (bertd.Atom("reply"), b"x"))
+        self.assertEqual(stat.S_IMODE(os.stat(sock).st_mode), 0o600)
+        self.assertTrue(stat.S_ISSOCK(os.stat(sock).st_mode))
+        self.assertIn(f"127.0.0.1:{port}, 127.0.0.1:{port2}, [::1]:{port6}, unix:{sock}", s.log())
+        s.stop(signal.SIGQUIT, timeout=10)
+        self.assertFalse(os.path.exists(sock), "the unix socket file outlived the server")
+
+    def test_ernies_listen_with_port_still_works(self):
+        s = self.server(config("listen: 127.0.0.1"))
+        self.assertEqual(echo_on(("127.0.0.1", s.port)), (bertd.Atom("reply"), b"x"))
+
+    def test_a_unix_socket_file_a_dead_server_left_is_replaced(self):
+        port = free_port()
+        s = unstarted(self, port)
+        path = os.path.join(s.dir, "stale.sock")
+        left = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        left.bind(path)  # bound, never listening, then closed: as a killed server leaves it
+        left.close()
+        write(s, config(f"listen:\n  - 127.0.0.1:{port}\n  - unix:{path}"))
+        s.start()
+        self.assertEqual(echo_on("unix:" + path), (bertd.Atom("reply"), b"x"))
+
+    def test_a_file_that_is_not_a_socket_is_never_removed(self):
+        port = free_port()
+        s = unstarted(self, port)
+        path = os.path.join(s.dir, "data")
+        with open(path, "w") as f:
+            f.write("precious")
+        write(s, config(f"listen:\n  - 127.0.0.1:{port}\n  - unix:{path}"))
+        rc, out, err = run_bertd(["-c", s.config_path, "-p", str(port)])
+        self.assertNotEqual(rc, 0)
+        self.assertIn("not a socket", err)
+        with open(path) as f:
+            self.assertEqual(f.read(), "precious")
+
+    def test_a_reload_adds_and_drops_listeners_and_keeps_the_others_open(self):
+        port, added = free_port(), free_port()
+        s = unstarted(self, port)
+        sock = os.path.join(s.dir, "b.sock")
+        write(s, config(f"listen:\n  - 127.0.0.1:{port}\n  - unix:{sock}"))
+        s.start()
+        kept = connect(("127.0.0.1", port))  # an open connection lives through the reload
+        self.assertEqual(call_on(kept), (bertd.Atom("reply"), b"x"))
+        write(s, config(f"listen:\n  - 127.0.0.1:{port}\n  - 127.0.0.1:{added}"))
+        os.kill(s.proc.pid, signal.SIGHUP)
+        wait_until(lambda: "configuration reloaded" in s.log(), timeout=10, what="the reload")
+        self.assertEqual(echo_on(("127.0.0.1", added)), (bertd.Atom("reply"), b"x"))
+        self.assertEqual(echo_on(("127.0.0.1", port)), (bertd.Atom("reply"), b"x"))
+        self.assertEqual(call_on(kept, b"y"), (bertd.Atom("reply"), b"y"))
+        kept.close()
+        wait_until(lambda: not os.path.exists(sock), timeout=5, what="the dropped unix socket's file to go")
+
+    def test_a_reload_onto_a_port_in_use_is_refused_and_the_old_listeners_stay(self):
+        port = free_port()
+        s = unstarted(self, port)
+        write(s, config(f"listen:\n  - 127.0.0.1:{port}"))
+        s.start()
+        busy = socket.socket()
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        self.addCleanup(busy.close)
+        write(s, config(f"listen:\n  - 127.0.0.1:{port}\n  - 127.0.0.1:{busy.getsockname()[1]}"))
+        os.kill(s.proc.pid, signal.SIGHUP)
+        wait_until(lambda: "reload refused" in s.log(), timeout=10, what="the refused reload")
+        self.assertEqual(echo_on(("127.0.0.1", port)), (bertd.Atom("reply"), b"x"))
+
+    def test_a_bad_listen_entry_stops_the_start_with_file_and_line(self):
+        s = unstarted(self)
+        write(s, config("listen:\n  - 127.0.0.1:1\n  - localhost:2"))
+        rc, out, err = run_bertd(["-t", "-c", s.config_path])
+        self.assertNotEqual(rc, 0)
+        self.assertIn("bertd.yaml:3", err)
+        self.assertIn("not a numeric", err)
+
+
+if __name__ == "__main__":
+    unittest.main()
