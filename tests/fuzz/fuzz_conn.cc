@@ -50,6 +50,7 @@ World& world() {
         rt.modules.push_back(bertd::ModuleRuntime{"m", 0, &rt.config.modules[0]});
         rt.module_index["m"] = 0;
         rt.seg = bertd::Segment::create("/bertd-fuzz." + std::to_string(getpid()), 1, 1, 1, 4);
+        rt.seg->remove();  // mapped, nameless: nothing stays in /dev/shm however the fuzzer ends
         bertd::Segment& seg = *rt.seg;
         seg.header().master_pid = 0;  // no master: admin calls must not signal anyone
         seg.module(0).first_slot = 0;
