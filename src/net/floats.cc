@@ -18,7 +18,9 @@ constexpr char kNewFloatTag = 70;
 bool ernie_floats_frame(std::string_view payload, std::string& frame_out) {
     if (payload.find(kNewFloatTag) == std::string_view::npos) return false;
     std::string rewritten;
-    if (bert::rewrite_floats(payload, bert::FloatForm::Ernie, rewritten)) return false;
+    size_t changed = 0;
+    // Nothing changed (a 70 that was no float): the bytes go on as they came, not re-framed.
+    if (bert::rewrite_floats(payload, bert::FloatForm::Ernie, rewritten, {}, &changed) || changed == 0) return false;
     frame_out.clear();
     bert::append_frame(frame_out, rewritten);
     return true;
@@ -27,16 +29,17 @@ bool ernie_floats_frame(std::string_view payload, std::string& frame_out) {
 void ernie_floats_frames(std::string& frames) {
     if (frames.find(kNewFloatTag) == std::string::npos) return;
     std::string out, one;
+    bool changed = false;
     size_t at = 0;
     while (at < frames.size()) {
         bert::FrameScan fs = bert::scan_frame(std::string_view(frames).substr(at), UINT32_MAX);
         if (fs.state != bert::FrameScan::State::Complete) return;  // not frames: left as they are
         std::string_view payload = std::string_view(frames).substr(at + bert::kFrameHeader, fs.length);
-        if (ernie_floats_frame(payload, one)) out += one;
+        if (ernie_floats_frame(payload, one)) out += one, changed = true;
         else out.append(frames, at, bert::kFrameHeader + fs.length);
         at += bert::kFrameHeader + fs.length;
     }
-    frames.swap(out);
+    if (changed) frames.swap(out);  // else the frames stay, with their buffer
 }
 
 }  // namespace bertd

@@ -39,6 +39,8 @@ TEST(RequestBytes, ernie_floats_leaves_what_holds_no_new_float_or_does_not_read)
     bertd::ernie_floats_frames(same);
     CHECK(same == plain);
     std::string out;
+    // The letter F (byte 70) in a binary is no float: nothing to re-frame.
+    CHECK(!bertd::ernie_floats_frame(bert::encode(Term::binary("FFF")), out));
     CHECK(!bertd::ernie_floats_frame(std::string("\x83\x46\x01", 3), out));  // a cut NEW_FLOAT
     CHECK(out.empty());
 }
