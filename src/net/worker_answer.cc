@@ -240,10 +240,16 @@ void Leases::finish(Lease& l, Outcome&& o) {
     Request& r = *l.req;
     uint32_t slot = l.slot;
     acc_.seg().slot(slot).served.fetch_add(1, std::memory_order_relaxed);
-    release(l);
+    release(l, true);
+    l.just_answered = true;
     // The worker goes back (or to the next waiter) before the answer leaves, so the
-    // client's next request finds it free.
+    // client's next request finds it free. A next request of ours takes its event as it is;
+    // otherwise the event goes now, before the slot's next answers (another acceptor's) come.
     give_back(slot);
+    if (Lease* now = slots_[slot].get()) {  // begin() may have replaced it (a new worker)
+        now->just_answered = false;
+        if (!now->req) disarm(*now);
+    }
     acc_.requests().complete(r, std::move(o));
 }
 
