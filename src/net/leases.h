@@ -100,6 +100,9 @@ private:
     bool whole_answer(Lease& l, std::string_view answer, std::string_view rest);
     bool stream_head(Lease& l, std::string_view reply, std::string rest);
     bool head_frames(Lease& l);
+    enum class ChunkHead { Wait, Begun, Over };
+    ChunkHead chunk_head(Lease& l, std::string_view bytes, size_t& at);
+    void chunk_piece(Lease& l, std::string_view piece);
     bool chunks(Lease& l, std::string_view bytes);
     void end_of_stream(Lease& l);
     void keep_in_cache(Lease& l, std::string_view answer);
