@@ -109,6 +109,9 @@ std::unique_ptr<Master::Generation> Master::build_generation(Config config, uint
     for (size_t i = 0; i < listen_.size(); ++i) {
         ListenRuntime& l = rt.listeners.emplace_back();
         l.fd.reset(listen_.dup(i));
+        for (size_t m = 1; m < listen_.members(i); ++m) l.more.emplace_back(listen_.dup(i, m));
+        for (const Fd& fd : l.more)
+            if (!fd) l.fd.reset();
         if (!l.fd) throw std::runtime_error(std::string("cannot share a listen socket: ") + strerror(errno));
         l.name = listen_.name(i);
         l.proxy_protocol = i < entries.size() && entries[i].proxy_protocol;

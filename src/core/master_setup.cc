@@ -39,7 +39,9 @@ void Master::open_listen_socket(const Config& c) {
     if (!c.metrics_listen.empty())
         metrics.push_back(ListenConfig{c.metrics_listen, false, -1, "", "", c.metrics_where});
     metrics_listen_.update(metrics, kMetricsPort, c.metrics_where);
-    listen_.update(listen_entries(c), c.port, opts_.listen.empty() ? c.path : "-H");
+    // One SO_REUSEPORT member per acceptor (`acceptors: auto` is one per CPU, as build_generation says).
+    size_t acceptors = c.acceptors > 0 ? size_t(c.acceptors) : size_t(std::max(1L, sysconf(_SC_NPROCESSORS_ONLN)));
+    listen_.update(listen_entries(c), c.port, opts_.listen.empty() ? c.path : "-H", acceptors);
 }
 
 // In a child: closes what belongs to the master and to the generations (listen,

@@ -60,6 +60,9 @@ struct SlotRuntime {
 // One listen socket of the generation, with what its `listen` entry says.
 struct ListenRuntime {
     Fd fd;
+    // A TCP entry's other SO_REUSEPORT members (listen_sockets.h): acceptor i accepts on the
+    // members m with m % acceptors == i, or on member i % members when there are fewer.
+    std::vector<Fd> more;
     std::string name;             // "127.0.0.1:8000", "unix:/run/bertd.sock"
     bool proxy_protocol = false;  // connections start with a PROXY header
 };

@@ -114,9 +114,11 @@ void Leases::read_control() {
 void Leases::renewed(uint32_t slot, uint64_t epoch, int fd) {
     SlotRuntime& sr = acc_.rt().slots[slot];
     if (slots_[slot] && slots_[slot]->req) fault(slot, "its slot was given a new worker during a request");
+    // The event goes before its socket: epoll watches the socket the master and the other
+    // acceptors still hold, not this descriptor, so closing it first would leave it watched.
+    slots_[slot].reset();  // made again, on the new socket, when next leased
     sr.server_end.reset(fd);
     sr.epoch = epoch;
-    slots_[slot].reset();  // made again, on the new socket, when next leased
 }
 
 // Is this acceptor's socket for the slot the master's current one? The master sends a new
@@ -182,13 +184,16 @@ void Leases::fault(uint32_t slot, const std::string& why) {
 }
 
 void Leases::begin(Request& r, uint32_t slot) {
-    if (!current(slot) || !clean(lease_of(slot))) {
+    // A slot passed on by the answer just read from it has nothing more in its socket
+    // (finish): only one that sat idle is probed.
+    if (!current(slot) || (!lease_of(slot).just_answered && !clean(lease_of(slot)))) {
         // The request never reached that worker: it goes to another slot, or waits.
         r.stage = Request::Stage::New;
         start(r);
         return;
     }
     Lease& l = lease_of(slot);
+    l.just_answered = false;
     l.req = &r;
     r.slot = slot;
     r.stage = Request::Stage::OnSlot;
@@ -227,9 +232,13 @@ void Leases::on_io(evutil_socket_t, short what, void* arg) {
 
 // What the slot's event waits for: the worker's answer (unless the client of a streamed
 // answer must first read what waits for it), and room to write (while the socket is full).
+// A slot that goes from one request to the next of this acceptor keeps its registration:
+// no epoll_ctl between them.
 void Leases::rearm(Lease& l) {
     short what = short((l.paused ? 0 : EV_READ) | (l.writing ? EV_WRITE : 0));
+    if (what == l.armed) return;
     event_del(l.io.get());
+    l.armed = what;
     if (!what) return;
     event_assign(l.io.get(), acc_.base(), l.fd, what | EV_PERSIST, on_io, &l);
     event_priority_set(l.io.get(), Acceptor::kWorkerPriority);
@@ -354,8 +363,16 @@ void Leases::drained(Request& r) {
     rearm(l);
 }
 
-void Leases::release(Lease& l) {
+void Leases::disarm(Lease& l) {
+    if (!l.armed) return;
     event_del(l.io.get());
+    l.armed = 0;
+}
+
+// With keep_event the slot's event stays registered for a next request of this acceptor;
+// the caller disarms it if none comes before it returns to the loop.
+void Leases::release(Lease& l, bool keep_event) {
+    if (!keep_event) disarm(l);
     evtimer_del(l.timer.get());
     l.req = nullptr;
     l.writing = l.paused = false;

@@ -54,6 +54,10 @@ private:
         EventPtr io, timer;
         Request* req = nullptr;  // set while this acceptor holds the slot
         bool writing = false;    // waiting for the socket to take more
+        short armed = 0;         // what the slot's event is registered for (rearm)
+        // Set while the answer just read hands the slot on (finish): nothing else can be in
+        // its socket yet, so the next request of this acceptor skips clean()'s probe.
+        bool just_answered = false;
         // Written to the worker: `head` (the request's infos), then its frame, then any chunks.
         std::string head;
         size_t head_at = 0;
@@ -86,15 +90,19 @@ private:
     void write_more(Lease& l);
     void relay_some(Lease& l);
     void rearm(Lease& l);
+    void disarm(Lease& l);
     void set_writing(Lease& l, bool on);
     void restart_deadline(Lease& l);
-    void release(Lease& l);
+    void release(Lease& l, bool keep_event = false);
     // worker_answer.cc
     void read_answer(Lease& l);
     bool take(Lease& l, std::string_view bytes);
     bool whole_answer(Lease& l, std::string_view answer, std::string_view rest);
     bool stream_head(Lease& l, std::string_view reply, std::string rest);
     bool head_frames(Lease& l);
+    enum class ChunkHead { Wait, Begun, Over };
+    ChunkHead chunk_head(Lease& l, std::string_view bytes, size_t& at);
+    void chunk_piece(Lease& l, std::string_view piece);
     bool chunks(Lease& l, std::string_view bytes);
     void end_of_stream(Lease& l);
     void keep_in_cache(Lease& l, std::string_view answer);

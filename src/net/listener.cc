@@ -29,16 +29,27 @@ constexpr size_t kHandoverBatch = 200;  // descriptors per datagram (io/unix.h's
 // Out of descriptors, accepting pauses this long, doubling while it lasts, up to a second.
 constexpr int64_t kFirstPauseUs = 50'000, kMaxPauseUs = 1'000'000;
 constexpr int64_t kLogEveryUs = 10'000'000;
+
+// The members of a listen entry's SO_REUSEPORT group this acceptor accepts on (runtime.h).
+std::vector<int> my_members(const ListenRuntime& l, uint32_t me, uint32_t acceptors) {
+    std::vector<int> all{l.fd.get()};
+    for (const Fd& fd : l.more) all.push_back(fd.get());
+    std::vector<int> mine;
+    for (size_t m = me; m < all.size(); m += acceptors) mine.push_back(all[m]);
+    if (mine.empty()) mine.push_back(all[me % all.size()]);
+    return mine;
+}
 }  // namespace
 
 Listener::Listener(Acceptor& a) : acc_(a) {
     Runtime& rt = a.rt();
-    for (uint32_t i = 0; i < rt.listeners.size(); ++i) {
-        auto p = std::make_unique<Port>(Port{this, i, nullptr});
-        p->ev = make_event(a.base(), rt.listeners[i].fd.get(), EV_READ | EV_PERSIST, on_accept, p.get());
-        event_add(p->ev.get(), nullptr);
-        ports_.push_back(std::move(p));
-    }
+    for (uint32_t i = 0; i < rt.listeners.size(); ++i)
+        for (int fd : my_members(rt.listeners[i], a.index(), uint32_t(std::max(rt.config.acceptors, 1)))) {
+            auto p = std::make_unique<Port>(Port{this, i, fd, nullptr});
+            p->ev = make_event(a.base(), fd, EV_READ | EV_PERSIST, on_accept, p.get());
+            event_add(p->ev.get(), nullptr);
+            ports_.push_back(std::move(p));
+        }
     if (rt.handover) {
         handover_ev_ = make_event(a.base(), rt.handover.get(), EV_READ | EV_PERSIST, on_handover, this);
         event_add(handover_ev_.get(), nullptr);
@@ -62,11 +73,12 @@ void Listener::stop_accepting() {
 
 void Listener::on_accept(evutil_socket_t, short, void* arg) {
     auto* p = static_cast<Port*>(arg);
-    p->self->accept_ready(p->index);
+    p->self->accept_ready(*p);
 }
 
-void Listener::accept_ready(uint32_t index) {
-    int listen_fd = acc_.rt().listeners[index].fd.get();
+void Listener::accept_ready(const Port& p) {
+    int listen_fd = p.fd;
+    uint32_t index = p.index;
     GlobalStats& gs = acc_.seg().header().stats;
     const Limits& limits = acc_.rt().config.limits;
     for (int i = 0; i < kAcceptBatch && !acc_.stopping(); ++i) {
@@ -74,7 +86,7 @@ void Listener::accept_ready(uint32_t index) {
         socklen_t plen = sizeof peer;
         int fd = accept4(listen_fd, reinterpret_cast<sockaddr*>(&peer), &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno == EMFILE || errno == ENFILE) out_of_descriptors(errno, index);
+            if (errno == EMFILE || errno == ENFILE) out_of_descriptors(errno, listen_fd);
             return;  // EAGAIN: another acceptor took it, or nothing left
         }
         pause_us_ = 0;
@@ -102,10 +114,10 @@ void Listener::accept_ready(uint32_t index) {
 // The listen socket stays readable while clients wait, so accepting again at once would
 // spin. One waiting client is refused with a reason (through the spare descriptor), then
 // accepting pauses; one log line says so per period, however often it happens.
-void Listener::out_of_descriptors(int err, uint32_t index) {
+void Listener::out_of_descriptors(int err, int listen_fd) {
     if (reserve_) {
         reserve_.reset();
-        int fd = accept4(acc_.rt().listeners[index].fd.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd = accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd >= 0) {
             std::string f = error_frame(ErrorType::Server, 0, "the server is out of file descriptors; try again later");
             [[maybe_unused]] ssize_t n = ::send(fd, f.data(), f.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -133,7 +145,7 @@ void Listener::on_resume(evutil_socket_t, short, void* arg) {
     auto* self = static_cast<Listener*>(arg);
     if (self->acc_.stopping()) return;
     for (auto& p : self->ports_) event_add(p->ev.get(), nullptr);
-    for (auto& p : self->ports_) self->accept_ready(p->index);
+    for (auto& p : self->ports_) self->accept_ready(*p);
 }
 
 // ---- handing connections between generations ---------------------------------------------

@@ -37,18 +37,19 @@ public:
     size_t pending() const;
 
 private:
-    // One listen socket (rt.listeners[index]) and its event.
+    // One listen socket (a member of rt.listeners[index]) and its event.
     struct Port {
         Listener* self;
         uint32_t index;
+        int fd;
         EventPtr ev;
     };
     static void on_accept(evutil_socket_t, short, void*);
     static void on_handover(evutil_socket_t, short, void*);
     static void on_retry(evutil_socket_t, short, void*);
     static void on_resume(evutil_socket_t, short, void*);
-    void accept_ready(uint32_t index);
-    void out_of_descriptors(int err, uint32_t index);
+    void accept_ready(const Port& p);
+    void out_of_descriptors(int err, int listen_fd);
     void take_handed_over(int fd, const sockaddr_storage* client);
 
     Acceptor& acc_;

@@ -132,56 +132,66 @@ bool Leases::stream_head(Lease& l, std::string_view reply, std::string rest) {
     return chunks(l, rest);
 }
 
-bool Leases::chunks(Lease& l, std::string_view bytes) {
+// The next chunk's 4-byte header, from bytes[at...]: Wait while it is incomplete, Begun once
+// a chunk starts, Over when the stream ended or failed (the lease is done with).
+Leases::ChunkHead Leases::chunk_head(Lease& l, std::string_view bytes, size_t& at) {
+    while (l.chunk_head_have < bert::kFrameHeader && at < bytes.size()) l.chunk_head[l.chunk_head_have++] = bytes[at++];
+    if (l.chunk_head_have < bert::kFrameHeader) return ChunkHead::Wait;
+    l.chunk_head_have = 0;
+    uint32_t n = bert::scan_frame(std::string_view(l.chunk_head, 4), ~0u).length;
+    if (n == 0) {
+        if (at < bytes.size()) fail(l, "the handler sent bytes after the end of its streamed answer");
+        else end_of_stream(l);
+        return ChunkHead::Over;
+    }
+    if (n > acc_.max_frame()) {
+        fail(l, "the handler streamed a chunk of " + std::to_string(n) + " bytes, over limits.max_frame");
+        return ChunkHead::Over;
+    }
+    uint64_t max_stream = acc_.rt().config.limits.max_stream;
+    if (max_stream && l.streamed + n > max_stream) {
+        fail(l, "the handler's streamed answer is over limits.max_stream (" + std::to_string(max_stream) + " bytes)");
+        return ChunkHead::Over;
+    }
+    l.streamed += n;
+    l.chunk_left = n;
     Request& r = *l.req;
+    if (l.mode == Lease::Mode::Relay && r.conn) r.conn->out.append(std::string_view(l.chunk_head, 4));
+    return ChunkHead::Begun;
+}
+
+// Part of a chunk: to the client, into the gathered reply (up to max_frame), or nowhere.
+void Leases::chunk_piece(Lease& l, std::string_view piece) {
+    Request& r = *l.req;
+    if (l.mode == Lease::Mode::Relay && !r.conn) l.mode = Lease::Mode::Drop;  // the client left
+    if (l.mode == Lease::Mode::Relay) {
+        r.conn->out.append(piece);
+    } else if (l.mode == Lease::Mode::Gather) {
+        if (l.gathered.size() + piece.size() > acc_.max_frame()) {
+            l.overflow = true;
+            l.mode = Lease::Mode::Drop;
+            std::string().swap(l.gathered);
+        } else {
+            l.gathered.append(piece);
+        }
+    }
+    l.chunk_left -= piece.size();
+}
+
+bool Leases::chunks(Lease& l, std::string_view bytes) {
     size_t at = 0;
     while (at < bytes.size()) {
         if (l.chunk_left == 0) {
-            while (l.chunk_head_have < bert::kFrameHeader && at < bytes.size())
-                l.chunk_head[l.chunk_head_have++] = bytes[at++];
-            if (l.chunk_head_have < bert::kFrameHeader) break;
-            l.chunk_head_have = 0;
-            uint32_t n = bert::scan_frame(std::string_view(l.chunk_head, 4), ~0u).length;
-            if (n == 0) {
-                if (at < bytes.size()) {
-                    fail(l, "the handler sent bytes after the end of its streamed answer");
-                    return false;
-                }
-                end_of_stream(l);
-                return false;
-            }
-            if (n > acc_.max_frame()) {
-                fail(l, "the handler streamed a chunk of " + std::to_string(n) + " bytes, over limits.max_frame");
-                return false;
-            }
-            uint64_t max_stream = acc_.rt().config.limits.max_stream;
-            if (max_stream && l.streamed + n > max_stream) {
-                fail(l, "the handler's streamed answer is over limits.max_stream (" + std::to_string(max_stream) +
-                            " bytes)");
-                return false;
-            }
-            l.streamed += n;
-            l.chunk_left = n;
-            if (l.mode == Lease::Mode::Relay && r.conn) r.conn->out.append(std::string_view(l.chunk_head, 4));
+            ChunkHead h = chunk_head(l, bytes, at);
+            if (h == ChunkHead::Over) return false;
+            if (h == ChunkHead::Wait) break;
         }
         size_t take = size_t(std::min<uint64_t>(l.chunk_left, bytes.size() - at));
-        std::string_view piece = bytes.substr(at, take);
-        if (l.mode == Lease::Mode::Relay && !r.conn) l.mode = Lease::Mode::Drop;  // the client left
-        if (l.mode == Lease::Mode::Relay) {
-            r.conn->out.append(piece);
-        } else if (l.mode == Lease::Mode::Gather) {
-            if (l.gathered.size() + take > acc_.max_frame()) {
-                l.overflow = true;
-                l.mode = Lease::Mode::Drop;
-                std::string().swap(l.gathered);
-            } else {
-                l.gathered.append(piece);
-            }
-        }
+        chunk_piece(l, bytes.substr(at, take));
         at += take;
-        l.chunk_left -= take;
     }
     restart_deadline(l);
+    Request& r = *l.req;
     if (l.mode == Lease::Mode::Relay && r.conn) {
         acc_.conns().flush(*r.conn);
         // A slow client slows the worker: nothing is read from it until the client has read.
@@ -240,10 +250,16 @@ void Leases::finish(Lease& l, Outcome&& o) {
     Request& r = *l.req;
     uint32_t slot = l.slot;
     acc_.seg().slot(slot).served.fetch_add(1, std::memory_order_relaxed);
-    release(l);
+    release(l, true);
+    l.just_answered = true;
     // The worker goes back (or to the next waiter) before the answer leaves, so the
-    // client's next request finds it free.
+    // client's next request finds it free. A next request of ours takes its event as it is;
+    // otherwise the event goes now, before the slot's next answers (another acceptor's) come.
     give_back(slot);
+    if (Lease* now = slots_[slot].get()) {  // begin() may have replaced it (a new worker)
+        now->just_answered = false;
+        if (!now->req) disarm(*now);
+    }
     acc_.requests().complete(r, std::move(o));
 }
 

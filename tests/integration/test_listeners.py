@@ -12,7 +12,7 @@ import struct
 import unittest
 
 from harness import Server, free_port, run_bertd, wait_until
-from loadrun import ECHO
+from loadrun import ECHO, Load
 
 import bertd
 
@@ -74,6 +74,31 @@ def unstarted(test, port=None):
 def write(s, text):
     with open(s.config_path, "w") as f:
         f.write(text)
+
+
+def tcp_sockets(port, state):
+    """Inodes of the TCP sockets whose local port is `port` in `state` ("0A": listening,
+    "01": established), from /proc/net/tcp and tcp6."""
+    out = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                cols = line.split()
+                if int(cols[1].rsplit(":", 1)[1], 16) == port and cols[3] == state:
+                    out.add(cols[9])
+    return out
+
+
+def socket_inodes(pid):
+    out = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            out.add(link[len("socket:["):-1])
+    return out
 
 
 class Listeners(unittest.TestCase):
@@ -159,6 +184,52 @@ class Listeners(unittest.TestCase):
         write(s, config(f"listen:\n  - 127.0.0.1:{port}\n  - 127.0.0.1:{busy.getsockname()[1]}"))
         os.kill(s.proc.pid, signal.SIGHUP)
         wait_until(lambda: "reload refused" in s.log(), timeout=10, what="the refused reload")
+        self.assertEqual(echo_on(("127.0.0.1", port)), (bertd.Atom("reply"), b"x"))
+
+    def test_each_acceptor_accepts_on_its_own_socket_and_connections_reach_all_of_them(self):
+        port = free_port()
+        s = unstarted(self, port)
+        write(s, config(f"listen: 127.0.0.1:{port}").replace("acceptors: 2", "acceptors: 3"))
+        s.start()
+        # One SO_REUSEPORT member per acceptor: the kernel gives each connection to one of them.
+        self.assertEqual(len(tcp_sockets(port, "0A")), 3)
+        socks = [connect(("127.0.0.1", port)) for _ in range(60)]
+        try:
+            for c in socks:
+                self.assertEqual(call_on(c), (bertd.Atom("reply"), b"x"))
+            established = tcp_sockets(port, "01")
+            per_acceptor = [len(socket_inodes(pid) & established) for pid in s.acceptor_pids()]
+            self.assertEqual(sum(per_acceptor), 60, per_acceptor)
+            self.assertTrue(all(n > 0 for n in per_acceptor), per_acceptor)  # 3^-59 to fail by chance
+        finally:
+            for c in socks:
+                c.close()
+
+    def test_a_second_bertd_on_a_port_a_reuseport_group_holds_is_refused(self):
+        port = free_port()
+        s = unstarted(self, port)
+        write(s, config(f"listen: 127.0.0.1:{port}"))
+        s.start()
+        code, _, err = run_bertd(["-c", s.config_path, "-p", str(port)])
+        self.assertNotEqual(code, 0)
+        self.assertIn(f"cannot listen on 127.0.0.1:{port}: Address already in use", err)
+        self.assertEqual(echo_on(("127.0.0.1", port)), (bertd.Atom("reply"), b"x"))
+
+    def test_reloads_that_change_the_acceptor_count_lose_no_connection(self):
+        port = free_port()
+        s = unstarted(self, port)
+        write(s, config(f"listen: 127.0.0.1:{port}"))
+        s.start()
+        load = Load(self, port, 5, connections=16, mode="connect")
+        for n in (3, 1, 4, 2):
+            write(s, config(f"listen: 127.0.0.1:{port}").replace("acceptors: 2", f"acceptors: {n}"))
+            os.kill(s.proc.pid, signal.SIGHUP)
+            wait_until(lambda: len(s.acceptor_pids()) == n, timeout=10, what=f"{n} acceptors")
+        result = load.result()
+        self.assertGreater(result["requests"], 500, result)
+        self.assertEqual(result["errors"], 0, result)
+        # Members are only added while the address stays: none closed with connections queued on it.
+        self.assertEqual(len(tcp_sockets(port, "0A")), 4)
         self.assertEqual(echo_on(("127.0.0.1", port)), (bertd.Atom("reply"), b"x"))
 
     def test_a_bad_listen_entry_stops_the_start_with_file_and_line(self):
