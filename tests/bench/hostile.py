@@ -120,6 +120,7 @@ def slow_loris(port, n, gap, until, tally):
                 continue
             try:
                 s.send(data[pos:pos + 1])
+                tally.add("bytes")
                 entry[1] = (pos + 1) % len(data)
                 if entry[1] == 0:
                     tally.add("frames")
@@ -139,19 +140,22 @@ def slow_loris(port, n, gap, until, tally):
 
 
 def drive(port, kind, seconds):
-    n, gap, _ = KINDS[kind]
-    until = time.monotonic() + seconds
-    tally = Tally()
+    """Runs `kind` for `seconds` or until SIGTERM; prints READY once its traffic is under way, and
+    at the end one JSON line of what it sent and got."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    n, gap, _ = KINDS[kind]
+    tally = Tally()
+    data = b"" if kind == "slowloris" else hostile_frame(kind)  # built before the clock starts
+    until = time.monotonic() + seconds
     if kind == "slowloris":
         threads = [threading.Thread(target=slow_loris, args=(port, n, gap, until, tally), daemon=True)]
     else:
-        data = hostile_frame(kind)
         threads = [threading.Thread(target=sender, args=(port, data, gap, until, tally), daemon=True)
                    for _ in range(n)]
     for t in threads:
         t.start()
+    print("READY", flush=True)
     while any(t.is_alive() for t in threads) and not stop.wait(0.05):
         pass
     print(json.dumps({"kind": kind, **tally.counts}), flush=True)
@@ -164,9 +168,14 @@ def _run_one(server, kind, run_s, warmup, cpu, tmp):
     hostile = None
     if kind:
         hostile = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--port", str(server.port), "--kind",
-                                    kind, "--seconds", str(run_s + warmup + 5)], stdout=subprocess.PIPE,
+                                    kind, "--seconds", str(run_s + warmup + 10)], stdout=subprocess.PIPE,
                                    stderr=subprocess.PIPE, text=True, start_new_session=True)
-        time.sleep(0.8 if kind == "nil" else 0.4)  # the hostile traffic under way first (and its frame built)
+        ready = hostile.stdout.readline()  # its frames built and its connections open
+        if ready.strip() != "READY":
+            hostile.kill()
+            hostile.wait()
+            raise common.Failed(f"the {kind} hostile client did not start: {hostile.stderr.read()[-300:]}")
+        time.sleep(0.3)  # and its traffic under way
     try:
         r = common.run_loadgen(server.port, 64, "persistent", run_s, warmup, cpu, "echo")
     finally:

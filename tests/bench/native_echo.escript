@@ -14,16 +14,16 @@ main([Port0, Ebin]) ->
     Port = list_to_integer(Port0),
     {ok, L} = gen_tcp:listen(Port, [binary, {packet, 4}, {active, false}, {ip, {127, 0, 0, 1}},
                                     {reuseaddr, true}, {nodelay, true}, {backlog, 1024}]),
-    [spawn_link(fun() -> accept(L) end) || _ <- lists:seq(1, ?ACCEPTORS)],
+    [spawn(fun() -> accept(L) end) || _ <- lists:seq(1, ?ACCEPTORS)],
     receive stop -> ok end.
 
+%% Each acceptor serves the connection it accepted (it owns the socket: no hand-over) and leaves
+%% a new acceptor in its place first.
 accept(L) ->
     case gen_tcp:accept(L) of
         {ok, S} ->
-            Pid = spawn(fun() -> receive go -> serve(S) end end),
-            ok = gen_tcp:controlling_process(S, Pid),
-            Pid ! go,
-            accept(L);
+            spawn(fun() -> accept(L) end),
+            serve(S);
         {error, emfile} ->
             timer:sleep(10),
             accept(L);

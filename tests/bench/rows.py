@@ -117,7 +117,7 @@ def run_haproxy(tmp, duration, warmup, rounds, cpu, quick):
             b, base = row["bertd"], row["baseline"]
             row["ratio"] = b["rps"] / base["rps"] if b and base and base["rps"] else None
             result["cases"].append(row)
-            print(f"  haproxy/{mode}/{clients:<14} bertd {b['rps'] if b else 0:>9,.0f} req/s p99 "
+            print(f"  {f'haproxy/{mode}/{clients}':<28} bertd {b['rps'] if b else 0:>9,.0f} req/s p99 "
                   f"{us(b['p99_us']) if b else '-':>9}   relay {base['rps'] if base else 0:>9,.0f} req/s p99 "
                   f"{us(base['p99_us']) if base else '-':>9}   ratio {row['ratio'] or 0:.2f}", flush=True)
     except Failed as e:
@@ -199,7 +199,7 @@ def run_cache(tmp, duration, warmup, rounds, cpu, quick):
             c, u = row["cached"], row["uncached"]
             row["ratio"] = c["rps"] / u["rps"] if c and u and u["rps"] else None
             result["cases"].append(row)
-            print(f"  cache/persistent/{clients:<11} cached {c['rps'] if c else 0:>9,.0f} req/s p99 "
+            print(f"  {f'cache/persistent/{clients}':<28} cached {c['rps'] if c else 0:>9,.0f} req/s p99 "
                   f"{us(c['p99_us']) if c else '-':>9}   uncached {u['rps'] if u else 0:>9,.0f} req/s p99 "
                   f"{us(u['p99_us']) if u else '-':>9}   ratio {row['ratio'] or 0:.2f}   hits "
                   f"{row['hits']:,} ({(row['hit_rate'] or 0) * 100:.1f}%)", flush=True)
