@@ -252,7 +252,7 @@ def load_lines(results):
     took = f"{results['elapsed_s'] / 60:.1f} minutes" if results.get("elapsed_s") else "?"
     o = results.get("outside_load") or {}
     L = [f"This run took {took}. Load from outside the bench (tasks runnable or in disk wait that are not "
-         "the bench's own processes, sampled every 0.5 s): "
+         "the bench's own processes, sampled every second; about 1% of a CPU): "
          f"mean {o.get('mean', '?')}, peak {o.get('peak', '?')} over {o.get('samples', 0)} samples; a run whose "
          f"mean is over {results.get('load_limit', LOAD_LIMIT)} is discarded and repeated, not published.", ""]
     if results.get("discarded"):

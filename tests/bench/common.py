@@ -279,7 +279,7 @@ class OutsideLoad:
     bench's own threads in those states (this process and every descendant, servers in their own
     sessions included). Its mean over a run is the load average the rest of the machine added."""
 
-    def __init__(self, interval=0.5):
+    def __init__(self, interval=1.0):
         self.interval, self.samples = interval, []  # [(monotonic time, outside tasks)]
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)

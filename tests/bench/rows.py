@@ -242,7 +242,7 @@ class RssPeaks:
     with each process's own high-water mark (VmHWM) read at the end, the higher counts."""
 
     def __init__(self, server):
-        self.server, self.peak_kb = server, {}
+        self.server, self.peak_kb, self.anon_kb = server, {}, {}  # {pid: KiB}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -253,15 +253,16 @@ class RssPeaks:
         except (OSError, StopIteration, ValueError):
             return None
 
-    def _sample(self, field):
+    def _sample(self, field, into):
         for pid in self.server.pids():
             kb = self._read(pid, field)
             if kb is not None:
-                self.peak_kb[pid] = max(self.peak_kb.get(pid, 0), kb)
+                into[pid] = max(into.get(pid, 0), kb)
 
     def _run(self):
         while not self._stop.wait(0.02):
-            self._sample("VmRSS")
+            self._sample("VmRSS", self.peak_kb)
+            self._sample("RssAnon", self.anon_kb)
 
     def __enter__(self):
         self._thread.start()
@@ -270,12 +271,13 @@ class RssPeaks:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
-        self._sample("VmHWM")
+        self._sample("VmHWM", self.peak_kb)
 
-    def roles(self):
-        """{"master (pid N)": KiB, "child (pid N)": KiB, ...}"""
+    def roles(self, which=None):
+        """{"master (pid N)": KiB, "child (pid N)": KiB, ...}: peak RSS, or with which="anon" the
+        peak of its anonymous part (the process's own memory, not the shared segment)."""
         out = {}
-        for pid, kb in sorted(self.peak_kb.items()):
+        for pid, kb in sorted((self.anon_kb if which == "anon" else self.peak_kb).items()):
             role = "master" if pid == self.server.proc.pid else "child"  # an acceptor, or the link
             out[f"{role} (pid {pid})"] = kb
         return out
@@ -317,7 +319,7 @@ def run_stream(tmp, rounds, quick, budget_s=150):
                                     rounds, budget_s=budget_s)
         result["notes"] += [f"stream {n}" for n in notes]
         result["rounds"] = len(runs["cat"])
-        result["rss_peak_kb"] = peaks.roles()
+        result["rss_peak_kb"], result["anon_peak_kb"] = peaks.roles(), peaks.roles("anon")
         for side, rs in runs.items():
             result[side] = {"mib_per_s": median(r["mib_per_s"] for r in rs), "rounds": [r["mib_per_s"] for r in rs]}
         cat = result["cat"]["mib_per_s"]
@@ -367,8 +369,12 @@ def report_stream(result):
           "well above cat and bertd's are not, the server's path is the bottleneck, not the handler library "
           "or the client."]
     L += ["", "Peak resident memory of each bertd process during all the streams (sampled every 20 ms, and "
-          "each process's own high-water mark; goal: every one under 64 MiB):", "",
-          "| process | peak RSS | under 64 MiB |", "|---|---:|---|"]
+          "each process's own high-water mark; goal: every one under 64 MiB), and the peak of its anonymous "
+          "part (RssAnon, sampled: the process's own buffers, not the shared segment):", "",
+          "| process | peak RSS | under 64 MiB | peak anonymous |", "|---|---:|---|---:|"]
+    anon = result.get("anon_peak_kb", {})
     for name, kb in result.get("rss_peak_kb", {}).items():
-        L.append(f"| {name} | {kb:,} KiB | {'yes' if kb < 64 * 1024 else '**no**'} |")
+        L.append(f"| {name} | {kb:,} KiB | {'yes' if kb < 64 * 1024 else '**no**'} | "
+                 f"{anon[name]:,} KiB |" if name in anon else f"| {name} | {kb:,} KiB | "
+                 f"{'yes' if kb < 64 * 1024 else '**no**'} | - |")
     return L + [""]
