@@ -41,7 +41,11 @@ def _bertd(name, tmp, config, port=None, module="echo"):
     port = port or free_port()
     argv = [BERTD, "-c", path] + ([] if "listen:\n" in config else ["-p", str(port)])
     s = Server(name, argv, port, tmp, module)
-    s.start()
+    try:
+        s.start()
+    except BaseException:
+        s.stop()  # a bertd that did not come up is not left running
+        raise
     return s
 
 
