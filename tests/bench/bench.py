@@ -259,7 +259,11 @@ def load_lines(results):
         L = ["**DISCARDED: the machine was busy with other work during this run (outside load "
              f"{o.get('mean')} > {results.get('load_limit', LOAD_LIMIT)}). Its figures are not to be published; "
              "repeat `make bench` on a quiet machine.**", ""] + L
-    busy = [r for r in results["cases"] if (r.get("outside_load") or 0) > results.get("load_limit", LOAD_LIMIT)]
+    limit = results.get("load_limit", LOAD_LIMIT)
+    busy = [r for r in results["cases"] if (r.get("outside_load") or 0) > limit]
+    busy_rows = [k for k in ROWS if ((results.get(k) or {}).get("outside_load") or 0) > limit]
+    if busy_rows:
+        L += [f"Rows measured while the outside load was over the limit: {', '.join(busy_rows)}.", ""]
     if busy:
         L += [f"Cases measured while the outside load was over the limit: "
               f"{', '.join(Case(r['handler'], r['payload'], r['mode'], r['clients']).name for r in busy)}.", ""]

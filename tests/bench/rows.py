@@ -299,7 +299,7 @@ def _streamer(mode, port, nbytes):
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
-def run_stream(tmp, rounds, quick, budget_s=150):
+def run_stream(tmp, rounds, quick, budget_s=100):
     """Per round, in rotating order: NBYTES through `cat` between two socketpairs (the baseline),
     NBYTES streamed from tests/bench/streamer.cc through bertd to stream:sink (the C++ handler
     library reading the stream), NBYTES streamed by stream:source through bertd to streamer, and
