@@ -270,6 +270,26 @@ def load_lines(results):
     return L
 
 
+def native_external_section(results):
+    """bertd's native rows against its own external C++ rows, same run."""
+    L = []
+    native = {(r["mode"], r["clients"]): r["bertd"]["rps"] for r in results["cases"]
+              if r["handler"] == "erlang" and r["payload"] == "small" and r.get("bertd")}
+    external = {(r["mode"], r["clients"]): r["bertd"]["rps"] for r in results["cases"]
+                if r["handler"] == "cpp" and r["payload"] == "small" and r.get("bertd")}
+    both = sorted(k for k in native if k in external)
+    if both:
+        L += ["## Native calls against external calls", "",
+              "bertd's rate for the native Erlang echo divided by its rate for the external C++ echo, same run "
+              "(issue 15's goal: at least 0.8 at 8 clients and more):", "",
+              "| mode | clients | native req/s | external req/s | native / external (goal ≥ 0.8) |",
+              "|---|---:|---:|---:|---:|"]
+        for k in both:
+            L.append(f"| {k[0]} | {k[1]} | {native[k]:,.0f} | {external[k]:,.0f} | {native[k] / external[k]:.2f} |")
+        L.append("")
+    return L
+
+
 def native_baseline_section(results):
     table = [r for r in results["cases"] if r["handler"] == "erlang" and r.get("native")]
     if not table:
@@ -289,6 +309,30 @@ def native_baseline_section(results):
         cells.append(f"{r['native_ratio']:.2f}" if r.get("native_ratio") else "-")
         L.append("| " + " | ".join(cells) + " |")
     return L + [""]
+
+
+def handler_tables(results):
+    """One table per handler and payload: bertd beside the relay, case by case."""
+    L = []
+    hdr = ["| mode | clients | bertd req/s | p50 | p99 | p99.9 | baseline req/s | p50 | p99 | p99.9 | "
+           "req/s ratio | p99 ratio |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for handler, (title, _) in HANDLERS.items():
+        for payload in PAYLOADS:
+            table = [r for r in results["cases"] if r["handler"] == handler and r["payload"] == payload]
+            if not table:
+                continue
+            L += [f"## {title}, {PAYLOAD_TITLES[payload]}", ""] + hdr
+            for r in table:
+                b, base = r.get("bertd"), r.get("baseline")
+                cells = [r["mode"], str(r["clients"])]
+                for x in (b, base):
+                    cells += [f"{x['rps']:,.0f}", us(x["p50_us"]), us(x["p99_us"]), us(x["p999_us"])] if x \
+                        else ["-"] * 4
+                cells.append(f"{r['ratio']:.2f}" if r.get("ratio") else "-")
+                cells.append(f"{b['p99_us'] / base['p99_us']:.2f}" if b and base and base["p99_us"] else "-")
+                L.append("| " + " | ".join(cells) + " |")
+            L.append("")
+    return L
 
 
 def write_report(results, path, png_name, plot_note):
@@ -319,38 +363,8 @@ def write_report(results, path, png_name, plot_note):
         L += [f"![requests/s against concurrent clients]({png_name})", ""]
     else:
         L += [f"(No plot: {plot_note}.)", ""]
-    hdr = ["| mode | clients | bertd req/s | p50 | p99 | p99.9 | baseline req/s | p50 | p99 | p99.9 | "
-           "req/s ratio | p99 ratio |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for handler, (title, _) in HANDLERS.items():
-        for payload in PAYLOADS:
-            table = [r for r in results["cases"] if r["handler"] == handler and r["payload"] == payload]
-            if not table:
-                continue
-            L += [f"## {title}, {PAYLOAD_TITLES[payload]}", ""] + hdr
-            for r in table:
-                b, base = r.get("bertd"), r.get("baseline")
-                cells = [r["mode"], str(r["clients"])]
-                for x in (b, base):
-                    cells += [f"{x['rps']:,.0f}", us(x["p50_us"]), us(x["p99_us"]), us(x["p999_us"])] if x \
-                        else ["-"] * 4
-                cells.append(f"{r['ratio']:.2f}" if r.get("ratio") else "-")
-                cells.append(f"{b['p99_us'] / base['p99_us']:.2f}" if b and base and base["p99_us"] else "-")
-                L.append("| " + " | ".join(cells) + " |")
-            L.append("")
-    native = {(r["mode"], r["clients"]): r["bertd"]["rps"] for r in results["cases"]
-              if r["handler"] == "erlang" and r["payload"] == "small" and r.get("bertd")}
-    external = {(r["mode"], r["clients"]): r["bertd"]["rps"] for r in results["cases"]
-                if r["handler"] == "cpp" and r["payload"] == "small" and r.get("bertd")}
-    both = sorted(k for k in native if k in external)
-    if both:
-        L += ["## Native calls against external calls", "",
-              "bertd's rate for the native Erlang echo divided by its rate for the external C++ echo, same run "
-              "(issue 15's goal: at least 0.8 at 8 clients and more):", "",
-              "| mode | clients | native req/s | external req/s | native / external (goal ≥ 0.8) |",
-              "|---|---:|---:|---:|---:|"]
-        for k in both:
-            L.append(f"| {k[0]} | {k[1]} | {native[k]:,.0f} | {external[k]:,.0f} | {native[k] / external[k]:.2f} |")
-        L.append("")
+    L += handler_tables(results)
+    L += native_external_section(results)
     L += native_baseline_section(results)
     L += erlbench.report(results.get("nodes"))
     L += rows.report_haproxy(results.get("haproxy"))
@@ -483,6 +497,21 @@ def measure(args, tmp, duration, warmup, rounds, cpu, results):
             print(f"bench: {n}", flush=True)
 
 
+def report_from(path, report):
+    """The report and plot from an earlier run's results.json (a discarded run's go to build/bench/)."""
+    with open(path) as f:
+        results = json.load(f)
+    if not report:
+        report = os.path.join(ROOT, "build/bench/BENCHMARKS.discarded.md" if results.get("discarded") else
+                              "BENCHMARKS.md")
+    png = os.path.join(os.path.dirname(os.path.abspath(report)), "BENCHMARKS.png")
+    with tempfile.TemporaryDirectory(prefix="bertd-bench-") as tmp:
+        plot_note = plot(results, png, tmp)
+    write_report(results, report, os.path.basename(png), plot_note)
+    print(f"bench: {os.path.relpath(report, ROOT)} written from {path}")
+    return 3 if results.get("discarded") else 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--duration", type=float, default=None)
@@ -494,27 +523,17 @@ def main():
     ap.add_argument("--from-results", metavar="JSON", help="write the report and plot from an earlier run's results")
     args = ap.parse_args()
     if args.from_results:
-        with open(args.from_results) as f:
-            results = json.load(f)
-        report = args.report or os.path.join(ROOT, "BENCHMARKS.md")
-        if results.get("discarded") and not args.report:
-            report = os.path.join(ROOT, "build/bench/BENCHMARKS.discarded.md")
-        png = os.path.join(os.path.dirname(os.path.abspath(report)), "BENCHMARKS.png")
-        with tempfile.TemporaryDirectory(prefix="bertd-bench-") as tmp:
-            plot_note = plot(results, png, tmp)
-        write_report(results, report, os.path.basename(png), plot_note)
-        print(f"bench: {os.path.relpath(report, ROOT)} written from {args.from_results}")
-        return 3 if results.get("discarded") else 0
+        return report_from(args.from_results, args.report)
     duration = args.duration or float(os.environ.get("BENCH_DURATION", 1 if args.quick else 3))
     warmup = args.warmup if args.warmup is not None else 0.2
     rounds = 1 if args.quick else ROUNDS
 
-    for exe in (HANDLERS["cpp"][1], HANDLERS["python"][1], os.path.join(BUILD, "tests/bench/relay"),
-                os.path.join(BUILD, "tests/bench/loadgen"), os.path.join(BUILD, "bertd"), rows.HANDLER,
-                rows.STREAMER):
-        if not os.access(exe, os.X_OK):
-            print(f"bench: {exe} is missing; run `make` first", file=sys.stderr)
-            return 1
+    missing = [exe for exe in (HANDLERS["cpp"][1], HANDLERS["python"][1], os.path.join(BUILD, "tests/bench/relay"),
+                               os.path.join(BUILD, "tests/bench/loadgen"), os.path.join(BUILD, "bertd"),
+                               rows.HANDLER, rows.STREAMER) if not os.access(exe, os.X_OK)]
+    if missing:
+        print(f"bench: {', '.join(missing)} missing; run `make` first", file=sys.stderr)
+        return 1
 
     # loadgen (one thread) is pinned to the last CPU; the servers and their workers may run anywhere.
     allowed = sorted(os.sched_getaffinity(0))
