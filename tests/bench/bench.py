@@ -2,15 +2,21 @@
 """bench.py: what `make bench` runs. Measures bertd against the same-run baseline relay (same
 hops, no protocol logic), both with the same handler and worker count, with tests/bench/loadgen
 on loopback only: persistent and connect-per-request clients, 1 to 512 of them, small and 1 MiB
-arguments, the C++ and the Python echo handlers, an Erlang node's messages and rpc:calls into bertd
-(erlbench.py); then the memory idle connections cost. Writes
+arguments, the C++ and the Python echo handlers, native calls (beside an Erlang gen_tcp server doing
+the least a native call needs), an Erlang node's messages and rpc:calls into bertd (erlbench.py),
+bertd behind HAProxy, bertd's cache, 4 GiB streams and other clients' latency under hostile
+traffic (rows.py, hostile.py); then the memory idle connections cost. Writes
 BENCHMARKS.md and BENCHMARKS.png (throughput against concurrency, gnuplot) at the repository
 root, and build/bench/results.json. It never leaves a process behind.
 
 Usage: tests/bench/bench.py [--duration S] [--warmup S] [--quick] [--only KIND] [--report PATH]
                             [--from-results JSON]
 --quick: one second per case and fewer cases, report in build/bench/ (a smoke run).
---only: just one kind of case (cpp, python, erlang, nodes: the Erlang node rows), no idle figure.
+--only: just one kind of case, no idle figure: cpp, python, erlang (with the native baseline),
+        native-baseline (the erlang rows without the relay), nodes (the Erlang node rows), haproxy,
+        cache, stream, hostile.
+A run during which the machine's load from outside the bench averaged over LOAD_LIMIT is discarded:
+its report goes to build/bench/BENCHMARKS.discarded.md, never BENCHMARKS.md, and it exits with 3.
 --from-results: no measuring; the report and plot from a results.json written earlier.
 BERTD_BUILD names the build directory (default build/rel).
 """
@@ -23,21 +29,25 @@ import resource
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 
+import common
 import erlbench
+import hostile
+import rows
+from common import BUILD, MIB, ROOT, Failed, Server, free_port, loadavg, median_of, us
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BUILD = os.path.join(ROOT, os.environ.get("BERTD_BUILD", "build/rel"))
 WORKERS = 2
 ROUNDS = 5  # each case alternates bertd and the baseline this many times; the median round counts
 IDLE = 10_000  # idle connections for the memory figure
-MIB = 1 << 20
+STREAM_ROUNDS = 3  # 4 GiB each way and through cat per round
+LOAD_LIMIT = 2.5  # a run whose load from outside the bench averaged more is discarded
+NATIVE_ECHO = os.path.join(ROOT, "tests/bench/native_echo.escript")
+ROWS = ("haproxy", "cache", "stream", "hostile")  # the --only kinds of rows.py and hostile.py
 
 HANDLERS = {
     # name: (title, command: an executable path, as the relay runs it with no arguments)
@@ -81,142 +91,10 @@ def cases(quick):
     return out
 
 
-# {call, echo, echo, [<<"hello">>]} as term_to_binary/1 writes it, and the start of {reply, _}.
-def probe_request(module):
-    """{call, Module, echo, [<<"hello">>]} as term_to_binary/1 writes it."""
-    m = module.encode()
-    return bytes([131, 104, 4, 100, 0, 4]) + b"call" + bytes([100, 0, len(m)]) + m + bytes([100, 0, 4]) + b"echo" + \
-        bytes([108, 0, 0, 0, 1, 109, 0, 0, 0, 5]) + b"hello" + bytes([106])
-
-
-PROBE = probe_request("echo")
-REPLY_ATOMS = (bytes([100, 0, 5]) + b"reply", bytes([118, 0, 5]) + b"reply",
-               bytes([115, 5]) + b"reply", bytes([119, 5]) + b"reply")
-
-
-class Failed(Exception):
-    pass
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """A server process in its own process group, so stopping it stops its workers too."""
-
-    def __init__(self, name, argv, port, logdir, module="echo"):
-        self.name, self.argv, self.port, self.module = name, argv, port, module
-        self.log_path = os.path.join(logdir, name + ".log")
-        self.proc = None
-
-    def start(self):
-        log = open(self.log_path, "wb")
-        try:
-            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True, cwd=ROOT)
-        except OSError as e:
-            raise Failed(f"cannot start {self.argv[0]}: {e}")
-        finally:
-            log.close()
-        self.wait_listening(10)
-        deadline = time.monotonic() + 20
-        while True:  # the Python workers and the companion Erlang VM take a moment to start
-            try:
-                self.probe()
-                return
-            except Failed:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-
-    def log_tail(self, lines=5):
-        try:
-            with open(self.log_path, errors="replace") as f:
-                tail = f.read().strip().splitlines()[-lines:]
-        except OSError:
-            return ""
-        return " | ".join(tail)
-
-    def wait_listening(self, timeout):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise Failed(f"exited with status {self.proc.returncode} before listening: {self.log_tail()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise Failed(f"not accepting connections on 127.0.0.1:{self.port} after {timeout}s")
-
-    def probe(self):
-        """One echo call before the load, so a server that accepts but cannot answer is named as such."""
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
-                req = probe_request(self.module)
-                s.sendall(struct.pack(">I", len(req)) + req)
-                data = b""
-                while len(data) < 4 or len(data) < 4 + struct.unpack(">I", data[:4])[0]:
-                    chunk = s.recv(65536)
-                    if not chunk:
-                        raise Failed(f"closed the connection without answering: {self.log_tail()}")
-                    data += chunk
-        except OSError as e:
-            raise Failed(f"did not answer an echo call: {e}")
-        answer = data[4:]
-        if answer[:3] != bytes([131, 104, 2]) or not any(answer[3:].startswith(a) for a in REPLY_ATOMS):
-            raise Failed(f"answered an echo call with something other than {{reply, _}}: {answer[:64]!r}")
-
-    def pids(self):
-        """The server's own processes, not its workers: bertd's master and acceptors, or the relay."""
-        own = os.path.realpath(self.argv[0])
-        out = []
-        for name in os.listdir("/proc"):
-            if not name.isdigit():
-                continue
-            try:
-                if os.getpgid(int(name)) == self.proc.pid and os.readlink(f"/proc/{name}/exe") == own:
-                    out.append(int(name))
-            except OSError:
-                pass
-        return out
-
-    def rss_kb(self):
-        total = 0
-        for pid in self.pids():
-            try:
-                with open(f"/proc/{pid}/status") as f:
-                    total += next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
-            except (OSError, StopIteration):
-                pass
-        return total
-
-    def stop(self):
-        if self.proc is None:
-            return
-        for sig, grace in ((signal.SIGTERM, 3), (signal.SIGKILL, 3)):
-            try:
-                os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                pass
-            try:
-                self.proc.wait(timeout=grace)
-                # The leader is gone; make sure no worker of its group outlived it.
-                try:
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                return
-            except subprocess.TimeoutExpired:
-                continue
-
-
-def start_pair(handler, tmp):
-    """The baseline relay and bertd, both with WORKERS copies of `handler`; either may be missing
-    (with a note) when it cannot start."""
+def start_pair(handler, tmp, only=None):
+    """The baseline relay and bertd, both with WORKERS copies of `handler`, and for the native
+    module the native baseline (tests/bench/native_echo.escript); any may be missing (with a note)
+    when it cannot start. With only == "native-baseline": bertd and the native baseline."""
     command = HANDLERS[handler][1]
     cfg = os.path.join(tmp, f"{handler}.yaml")
     if handler == "erlang":
@@ -234,6 +112,12 @@ def start_pair(handler, tmp):
         "bertd": Server(f"bertd-{handler}", [os.path.join(BUILD, "bertd"), "-c", cfg, "-p", str(bertd_port)],
                         bertd_port, tmp, BERTD_MODULE[handler]),
     }
+    if handler == "erlang":
+        native_port = free_port()
+        pair["native"] = Server("native-baseline", ["escript", NATIVE_ECHO, str(native_port),
+                                                    os.path.join(BUILD, "ebin")], native_port, tmp, "bertd_echo")
+        if only == "native-baseline":
+            del pair["baseline"]
     notes = []
     for name, s in list(pair.items()):
         try:
@@ -246,36 +130,7 @@ def start_pair(handler, tmp):
 
 
 def run_loadgen(port, case, duration, warmup, cpu, module="echo"):
-    argv = [os.path.join(BUILD, "tests/bench/loadgen"), "--host", "127.0.0.1", "--port", str(port),
-            "--module", module,
-            "--connections", str(case.clients), "--duration", str(duration), "--warmup", str(warmup),
-            "--mode", case.mode, "--timeout", "10", "--log-failures", "3"]
-    if PAYLOADS[case.payload] is not None:
-        argv += ["--payload", str(PAYLOADS[case.payload])]
-
-    def pin():
-        if cpu is not None:
-            os.sched_setaffinity(0, {cpu})
-
-    p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=pin,
-                       timeout=duration + warmup + 60)
-    if p.returncode != 0:
-        raise Failed(f"loadgen exited with status {p.returncode}: {p.stderr.strip()}")
-    return json.loads(p.stdout.strip().splitlines()[-1])
-
-
-def median_of(runs):
-    """One figure from several rounds of a case: the median of each rate and percentile (so a burst
-    of other work on the machine during one round does not decide it), the sums of the counts."""
-    def med(key):
-        v = sorted(r[key] for r in runs)
-        return v[len(v) // 2]
-    out = {k: med(k) for k in ("rps", "p50_us", "p90_us", "p99_us", "p999_us", "mean_us")}
-    out.update({k: sum(r[k] for r in runs) for k in ("requests", "errors")})
-    out["failures"] = {k: sum(r["failures"][k] for r in runs) for k in runs[0]["failures"]}
-    out["failure_log"] = [f for r in runs for f in r["failure_log"]][:3]
-    out["rounds_rps"] = [r["rps"] for r in runs]
-    return out
+    return common.run_loadgen(port, case.clients, case.mode, duration, warmup, cpu, module, PAYLOADS[case.payload])
 
 
 def raise_open_files(n):
@@ -310,12 +165,6 @@ def idle_memory(server, n):
 
 
 # --- the report -------------------------------------------------------------------------------
-def us(v):
-    if v is None:
-        return "-"
-    return f"{v / 1000:.1f} ms" if v >= 10_000 else f"{v:.0f} µs"
-
-
 def machine():
     model = "?"
     try:
@@ -398,6 +247,94 @@ def soak_section():
     return lines
 
 
+def load_lines(results):
+    """What the report says of the run's length and of the load the rest of the machine added."""
+    took = f"{results['elapsed_s'] / 60:.1f} minutes" if results.get("elapsed_s") else "?"
+    o = results.get("outside_load") or {}
+    L = [f"This run took {took}. Load from outside the bench (tasks runnable or in disk wait that are not "
+         "the bench's own processes, sampled every second; about 1% of a CPU): "
+         f"mean {o.get('mean', '?')}, peak {o.get('peak', '?')} over {o.get('samples', 0)} samples; a run whose "
+         f"mean is over {results.get('load_limit', LOAD_LIMIT)} is discarded and repeated, not published.", ""]
+    if results.get("discarded"):
+        L = ["**DISCARDED: the machine was busy with other work during this run (outside load "
+             f"{o.get('mean')} > {results.get('load_limit', LOAD_LIMIT)}). Its figures are not to be published; "
+             "repeat `make bench` on a quiet machine.**", ""] + L
+    limit = results.get("load_limit", LOAD_LIMIT)
+    busy = [r for r in results["cases"] if (r.get("outside_load") or 0) > limit]
+    busy_rows = [k for k in ROWS if ((results.get(k) or {}).get("outside_load") or 0) > limit]
+    if busy_rows:
+        L += [f"Rows measured while the outside load was over the limit: {', '.join(busy_rows)}.", ""]
+    if busy:
+        L += [f"Cases measured while the outside load was over the limit: "
+              f"{', '.join(Case(r['handler'], r['payload'], r['mode'], r['clients']).name for r in busy)}.", ""]
+    return L
+
+
+def native_external_section(results):
+    """bertd's native rows against its own external C++ rows, same run."""
+    L = []
+    native = {(r["mode"], r["clients"]): r["bertd"]["rps"] for r in results["cases"]
+              if r["handler"] == "erlang" and r["payload"] == "small" and r.get("bertd")}
+    external = {(r["mode"], r["clients"]): r["bertd"]["rps"] for r in results["cases"]
+                if r["handler"] == "cpp" and r["payload"] == "small" and r.get("bertd")}
+    both = sorted(k for k in native if k in external)
+    if both:
+        L += ["## Native calls against external calls", "",
+              "bertd's rate for the native Erlang echo divided by its rate for the external C++ echo, same run "
+              "(issue 15's goal: at least 0.8 at 8 clients and more):", "",
+              "| mode | clients | native req/s | external req/s | native / external (goal ≥ 0.8) |",
+              "|---|---:|---:|---:|---:|"]
+        for k in both:
+            L.append(f"| {k[0]} | {k[1]} | {native[k]:,.0f} | {external[k]:,.0f} | {native[k] / external[k]:.2f} |")
+        L.append("")
+    return L
+
+
+def native_baseline_section(results):
+    table = [r for r in results["cases"] if r["handler"] == "erlang" and r.get("native")]
+    if not table:
+        return []
+    L = ["## Native calls against the native baseline", "",
+         "bertd's native calls (`bertd_echo:echo/1` on its companion VM) beside tests/bench/native_echo.escript, "
+         "measured in the same rounds: an Erlang `gen_tcp` `{packet, 4}` server on loopback that does only "
+         "`binary_to_term(Bin, [safe])`, `apply/3` and `term_to_binary/1` for each request (a process per "
+         "connection, default VM flags like bertd's companion VM): the least a native call needs. Issue 15's "
+         "goal: bertd at least 0.7 of it.", "",
+         "| mode | clients | bertd req/s | p50 | p99 | native baseline req/s | p50 | p99 | "
+         "bertd / native baseline (goal ≥ 0.7) |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in table:
+        cells = [r["mode"], str(r["clients"])]
+        for x in (r.get("bertd"), r.get("native")):
+            cells += [f"{x['rps']:,.0f}", us(x["p50_us"]), us(x["p99_us"])] if x else ["-"] * 3
+        cells.append(f"{r['native_ratio']:.2f}" if r.get("native_ratio") else "-")
+        L.append("| " + " | ".join(cells) + " |")
+    return L + [""]
+
+
+def handler_tables(results):
+    """One table per handler and payload: bertd beside the relay, case by case."""
+    L = []
+    hdr = ["| mode | clients | bertd req/s | p50 | p99 | p99.9 | baseline req/s | p50 | p99 | p99.9 | "
+           "req/s ratio | p99 ratio |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for handler, (title, _) in HANDLERS.items():
+        for payload in PAYLOADS:
+            table = [r for r in results["cases"] if r["handler"] == handler and r["payload"] == payload]
+            if not table:
+                continue
+            L += [f"## {title}, {PAYLOAD_TITLES[payload]}", ""] + hdr
+            for r in table:
+                b, base = r.get("bertd"), r.get("baseline")
+                cells = [r["mode"], str(r["clients"])]
+                for x in (b, base):
+                    cells += [f"{x['rps']:,.0f}", us(x["p50_us"]), us(x["p99_us"]), us(x["p999_us"])] if x \
+                        else ["-"] * 4
+                cells.append(f"{r['ratio']:.2f}" if r.get("ratio") else "-")
+                cells.append(f"{b['p99_us'] / base['p99_us']:.2f}" if b and base and base["p99_us"] else "-")
+                L.append("| " + " | ".join(cells) + " |")
+            L.append("")
+    return L
+
+
 def write_report(results, path, png_name, plot_note):
     m = results["machine"]
     L = ["# bertd benchmarks", "",
@@ -417,6 +354,7 @@ def write_report(results, path, png_name, plot_note):
          "servers and their workers share the machine's CPUs, and other jobs were running on it too (load "
          f"average {results['load_before']} before the run, {results['load_after']} after), so absolute "
          "figures move from run to run; the baseline measured beside each case is the reference.", ""]
+    L += load_lines(results)
     ratios = sorted(r["ratio"] for r in results["cases"] if r.get("ratio"))
     if ratios:
         L += [f"Over the {len(ratios)} cases, bertd's throughput is a median {ratios[len(ratios) // 2]:.2f} of the "
@@ -425,38 +363,14 @@ def write_report(results, path, png_name, plot_note):
         L += [f"![requests/s against concurrent clients]({png_name})", ""]
     else:
         L += [f"(No plot: {plot_note}.)", ""]
-    hdr = ["| mode | clients | bertd req/s | p50 | p99 | p99.9 | baseline req/s | p50 | p99 | p99.9 | "
-           "req/s ratio | p99 ratio |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for handler, (title, _) in HANDLERS.items():
-        for payload in PAYLOADS:
-            rows = [r for r in results["cases"] if r["handler"] == handler and r["payload"] == payload]
-            if not rows:
-                continue
-            L += [f"## {title}, {PAYLOAD_TITLES[payload]}", ""] + hdr
-            for r in rows:
-                b, base = r.get("bertd"), r.get("baseline")
-                cells = [r["mode"], str(r["clients"])]
-                for x in (b, base):
-                    cells += [f"{x['rps']:,.0f}", us(x["p50_us"]), us(x["p99_us"]), us(x["p999_us"])] if x \
-                        else ["-"] * 4
-                cells.append(f"{r['ratio']:.2f}" if r.get("ratio") else "-")
-                cells.append(f"{b['p99_us'] / base['p99_us']:.2f}" if b and base and base["p99_us"] else "-")
-                L.append("| " + " | ".join(cells) + " |")
-            L.append("")
-    native = {(r["mode"], r["clients"]): r["bertd"]["rps"] for r in results["cases"]
-              if r["handler"] == "erlang" and r["payload"] == "small" and r.get("bertd")}
-    external = {(r["mode"], r["clients"]): r["bertd"]["rps"] for r in results["cases"]
-                if r["handler"] == "cpp" and r["payload"] == "small" and r.get("bertd")}
-    both = sorted(k for k in native if k in external)
-    if both:
-        L += ["## Native calls against external calls", "",
-              "bertd's rate for the native Erlang echo divided by its rate for the external C++ echo, same run "
-              "(the goal is at least 0.5):", "", "| mode | clients | native req/s | external req/s | native / external |",
-              "|---|---:|---:|---:|---:|"]
-        for k in both:
-            L.append(f"| {k[0]} | {k[1]} | {native[k]:,.0f} | {external[k]:,.0f} | {native[k] / external[k]:.2f} |")
-        L.append("")
+    L += handler_tables(results)
+    L += native_external_section(results)
+    L += native_baseline_section(results)
     L += erlbench.report(results.get("nodes"))
+    L += rows.report_haproxy(results.get("haproxy"))
+    L += rows.report_cache(results.get("cache"))
+    L += rows.report_stream(results.get("stream"))
+    L += hostile.report(results.get("hostile"))
     # The fuzzing figures are kept by hand in tests/fuzz/RESULTS.md: long runs are not part of make bench.
     try:
         with open(os.path.join(ROOT, "tests", "fuzz", "RESULTS.md")) as f:
@@ -478,7 +392,7 @@ def write_report(results, path, png_name, plot_note):
     if results["notes"]:
         L += ["## Notes from this run", ""] + [f"- {n}" for n in results["notes"]] + [""]
     took = f"this run took {results['elapsed_s'] / 60:.0f} minutes" if results.get("elapsed_s") else \
-        "about a quarter of an hour"
+        "about 10 minutes"
     L += ["## Rerun", "", f"`make bench` ({took}; `make bench-quick` for a one-second smoke run into "
           "build/bench/), `make soak` (about a minute), and the fault and bad-input tests under load with "
           "`python3 tests/run.py -k 'test_faults|test_bad_input|test_soak'`.", ""]
@@ -486,12 +400,116 @@ def write_report(results, path, png_name, plot_note):
         f.write("\n".join(L))
 
 
-def loadavg():
+def measure_case(case, i, pair, rounds, duration, warmup, cpu, results):
+    """One case against every server of the pair, in rounds that rotate them; its row."""
+    row = {"handler": case.handler, "payload": case.payload, "mode": case.mode, "clients": case.clients,
+           "bertd": None, "baseline": None}
+    t0 = time.monotonic()
+    runs, notes = common.alternate({sname: (lambda s=s: run_loadgen(s.port, case, duration / rounds, warmup, cpu,
+                                                                    s.module)) for sname, s in pair.items()},
+                                   rounds, i)
+    for n in notes:
+        results["notes"].append(f"{case.name} against {n}")
+        print(f"bench: {case.name} against {n}", flush=True)
+    for sname, rs in runs.items():
+        if not rs:
+            continue
+        r = median_of(rs)
+        if r["errors"]:
+            note = f"{case.name}/{sname}: {r['errors']} failed requests in {r['requests']} " \
+                   f"({r['failures']}; first: {r['failure_log'][:1]})"
+            results["notes"].append(note)
+            print(f"bench: {note}", flush=True)
+        row[sname] = r
+    b, base, native = row["bertd"], row["baseline"], row.get("native")
+    row["ratio"] = b["rps"] / base["rps"] if b and base and base["rps"] else None
+    if "native" in pair:
+        row["native_ratio"] = b["rps"] / native["rps"] if b and native and native["rps"] else None
+    row["outside_load"] = results["sampler"].mean(t0)
+    results["cases"].append(row)
+    line = (f"  {case.name:<28} bertd {b['rps'] if b else 0:>9,.0f} req/s p99 {us(b['p99_us']) if b else '-':>9}   "
+            f"baseline {base['rps'] if base else 0:>9,.0f} req/s p99 {us(base['p99_us']) if base else '-':>9}   "
+            f"ratio {row['ratio'] or 0:.2f}")
+    if "native" in pair:
+        line += f"   native baseline {native['rps'] if native else 0:,.0f} req/s ({row['native_ratio'] or 0:.2f})"
+    print(line, flush=True)
+
+
+def measure_idle(tmp, idle_n, results):
+    """Idle connections first, on servers that have served nothing yet."""
+    pair, notes = start_pair("cpp", tmp)
+    results["notes"] += notes
     try:
-        with open("/proc/loadavg") as f:
-            return " ".join(f.read().split()[:3])
-    except OSError:
-        return "?"
+        for sname in ("baseline", "bertd"):
+            if sname in pair:
+                try:
+                    results["idle"][sname] = idle_memory(pair[sname], idle_n)
+                    print(f"  idle {sname}: {results['idle'][sname]}", flush=True)
+                except (OSError, Failed) as e:
+                    results["notes"].append(f"idle connections against {sname}: {e}")
+    finally:
+        for s in pair.values():
+            s.stop()
+
+
+def measure(args, tmp, duration, warmup, rounds, cpu, results):
+    only = args.only
+    idle_n = raise_open_files(IDLE)
+    if idle_n >= 1000 and not only:
+        measure_idle(tmp, idle_n, results)
+    handler_of = {"native-baseline": "erlang"}
+    todo = [c for c in cases(args.quick) if only in (None, c.handler) or handler_of.get(only) == c.handler]
+    for handler in HANDLERS:
+        mine = [c for c in todo if c.handler == handler]
+        if not mine:
+            continue
+        pair, notes = start_pair(handler, tmp, only)
+        results["notes"] += notes
+        for n in notes:
+            print(f"bench: {n}", flush=True)
+        try:
+            for i, case in enumerate(mine):
+                measure_case(case, i, pair, rounds, duration, warmup, cpu, results)
+        finally:
+            for s in pair.values():
+                s.stop()
+    if only in (None, "nodes"):
+        results["nodes"] = erlbench.run(tmp, duration, rounds)
+        print("\n".join(erlbench.summary(results["nodes"])), flush=True)
+        if "note" in results["nodes"]:
+            results["notes"].append(results["nodes"]["note"])
+    for kind in ROWS:
+        if only not in (None, kind):
+            continue
+        t0 = time.monotonic()
+        if kind == "haproxy":
+            r = rows.run_haproxy(tmp, duration, warmup, rounds, cpu, args.quick)
+        elif kind == "cache":
+            r = rows.run_cache(tmp, duration, warmup, rounds, cpu, args.quick)
+        elif kind == "stream":
+            r = rows.run_stream(tmp, 1 if args.quick else STREAM_ROUNDS, args.quick)
+        else:
+            r = hostile.run(tmp, duration, warmup, rounds, cpu, args.quick)
+        r["outside_load"] = results["sampler"].mean(t0)
+        results[kind] = r
+        for n in r.get("notes", []) + ([r["note"]] if "note" in r else []):
+            results["notes"].append(n)
+            print(f"bench: {n}", flush=True)
+
+
+def report_from(path, report):
+    """The report and plot from an earlier run's results.json (a discarded run's go to build/bench/)."""
+    with open(path) as f:
+        results = json.load(f)
+    if not report:
+        report = os.path.join(ROOT, "build/bench/BENCHMARKS.discarded.md" if results.get("discarded") else
+                              "BENCHMARKS.md")
+    png = os.path.join(os.path.dirname(os.path.abspath(report)), "BENCHMARKS.png")
+    with tempfile.TemporaryDirectory(prefix="bertd-bench-") as tmp:
+        plot_note = plot(results, png, tmp)
+    write_report(results, report, os.path.basename(png), plot_note)
+    print(f"bench: {os.path.relpath(report, ROOT)} written from {path}")
+    return 3 if results.get("discarded") else 0
 
 
 def main():
@@ -499,113 +517,50 @@ def main():
     ap.add_argument("--duration", type=float, default=None)
     ap.add_argument("--warmup", type=float, default=None)
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--only", choices=list(HANDLERS) + ["nodes"])
+    ap.add_argument("--only", choices=list(HANDLERS) + ["native-baseline", "nodes", *ROWS])
     ap.add_argument("--report", default=None)
     ap.add_argument("--out", default=os.path.join(ROOT, "build/bench/results.json"))
     ap.add_argument("--from-results", metavar="JSON", help="write the report and plot from an earlier run's results")
     args = ap.parse_args()
     if args.from_results:
-        with open(args.from_results) as f:
-            results = json.load(f)
-        report = args.report or os.path.join(ROOT, "BENCHMARKS.md")
-        png = os.path.join(os.path.dirname(os.path.abspath(report)), "BENCHMARKS.png")
-        with tempfile.TemporaryDirectory(prefix="bertd-bench-") as tmp:
-            plot_note = plot(results, png, tmp)
-        write_report(results, report, os.path.basename(png), plot_note)
-        print(f"bench: {os.path.relpath(report, ROOT)} written from {args.from_results}")
-        return 0
+        return report_from(args.from_results, args.report)
     duration = args.duration or float(os.environ.get("BENCH_DURATION", 1 if args.quick else 3))
     warmup = args.warmup if args.warmup is not None else 0.2
     rounds = 1 if args.quick else ROUNDS
-    report = args.report or os.path.join(ROOT, "build/bench/BENCHMARKS.md" if args.quick else "BENCHMARKS.md")
-    png = os.path.join(os.path.dirname(os.path.abspath(report)), "BENCHMARKS.png")
 
-    for exe in (HANDLERS["cpp"][1], HANDLERS["python"][1], os.path.join(BUILD, "tests/bench/relay"),
-                os.path.join(BUILD, "tests/bench/loadgen"), os.path.join(BUILD, "bertd")):
-        if not os.access(exe, os.X_OK):
-            print(f"bench: {exe} is missing; run `make` first", file=sys.stderr)
-            return 1
+    missing = [exe for exe in (HANDLERS["cpp"][1], HANDLERS["python"][1], os.path.join(BUILD, "tests/bench/relay"),
+                               os.path.join(BUILD, "tests/bench/loadgen"), os.path.join(BUILD, "bertd"),
+                               rows.HANDLER, rows.STREAMER) if not os.access(exe, os.X_OK)]
+    if missing:
+        print(f"bench: {', '.join(missing)} missing; run `make` first", file=sys.stderr)
+        return 1
 
     # loadgen (one thread) is pinned to the last CPU; the servers and their workers may run anywhere.
     allowed = sorted(os.sched_getaffinity(0))
     cpu = allowed[-1] if len(allowed) > 1 else None
-    todo = [c for c in cases(args.quick) if args.only in (None, c.handler)]
-    print(f"bench: {len(todo)} cases, {duration:g}s each after {warmup:g}s warm-up, against bertd and the "
+    print(f"bench: {duration:g}s per case after {warmup:g}s warm-up, in {rounds} rounds against bertd and the "
           f"baseline; loadgen {'on CPU %d' % cpu if cpu is not None else 'unpinned'}", flush=True)
     t_start = time.monotonic()
     results = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine(),
                "loadgen_cpu": cpu, "workers": WORKERS, "duration_s": duration, "warmup_s": warmup,
-               "rounds": rounds,
+               "rounds": rounds, "only": args.only, "quick": args.quick, "load_limit": LOAD_LIMIT,
                "load_before": loadavg(), "cases": [], "idle": {}, "notes": []}
-    idle_n = raise_open_files(IDLE)
     os.makedirs(os.path.join(ROOT, "build/bench"), exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="bertd-bench-") as tmp:
-        # Idle connections first, on servers that have served nothing yet.
-        if idle_n >= 1000 and not args.only:
-            pair, notes = start_pair("cpp", tmp)
-            results["notes"] += notes
-            try:
-                for sname in ("baseline", "bertd"):
-                    if sname in pair:
-                        try:
-                            results["idle"][sname] = idle_memory(pair[sname], idle_n)
-                            print(f"  idle {sname}: {results['idle'][sname]}", flush=True)
-                        except (OSError, Failed) as e:
-                            results["notes"].append(f"idle connections against {sname}: {e}")
-            finally:
-                for s in pair.values():
-                    s.stop()
-        for handler in HANDLERS:
-            mine = [c for c in todo if c.handler == handler]
-            if not mine:
-                continue
-            pair, notes = start_pair(handler, tmp)
-            results["notes"] += notes
-            for n in notes:
-                print(f"bench: {n}", flush=True)
-            try:
-                for i, case in enumerate(mine):
-                    row = {"handler": case.handler, "payload": case.payload, "mode": case.mode,
-                           "clients": case.clients, "bertd": None, "baseline": None}
-                    runs = {"bertd": [], "baseline": []}
-                    for rnd in range(rounds):
-                        order = ("baseline", "bertd") if (i + rnd) % 2 == 0 else ("bertd", "baseline")
-                        for sname in order:
-                            if sname not in pair:
-                                continue
-                            try:
-                                runs[sname].append(run_loadgen(pair[sname].port, case, duration / rounds, warmup,
-                                                               cpu, pair[sname].module))
-                            except (Failed, subprocess.TimeoutExpired, ValueError) as e:
-                                results["notes"].append(f"{case.name} against {sname} failed: {e}")
-                                print(f"bench: {case.name} against {sname} failed: {e}", flush=True)
-                    for sname, rs in runs.items():
-                        if not rs:
-                            continue
-                        r = median_of(rs)
-                        if r["errors"]:
-                            note = f"{case.name}/{sname}: {r['errors']} failed requests in {r['requests']} " \
-                                   f"({r['failures']}; first: {r['failure_log'][:1]})"
-                            results["notes"].append(note)
-                            print(f"bench: {note}", flush=True)
-                        row[sname] = r
-                    b, base = row["bertd"], row["baseline"]
-                    row["ratio"] = b["rps"] / base["rps"] if b and base and base["rps"] else None
-                    results["cases"].append(row)
-                    print(f"  {case.name:<28} bertd {b['rps'] if b else 0:>9,.0f} req/s p99 "
-                          f"{us(b['p99_us']) if b else '-':>9}   baseline {base['rps'] if base else 0:>9,.0f} "
-                          f"req/s p99 {us(base['p99_us']) if base else '-':>9}   ratio "
-                          f"{row['ratio'] or 0:.2f}", flush=True)
-            finally:
-                for s in pair.values():
-                    s.stop()
-        if args.only in (None, "nodes"):
-            results["nodes"] = erlbench.run(tmp, duration, rounds)
-            print("\n".join(erlbench.summary(results["nodes"])), flush=True)
-            if "note" in results["nodes"]:
-                results["notes"].append(results["nodes"]["note"])
+    with tempfile.TemporaryDirectory(prefix="bertd-bench-") as tmp, common.OutsideLoad() as sampler:
+        results["sampler"] = sampler
+        try:
+            measure(args, tmp, duration, warmup, rounds, cpu, results)
+        finally:
+            del results["sampler"]
         results["load_after"] = loadavg()
         results["elapsed_s"] = round(time.monotonic() - t_start)
+        results["outside_load"] = {"mean": sampler.mean(), "peak": sampler.peak(), "samples": len(sampler.samples)}
+        outside = results["outside_load"]["mean"]
+        results["discarded"] = bool(outside is not None and outside > LOAD_LIMIT)
+        report = args.report or os.path.join(ROOT, "build/bench/BENCHMARKS.md" if args.quick else "BENCHMARKS.md")
+        if results["discarded"] and not args.report and not args.quick:
+            report = os.path.join(ROOT, "build/bench/BENCHMARKS.discarded.md")
+        png = os.path.join(os.path.dirname(os.path.abspath(report)), "BENCHMARKS.png")
         plot_note = plot(results, png, tmp)
     with open(args.out, "w") as f:
         json.dump(results, f, indent=2)
@@ -614,6 +569,10 @@ def main():
     print(f"bench: {os.path.relpath(report, ROOT)}"
           f"{'' if plot_note else ' and ' + os.path.relpath(png, ROOT)} written; raw figures in "
           f"{os.path.relpath(args.out, ROOT)}")
+    if results["discarded"]:
+        print(f"bench: DISCARDED: the load from outside the bench averaged {outside} (over {LOAD_LIMIT}); "
+              "repeat the run on a quiet machine", file=sys.stderr)
+        return 0 if args.quick else 3
     return 0
 
 
