@@ -32,6 +32,9 @@ constexpr size_t kKeepBuffer = 4096;
 // for a header alone: 5 bytes announcing 32 MiB reserve nothing).
 constexpr size_t kGrowWhole = 1u << 20;
 constexpr int64_t kShrinkIdleUs = 1'000'000;
+// A streamed request's chunks wait in the connection's queue for the worker to take them:
+// past this much, the client is not read until the worker has taken some (Leases::relay_some).
+constexpr size_t kStreamInHighWater = 1u << 20;
 
 // limits.max_buffered when the config leaves it to the machine: a quarter of the RAM,
 // shared by the acceptors.
@@ -175,10 +178,13 @@ void Connections::read(Conn& c) {
     }
     c.in.compact();  // requests find their frame from the queue's front, so moving it is safe
     std::string& buf = acc_.scratch();
-    size_t limit = acc_.max_frame() + 2 * bert::kFrameHeader;
+    bool relaying = c.request && (c.request->in_stream == Request::InStream::Waiting ||
+                                  c.request->in_stream == Request::InStream::Relaying);
+    size_t limit = relaying ? kStreamInHighWater : acc_.max_frame() + 2 * bert::kFrameHeader;
     bool got = false;
     for (int round = 0; round < kReadRounds; ++round) {
-        // Bound what one connection buffers: one whole frame beyond the one in flight.
+        // Bound what one connection buffers: one whole frame beyond the one in flight, or a
+        // streamed request's chunks up to the high-water mark.
         if (c.in.size() > limit) {
             set_reading(c, false);
             break;
@@ -192,7 +198,7 @@ void Connections::read(Conn& c) {
             c.in.append(std::string_view(buf.data(), size_t(n)));
             got = true;
             // A frame that has come this far is really coming: room for all of it at once.
-            if (c.in.size() >= kGrowWhole) {
+            if (!relaying && c.in.size() >= kGrowWhole) {
                 bert::FrameScan fs = bert::scan_frame(c.in.view(), acc_.max_frame());
                 if (fs.state == bert::FrameScan::State::NeedMore) c.in.expect(bert::kFrameHeader + fs.length);
             }

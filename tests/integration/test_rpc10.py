@@ -76,6 +76,27 @@ class Rpc10Server(unittest.TestCase):
         return s
 
 
+class StreamMemory(Rpc10Server):
+    """At the default max_frame (32 MiB), a streamed request faster than its handler reads it."""
+    limits = "{max_stream: 1GiB}"
+
+    def acceptors_hwm_kb(self):
+        total = 0
+        for pid in self.server.acceptor_pids():
+            with open(f"/proc/{pid}/status") as f:
+                total = max(total, next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")))
+        return total
+
+    def test_a_stream_faster_than_its_handler_waits_in_the_client_not_in_bertd(self):
+        before = self.acceptors_hwm_kb()
+        chunk = b"s" * MiB
+        got = self.svc().call(stream_in=(chunk for _ in range(160))).lib.sum_stream()
+        self.assertEqual(got[1:], [160 * MiB, crc_of([chunk] * 160)])  # in the client's chunk_size
+        # About a MiB of chunks waits in the acceptor; the rest stays in the client's socket
+        # (it was 60 MiB and more when the client was read whatever the worker took).
+        self.assertLess(self.acceptors_hwm_kb() - before, 12 * 1024)
+
+
 class PythonStreams(Rpc10Server):
     not_bytes = "chunks must be bytes, not int"
 
