@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 
 #include "bert/frame.h"
 #include "io/address.h"
@@ -45,6 +46,22 @@ size_t default_budget(size_t acceptors) {
 }
 
 }  // namespace
+
+// ---- PeerAddress -----------------------------------------------------------------------
+
+void PeerAddress::set(const sockaddr_storage& s) {
+    bytes = sockaddr_in6{};
+    size_t n = s.ss_family == AF_INET6 ? sizeof(sockaddr_in6)
+               : s.ss_family == AF_INET ? sizeof(sockaddr_in)
+                                        : sizeof(sa_family_t);
+    memcpy(&bytes, &s, n);
+}
+
+sockaddr_storage PeerAddress::get() const {
+    sockaddr_storage s{};
+    memcpy(&s, &bytes, sizeof bytes);
+    return s;
+}
 
 // ---- ByteQueue -------------------------------------------------------------------------
 
@@ -119,7 +136,7 @@ Conn& Connections::add(int fd, const sockaddr_storage& peer) {
     c->fd.reset(fd);
     c->in.charge_to(&buffered_);
     c->out.charge_to(&buffered_);
-    c->client = peer;
+    c->client.set(peer);
     c->client_text = endpoint_text(peer);
     c->admin_ok = is_loopback(peer) || is_unix(peer);  // a unix socket's file mode says who connects
     if (!c->admin_ok) {

@@ -5,6 +5,7 @@
 // at one point per loop turn, never under a caller that may still hold it.
 #pragma once
 
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include <cstdint>
@@ -70,6 +71,15 @@ private:
     size_t* total_ = nullptr;
 };
 
+// A client's address in the room an IPv6 one takes (a sockaddr_in6 holds an IPv4 one too),
+// not a sockaddr_storage's 128 bytes: every idle connection carries one. A unix socket's
+// peer keeps only its family (its path, if it has one, says nothing about the client).
+struct PeerAddress {
+    sockaddr_in6 bytes{};
+    void set(const sockaddr_storage& s);
+    sockaddr_storage get() const;
+};
+
 struct Conn {
     Acceptor* owner = nullptr;
     uint64_t id = 0;
@@ -99,7 +109,7 @@ struct Conn {
     bool handed_over = false;  // passed to the next generation, not closed
     bool from_link = false;    // the Erlang link's: external modules only, never handed over
     // Who the client is: the socket's peer, or the address a PROXY header gave (proxy_gate.h).
-    sockaddr_storage client{};
+    PeerAddress client;
     std::string client_text;       // "192.0.2.7:56324", for logs
     int64_t accepted_wall_us = 0;  // for the access log
     int64_t last_active_us = 0;    // monotonic, for the idle timeout

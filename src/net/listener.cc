@@ -220,7 +220,7 @@ void Listener::hand_over_idle() {
         std::string body = acc_.rt().ipc.secret();
         for (size_t k = 0; k < n; ++k) {
             fds[k] = idle[at + k]->fd.get();
-            append_packed(body, idle[at + k]->client);
+            append_packed(body, idle[at + k]->client.get());
         }
         if (send_with_fds(handover_out_.get(), body, fds, n) < 0) {
             // The successor's queue is full: try again shortly.
