@@ -122,6 +122,7 @@ Connections::Connections(Acceptor& a) : acc_(a) {
     // Closed connections are freed here, in a callback of its own: nothing up the stack
     // can still hold one then. It runs at the clients' priority, in the same loop turn.
     reap_ev_ = make_event(a.base(), -1, 0, on_reap, this);
+    kick_ev_ = make_event(a.base(), -1, 0, on_kick, this);
 }
 
 Connections::~Connections() {
@@ -146,8 +147,11 @@ Conn& Connections::add(int fd, const sockaddr_storage& peer) {
     }
     c->accepted_wall_us = now_us();
     c->last_active_us = monotonic_us();
-    c->rev = make_event(acc_.base(), fd, EV_READ | EV_PERSIST, on_read, c.get());
-    c->wev = make_event(acc_.base(), fd, EV_WRITE | EV_PERSIST, on_write, c.get());
+    // Edge-triggered: a read that stops before EAGAIN (a short read drained the socket; any
+    // other stop is kicked or waits for set_reading) and a write that blocked wait for the
+    // next edge, and pausing either direction costs no system call.
+    c->io = make_event(acc_.base(), fd, EV_READ | EV_WRITE | EV_CLOSED | EV_PERSIST | EV_ET, on_io, c.get());
+    event_add(c->io.get(), nullptr);
     acc_.seg().header().stats.connections_active.fetch_add(1, std::memory_order_relaxed);
     acc_.seg().acceptor(acc_.index()).connections.fetch_add(1, std::memory_order_relaxed);
     Conn& ref = *c;
@@ -161,16 +165,27 @@ Conn* Connections::find(uint64_t id) {
     return it == table_.end() || it->second->dead ? nullptr : it->second.get();
 }
 
-void Connections::on_read(evutil_socket_t, short, void* arg) {
-    auto* c = static_cast<Conn*>(arg);
-    c->owner->conns().read(*c);
-}
-
-void Connections::on_write(evutil_socket_t, short, void* arg) {
+void Connections::on_io(evutil_socket_t, short what, void* arg) {
     auto* c = static_cast<Conn*>(arg);
     Acceptor& a = *c->owner;
-    a.conns().flush(*c);
-    a.maybe_exit();
+    if ((what & EV_WRITE) && c->writing) {
+        a.conns().flush(*c);
+        a.maybe_exit();
+    }
+    // A shut-down side comes with the bytes before it in one edge: only reading to the end shows it.
+    if (what & EV_CLOSED) c->hup = true;
+    if ((what & (EV_READ | EV_CLOSED)) && c->reading && !c->dead) a.conns().read(*c);
+}
+
+void Connections::kick(Conn& c) {
+    kicks_.push_back(c.id);
+    event_active(kick_ev_.get(), EV_TIMEOUT, 0);
+}
+
+void Connections::on_kick(evutil_socket_t, short, void* arg) {
+    auto* self = static_cast<Connections*>(arg);
+    for (uint64_t id : std::exchange(self->kicks_, {}))
+        if (Conn* c = self->find(id); c && c->reading) self->read(*c);
 }
 
 void Connections::on_reap(evutil_socket_t, short, void* arg) {
@@ -180,8 +195,7 @@ void Connections::on_reap(evutil_socket_t, short, void* arg) {
 void Connections::set_reading(Conn& c, bool on) {
     if (on == c.reading) return;
     c.reading = on;
-    if (on) event_add(c.rev.get(), nullptr);
-    else event_del(c.rev.get());
+    if (on) kick(c);  // what arrived while it was off came with an edge that went unread
 }
 
 void Connections::read(Conn& c) {
@@ -206,6 +220,10 @@ void Connections::read(Conn& c) {
             set_reading(c, false);
             break;
         }
+        if (round == kReadRounds - 1) {
+            kick(c);  // the others' turn first; on with this one in a moment
+            break;
+        }
         if (over_budget()) {
             pause(c);
             break;
@@ -219,7 +237,7 @@ void Connections::read(Conn& c) {
                 bert::FrameScan fs = bert::scan_frame(c.in.view(), acc_.max_frame());
                 if (fs.state == bert::FrameScan::State::NeedMore) c.in.expect(bert::kFrameHeader + fs.length);
             }
-            if (size_t(n) < buf.size()) break;
+            if (size_t(n) < buf.size() && !c.hup) break;  // drained: the next bytes bring an edge
             continue;
         }
         if (n < 0 && errno == EINTR) continue;
@@ -263,11 +281,11 @@ void Connections::send(Conn& c, std::string&& frame) {
 void Connections::flush(Conn& c) {
     if (c.dead) return;
     switch (c.out.flush_to(c.fd.get())) {
-        case Flush::Blocked: event_add(c.wev.get(), nullptr); return;
-        case Flush::Failed: close(c); return;  // the client is gone
+        case Flush::Blocked: c.writing = true; return;  // on at the next edge
+        case Flush::Failed: close(c); return;           // the client is gone
         case Flush::Done: break;
     }
-    event_del(c.wev.get());
+    c.writing = false;
     c.out.trim(kKeepBuffer);  // do not keep a big answer's buffer
     // A streamed answer waits for its client to read: it has.
     if (c.request && c.request->stage == Request::Stage::OnSlot) acc_.leases().drained(*c.request);
@@ -286,8 +304,7 @@ void Connections::close(Conn& c) {
     c.dead = true;
     // A request on a worker or at the link outlives its client: its answer is dropped.
     if (c.request) acc_.requests().orphan(*c.request);
-    event_del(c.rev.get());
-    event_del(c.wev.get());
+    event_del(c.io.get());
     c.fd.reset();
     c.in.clear();
     c.out.clear();
@@ -346,8 +363,7 @@ void Connections::resume_paused() {
     for (uint64_t id : std::exchange(paused_, {})) {
         Conn* c = find(id);
         if (!c || c->reading || c->eof || c->closing || c->out_paused) continue;
-        set_reading(*c, true);
-        event_active(c->rev.get(), EV_READ, 0);  // it may hold bytes already
+        set_reading(*c, true);  // kicks it: it may hold bytes already
     }
 }
 

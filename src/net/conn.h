@@ -84,7 +84,11 @@ struct Conn {
     Acceptor* owner = nullptr;
     uint64_t id = 0;
     Fd fd;
-    EventPtr rev, wev;
+    // One edge-triggered event for both directions, registered from accept to close: whether
+    // it is read or written is `reading` and `writing`, never an epoll_ctl (conn.cc).
+    EventPtr io;
+    bool writing = false;  // `out` waits for room in the socket
+    bool hup = false;      // the client shut its side: read to the end, a short read is no edge
     ByteQueue in, out;
     Request* request = nullptr;  // being served; its frame is at the front of `in` while it is attached
     bool reading = false;
@@ -153,9 +157,10 @@ public:
     size_t budget() const { return budget_; }
 
 private:
-    static void on_read(evutil_socket_t, short, void*);
-    static void on_write(evutil_socket_t, short, void*);
+    static void on_io(evutil_socket_t, short, void*);
     static void on_reap(evutil_socket_t, short, void*);
+    static void on_kick(evutil_socket_t, short, void*);
+    void kick(Conn& c);  // reads it in a callback of its own: bytes may wait with no edge to come
     void serve(Conn& c);  // hands whole frames to the request path; closes a finished client
     void pause(Conn& c);
     void relieve();        // over budget: refuses unfinished frames, oldest first
@@ -168,6 +173,8 @@ private:
     std::unordered_map<uint64_t, std::unique_ptr<Conn>> table_;
     std::vector<std::unique_ptr<Conn>> graveyard_;
     EventPtr reap_ev_;
+    EventPtr kick_ev_;
+    std::vector<uint64_t> kicks_;  // connections to read at kick_ev_
     size_t buffered_ = 0;
     size_t budget_ = 0;
     std::vector<uint64_t> paused_;  // connections whose reading waits for the budget

@@ -212,14 +212,41 @@ Segment::Grant Segment::lease_or_enqueue(uint32_t module, int32_t acceptor, uint
     return Grant::Queued;
 }
 
-int32_t Segment::pop_waiter(ModuleShared& m, uint32_t slot) {
+// The waiter at `at` (counted from the head) leaves the ring; those before it move up one.
+QueueEntry Segment::take_waiter(QueueEntry* base, Ring& r, uint32_t at) {
+    uint32_t cap = header_->queue_capacity;
+    QueueEntry e = base[(r.head + at) % cap];
+    for (uint32_t j = at; j > 0; --j) base[(r.head + j) % cap] = base[(r.head + j - 1) % cap];
+    r.head = (r.head + 1) % cap;
+    --r.count;
+    return e;
+}
+
+// Which waiter of a ring gets the slot: the oldest, unless one of `prefer`'s (the acceptor
+// giving the slot back) queued at most kAffinityUs after it, among the first few: that one
+// keeps the slot without a hand-off between acceptors (no wake, no re-registration). The
+// oldest waits at most kAffinityUs more for it; priorities are never crossed.
+uint32_t Segment::next_waiter(const QueueEntry* base, const Ring& r, int32_t prefer) const {
+    constexpr uint32_t kAffinityScan = 8;
+    constexpr int64_t kAffinityUs = 250;
+    uint32_t cap = header_->queue_capacity;
+    const QueueEntry& oldest = base[r.head];
+    if (prefer < 0 || oldest.acceptor == prefer) return 0;
+    for (uint32_t k = 1; k < std::min(r.count, kAffinityScan); ++k) {
+        const QueueEntry& e = base[(r.head + k) % cap];
+        if (e.enqueued_us - oldest.enqueued_us > kAffinityUs) break;
+        if (e.acceptor == prefer) return k;
+    }
+    return 0;
+}
+
+int32_t Segment::pop_waiter(ModuleShared& m, uint32_t slot, int32_t prefer) {
     uint32_t cap = header_->queue_capacity;
     for (int pri = 0; pri < 2; ++pri) {
         Ring& r = pri == 0 ? m.high : m.low;
         if (r.count == 0) continue;
-        QueueEntry e = queue_[m.queue_base + (pri == 0 ? 0 : cap) + r.head];
-        r.head = (r.head + 1) % cap;
-        --r.count;
+        QueueEntry* base = queue_ + m.queue_base + (pri == 0 ? 0 : cap);
+        QueueEntry e = take_waiter(base, r, next_waiter(base, r, prefer));
         Slot& s = slots_[slot];
         s.owner = e.acceptor;
         s.request = e.request;
@@ -240,7 +267,7 @@ int32_t Segment::release(uint32_t slot) {
         s.state.store(uint32_t(SlotState::Reaping), std::memory_order_release);
         return -2;
     }
-    if (int32_t a = pop_waiter(m, slot); a >= 0) return a;
+    if (int32_t a = pop_waiter(m, slot, s.owner.load(std::memory_order_relaxed)); a >= 0) return a;
     s.owner = -1;
     s.state.store(uint32_t(SlotState::Idle), std::memory_order_release);
     return -1;

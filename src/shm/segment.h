@@ -200,7 +200,8 @@ public:
                            uint32_t& slot_out, bool may_queue = true);
     // Gives `slot` back after a request, or offers one the master just made ready (a
     // new or restarted worker). If somebody waits, the slot passes to the oldest high
-    // (then low) waiter: returns its acceptor index (the caller wakes it), else -1 and
+    // (then low) waiter, or to one of the releasing acceptor's own that queued within
+    // 250 us after it (next_waiter): returns its acceptor index (the caller wakes it), else -1 and
     // the slot becomes idle. A slot marked `retire`, or Dead (its worker died after
     // answering), goes to Reaping instead (returns -2) so the master replaces its worker.
     int32_t release(uint32_t slot);
@@ -223,7 +224,9 @@ public:
 private:
     Segment() = default;
     void layout(char* base);
-    int32_t pop_waiter(ModuleShared& m, uint32_t slot);
+    int32_t pop_waiter(ModuleShared& m, uint32_t slot, int32_t prefer);
+    uint32_t next_waiter(const QueueEntry* base, const Ring& r, int32_t prefer) const;
+    QueueEntry take_waiter(QueueEntry* base, Ring& r, uint32_t at);
 
     std::string name_;
     std::unique_ptr<struct SegmentMapping> mapping_;

@@ -159,3 +159,43 @@ TEST(Segment, a_failing_modules_reason_is_read_as_the_master_wrote_it_and_cleare
     seg->set_module_failure(0, "");
     STRCMP_EQUAL("", seg->module_failure(0).c_str());
 }
+
+TEST(Segment, a_slot_stays_with_its_acceptor_for_a_waiter_queued_just_after_the_oldest) {
+    seg = make_segment(1, 8);
+    uint32_t s = 0, unused = 0;
+    uint64_t conn = 0;
+    CHECK(seg->lease_or_enqueue(0, 0, 1, true, 0, s) == Segment::Grant::Leased);
+    CHECK(seg->lease_or_enqueue(0, 1, 10, true, 1000, unused) == Segment::Grant::Queued);
+    CHECK(seg->lease_or_enqueue(0, 0, 11, true, 1100, unused) == Segment::Grant::Queued);
+    CHECK(seg->lease_or_enqueue(0, 1, 12, true, 1150, unused) == Segment::Grant::Queued);
+    CHECK_EQUAL(0, seg->release(s));  // acceptor 0 keeps it for its own 11, 100 us younger
+    CHECK(seg->owned_by(s, 0, conn));
+    CHECK_EQUAL(11u, conn);
+    CHECK_EQUAL(1, seg->release(s));  // then the oldest, and the rest in order
+    CHECK(seg->owned_by(s, 1, conn));
+    CHECK_EQUAL(10u, conn);
+    CHECK_EQUAL(1, seg->release(s));
+    CHECK(seg->owned_by(s, 1, conn));
+    CHECK_EQUAL(12u, conn);
+    CHECK_EQUAL(-1, seg->release(s));
+}
+
+TEST(Segment, the_oldest_waiter_is_never_passed_by_one_much_younger_or_of_lower_priority) {
+    seg = make_segment(1, 8);
+    uint32_t s = 0, unused = 0;
+    uint64_t conn = 0;
+    CHECK(seg->lease_or_enqueue(0, 0, 1, true, 0, s) == Segment::Grant::Leased);
+    CHECK(seg->lease_or_enqueue(0, 1, 10, true, 1000, unused) == Segment::Grant::Queued);
+    CHECK(seg->lease_or_enqueue(0, 0, 11, true, 1300, unused) == Segment::Grant::Queued);  // 300 us later
+    CHECK(seg->lease_or_enqueue(0, 0, 12, false, 1000, unused) == Segment::Grant::Queued);  // low
+    CHECK_EQUAL(1, seg->release(s));
+    CHECK(seg->owned_by(s, 1, conn));
+    CHECK_EQUAL(10u, conn);
+    // Acceptor 1 gives it back: acceptor 0's high one, then its low one.
+    CHECK_EQUAL(0, seg->release(s));
+    CHECK(seg->owned_by(s, 0, conn));
+    CHECK_EQUAL(11u, conn);
+    CHECK_EQUAL(0, seg->release(s));
+    CHECK(seg->owned_by(s, 0, conn));
+    CHECK_EQUAL(12u, conn);
+}
