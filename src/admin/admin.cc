@@ -49,10 +49,10 @@ std::string stats_text(Segment& seg) {
         if (ms.nslots == 0) {
             // A native module: calls run on an Erlang node, so there are no workers or queues.
             std::string name = ms.name;
-            line(out, "native.requests." + name, ms.stats.requests.load());
+            line(out, "native.requests." + name, ms.stats.all_requests());
             for (int t = 0; t < kErrorTypes; ++t)
                 line(out, "native.errors." + std::string(error_type_name(ErrorType(t))) + "." + name,
-                     ms.stats.errors[t].load());
+                     ms.stats.all_errors(t));
             line(out, "native.latency.p50_us." + name, ms.stats.latency.percentile(50));
             line(out, "native.latency.p99_us." + name, ms.stats.latency.percentile(99));
             continue;
@@ -74,10 +74,12 @@ std::string stats_text(Segment& seg) {
             out += "workers.failing." + mod.name + "=" + why + "\n";
         line(out, "queue.high." + mod.name, seg.queue_length(mod.index, true));
         line(out, "queue.low." + mod.name, seg.queue_length(mod.index, false));
-        line(out, "requests." + mod.name, ms.stats.requests.load());
+        line(out, "requests." + mod.name, ms.stats.all_requests());
+        line(out, "requests.high." + mod.name, ms.stats.requests[kHigh].load());
+        line(out, "requests.low." + mod.name, ms.stats.requests[kLow].load());
         for (int t = 0; t < kErrorTypes; ++t)
             line(out, "errors." + std::string(error_type_name(ErrorType(t))) + "." + mod.name,
-                 ms.stats.errors[t].load());
+                 ms.stats.all_errors(t));
         line(out, "latency.p50_us." + mod.name, ms.stats.latency.percentile(50));
         line(out, "latency.p99_us." + mod.name, ms.stats.latency.percentile(99));
         if (AnswerCache* cache = seg.cache(mod.index)) {

@@ -59,22 +59,29 @@ struct Out {
 
 std::string mod(const ModuleShared& ms) { return "module=\"" + label(ms.name) + "\""; }
 
+const char* const kPriorityLabel[2] = {",priority=\"high\"", ",priority=\"low\""};
+
 void requests(Out& o, Segment& seg) {
-    o.family("bertd_requests_total", "counter", "Requests finished (calls and casts), by module and kind.");
+    o.family("bertd_requests_total", "counter",
+             "Requests finished (calls and casts), by module, kind and priority.");
     for (uint32_t m = 0; m < seg.nmodules(); ++m) {
         ModuleShared& ms = seg.module(m);
         if (ms.name[0] == 0) continue;
-        o.sample("bertd_requests_total", mod(ms) + ",kind=\"" + (ms.nslots ? "external" : "native") + "\"",
-                 ms.stats.requests.load(std::memory_order_relaxed));
+        std::string labels = mod(ms) + ",kind=\"" + (ms.nslots ? "external" : "native") + "\"";
+        for (int p : {kHigh, kLow})
+            o.sample("bertd_requests_total", labels + kPriorityLabel[p],
+                     ms.stats.requests[p].load(std::memory_order_relaxed));
     }
-    o.family("bertd_errors_total", "counter", "Error answers, by module and error type.");
+    o.family("bertd_errors_total", "counter", "Error answers, by module, error type and priority.");
     for (uint32_t m = 0; m < seg.nmodules(); ++m) {
         ModuleShared& ms = seg.module(m);
         if (ms.name[0] == 0) continue;
         for (int t = 0; t < kErrorTypes; ++t)
-            o.sample("bertd_errors_total",
-                     mod(ms) + ",type=\"" + std::string(error_type_name(ErrorType(t))) + "\"",
-                     ms.stats.errors[t].load(std::memory_order_relaxed));
+            for (int p : {kHigh, kLow})
+                o.sample("bertd_errors_total",
+                         mod(ms) + ",type=\"" + std::string(error_type_name(ErrorType(t))) + "\"" +
+                             kPriorityLabel[p],
+                         ms.stats.errors[p][t].load(std::memory_order_relaxed));
     }
     o.family("bertd_requests_queued_total", "counter",
              "Requests that waited for a worker, by module and priority.");

@@ -488,8 +488,9 @@ void RequestPath::recycle(Request& r) {
 void RequestPath::count(const Request& r, int error_type) {
     if (r.route.stats < 0) return;
     ModuleStats& st = acc_.seg().module(uint32_t(r.route.stats)).stats;
-    st.requests.fetch_add(1, std::memory_order_relaxed);
-    if (error_type >= 0) st.errors[error_type].fetch_add(1, std::memory_order_relaxed);
+    int prio = r.high ? kHigh : kLow;
+    st.requests[prio].fetch_add(1, std::memory_order_relaxed);
+    if (error_type >= 0) st.errors[prio][error_type].fetch_add(1, std::memory_order_relaxed);
     st.latency.record(uint64_t(r.finished_us - r.arrived_us));
 }
 

@@ -102,11 +102,21 @@ struct Histogram {
     uint64_t percentile(double p) const;  // upper bound of the bucket holding the p-th value; 0 if empty
 };
 
+constexpr int kHigh = 0, kLow = 1;  // the priorities, as ModuleStats indexes them
+
 struct ModuleStats {
-    std::atomic<uint64_t> requests;                 // finished requests (calls and casts)
-    std::atomic<uint64_t> errors[kErrorTypes];      // by error type
+    std::atomic<uint64_t> requests[2];              // finished requests (calls and casts), by priority
+    std::atomic<uint64_t> errors[2][kErrorTypes];   // by priority and error type
     std::atomic<uint64_t> queued_high, queued_low;  // requests that had to wait
     Histogram latency;
+    uint64_t all_requests() const {
+        return requests[kHigh].load(std::memory_order_relaxed) +
+               requests[kLow].load(std::memory_order_relaxed);
+    }
+    uint64_t all_errors(int type) const {
+        return errors[kHigh][type].load(std::memory_order_relaxed) +
+               errors[kLow][type].load(std::memory_order_relaxed);
+    }
 };
 
 // Why a module's workers keep dying young, in the master's words (empty while they
