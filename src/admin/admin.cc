@@ -101,6 +101,8 @@ std::string stats_text(Segment& seg) {
     line(out, "workers.restarts", g.worker_restarts.load());
     for (int k = 0; k < kErlangDropKinds; ++k)
         line(out, std::string("erlang.dropped.") + kErlangDropNames[k], g.erlang_dropped[k].load());
+    for (int k = 0; k < kErlangMessageKinds; ++k)
+        line(out, std::string("erlang.messages.") + kErlangMessageNames[k], g.erlang_messages[k].load());
     line(out, "uptime", uint64_t((now_us() - g.started_us.load()) / 1000000));
     line(out, "generation", g.generation.load());
     return out;

@@ -203,6 +203,17 @@ void server(Out& o, Segment& seg, bool link_down) {
     o.sample("bertd_streams_total", "direction=\"out\"", g.streams_out.load());
     counter("bertd_acceptor_restarts_total", "Acceptor processes started again after one died.",
             g.acceptor_restarts.load());
+    o.family(
+        "bertd_erlang_messages_total", "counter",
+        "Messages Erlang nodes sent bertd's node: calls into bertd (rpc), to a name, to a worker's pid.");
+    for (int k = 0; k < kErlangMessageKinds; ++k)
+        o.sample("bertd_erlang_messages_total", std::string("to=\"") + kErlangMessageNames[k] + "\"",
+                 g.erlang_messages[k].load());
+    o.family("bertd_erlang_dropped_total", "counter",
+             "Messages from Erlang nodes the link dropped, by reason.");
+    for (int k = 0; k < kErlangDropKinds; ++k)
+        o.sample("bertd_erlang_dropped_total", std::string("reason=\"") + kErlangDropNames[k] + "\"",
+                 g.erlang_dropped[k].load());
     o.family("bertd_start_time_seconds", "gauge", "When the server started, in seconds since the epoch.");
     o.sample("bertd_start_time_seconds", "", double(g.started_us.load()) / 1e6);
     o.family("bertd_generation", "gauge", "Configurations loaded (1, then one more per reload).");

@@ -86,6 +86,11 @@ constexpr int kErrorTypes = 4;  // protocol, server, user, proxy
 constexpr int kErlangDropKinds = 4;
 inline constexpr const char* kErlangDropNames[kErlangDropKinds] = {"unregistered", "dead_pid", "undecodable",
                                                                    "queue_full"};
+// Messages Erlang nodes sent bertd's node, by what they were for: calls into bertd (erpc's spawn
+// requests and rex: rpc:call, rpc:cast, ei_rpc), messages to a registered name, and messages to a
+// worker's pid. Counted on arrival, delivered or not (the drops count those that were not).
+constexpr int kErlangMessageKinds = 3;
+inline constexpr const char* kErlangMessageNames[kErlangMessageKinds] = {"rpc", "name", "pid"};
 constexpr int kLatencyBuckets = 128;
 
 // Log-linear latency buckets in microseconds: 4 sub-buckets per power of two.
@@ -155,6 +160,7 @@ struct GlobalStats {
     std::atomic<int64_t> started_us;
     std::atomic<uint64_t> generation;
     std::atomic<uint64_t> erlang_dropped[kErlangDropKinds];  // the link carries them across reloads
+    std::atomic<uint64_t> erlang_messages[kErlangMessageKinds];  // so it does these
 };
 
 struct AccessLogShared {
