@@ -160,6 +160,31 @@ class Metrics(unittest.TestCase):
         status, _, _ = get(self.mport)
         self.assertEqual(status, 200)
 
+    def test_a_flood_of_scrapes_is_served_while_bertrpc_requests_still_succeed(self):
+        import threading
+        stop, served, errors = threading.Event(), [], []
+
+        def scrape():
+            while not stop.is_set():
+                try:
+                    served.append(get(self.mport, timeout=10)[0])
+                except OSError as e:
+                    errors.append(repr(e))
+        scrapers = [threading.Thread(target=scrape) for _ in range(6)]
+        for t in scrapers:
+            t.start()
+        try:
+            load = Load(self, self.server.port, 2, connections=8)
+            self.assertEqual(exact_calls(self.server.port, threads=4, each=50), 200)
+            self.assertEqual(failures(load.result()), {})
+        finally:
+            stop.set()
+            for t in scrapers:
+                t.join()
+        self.assertEqual(errors, [])
+        self.assertGreater(len(served), 8)  # paced, not refused: every scrape was answered
+        self.assertEqual(set(served), {200})
+
     def test_prometheus_reads_back_the_load_generators_request_count(self):
         pport = free_port()
         d = tempfile.mkdtemp(prefix="bertd-prometheus-")
