@@ -29,6 +29,71 @@ void line(std::string& out, const std::string& key, uint64_t v) {
 }
 }  // namespace
 
+namespace {
+// A native module: calls run on an Erlang node, so there are no workers or queues.
+void native_lines(std::string& out, const ModuleShared& ms) {
+    std::string name = ms.name;
+    line(out, "native.requests." + name, ms.stats.all_requests());
+    for (int t = 0; t < kErrorTypes; ++t)
+        line(out, "native.errors." + std::string(error_type_name(ErrorType(t))) + "." + name,
+             ms.stats.all_errors(t));
+    line(out, "native.latency.p50_us." + name, ms.stats.latency.percentile(50));
+    line(out, "native.latency.p99_us." + name, ms.stats.latency.percentile(99));
+}
+
+void module_lines(std::string& out, Segment& seg, uint32_t m) {
+    ModuleShared& ms = seg.module(m);
+    const std::string name = ms.name;
+    uint64_t idle = 0, restarts = 0;
+    for (uint32_t s = ms.first_slot; s < ms.first_slot + ms.nslots; ++s) {
+        if (seg.slot(s).state.load() == uint32_t(SlotState::Idle)) ++idle;
+        restarts += seg.slot(s).restarts.load();
+    }
+    line(out, "workers.idle." + name, idle);
+    line(out, "workers.total." + name, ms.nslots);
+    line(out, "workers.restarts." + name, restarts);
+    // Only while the module is failing: why, in the master's words.
+    if (std::string why = seg.module_failure(m); !why.empty())
+        out += "workers.failing." + name + "=" + why + "\n";
+    line(out, "queue.high." + name, seg.queue_length(m, true));
+    line(out, "queue.low." + name, seg.queue_length(m, false));
+    line(out, "requests." + name, ms.stats.all_requests());
+    line(out, "requests.high." + name, ms.stats.requests[kHigh].load());
+    line(out, "requests.low." + name, ms.stats.requests[kLow].load());
+    for (int t = 0; t < kErrorTypes; ++t)
+        line(out, "errors." + std::string(error_type_name(ErrorType(t))) + "." + name,
+             ms.stats.all_errors(t));
+    line(out, "latency.p50_us." + name, ms.stats.latency.percentile(50));
+    line(out, "latency.p99_us." + name, ms.stats.latency.percentile(99));
+    if (AnswerCache* cache = seg.cache(m)) {
+        CacheHeader& ch = cache->header();
+        line(out, "cache.hits." + name, ch.hits.load());
+        line(out, "cache.misses." + name, ch.misses.load());
+        line(out, "cache.stores." + name, ch.stores.load());
+        line(out, "cache.too_big." + name, ch.refused.load());
+    }
+}
+
+void server_lines(std::string& out, Segment& seg) {
+    GlobalStats& g = seg.header().stats;
+    line(out, "errors.protocol", g.protocol_errors.load());
+    line(out, "errors.unknown_module", g.unknown_module.load());
+    line(out, "access_log.lost", g.access_log_lost.load());
+    line(out, "callbacks.ok", g.callbacks_ok.load());
+    line(out, "callbacks.failed", g.callbacks_failed.load());
+    line(out, "streams.in", g.streams_in.load());
+    line(out, "streams.out", g.streams_out.load());
+    line(out, "acceptors.restarts", g.acceptor_restarts.load());
+    line(out, "workers.restarts", g.worker_restarts.load());
+    for (int k = 0; k < kErlangDropKinds; ++k)
+        line(out, std::string("erlang.dropped.") + kErlangDropNames[k], g.erlang_dropped[k].load());
+    for (int k = 0; k < kErlangMessageKinds; ++k)
+        line(out, std::string("erlang.messages.") + kErlangMessageNames[k], g.erlang_messages[k].load());
+    line(out, "uptime", uint64_t((now_us() - g.started_us.load()) / 1000000));
+    line(out, "generation", g.generation.load());
+}
+}  // namespace
+
 std::string stats_text(Segment& seg) {
     GlobalStats& g = seg.header().stats;
     std::string out;
@@ -46,61 +111,12 @@ std::string stats_text(Segment& seg) {
     for (uint32_t m = 0; m < seg.nmodules(); ++m) {
         ModuleShared& ms = seg.module(m);
         if (ms.name[0] == 0) continue;
-        if (ms.nslots == 0) {
-            // A native module: calls run on an Erlang node, so there are no workers or queues.
-            std::string name = ms.name;
-            line(out, "native.requests." + name, ms.stats.requests.load());
-            for (int t = 0; t < kErrorTypes; ++t)
-                line(out, "native.errors." + std::string(error_type_name(ErrorType(t))) + "." + name,
-                     ms.stats.errors[t].load());
-            line(out, "native.latency.p50_us." + name, ms.stats.latency.percentile(50));
-            line(out, "native.latency.p99_us." + name, ms.stats.latency.percentile(99));
-            continue;
-        }
-        struct {
-            std::string name;
-            uint32_t index;
-        } mod{ms.name, m};
-        uint64_t idle = 0, restarts = 0;
-        for (uint32_t s = ms.first_slot; s < ms.first_slot + ms.nslots; ++s) {
-            if (seg.slot(s).state.load() == uint32_t(SlotState::Idle)) ++idle;
-            restarts += seg.slot(s).restarts.load();
-        }
-        line(out, "workers.idle." + mod.name, idle);
-        line(out, "workers.total." + mod.name, ms.nslots);
-        line(out, "workers.restarts." + mod.name, restarts);
-        // Only while the module is failing: why, in the master's words.
-        if (std::string why = seg.module_failure(mod.index); !why.empty())
-            out += "workers.failing." + mod.name + "=" + why + "\n";
-        line(out, "queue.high." + mod.name, seg.queue_length(mod.index, true));
-        line(out, "queue.low." + mod.name, seg.queue_length(mod.index, false));
-        line(out, "requests." + mod.name, ms.stats.requests.load());
-        for (int t = 0; t < kErrorTypes; ++t)
-            line(out, "errors." + std::string(error_type_name(ErrorType(t))) + "." + mod.name,
-                 ms.stats.errors[t].load());
-        line(out, "latency.p50_us." + mod.name, ms.stats.latency.percentile(50));
-        line(out, "latency.p99_us." + mod.name, ms.stats.latency.percentile(99));
-        if (AnswerCache* cache = seg.cache(mod.index)) {
-            CacheHeader& ch = cache->header();
-            line(out, "cache.hits." + mod.name, ch.hits.load());
-            line(out, "cache.misses." + mod.name, ch.misses.load());
-            line(out, "cache.stores." + mod.name, ch.stores.load());
-            line(out, "cache.too_big." + mod.name, ch.refused.load());
-        }
+        if (ms.nslots == 0)
+            native_lines(out, ms);
+        else
+            module_lines(out, seg, m);
     }
-    line(out, "errors.protocol", g.protocol_errors.load());
-    line(out, "errors.unknown_module", g.unknown_module.load());
-    line(out, "access_log.lost", g.access_log_lost.load());
-    line(out, "callbacks.ok", g.callbacks_ok.load());
-    line(out, "callbacks.failed", g.callbacks_failed.load());
-    line(out, "streams.in", g.streams_in.load());
-    line(out, "streams.out", g.streams_out.load());
-    line(out, "acceptors.restarts", g.acceptor_restarts.load());
-    line(out, "workers.restarts", g.worker_restarts.load());
-    for (int k = 0; k < kErlangDropKinds; ++k)
-        line(out, std::string("erlang.dropped.") + kErlangDropNames[k], g.erlang_dropped[k].load());
-    line(out, "uptime", uint64_t((now_us() - g.started_us.load()) / 1000000));
-    line(out, "generation", g.generation.load());
+    server_lines(out, seg);
     return out;
 }
 

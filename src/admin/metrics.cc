@@ -59,22 +59,29 @@ struct Out {
 
 std::string mod(const ModuleShared& ms) { return "module=\"" + label(ms.name) + "\""; }
 
+const char* const kPriorityLabel[2] = {",priority=\"high\"", ",priority=\"low\""};
+
 void requests(Out& o, Segment& seg) {
-    o.family("bertd_requests_total", "counter", "Requests finished (calls and casts), by module and kind.");
+    o.family("bertd_requests_total", "counter",
+             "Requests finished (calls and casts), by module, kind and priority.");
     for (uint32_t m = 0; m < seg.nmodules(); ++m) {
         ModuleShared& ms = seg.module(m);
         if (ms.name[0] == 0) continue;
-        o.sample("bertd_requests_total", mod(ms) + ",kind=\"" + (ms.nslots ? "external" : "native") + "\"",
-                 ms.stats.requests.load(std::memory_order_relaxed));
+        std::string labels = mod(ms) + ",kind=\"" + (ms.nslots ? "external" : "native") + "\"";
+        for (int p : {kHigh, kLow})
+            o.sample("bertd_requests_total", labels + kPriorityLabel[p],
+                     ms.stats.requests[p].load(std::memory_order_relaxed));
     }
-    o.family("bertd_errors_total", "counter", "Error answers, by module and error type.");
+    o.family("bertd_errors_total", "counter", "Error answers, by module, error type and priority.");
     for (uint32_t m = 0; m < seg.nmodules(); ++m) {
         ModuleShared& ms = seg.module(m);
         if (ms.name[0] == 0) continue;
         for (int t = 0; t < kErrorTypes; ++t)
-            o.sample("bertd_errors_total",
-                     mod(ms) + ",type=\"" + std::string(error_type_name(ErrorType(t))) + "\"",
-                     ms.stats.errors[t].load(std::memory_order_relaxed));
+            for (int p : {kHigh, kLow})
+                o.sample("bertd_errors_total",
+                         mod(ms) + ",type=\"" + std::string(error_type_name(ErrorType(t))) + "\"" +
+                             kPriorityLabel[p],
+                         ms.stats.errors[p][t].load(std::memory_order_relaxed));
     }
     o.family("bertd_requests_queued_total", "counter",
              "Requests that waited for a worker, by module and priority.");
@@ -196,6 +203,17 @@ void server(Out& o, Segment& seg, bool link_down) {
     o.sample("bertd_streams_total", "direction=\"out\"", g.streams_out.load());
     counter("bertd_acceptor_restarts_total", "Acceptor processes started again after one died.",
             g.acceptor_restarts.load());
+    o.family(
+        "bertd_erlang_messages_total", "counter",
+        "Messages Erlang nodes sent bertd's node: calls into bertd (rpc), to a name, to a worker's pid.");
+    for (int k = 0; k < kErlangMessageKinds; ++k)
+        o.sample("bertd_erlang_messages_total", std::string("to=\"") + kErlangMessageNames[k] + "\"",
+                 g.erlang_messages[k].load());
+    o.family("bertd_erlang_dropped_total", "counter",
+             "Messages from Erlang nodes the link dropped, by reason.");
+    for (int k = 0; k < kErlangDropKinds; ++k)
+        o.sample("bertd_erlang_dropped_total", std::string("reason=\"") + kErlangDropNames[k] + "\"",
+                 g.erlang_dropped[k].load());
     o.family("bertd_start_time_seconds", "gauge", "When the server started, in seconds since the epoch.");
     o.sample("bertd_start_time_seconds", "", double(g.started_us.load()) / 1e6);
     o.family("bertd_generation", "gauge", "Configurations loaded (1, then one more per reload).");

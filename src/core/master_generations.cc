@@ -89,8 +89,10 @@ void carry_stats(Segment& from, Segment& to) {
             ModuleShared& x = from.module(j);
             ModuleShared& y = to.module(i);
             if (x.name[0] == 0 || (x.nslots == 0) != (y.nslots == 0) || strcmp(x.name, y.name) != 0) continue;
-            y.stats.requests = x.stats.requests.load();
-            for (int t = 0; t < kErrorTypes; ++t) y.stats.errors[t] = x.stats.errors[t].load();
+            for (int p : {kHigh, kLow}) {
+                y.stats.requests[p] = x.stats.requests[p].load();
+                for (int t = 0; t < kErrorTypes; ++t) y.stats.errors[p][t] = x.stats.errors[p][t].load();
+            }
         }
 }
 }  // namespace

@@ -96,6 +96,7 @@ void Link::reply_message(std::string_view message) {
 
 void Link::reg_send(DistConn& d, const bert::Pid& /*from*/, const std::string& name,
                     std::string_view message) {
+    if (name != "net_kernel") count_inbound(name == "rex" ? Inbound::Rpc : Inbound::Name);
     Term msg;
     if (auto e = bert::decode(message, msg)) {
         dropped(Drop::Undecodable,
@@ -125,6 +126,7 @@ void Link::reg_send(DistConn& d, const bert::Pid& /*from*/, const std::string& n
 // is how erpc learns the result.
 void Link::spawn_request(DistConn& d, const Term& ctl, std::string_view message) {
     if (ctl.size() < 6 || ctl[2].kind() != Term::Kind::Pid) return;
+    count_inbound(Inbound::Rpc);
     const Term& req_id = ctl[1];
     const auto& from = std::get<bert::Pid>(ctl[2].value());
     const Term& mfa = ctl[4];

@@ -299,6 +299,8 @@ private:
     bool deliver_to_name(const std::string& name, bert::Term msg, const std::string& from_node);
     std::string who(const bert::Pid& pid) const;  // for log lines
     void dropped(Drop why, const std::string& what);
+    enum class Inbound { Rpc = 0, Name = 1, Pid = 2 };  // kErlangMessageNames' order
+    void count_inbound(Inbound kind);
     void warn_limited(Drop why, const std::string& line);
     void open_segment(uint64_t generation);
     Segment* newest_segment();

@@ -168,6 +168,7 @@ void Link::pid_message(const std::string& from_node, const bert::Pid& to, std::s
         reply_message(message);
         return;
     }
+    count_inbound(Inbound::Pid);
     if (auto it = worker_pids_.find(to.num); it != worker_pids_.end() && to.creation == cnode_.creation()) {
         auto* h = static_cast<HandlerConn*>(find(it->second, Stream::Kind::Handler));
         if (h && h->pid.serial == to.serial) {
@@ -291,6 +292,11 @@ void Link::dropped(Drop why, const std::string& what) {
     warn_limited(why, "dropped " + what);
 }
 
+void Link::count_inbound(Inbound kind) {
+    if (Segment* s = newest_segment())
+        s->header().stats.erlang_messages[int(kind)].fetch_add(1, std::memory_order_relaxed);
+}
+
 // Erlang nodes may send these as fast as they like: a few lines per reason and second.
 void Link::warn_limited(Drop why, const std::string& line) {
     uint64_t unlogged = 0;
@@ -320,9 +326,13 @@ void Link::open_segment(uint64_t generation) {
         return;
     }
     if (generation > stats_generation_) {
-        if (Segment* old = newest_segment())
+        if (Segment* old = newest_segment()) {
+            GlobalStats &from = old->header().stats, &to = seg->header().stats;
             for (int k = 0; k < kErlangDropKinds; ++k)
-                seg->header().stats.erlang_dropped[k].store(old->header().stats.erlang_dropped[k].load());
+                to.erlang_dropped[k].store(from.erlang_dropped[k].load());
+            for (int k = 0; k < kErlangMessageKinds; ++k)
+                to.erlang_messages[k].store(from.erlang_messages[k].load());
+        }
         stats_generation_ = generation;
     }
     segments_[generation] = std::move(seg);

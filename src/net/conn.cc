@@ -36,6 +36,7 @@ constexpr int64_t kShrinkIdleUs = 1'000'000;
 // A streamed request's chunks wait in the connection's queue for the worker to take them:
 // past this much, the client is not read until the worker has taken some (Leases::relay_some).
 constexpr size_t kStreamInHighWater = 1u << 20;
+constexpr uint32_t kClientLines = 32;  // error-log lines about clients, per 10 s and acceptor
 
 // limits.max_buffered when the config leaves it to the machine: a quarter of the RAM,
 // shared by the acceptors.
@@ -303,7 +304,10 @@ void Connections::close(Conn& c) {
     if (c.dead) return;
     c.dead = true;
     // A request on a worker or at the link outlives its client: its answer is dropped.
-    if (c.request) acc_.requests().orphan(*c.request);
+    if (c.request) {
+        say(c, false, "went away with a request in flight; its answer is dropped");
+        acc_.requests().orphan(*c.request);
+    }
     event_del(c.io.get());
     c.fd.reset();
     c.in.clear();
@@ -345,10 +349,11 @@ void Connections::relieve() {
         set_reading(*c, false);
         c->in.consume(held);
         c->partial_since_us = 0;
-        send(*c, error_frame(ErrorType::Protocol, 2,
-                             "frame refused after " + std::to_string(held) +
-                                 " bytes: the server holds too much for its clients (limits.max_buffered " +
-                                 std::to_string(budget_) + " bytes)"));
+        std::string why = "frame refused after " + std::to_string(held) +
+                          " bytes: the server holds too much for its clients (limits.max_buffered " +
+                          std::to_string(budget_) + " bytes)";
+        say(*c, true, why);
+        send(*c, error_frame(ErrorType::Protocol, 2, std::move(why)));
         ++refused;
     }
     if (refused) {
@@ -374,7 +379,32 @@ void Connections::sweep(int64_t now, int64_t idle_limit_us) {
         if (idle_limit_us > 0 && now - c->last_active_us > idle_limit_us) expired.push_back(c.get());
         if (now - c->last_active_us > kShrinkIdleUs) c->in.trim(kKeepBuffer);
     }
-    for (Conn* c : expired) close(*c);
+    for (Conn* c : expired) {
+        if (c->partial_since_us)
+            say(*c, true,
+                "closed after limits.idle_timeout inside a frame (" + std::to_string(c->in.size()) +
+                    " bytes)");
+        else
+            say(*c, false, "closed after limits.idle_timeout without a request");
+        close(*c);
+    }
+}
+
+void Connections::say(const Conn& c, bool warning, const std::string& what) {
+    if (!log::enabled(warning ? log::Warn : log::Info)) return;
+    int64_t now = monotonic_us();
+    if (now - said_window_us_ >= 10'000'000) said_window_us_ = now, said_ = 0;
+    if (said_ >= kClientLines) {
+        ++unsaid_;
+        return;
+    }
+    ++said_;
+    std::string more =
+        unsaid_ ? " (" + std::to_string(std::exchange(unsaid_, 0)) + " such lines left out before)" : "";
+    if (warning)
+        log::warn("client %s: %s%s", c.client_text.c_str(), what.c_str(), more.c_str());
+    else
+        log::info("client %s: %s%s", c.client_text.c_str(), what.c_str(), more.c_str());
 }
 
 }  // namespace bertd

@@ -146,6 +146,10 @@ public:
     void resume(Conn& c);
     // Closes connections idle past the limit and frees buffers of rested ones.
     void sweep(int64_t now_us, int64_t idle_limit_us);
+    // An error-log line about one client, naming its address (the PROXY header's when there
+    // was one): at most kClientLines per 10 s and acceptor, then how many were left out, so
+    // no client can flood the log. `warning`: a protocol error; else an info line.
+    void say(const Conn& c, bool warning, const std::string& what);
 
     // ---- the memory budget (limits.max_buffered) -------------------------------------
     // Every byte the acceptor holds for its clients: their queues and the frames of
@@ -178,6 +182,9 @@ private:
     size_t buffered_ = 0;
     size_t budget_ = 0;
     std::vector<uint64_t> paused_;  // connections whose reading waits for the budget
+    int64_t said_window_us_ = 0;
+    uint32_t said_ = 0;
+    uint64_t unsaid_ = 0;
 };
 
 }  // namespace bertd

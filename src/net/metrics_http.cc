@@ -6,6 +6,8 @@
 #include <errno.h>
 #include <sys/socket.h>
 
+#include <algorithm>
+
 #include "admin/metrics.h"
 #include "io/clock.h"
 #include "net/acceptor.h"
@@ -18,6 +20,10 @@ constexpr size_t kMaxRequest = 8192;
 constexpr size_t kMaxScrapes = 8;  // at once, per acceptor
 constexpr int64_t kTimeoutUs = 5'000'000;
 constexpr int64_t kFreshUs = 100'000;  // how old an exposition may be when it is sent
+// Scrapes accepted a second, per acceptor, in bursts of at most kMaxScrapes: Prometheus
+// scrapes every few seconds; past that, connections wait in the kernel's backlog, and an
+// acceptor spends no more on them than 20 renderings' worth a second.
+constexpr double kScrapesPerSecond = 20;
 
 std::string http(const char* status, const std::string& type, const std::string& body) {
     return std::string("HTTP/1.1 ") + status + "\r\nContent-Type: " + type +
@@ -29,8 +35,10 @@ std::string plain(const char* status, const std::string& text) {
 }
 }  // namespace
 
-MetricsHttp::MetricsHttp(Acceptor& a, int listen_fd) : acc_(a), listen_fd_(listen_fd) {
+MetricsHttp::MetricsHttp(Acceptor& a, int listen_fd)
+    : acc_(a), listen_fd_(listen_fd), tokens_(kMaxScrapes), refilled_us_(monotonic_us()) {
     accept_ev_ = make_event(a.base(), listen_fd, EV_READ | EV_PERSIST, on_accept, this);
+    resume_ev_ = make_event(a.base(), -1, 0, on_resume, this);
     event_add(accept_ev_.get(), nullptr);
 }
 
@@ -38,6 +46,7 @@ MetricsHttp::~MetricsHttp() = default;
 
 void MetricsHttp::stop() {
     event_del(accept_ev_.get());
+    event_del(resume_ev_.get());
     scrapes_.clear();
 }
 
@@ -45,10 +54,35 @@ void MetricsHttp::on_accept(evutil_socket_t, short, void* arg) {
     static_cast<MetricsHttp*>(arg)->accept_ready();
 }
 
+void MetricsHttp::on_resume(evutil_socket_t, short, void* arg) {
+    auto* self = static_cast<MetricsHttp*>(arg);
+    event_add(self->accept_ev_.get(), nullptr);
+    self->accept_ready();
+}
+
+bool MetricsHttp::take_token() {
+    int64_t now = monotonic_us();
+    tokens_ = std::min<double>(kMaxScrapes, tokens_ + double(now - refilled_us_) * kScrapesPerSecond / 1e6);
+    refilled_us_ = now;
+    if (tokens_ >= 1) {
+        tokens_ -= 1;
+        return true;
+    }
+    event_del(accept_ev_.get());
+    int64_t wait = int64_t((1 - tokens_) * 1e6 / kScrapesPerSecond) + 1;
+    timeval tv{0, suseconds_t(wait)};
+    event_add(resume_ev_.get(), &tv);
+    return false;
+}
+
 void MetricsHttp::accept_ready() {
     for (int i = 0; i < 16; ++i) {
+        if (!take_token()) return;
         int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) return;  // EAGAIN (another acceptor took it), or out of descriptors: later
+        if (fd < 0) {
+            tokens_ += 1;  // nothing taken: EAGAIN (another acceptor took it), or out of descriptors
+            return;
+        }
         if (scrapes_.size() >= kMaxScrapes) {
             std::string busy = plain("503 Service Unavailable", "too many scrapes at once");
             [[maybe_unused]] ssize_t n = ::send(fd, busy.data(), busy.size(), MSG_NOSIGNAL | MSG_DONTWAIT);

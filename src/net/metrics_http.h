@@ -1,7 +1,8 @@
 // metrics_http.h: the `metrics: {listen: ...}` socket in an acceptor: a minimal HTTP/1.x
 // server for one thing, GET /metrics (admin/metrics.h), one answer per connection. A
 // request is at most 8 KiB and must come within 5 s; at most a few scrapes are served at
-// once per acceptor, so a flood of them cannot take the loop from BERT-RPC clients.
+// once per acceptor, and at most 20 a second (more wait in the listen backlog), so a flood
+// of them cannot take the loop from BERT-RPC clients.
 #pragma once
 
 #include <cstdint>
@@ -37,6 +38,8 @@ private:
     };
     static void on_accept(evutil_socket_t, short, void*);
     static void on_scrape(evutil_socket_t, short, void*);
+    static void on_resume(evutil_socket_t, short, void*);
+    bool take_token();  // false: the second's scrapes are spent; accepting pauses until the next
     void accept_ready();
     void read(Scrape& s);
     void answer(Scrape& s, const std::string& request_line);
@@ -46,7 +49,9 @@ private:
 
     Acceptor& acc_;
     int listen_fd_;
-    EventPtr accept_ev_;
+    EventPtr accept_ev_, resume_ev_;
+    double tokens_;
+    int64_t refilled_us_;
     uint64_t next_ = 1;
     std::unordered_map<uint64_t, std::unique_ptr<Scrape>> scrapes_;
     // A flood of scrapes is answered from one rendering per 100 ms, not one each.

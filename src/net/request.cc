@@ -96,9 +96,10 @@ void RequestPath::serve(Conn& c) {
             c.closing = true;  // the stream cannot be resynchronised
             conns.set_reading(c, false);
             c.in.consume(c.in.size());
-            conns.send(c, error_frame(ErrorType::Protocol, 1,
-                                      "frame of " + std::to_string(fs.length) + " bytes is over the limit of " +
-                                          std::to_string(acc_.max_frame()) + " bytes (limits.max_frame)"));
+            std::string why = "frame of " + std::to_string(fs.length) + " bytes is over the limit of " +
+                              std::to_string(acc_.max_frame()) + " bytes (limits.max_frame)";
+            conns.say(c, true, why + "; closed");
+            conns.send(c, error_frame(ErrorType::Protocol, 1, std::move(why)));
             break;
         }
         if (fs.state == bert::FrameScan::State::NeedMore) {
@@ -107,9 +108,11 @@ void RequestPath::serve(Conn& c) {
                 gs.protocol_errors.fetch_add(1, std::memory_order_relaxed);
                 size_t had = buf.size();
                 c.in.consume(had);
-                conns.send(c, error_frame(ErrorType::Protocol, had < bert::kFrameHeader ? 1 : 2,
-                                          "connection closed inside a frame (" + std::to_string(had) +
-                                              " bytes of an incomplete frame)"));
+                std::string why = "connection closed inside a frame (" + std::to_string(had) +
+                                  " bytes of an incomplete frame)";
+                conns.say(c, true, why);
+                conns.send(
+                    c, error_frame(ErrorType::Protocol, had < bert::kFrameHeader ? 1 : 2, std::move(why)));
             }
             if (!c.eof) conns.set_reading(c, true);
             break;
@@ -152,6 +155,9 @@ void RequestPath::dispatch(Request& r) {
         if (refused.frame.empty() && list_form_info(r)) return;  // the Ruby bertrpc client's [info, cache, [validation, Token]]
         r.kind = Request::Kind::Bad;
         acc_.seg().header().stats.protocol_errors.fetch_add(1, std::memory_order_relaxed);
+        acc_.conns().say(c, true,
+                         "a frame of " + std::to_string(r.frame_len - bert::kFrameHeader) +
+                             " bytes that is not a BERT-RPC request (a protocol error answered)");
         complete(r, refused.frame.empty() ? not_a_request(r.payload(), limits_) : std::move(refused));
         return;
     }
@@ -241,7 +247,10 @@ void RequestPath::info(Request& r, const bert::Peek& pk) {
     } else {
         apply_info(c, info);
     }
-    if (!c.info_error.empty()) acc_.seg().header().stats.protocol_errors.fetch_add(1, std::memory_order_relaxed);
+    if (!c.info_error.empty()) {
+        acc_.seg().header().stats.protocol_errors.fetch_add(1, std::memory_order_relaxed);
+        acc_.conns().say(c, true, "a malformed info: " + c.info_error);
+    }
     (void)pk;
     complete(r, Outcome::nothing());
 }
@@ -488,8 +497,9 @@ void RequestPath::recycle(Request& r) {
 void RequestPath::count(const Request& r, int error_type) {
     if (r.route.stats < 0) return;
     ModuleStats& st = acc_.seg().module(uint32_t(r.route.stats)).stats;
-    st.requests.fetch_add(1, std::memory_order_relaxed);
-    if (error_type >= 0) st.errors[error_type].fetch_add(1, std::memory_order_relaxed);
+    int prio = r.high ? kHigh : kLow;
+    st.requests[prio].fetch_add(1, std::memory_order_relaxed);
+    if (error_type >= 0) st.errors[prio][error_type].fetch_add(1, std::memory_order_relaxed);
     st.latency.record(uint64_t(r.finished_us - r.arrived_us));
 }
 

@@ -86,6 +86,11 @@ constexpr int kErrorTypes = 4;  // protocol, server, user, proxy
 constexpr int kErlangDropKinds = 4;
 inline constexpr const char* kErlangDropNames[kErlangDropKinds] = {"unregistered", "dead_pid", "undecodable",
                                                                    "queue_full"};
+// Messages Erlang nodes sent bertd's node, by what they were for: calls into bertd (erpc's spawn
+// requests and rex: rpc:call, rpc:cast, ei_rpc), messages to a registered name, and messages to a
+// worker's pid. Counted on arrival, delivered or not (the drops count those that were not).
+constexpr int kErlangMessageKinds = 3;
+inline constexpr const char* kErlangMessageNames[kErlangMessageKinds] = {"rpc", "name", "pid"};
 constexpr int kLatencyBuckets = 128;
 
 // Log-linear latency buckets in microseconds: 4 sub-buckets per power of two.
@@ -102,11 +107,21 @@ struct Histogram {
     uint64_t percentile(double p) const;  // upper bound of the bucket holding the p-th value; 0 if empty
 };
 
+constexpr int kHigh = 0, kLow = 1;  // the priorities, as ModuleStats indexes them
+
 struct ModuleStats {
-    std::atomic<uint64_t> requests;                 // finished requests (calls and casts)
-    std::atomic<uint64_t> errors[kErrorTypes];      // by error type
+    std::atomic<uint64_t> requests[2];              // finished requests (calls and casts), by priority
+    std::atomic<uint64_t> errors[2][kErrorTypes];   // by priority and error type
     std::atomic<uint64_t> queued_high, queued_low;  // requests that had to wait
     Histogram latency;
+    uint64_t all_requests() const {
+        return requests[kHigh].load(std::memory_order_relaxed) +
+               requests[kLow].load(std::memory_order_relaxed);
+    }
+    uint64_t all_errors(int type) const {
+        return errors[kHigh][type].load(std::memory_order_relaxed) +
+               errors[kLow][type].load(std::memory_order_relaxed);
+    }
 };
 
 // Why a module's workers keep dying young, in the master's words (empty while they
@@ -145,6 +160,7 @@ struct GlobalStats {
     std::atomic<int64_t> started_us;
     std::atomic<uint64_t> generation;
     std::atomic<uint64_t> erlang_dropped[kErlangDropKinds];  // the link carries them across reloads
+    std::atomic<uint64_t> erlang_messages[kErlangMessageKinds];  // so it does these
 };
 
 struct AccessLogShared {

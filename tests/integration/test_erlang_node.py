@@ -13,7 +13,7 @@ import time
 import unittest
 
 from erlnode import ErlNode, test_cookie, unique_name
-from harness import BUILD, HANDLERS, RUBY_LIB, Server, py_handler, wait_until
+from harness import BUILD, HANDLERS, RUBY_LIB, Server, free_port, py_handler, wait_until
 
 import bertd
 from bertd import Atom
@@ -59,8 +59,10 @@ class ErlangNodeCase(unittest.TestCase):
     def setUpClass(cls):
         cls.cookie = test_cookie()
         cls.cnode = unique_name("whole")
+        cls.mport = free_port()
         cls.server = Server(f"""
             acceptors: 2
+            metrics: {{listen: "127.0.0.1:{cls.mport}"}}
             modules:
               - name: ext
                 command: {py_handler()}
@@ -363,6 +365,37 @@ class RegisteredProcesses(ErlangNodeCase):
         tag = self.fresh("cfg")
         self.ev(f"{{events, '{self.cnode}'}} ! {tag}.")
         wait_until(lambda: Atom(tag) in self.svc().call.ext.order(), what="the configured name's cast")
+
+
+class Counted(ErlangNodeCase):
+    def metrics(self):
+        import urllib.request
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.mport}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        return {k: int(float(line.rsplit(" ", 1)[1])) for k in ("rpc", "name", "pid")
+                for line in text.splitlines() if line.startswith(f'bertd_erlang_messages_total{{to="{k}"}} ')}
+
+    def test_messages_and_calls_from_erlang_are_counted_by_kind_in_stats_and_metrics(self):
+        keys = {k: f"erlang.messages.{k}" for k in ("rpc", "name", "pid")}
+        before = {k: stats(self.server)[v] for k, v in keys.items()}
+        self.assertEqual(self.metrics(), before)
+        # 3 calls into bertd (erpc's spawn request, rex's gen_server:call, a plain rex message) ...
+        self.assertEqual(self.ev(f"rpc:call('{self.cnode}', ext, add, [1, 1])."), 2)
+        self.assertEqual(self.ev(f"gen_server:call({{rex, '{self.cnode}'}}, {{call, ext, add, [1, 2], user}})."), 3)
+        self.assertEqual(self.ev(f"{{rex, '{self.cnode}'}} ! {{self(), {{call, ext, add, [2, 2], user}}}}, "
+                                 "receive {rex, R} -> R after 5000 -> timeout end."), 4)
+        # ... 5 messages to names (one nobody registered: counted, and dropped) and 7 to a worker's pid.
+        tags = [self.fresh("counted") for _ in range(4)]
+        self.ev("".join(f"{{events, '{self.cnode}'}} ! {t}, " for t in tags) + "ok.")
+        self.ev(f"{{{self.fresh('nobody')}, '{self.cnode}'}} ! hello.")
+        pid = self.svc().call.pyproc.me()
+        self.ev(f"P = {erl_term(pid)}, [P ! {{n, I}} || I <- lists:seq(1, 7)], ok.")
+        self.assertEqual(len(self.svc().call.pyproc.recv_all(7, 5000)), 7)
+        want = {"rpc": before["rpc"] + 3, "name": before["name"] + 5, "pid": before["pid"] + 7}
+        wait_until(lambda: set(map(Atom, tags)) <= set(self.svc().call.ext.order()), what="the named messages")
+        self.assertEqual({k: stats(self.server)[v] for k, v in keys.items()}, want)
+        # A scrape may see an exposition up to 0.1 s old (one rendering serves a flood of scrapes).
+        wait_until(lambda: self.metrics() == want, timeout=2, what=f"/metrics to show {want}")
 
 
 class NothingSilent(ErlangNodeCase):

@@ -10,8 +10,9 @@ import struct
 import time
 import unittest
 
+from erlnode import test_cookie, unique_name
 from harness import Server, alive, free_port, wait_until
-from loadrun import ECHO
+from loadrun import ECHO, link_pid
 
 import bertd
 
@@ -52,6 +53,25 @@ class Health(unittest.TestCase):
     def test_health_is_degraded_when_a_module_has_no_live_worker(self):
         s = self.server(config(command="sh -c 'exit 3'"), wait_workers=False)
         wait_until(lambda: health(s.port) == A("degraded"), timeout=5, what="health to say degraded")
+
+    def test_health_is_degraded_while_the_erlang_link_is_lost_and_ok_once_it_is_back(self):
+        s = self.server(config(), args=["--name", unique_name("health"), "--cookie", test_cookie()])
+        wait_until(lambda: link_pid(s) and health(s.port) == A("ok"), timeout=15, what="the link to be up")
+        # The link is restarted at once the first time, then with back-off (100 ms, 200 ms, ...):
+        # killed again each time it comes back, it is soon down long enough to be seen so.
+        seen, killed = [], set()
+        deadline = time.monotonic() + 15
+        while A("degraded") not in seen and time.monotonic() < deadline:
+            pid = link_pid(s)
+            if pid and pid not in killed:
+                os.kill(pid, signal.SIGKILL)
+                killed.add(pid)
+            seen.append(health(s.port))
+            time.sleep(0.01)
+        self.assertIn(A("degraded"), seen, f"health never said degraded while the link was killed {len(killed)} times")
+        self.assertEqual(echo(s.port), b"x")  # external modules serve all the while
+        wait_until(lambda: health(s.port) == A("ok"), timeout=15, what="health to say ok with the link back")
+        self.assertNotIn(link_pid(s), killed)
 
     def test_health_is_answered_to_a_client_that_may_not_call_admin(self):
         port, proxied = free_port(), free_port()

@@ -101,7 +101,10 @@ class Metrics(unittest.TestCase):
         check = subprocess.run([PROMTOOL, "check", "metrics"], input=text, capture_output=True, text=True)
         self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
         self.assertEqual(check.stdout + check.stderr, "", "promtool had remarks")
-        self.assertEqual(self.sample(text, "bertd_requests_total", module="echo", kind="external"), 25)
+        self.assertEqual(self.sample(text, "bertd_requests_total", module="echo", kind="external",
+                                     priority="high"), 25)
+        self.assertEqual(self.sample(text, "bertd_requests_total", module="echo", kind="external",
+                                     priority="low"), 0)
         self.assertEqual(self.sample(text, "bertd_unknown_module_total"), 1)
         self.assertEqual(self.sample(text, "bertd_request_duration_seconds_count", module="echo"), 25)
         self.assertEqual(self.sample(text, "bertd_request_duration_seconds_bucket", module="echo", le="+Inf"), 25)
@@ -111,6 +114,29 @@ class Metrics(unittest.TestCase):
         buckets = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                    if line.startswith('bertd_request_duration_seconds_bucket{module="echo"')]
         self.assertEqual(buckets, sorted(buckets), "histogram buckets must be cumulative")
+
+    def test_high_and_low_requests_and_errors_are_counted_apart_as_bertd_stats_counts_them(self):
+        svc = self.server.service()
+        low = self.server.service(priority="low")
+        for _ in range(3):
+            self.assertEqual(svc.call.echo.echo(b"h"), b"h")
+        for _ in range(5):
+            self.assertEqual(low.call.echo.echo(b"l"), b"l")
+        with self.assertRaises(bertd.BertdError):
+            low.call.echo.nosuch()
+        _, _, text = get(self.mport)
+        req = {p: self.sample(text, "bertd_requests_total", module="echo", kind="external", priority=p)
+               for p in ("high", "low")}
+        self.assertEqual(req, {"high": 3, "low": 6})
+        err = {p: self.sample(text, "bertd_errors_total", module="echo", type="server", priority=p)
+               for p in ("high", "low")}
+        self.assertEqual(err, {"high": 0, "low": 1})
+        st = self.server.stats()
+        self.assertEqual((int(st["requests.high.echo"]), int(st["requests.low.echo"])), (3, 6))
+        self.assertEqual(int(st["requests.echo"]), 9)
+        self.assertEqual(int(st["errors.server.echo"]), 1)
+        check = subprocess.run([PROMTOOL, "check", "metrics"], input=text, capture_output=True, text=True)
+        self.assertEqual((check.returncode, check.stdout + check.stderr), (0, ""))
 
     def test_anything_but_get_metrics_gets_an_http_error(self):
         self.assertIn("404 Not Found", raw_http(self.mport, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
@@ -133,6 +159,31 @@ class Metrics(unittest.TestCase):
             s.close()
         status, _, _ = get(self.mport)
         self.assertEqual(status, 200)
+
+    def test_a_flood_of_scrapes_is_served_while_bertrpc_requests_still_succeed(self):
+        import threading
+        stop, served, errors = threading.Event(), [], []
+
+        def scrape():
+            while not stop.is_set():
+                try:
+                    served.append(get(self.mport, timeout=10)[0])
+                except OSError as e:
+                    errors.append(repr(e))
+        scrapers = [threading.Thread(target=scrape) for _ in range(6)]
+        for t in scrapers:
+            t.start()
+        try:
+            load = Load(self, self.server.port, 2, connections=8)
+            self.assertEqual(exact_calls(self.server.port, threads=4, each=50), 200)
+            self.assertEqual(failures(load.result()), {})
+        finally:
+            stop.set()
+            for t in scrapers:
+                t.join()
+        self.assertEqual(errors, [])
+        self.assertGreater(len(served), 8)  # paced, not refused: every scrape was answered
+        self.assertEqual(set(served), {200})
 
     def test_prometheus_reads_back_the_load_generators_request_count(self):
         pport = free_port()
@@ -178,7 +229,7 @@ class Metrics(unittest.TestCase):
         seen = []
 
         def read(module, want):
-            v = query(f'bertd_requests_total{{module="{module}"}}')
+            v = query(f'sum(bertd_requests_total{{module="{module}"}})')
             seen.append(v)
             return v if v is not None and want(v) else None
         got = wait_until(lambda: read("counted", lambda v: v == sent), timeout=15, interval=0.5,

@@ -169,6 +169,34 @@ modules:
         self.assertTrue(closed(s))
         self.error_log_says("no PROXY header")
 
+    def test_error_log_lines_about_a_client_name_the_address_of_its_proxy_header(self):
+        s = self.connect()
+        s.sendall(v1("192.0.2.31", 4321, dport=self.proxied) + frame(A("not_a_request")))
+        self.assertEqual(read_frame(s)[1][0:2], (A("protocol"), 0))
+        self.error_log_says("client 192.0.2.31:4321: a frame of ")
+        s = self.connect()
+        s.sendall(v2("2001:db8::77", 7777, "::1", self.proxied) + struct.pack(">I", 1 << 31))
+        self.assertEqual(read_frame(s)[1][0:2], (A("protocol"), 1))
+        self.assertTrue(closed(s))
+        self.error_log_says("client [2001:db8::77]:7777: frame of 2147483648 bytes is over the limit")
+        s = self.connect()
+        s.sendall(v2("198.51.100.78", 7878, dport=self.proxied) + call()[:9])
+        s.shutdown(socket.SHUT_WR)
+        self.assertEqual(read_frame(s)[1][0:2], (A("protocol"), 2))
+        self.error_log_says("client 198.51.100.78:7878: connection closed inside a frame (9 bytes")
+
+    def test_error_log_lines_about_a_client_without_a_header_name_its_socket_peer(self):
+        s = socket.create_connection(("127.0.0.1", self.plain), timeout=10)
+        self.addCleanup(s.close)
+        s.sendall(frame((A("info"), A("priority"), "not a list")) + call(args=[b"after-bad-info"]))
+        self.assertEqual(read_frame(s)[0], A("error"))
+        self.error_log_says(f"client 127.0.0.1:{s.getsockname()[1]}: a malformed info")
+        s2 = socket.create_connection(("127.0.0.1", self.plain), timeout=10)
+        self.addCleanup(s2.close)
+        s2.sendall(struct.pack(">I", 1 << 31))
+        self.assertTrue(closed(s2))
+        self.error_log_says(f"client 127.0.0.1:{s2.getsockname()[1]}: frame of 2147483648 bytes is over")
+
     def test_malformed_headers_are_each_refused_with_their_reason(self):
         cases = [
             (b"PROXY TCP4 1.2.3.4 5.6.7.8 1\r\n", "fewer than 6 fields"),

@@ -53,7 +53,7 @@ TEST(Metrics, buckets_are_cumulative_at_powers_of_two_microseconds) {
 TEST(Metrics, label_values_are_escaped) {
     auto seg = one_module("a\"b\\c");
     std::string t = admin::metrics_text(*seg, false);
-    CHECK(has(t, "bertd_requests_total{module=\"a\\\"b\\\\c\",kind=\"external\"} 0"));
+    CHECK(has(t, "bertd_requests_total{module=\"a\\\"b\\\\c\",kind=\"external\",priority=\"high\"} 0"));
     seg->remove();
 }
 
