@@ -322,6 +322,26 @@ class NativeInfos(unittest.TestCase):
                                                                    (Atom("expiration"), 60)]))
         self.assertEqual(w.frame(), (Atom("reply"), b"y"))
 
+    def test_a_native_results_elements_are_relayed_unread_after_its_infos(self):
+        svc = bertd.Service("127.0.0.1", self.server.port, timeout=10)
+        wait_until(lambda: self._try(svc), timeout=15, what="the native module")
+        n = 2_000_000  # 2 MB that would be 144 MB of terms
+        w = Wire(self.server.port)
+        self.addCleanup(w.close)
+        w.send(info("accept", [Atom("cache")]) + berp((Atom("call"), Atom("natinfo"), Atom("many"), [n])))
+        self.assertEqual(w.frame(), (Atom("info"), Atom("cache"), [(Atom("access"), Atom("private"))]))
+        reply, elements = w.raw_frame(), b"l" + struct.pack(">I", n) + b"j" * (n + 1)
+        self.assertTrue(reply.endswith(elements), reply[:40])
+        self.assertEqual(bertd.decode(reply[:-len(elements)] + b"j"), (Atom("reply"), []))
+
+    def test_native_infos_over_64_kib_are_a_clear_error(self):
+        svc = bertd.Service("127.0.0.1", self.server.port, timeout=10)
+        wait_until(lambda: self._try(svc), timeout=15, what="the native module")
+        with self.assertRaises(bertd.ServerError) as cm:
+            svc.call.natinfo.loud(10_000)
+        self.assertIn("a native function's infos: an info of", str(cm.exception.message))
+        self.assertEqual(svc.call.natinfo.loud(10), Atom("ok"))
+
     @staticmethod
     def _try(svc):
         try:
