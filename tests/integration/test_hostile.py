@@ -24,6 +24,7 @@ from harness import ROOT, Server, py_handler, read_frame, wait_until
 from loadrun import ECHO, acceptors, link_pid, rss_kb
 
 import bertd
+from test_info_packets import CallbackService  # noqa: E402  (not its tests)
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -355,44 +356,9 @@ def cast_of(module, function, args):
     return b"\x68\x04" + atom(b"cast") + atom(module) + atom(function) + args
 
 
-class RawService:
-    """A callback service on loopback that keeps the bytes of each frame it is sent, unread."""
-
-    def __init__(self):
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(16)
-        self.port = self.listener.getsockname()[1]
-        self.got = []
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self):
-        while True:
-            try:
-                c, _ = self.listener.accept()
-            except OSError:
-                return
-            with c:
-                c.settimeout(10)
-                buf = b""
-                try:
-                    while len(buf) < 4 or len(buf) < 4 + struct.unpack(">I", buf[:4])[0]:
-                        chunk = c.recv(1 << 20)
-                        if not chunk:
-                            break
-                        buf += chunk
-                    self.got.append(buf[4:])
-                    c.sendall(frame_of(bertd.encode((bertd.Atom("noreply"),))))
-                except OSError:
-                    pass
-
-    def close(self):
-        self.listener.close()
-
-
 class CallbackResults(HostileTest):
     def test_a_callbacks_result_of_many_elements_is_cast_on_unread(self):
-        service = RawService()
+        service = CallbackService(raw=True)
         self.addCleanup(service.close)
         s = self.server(echo_config("callbacks: {allow: ['127.0.0.1:*'], timeout: 5s, retries: 0}", acceptors=1))
         acceptor = acceptors(s)[0]

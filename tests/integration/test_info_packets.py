@@ -351,9 +351,11 @@ class NativeInfos(unittest.TestCase):
 
 
 class CallbackService:
-    """A BERT-RPC service on loopback that records what it is cast and answers {noreply}."""
+    """A BERT-RPC service on loopback that records what it is cast (decoded, or with `raw` the
+    frame's bytes unread) and answers {noreply}."""
 
-    def __init__(self):
+    def __init__(self, raw=False):
+        self.raw = raw
         self.listener = socket.socket()
         self.listener.bind(("127.0.0.1", 0))
         self.listener.listen(16)
@@ -368,15 +370,23 @@ class CallbackService:
             except OSError:
                 return
             with c:
-                c.settimeout(5)
+                c.settimeout(10 if self.raw else 5)
                 try:
-                    self.got.append(bertd.read_berp(c.makefile("rb")))
+                    f = c.makefile("rb")
+                    self.got.append(read_raw_berp(f) if self.raw else bertd.read_berp(f))
                     c.sendall(berp((Atom("noreply"),)))
                 except (OSError, EOFError, bertd.DecodeError):
                     pass
 
     def close(self):
         self.listener.close()
+
+
+def read_raw_berp(f):
+    head = f.read(4)
+    if len(head) < 4:
+        raise EOFError("no frame")
+    return f.read(struct.unpack(">I", head)[0])
 
 
 class Callbacks(InfoPacketTest):
