@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "bert/term.h"
 
@@ -123,6 +124,26 @@ size_t encoded_size(const Term& t, const EncodeOptions& options = {});  // what 
 //     if (n > 0) payload = rewritten;  // else the original bytes (compressed or not) stand
 DecodeError rewrite_floats(std::string_view payload, FloatForm to, std::string& out,
                            const Limits& limits = {}, size_t* rewritten = nullptr);
+
+// Where one term lies in an encoded term's bytes: [at, end).
+struct Span {
+    size_t at = 0, end = 0;
+    size_t size() const { return end - at; }
+};
+
+// The elements of the tuple at offset `at` of `payload` (an encoded term, version
+// byte first, not compressed), which must end where `payload` ends: their spans,
+// in order, each walked with check()'s checks under `limits` (nesting counted from
+// the tuple, so up to `at`'s own depth deeper than decode() would allow). Builds
+// no Term: O(payload) time, O(depth) memory beyond `out`, whatever the shape, so
+// the request path can take a handler's {reply, Result} or a native function's
+// {bert_rpc_info, Infos, Result} apart without decoding Result. On error `out`
+// may hold the spans read before it.
+DecodeError tuple_elements(std::string_view payload, size_t at, std::vector<Span>& out,
+                           const Limits& limits = {});
+
+// Whether the bytes at `s` of `payload` are the atom `name` (any of the four atom tags).
+bool is_atom_at(std::string_view payload, Span s, std::string_view name);
 
 // What the bytes of a fun say. Text is UTF-8.
 struct FunInfo {

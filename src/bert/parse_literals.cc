@@ -88,60 +88,70 @@ bool Parser::number(Number& out) {
         if (peek() != '$' && !(peek() >= '0' && peek() <= '9'))
             return fail_here(std::string("expected a number after '") + (negative ? '-' : '+') + "'");
     }
-    if (peek() == '$') {
-        size_t dollar = pos_++;
-        if (at_end()) return fail(dollar, "expected a character after '$'");
-        uint32_t c;
-        if (peek() == '\\') {
-            size_t bs = pos_++;
-            if (!escape(c, bs)) return false;
-        } else {
-            c = code_point_at(pos_);
-        }
-        out.i = Term(negative ? -int64_t(c) : int64_t(c));
-        return true;
-    }
+    if (peek() == '$') return char_number(negative, out);
     size_t digits_at = pos_;
     std::vector<uint8_t> ds;
     std::string int_text;
     digits(10, ds, &int_text);
-    if (peek() == '#') {
-        // Base#Digits
-        unsigned base = 0;
-        for (uint8_t d : ds) {
-            base = base * 10 + d;
-            if (base > 36) break;
-        }
-        if (base < 2 || base > 36) return fail(digits_at, "the base before '#' must be from 2 to 36");
-        ++pos_;
-        std::vector<uint8_t> bd;
-        digits(base, bd);
-        if (bd.empty()) return fail_here("expected digits of base " + std::to_string(base) + " after '#'");
-        if (bd.size() > kMaxDigits) return fail(start, "integer literal too long");
-        out.i = integer_from_digits(bd, base, negative);
-        return true;
-    }
-    if (peek() == '.' && peek(1) >= '0' && peek(1) <= '9') {
-        ++pos_;
-        std::string frac, exp;
-        std::vector<uint8_t> fd;
-        digits(10, fd, &frac);
-        bool exp_neg = false;
-        if (peek() == 'e' || peek() == 'E') {
-            ++pos_;
-            if (peek() == '-' || peek() == '+') {
-                exp_neg = peek() == '-';
-                ++pos_;
-            }
-            std::vector<uint8_t> ed;
-            digits(10, ed, &exp);
-            if (ed.empty()) return fail_here("expected the exponent's digits in a float");
-        }
-        return make_float(start, negative, int_text, frac, exp_neg, exp, out);
-    }
+    if (peek() == '#') return based_number(start, digits_at, ds, negative, out);
+    if (peek() == '.' && peek(1) >= '0' && peek(1) <= '9')
+        return float_number(start, negative, int_text, out);
     if (ds.size() > kMaxDigits) return fail(start, "integer literal too long");
     out.i = integer_from_digits(ds, 10, negative);
     return true;
+}
+
+// $C or $\Escape: the character's code.
+bool Parser::char_number(bool negative, Number& out) {
+    size_t dollar = pos_++;
+    if (at_end()) return fail(dollar, "expected a character after '$'");
+    uint32_t c;
+    if (peek() == '\\') {
+        size_t bs = pos_++;
+        if (!escape(c, bs)) return false;
+    } else {
+        c = code_point_at(pos_);
+    }
+    out.i = Term(negative ? -int64_t(c) : int64_t(c));
+    return true;
+}
+
+// Base#Digits, at the '#' after the base's digits `ds`.
+bool Parser::based_number(size_t start, size_t digits_at, const std::vector<uint8_t>& ds, bool negative,
+                          Number& out) {
+    unsigned base = 0;
+    for (uint8_t d : ds) {
+        base = base * 10 + d;
+        if (base > 36) break;
+    }
+    if (base < 2 || base > 36) return fail(digits_at, "the base before '#' must be from 2 to 36");
+    ++pos_;
+    std::vector<uint8_t> bd;
+    digits(base, bd);
+    if (bd.empty()) return fail_here("expected digits of base " + std::to_string(base) + " after '#'");
+    if (bd.size() > kMaxDigits) return fail(start, "integer literal too long");
+    out.i = integer_from_digits(bd, base, negative);
+    return true;
+}
+
+// The fraction and exponent of a float whose integer part `int_text` was read, at the '.'.
+bool Parser::float_number(size_t start, bool negative, const std::string& int_text, Number& out) {
+    ++pos_;
+    std::string frac, exp;
+    std::vector<uint8_t> fd;
+    digits(10, fd, &frac);
+    bool exp_neg = false;
+    if (peek() == 'e' || peek() == 'E') {
+        ++pos_;
+        if (peek() == '-' || peek() == '+') {
+            exp_neg = peek() == '-';
+            ++pos_;
+        }
+        std::vector<uint8_t> ed;
+        digits(10, ed, &exp);
+        if (ed.empty()) return fail_here("expected the exponent's digits in a float");
+    }
+    return make_float(start, negative, int_text, frac, exp_neg, exp, out);
 }
 
 bool Parser::make_float(size_t start, bool negative, const std::string& ip, const std::string& fp,
@@ -297,50 +307,60 @@ bool Parser::type_specifiers(SegSpec& spec) {
 
 bool Parser::emit(BitWriter& w, const Number& n, const SegSpec& spec, size_t at) {
     using T = SegSpec::Type;
-    if (spec.type == T::Utf8 || spec.type == T::Utf16 || spec.type == T::Utf32) {
-        if (spec.has_size || spec.has_unit) return fail(at, "a utf segment takes no size or unit");
-        if (n.is_float || !n.i.is_int() || n.i.as_int() < 0 || n.i.as_int() > 0x10FFFF ||
-            (n.i.as_int() >= 0xD800 && n.i.as_int() <= 0xDFFF))
-            return fail(at, "a utf segment needs a Unicode code point");
-        uint32_t c = uint32_t(n.i.as_int());
-        std::string units;
-        if (spec.type == T::Utf8) {
-            append_utf8(units, c);
-            for (char b : units) w.put_byte(uint8_t(b));
-            return true;
-        }
-        std::vector<uint32_t> words;
-        size_t width = spec.type == T::Utf16 ? 2 : 4;
-        if (spec.type == T::Utf16 && c >= 0x10000) {
-            words = {0xD800 + ((c - 0x10000) >> 10), 0xDC00 + ((c - 0x10000) & 0x3FF)};
-        } else {
-            words = {c};
-        }
-        for (uint32_t v : words)
-            for (size_t k = 0; k < width; ++k) {
-                size_t shift = spec.little ? 8 * k : 8 * (width - 1 - k);
-                w.put_byte(uint8_t(v >> shift));
-            }
-        return true;
-    }
-    if (spec.type == T::Float) {
-        uint64_t bits = (spec.has_size ? spec.size : 64) * spec.unit;
-        double d = n.is_float ? n.f : integer_as_double(n.i);
-        if (bits == 64) {
-            uint64_t u;
-            std::memcpy(&u, &d, 8);
-            put_le_bytes(w, to_le(u, 8), 64, spec.little);
-        } else if (bits == 32) {
-            float f = float(d);
-            uint32_t u;
-            std::memcpy(&u, &f, 4);
-            put_le_bytes(w, to_le(u, 4), 32, spec.little);
-        } else {
-            return fail(at, "a float segment must be 32 or 64 bits");
-        }
-        return true;
-    }
+    if (spec.type == T::Utf8 || spec.type == T::Utf16 || spec.type == T::Utf32)
+        return emit_utf(w, n, spec, at);
+    if (spec.type == T::Float) return emit_float(w, n, spec, at);
     if (n.is_float) return fail(at, "a float in a binary needs /float");
+    return emit_integer(w, n, spec, at);
+}
+
+bool Parser::emit_utf(BitWriter& w, const Number& n, const SegSpec& spec, size_t at) {
+    using T = SegSpec::Type;
+    if (spec.has_size || spec.has_unit) return fail(at, "a utf segment takes no size or unit");
+    if (n.is_float || !n.i.is_int() || n.i.as_int() < 0 || n.i.as_int() > 0x10FFFF ||
+        (n.i.as_int() >= 0xD800 && n.i.as_int() <= 0xDFFF))
+        return fail(at, "a utf segment needs a Unicode code point");
+    uint32_t c = uint32_t(n.i.as_int());
+    if (spec.type == T::Utf8) {
+        std::string units;
+        append_utf8(units, c);
+        for (char b : units) w.put_byte(uint8_t(b));
+        return true;
+    }
+    std::vector<uint32_t> words;
+    size_t width = spec.type == T::Utf16 ? 2 : 4;
+    if (spec.type == T::Utf16 && c >= 0x10000) {
+        words = {0xD800 + ((c - 0x10000) >> 10), 0xDC00 + ((c - 0x10000) & 0x3FF)};
+    } else {
+        words = {c};
+    }
+    for (uint32_t v : words)
+        for (size_t k = 0; k < width; ++k) {
+            size_t shift = spec.little ? 8 * k : 8 * (width - 1 - k);
+            w.put_byte(uint8_t(v >> shift));
+        }
+    return true;
+}
+
+bool Parser::emit_float(BitWriter& w, const Number& n, const SegSpec& spec, size_t at) {
+    uint64_t bits = (spec.has_size ? spec.size : 64) * spec.unit;
+    double d = n.is_float ? n.f : integer_as_double(n.i);
+    if (bits == 64) {
+        uint64_t u;
+        std::memcpy(&u, &d, 8);
+        put_le_bytes(w, to_le(u, 8), 64, spec.little);
+    } else if (bits == 32) {
+        float f = float(d);
+        uint32_t u;
+        std::memcpy(&u, &f, 4);
+        put_le_bytes(w, to_le(u, 4), 32, spec.little);
+    } else {
+        return fail(at, "a float segment must be 32 or 64 bits");
+    }
+    return true;
+}
+
+bool Parser::emit_integer(BitWriter& w, const Number& n, const SegSpec& spec, size_t at) {
     uint64_t bits = (spec.has_size ? spec.size : 8) * spec.unit;
     if (bits > kMaxBinaryBits || w.bits() + bits > kMaxBinaryBits) return fail(at, "binary too large");
     if (spec.little && bits % 8 != 0 && bits > 8)

@@ -159,6 +159,10 @@ private:
     void digits(unsigned base, std::vector<uint8_t>& out, std::string* text = nullptr);
 
     bool number(Number& out);
+    bool char_number(bool negative, Number& out);
+    bool based_number(size_t start, size_t digits_at, const std::vector<uint8_t>& ds, bool negative,
+                      Number& out);
+    bool float_number(size_t start, bool negative, const std::string& int_text, Number& out);
 
     bool make_float(size_t start, bool negative, const std::string& ip, const std::string& fp, bool exp_neg,
                     std::string exp, Number& out);
@@ -175,6 +179,9 @@ private:
     bool type_specifiers(SegSpec& spec);
 
     bool emit(BitWriter& w, const Number& n, const SegSpec& spec, size_t at);
+    bool emit_utf(BitWriter& w, const Number& n, const SegSpec& spec, size_t at);
+    bool emit_float(BitWriter& w, const Number& n, const SegSpec& spec, size_t at);
+    bool emit_integer(BitWriter& w, const Number& n, const SegSpec& spec, size_t at);
 
     static double integer_as_double(const Term& t);
 

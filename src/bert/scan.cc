@@ -391,4 +391,34 @@ DecodeError rewrite_floats(std::string_view payload, FloatForm to, std::string& 
     return {};
 }
 
+DecodeError tuple_elements(std::string_view payload, size_t at, std::vector<Span>& out,
+                           const Limits& limits) {
+    out.clear();
+    size_t declared;
+    if (DecodeError e = detail::check_prologue(payload, limits, declared)) return e;
+    if (declared > 0) return DecodeError{"a compressed term: inflate it first", 1};
+    detail::Input in(payload);
+    detail::Scanner s(in, limits);
+    detail::Head h;
+    if (!s.head(at, 0, h)) return s.error;
+    if (h.kind != detail::Head::Kind::Tuple) return DecodeError{"not a tuple", at};
+    size_t pos = h.body;
+    for (size_t i = 0; i < h.count; ++i) {
+        size_t start = pos;
+        if (!s.skip(pos, 1)) return s.error;
+        out.push_back(Span{start, pos});
+    }
+    if (pos != payload.size()) return DecodeError{"trailing bytes after the term", pos};
+    return {};
+}
+
+bool is_atom_at(std::string_view payload, Span s, std::string_view name) {
+    if (s.end > payload.size() || s.size() < 2) return false;
+    auto tag = uint8_t(payload[s.at]);
+    size_t head = tag == detail::kSmallAtom || tag == detail::kSmallAtomUtf8 ? 2
+                  : tag == detail::kAtom || tag == detail::kAtomUtf8         ? 3
+                                                                             : 0;
+    return head > 0 && s.size() == head + name.size() && payload.substr(s.at + head, name.size()) == name;
+}
+
 }  // namespace bert

@@ -12,6 +12,7 @@
 
 #include "bert/codec.h"
 #include "bert/frame.h"
+#include "bert/inflate.h"
 #include "io/backoff.h"
 #include "io/unix.h"
 #include "log/log.h"
@@ -35,12 +36,21 @@ bool split_service(std::string_view s, std::string& host, std::string& port) {
 }
 
 // The Result the service gets, encoded without its version byte: X of {reply, X}, else
-// the whole answer (an error). Empty when the answer is not a term.
+// the whole answer (an error). Empty when the answer is not a term. Its bytes are walked
+// and copied, never decoded: a handler's answer may be large, or built to cost far more
+// than its size.
 std::string result_of(std::string_view payload) {
-    bert::Term t;
-    if (bert::decode(payload, t)) return {};
-    const bert::Term& result = t.is_tuple(2) && t[0].is_atom("reply") ? t[1] : t;
-    return bert::encode(result).substr(1);
+    std::string plain;
+    if (bert::is_compressed(payload)) {
+        if (bert::inflate_payload(payload, plain)) return {};
+        payload = plain;
+    }
+    std::vector<bert::Span> reply;
+    if (!bert::tuple_elements(payload, 1, reply) && reply.size() == 2 &&
+        bert::is_atom_at(payload, reply[0], "reply"))
+        return std::string(payload.substr(reply[1].at, reply[1].size()));
+    if (bert::check(payload)) return {};
+    return std::string(payload.substr(1));
 }
 }  // namespace
 

@@ -29,9 +29,14 @@ constexpr int kReadRounds = 16;  // at most 16 scratch buffers (1 MiB) from one 
 // busy connection keeps its buffer), so idle connections hold no memory of their largest
 // request or answer.
 constexpr size_t kKeepBuffer = 4096;
-// Past this much of one frame, the input buffer takes the whole frame's room at once (never
-// for a header alone: 5 bytes announcing 32 MiB reserve nothing).
+// Past this much of one frame, the input buffer grows ahead of what arrives, to kGrowAhead
+// times what it holds (or the whole frame, when less): a big frame is copied three times, not
+// once per doubling, and the room taken stays within kGrowAhead times the bytes charged to
+// limits.max_buffered. A header alone reserves nothing, and a header announcing 32 MiB with
+// 1 MiB behind it reserves 4 MiB, not 32 (many such connections would take their frames'
+// room, uncounted).
 constexpr size_t kGrowWhole = 1u << 20;
+constexpr size_t kGrowAhead = 4;
 constexpr int64_t kShrinkIdleUs = 1'000'000;
 // A streamed request's chunks wait in the connection's queue for the worker to take them:
 // past this much, the client is not read until the worker has taken some (Leases::relay_some).
@@ -233,10 +238,11 @@ void Connections::read(Conn& c) {
         if (n > 0) {
             c.in.append(std::string_view(buf.data(), size_t(n)));
             got = true;
-            // A frame that has come this far is really coming: room for all of it at once.
+            // A frame that has come this far is really coming: room ahead for more of it.
             if (!relaying && c.in.size() >= kGrowWhole) {
                 bert::FrameScan fs = bert::scan_frame(c.in.view(), acc_.max_frame());
-                if (fs.state == bert::FrameScan::State::NeedMore) c.in.expect(bert::kFrameHeader + fs.length);
+                if (fs.state == bert::FrameScan::State::NeedMore)
+                    c.in.expect(std::min<size_t>(bert::kFrameHeader + fs.length, kGrowAhead * c.in.size()));
             }
             if (size_t(n) < buf.size() && !c.hup) break;  // drained: the next bytes bring an edge
             continue;

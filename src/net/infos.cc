@@ -161,27 +161,58 @@ std::string reply_binary_frame(std::string_view bytes) {
     return frame_of(Term::tuple({Term::atom("reply"), Term::binary(bytes)}));
 }
 
-bool native_infos(std::string_view payload, bool cache, std::string& frames) {
+std::string decode_info(std::string_view payload, Term& out) {
+    if (payload.size() > kMaxInfo)
+        return "an info of " + std::to_string(payload.size()) + " bytes (at most " +
+               std::to_string(kMaxInfo) + ")";
+    bert::Limits limits;
+    limits.max_size = kMaxInfo;
+    limits.max_inflated = kMaxInfo;
+    limits.memory_floor = kInfoMemory;
+    limits.memory_ratio = 4;
+    bert::DecodeError err = bert::decode(payload, out, limits);
+    if (!err) return {};
+    if (err.message.find("bytes of memory") != std::string::npos)
+        return "an info that takes more than " + std::to_string(kInfoMemory) + " bytes of memory to read";
+    return "unable to read data: an info: " + err.message;
+}
+
+bool native_infos(std::string_view payload, bool cache, std::string& frames, std::string& error) {
     if (payload.substr(0, 40).find("bert_rpc_info") == std::string_view::npos) return false;
-    Term t;
-    if (bert::decode(payload, t) || !t.is_tuple(2) || !t[0].is_atom("reply")) return false;
-    const Term& w = t[1];
-    if (!w.is_tuple(3) || !w[0].is_atom("bert_rpc_info") || !(w[1].is_nil() || w[1].is_proper_list())) return false;
+    // {reply, {bert_rpc_info, Infos, Result}}, taken apart in place: Result may be large.
+    std::vector<bert::Span> reply, parts;
+    if (bert::tuple_elements(payload, 1, reply) || reply.size() != 2 ||
+        !bert::is_atom_at(payload, reply[0], "reply") || bert::tuple_elements(payload, reply[1].at, parts) ||
+        parts.size() != 3 || !bert::is_atom_at(payload, parts[0], "bert_rpc_info"))
+        return false;
+    std::string infos(1, char(bert::kVersion));
+    infos.append(payload.substr(parts[1].at, parts[1].size()));
+    Term w;
     frames.clear();
-    if (!w[1].is_nil())
-        for (const Term& i : w[1].items()) {
+    error = decode_info(infos, w);
+    if (error.empty() && !(w.is_nil() || w.is_proper_list()))
+        error = "{bert_rpc_info, Infos, Result}: Infos must be a list";
+    if (!error.empty()) {
+        error = "a native function's infos: " + error;
+        return true;
+    }
+    if (!w.is_nil())
+        for (const Term& i : w.items()) {
             if (!i.is_tuple(2) || !i[0].is_atom()) continue;
             bool cache_kind = i[0].is_atom("cache") || i[0].is_atom("valid");
             if (cache_kind && !cache) continue;
             frames += frame_of(Term::tuple({Term::atom("info"), i[0], i[1]}));
         }
-    frames += frame_of(Term::tuple({Term::atom("reply"), w[2]}));
+    // {reply, Result}: the payload's own head and Result's bytes.
+    std::string body(payload.substr(0, reply[1].at));
+    body.append(payload.substr(parts[2].at, parts[2].size()));
+    bert::append_frame(frames, body);
     return true;
 }
 
 bool public_expiration(std::string_view payload, int64_t& seconds) {
     Term t;
-    if (bert::decode(payload, t) || !t.is_tuple(3) || !t[2].is_proper_list()) return false;
+    if (!decode_info(payload, t).empty() || !t.is_tuple(3) || !t[2].is_proper_list()) return false;
     bool is_public = false, has_expiration = false;
     for (const Term& o : t[2].items()) {
         if (const Term* v = pair_value(o, "access")) is_public = v->is_atom("public");

@@ -4,6 +4,7 @@
 // Pure functions over terms and bytes; no I/O, no state.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -45,15 +46,27 @@ std::string validation_frame(std::string_view token);  // {info, cache, [{valida
 std::string reply_binary_frame(std::string_view bytes);  // {reply, <<bytes>>}
 constexpr char kStreamEnd[4] = {0, 0, 0, 0};  // the zero-length header that ends a stream
 
+// Infos are small: one whose payload (once inflated) is over this many bytes is refused
+// unread, and decoding one may take at most kInfoMemory bytes, so that an info built to
+// cost far more than its size (a list of a million NILs) costs little.
+constexpr size_t kMaxInfo = 64 * 1024;
+constexpr size_t kInfoMemory = 1u << 20;
+
+// Decodes an info's payload (a client's, a worker's, a native function's Infos) whole,
+// within kMaxInfo and kInfoMemory. Empty, or why not, worded for an error answer.
+std::string decode_info(std::string_view payload, bert::Term& out);
+
 // A native function's {bert_rpc_info, [{Command, Options}, ...], Result}, in the answer
 // payload {reply, ...} the link relays: true, and `frames` gets an {info, Command, Options}
 // frame for each (cache and valid infos only when `cache` is true) and {reply, Result}.
-// False (and nothing done) for any other answer; only an answer that names bert_rpc_info
-// near its start is decoded.
-bool native_infos(std::string_view payload, bool cache, std::string& frames);
+// Infos that do not read as an info does (decode_info) make it true with `frames` empty
+// and `error` saying why. False (and nothing done) for any other answer. Only Infos is
+// decoded; Result's bytes are walked (check()'s checks) and copied, never decoded.
+bool native_infos(std::string_view payload, bool cache, std::string& frames, std::string& error);
 
 // Does an info frame to the client say `public` with an expiration? (For bertd's own cache.)
-// `seconds` gets the expiration, 0 meaning for ever.
+// `seconds` gets the expiration, 0 meaning for ever. An info that decode_info() refuses
+// says neither.
 bool public_expiration(std::string_view cache_info_payload, int64_t& seconds);
 
 }  // namespace bertd

@@ -153,9 +153,10 @@ void LinkClient::message(const linkproto::Message& m) {
             at_link_.erase(m.tag);
             Request* r = acc_.requests().find(m.tag);
             if (!r || r->stage != Request::Stage::AtLink) return;  // the client left
-            std::string frame;
-            if (native_infos(m.body, r->accepts_cache, frame)) {  // {bert_rpc_info, Infos, Result}
-                acc_.requests().complete(*r, Outcome::frames(std::move(frame), -1));
+            std::string frame, error;
+            if (native_infos(m.body, r->accepts_cache, frame, error)) {  // {bert_rpc_info, Infos, Result}
+                acc_.requests().complete(*r, error.empty() ? Outcome::frames(std::move(frame), -1)
+                                                           : Outcome::error(ErrorType::Server, 0, error));
                 return;
             }
             frame.reserve(bert::kFrameHeader + m.body.size());

@@ -24,8 +24,6 @@ constexpr size_t kOutHighWater = 1u << 20;
 constexpr size_t kLogRequestBytes = 4096;  // a huge request is cut short in the access log
 constexpr size_t kShownBytes = 200;        // of a frame that is no request, in its error
 constexpr size_t kSpareRequests = 64;
-// Infos are small; a bigger one is refused without being decoded.
-constexpr size_t kMaxInfo = 64 * 1024;
 
 // A decode error in the words of bertd's config.
 std::string unreadable(const bert::DecodeError& err) {
@@ -234,24 +232,24 @@ void RequestPath::go(Request& r, const bert::Peek& pk) {
 }
 
 // An info changes the request after it (a malformed one makes that request fail, as the
-// specification says), and is not answered itself. Infos are small: decoded whole.
+// specification says), and is not answered itself. Infos are small: decoded whole, within
+// decode_info()'s bounds.
 void RequestPath::info(Request& r, const bert::Peek& pk) {
+    (void)pk;
+    take_info(r);
+}
+
+void RequestPath::take_info(Request& r) {
     bert::Term info;
     Conn& c = *r.conn;
-    if (r.frame_len > kMaxInfo) {
-        c.info_error = "an info of " + std::to_string(r.frame_len) + " bytes (at most " + std::to_string(kMaxInfo) + ")";
-        c.info_error_code = 2;
-    } else if (bert::DecodeError err = bert::decode(r.payload(), info, limits_)) {
-        c.info_error = "unable to read data: an info: " + err.message;
-        c.info_error_code = 2;
-    } else {
-        apply_info(c, info);
-    }
+    r.kind = Request::Kind::Info;
+    c.info_error = decode_info(r.payload(), info);
+    if (c.info_error.empty()) apply_info(c, info);
     if (!c.info_error.empty()) {
+        c.info_error_code = 2;
         acc_.seg().header().stats.protocol_errors.fetch_add(1, std::memory_order_relaxed);
         acc_.conns().say(c, true, "a malformed info: " + c.info_error);
     }
-    (void)pk;
     complete(r, Outcome::nothing());
 }
 
@@ -277,14 +275,18 @@ void RequestPath::apply_info(Conn& c, const bert::Term& info) {
     }
 }
 
+// The Ruby bertrpc client's [info, Command, Options]: known by its head (a list of three
+// whose first element is the atom info), then read as any info is, so a big or costly one
+// fails the request after it, as a tuple info would, and is not answered itself.
 bool RequestPath::list_form_info(Request& r) {
-    bert::Term t;
-    if (r.frame_len > kMaxInfo || bert::decode(r.payload(), t) || !t.is_proper_list() || t.size() != 3 ||
-        !t[0].is_atom("info"))
+    std::string_view p = r.payload();
+    if (p.size() < 7 || uint8_t(p[0]) != bert::kVersion ||
+        p.substr(1, 5) != std::string_view("\x6c\0\0\0\x03", 5))
         return false;
-    r.kind = Request::Kind::Info;
-    apply_info(*r.conn, t);
-    complete(r, Outcome::nothing());
+    if (!bert::is_atom_at(p, bert::Span{6, std::min<size_t>(p.size(), 6 + 3 + 4)}, "info") &&
+        !bert::is_atom_at(p, bert::Span{6, std::min<size_t>(p.size(), 6 + 2 + 4)}, "info"))
+        return false;
+    take_info(r);
     return true;
 }
 

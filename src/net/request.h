@@ -129,6 +129,7 @@ private:
     void info(Request& r, const bert::Peek& pk);
     void apply_info(Conn& c, const bert::Term& info);
     bool list_form_info(Request& r);
+    void take_info(Request& r);
     bool take_infos(Request& r, Outcome& refused);
     bool discard_stream(Conn& c);
     Outcome admin(Request& r, const bert::Peek& pk);

@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -25,6 +26,8 @@ HANDLERS = os.path.join(ROOT, "tests", "handlers")
 
 if PYTHON_LIB not in sys.path:
     sys.path.insert(0, PYTHON_LIB)
+
+import bertd  # noqa: E402 (from PYTHON_LIB)
 
 _live = set()
 _dirs = []
@@ -66,6 +69,21 @@ def wait_until(predicate, timeout=5.0, interval=0.02, what="condition"):
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def read_frame(sock):
+    """The next frame from `sock`, decoded, or None when the server closed the connection (or
+    the socket failed or timed out) first."""
+    buf = b""
+    try:
+        while len(buf) < 4 or len(buf) < 4 + struct.unpack(">I", buf[:4])[0]:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return None
+            buf += chunk
+    except OSError:
+        return None
+    return bertd.decode(buf[4:4 + struct.unpack(">I", buf[:4])[0]])
 
 
 def alive(pid):

@@ -20,10 +20,11 @@ import sys
 import tempfile
 
 from erlnode import compile_erlang, test_cookie, unique_name
-from harness import ROOT, Server, py_handler, wait_until
+from harness import ROOT, Server, py_handler, read_frame, wait_until
 from loadrun import ECHO, acceptors, link_pid, rss_kb
 
 import bertd
+from test_info_packets import CallbackService  # noqa: E402  (not its tests)
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -100,20 +101,6 @@ class Descriptors(HostileTest):
             return None
 
 
-def read_frame(sock):
-    """The next answer, decoded, or None when the server closed the connection first."""
-    buf = b""
-    try:
-        while len(buf) < 4 or len(buf) < 4 + struct.unpack(">I", buf[:4])[0]:
-            chunk = sock.recv(65536)
-            if not chunk:
-                return None
-            buf += chunk
-    except OSError:
-        return None
-    return bertd.decode(buf[4:4 + struct.unpack(">I", buf[:4])[0]])
-
-
 class MemoryBudget(HostileTest):
     def test_unfinished_frames_of_many_clients_cannot_hold_more_than_max_buffered(self):
         frame, budget, clients = 8 << 20, 32 << 20, 48
@@ -165,10 +152,46 @@ class MemoryBudget(HostileTest):
               f"(budget {budget >> 20} MiB), {refused} refused, {served} good calls served", end=" ")
 
 
+    def test_big_frames_begun_on_many_connections_reserve_no_room_they_have_not_received(self):
+        # 40 connections each announce a 32 MiB frame (max_frame) and send 1 MiB of it: what
+        # they hold is 40 MiB; the room their buffers take must stay near that, not 40 x 32 MiB.
+        clients, sent = 40, 1 << 20
+        s = self.server(echo_config("limits: {max_connections: 1000}", acceptors=1))
+        pid = acceptors(s)[0]
+        size0, hwm0 = vm_kb(pid, "VmSize"), hwm_kb(pid)
+        head = struct.pack(">I", 32 << 20) + b"\x83" + b"x" * (sent - 1)
+        socks = []
+        self.addCleanup(lambda: [c.close() for c in socks])
+        for _ in range(clients):
+            c = socket.create_connection(("127.0.0.1", s.port), timeout=5)
+            c.sendall(head)
+            socks.append(c)
+        # The acceptor has read it all once a good client, served after them, has its answer.
+        wait_until(lambda: vm_kb(pid, "VmRSS") - hwm0 > clients * sent // 1024 * 3 // 4, timeout=10,
+                   what="the acceptor to read the connections' bytes")
+        self.assertEqual(bertd.Service("127.0.0.1", s.port, timeout=5).call.echo.echo(b"good"), b"good")
+        room, peak = vm_kb(pid, "VmSize") - size0, hwm_kb(pid) - hwm0
+        print(f"\n    {clients} connections with 1 MiB of a 32 MiB frame each: acceptor's address space "
+              f"+{room >> 10} MiB, peak resident +{peak >> 10} MiB", end=" ")
+        self.assertLess(room, clients * 8 << 10, "the buffers took room for frames that have not arrived")
+        self.assertLess(peak, clients * 4 << 10)
+        for c in socks:
+            c.close()
+        socks.clear()
+        # A whole frame of max_frame bytes still goes through.
+        big = b"b" * ((32 << 20) - 64)
+        self.assertEqual(bertd.Service("127.0.0.1", s.port, timeout=30).call.echo.echo(big), big)
+
+
+def vm_kb(pid, field):
+    """A field of /proc/<pid>/status (VmSize, VmRSS, VmHWM), in KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith(field + ":"))
+
+
 def hwm_kb(pid):
     """The process's peak resident memory (VmHWM), in KiB."""
-    with open(f"/proc/{pid}/status") as f:
-        return next(int(l.split()[1]) for l in f if l.startswith("VmHWM:"))
+    return vm_kb(pid, "VmHWM")
 
 
 def atom(name):
@@ -205,33 +228,36 @@ class WorkBoundedBySize(HostileTest):
         self.good = bertd.Service("127.0.0.1", self.s.port, timeout=5, persistent=True)
         self.assertEqual(self.good.call.echo.echo(b"warm"), b"warm")
 
-    def send_one(self, payload):
-        """Sends one frame; returns (its answer, acceptor CPU seconds, peak memory growth in KiB)."""
+    def send_one(self, payload, then=b""):
+        """Sends one frame (and the frames `then`); returns (the first answer, acceptor CPU seconds,
+        peak memory growth in KiB)."""
         before_cpu, before_rss = cpu_seconds(self.acceptor), rss_kb(self.acceptor)
         with socket.create_connection(("127.0.0.1", self.s.port), timeout=10) as c:
-            c.sendall(struct.pack(">I", len(payload)) + payload)
+            c.sendall(struct.pack(">I", len(payload)) + payload + then)
             answer = read_frame(c)
         cpu = cpu_seconds(self.acceptor) - before_cpu
         grown = hwm_kb(self.acceptor) - before_rss
         self.assertEqual(self.good.call.echo.echo(b"still"), b"still")
         return answer, cpu, grown
 
-    def costs(self, payload):
+    def costs(self, payload, then=b"", plain=None):
         """As send_one, with the CPU beyond that of a plain frame of the same size (the
-        cheaper of two runs of each, so a busy machine's noise counts least)."""
+        cheaper of two runs of each, so a busy machine's noise counts least), or of `plain`."""
         size = len(payload) - len(b"\x83" + call_of(b"nomod", b""))
-        plain = b"\x83" + call_of(b"nomod", b"\x6d" + struct.pack(">I", max(size - 5, 0)) + b"p" * max(size - 5, 0))
-        base = min(self.send_one(plain)[1] for _ in range(2))
-        runs = [self.send_one(payload) for _ in range(2)]
+        if plain is None:
+            plain = b"\x83" + call_of(b"nomod", b"\x6d" + struct.pack(">I", max(size - 5, 0)) + b"p" * max(size - 5, 0))
+        base = min(self.send_one(plain, then)[1] for _ in range(2))
+        runs = [self.send_one(payload, then) for _ in range(2)]
         answer, _, grown = runs[0]
         self.base_cpu = base
         return answer, min(r[1] for r in runs) - base, max(r[2] for r in runs)
 
-    def assert_cheap(self, payload, cpu, grown, what):
+    def assert_cheap(self, payload, cpu, grown, what, size=None):
+        size = size or len(payload)
         print(f"\n    {what}: {len(payload)} bytes, acceptor CPU {cpu * 1000:+.0f} ms beyond a plain frame's "
               f"{self.base_cpu * 1000:.0f} ms, peak +{grown} KiB", end=" ")
         self.assertLess(cpu, 0.05, f"{what} cost the acceptor {cpu:.3f} s of CPU more than a plain frame")
-        self.assertLess(grown, 4 * len(payload) // 1024 + 4096, f"{what} grew the acceptor by {grown} KiB")
+        self.assertLess(grown, 4 * size // 1024 + 4096, f"{what} grew the acceptor by {grown} KiB")
 
     def test_a_compressed_bomb_costs_an_acceptor_under_50_ms(self):
         # 16 million NILs in 16 KB: inflated, 16 MB that decode into 16 million elements.
@@ -280,6 +306,88 @@ class WorkBoundedBySize(HostileTest):
         answer, cpu, grown = self.costs(payload)
         self.assertEqual(answer[1][0], bertd.Atom("protocol"))
         self.assert_cheap(payload, cpu, grown, "16M NILs, not a request")
+
+
+    def test_an_info_that_inflates_to_millions_of_nils_fails_the_next_request_unread(self):
+        # 60 KB on the wire (incompressible bytes, then 3.5 million NILs): under 64 KiB, and
+        # within max_expansion, but 3.5 MB of options once inflated.
+        noise = os.urandom(56 << 10)
+        opts = b"\x6c\x00\x00\x00\x02" + b"\x6d" + struct.pack(">I", len(noise)) + noise + nils(3500 << 10) + b"\x6a"
+        payload = compressed(b"\x68\x03" + atom(b"info") + atom(b"cache") + opts)
+        self.assertLess(len(payload), 64 << 10)
+        # Inflating is bounded by max_expansion, for any request: the info must cost no more
+        # than a compressed call of the same bytes does (a call to no module, logged cut short).
+        call = compressed(b"\x68\x04" + atom(b"call") + atom(b"nomod") + atom(b"f") + opts)
+        answer, cpu, grown = self.costs(payload, then=frame_of(b"\x83" + call_of(b"echo", b"\x61\x01", b"echo")),
+                                        plain=call)
+        self.assertEqual(answer[1][0], bertd.Atom("protocol"), answer)
+        self.assertIn(b"an info of 3", answer[1][3])
+        self.assertIn(b"bytes (at most 65536)", answer[1][3])
+        self.assert_cheap(payload, cpu, grown, "compressed info of 3.5M NILs", size=len(opts))
+
+    def test_an_info_under_64_kib_of_nils_is_refused_within_a_megabyte(self):
+        # 60 thousand NILs: small on the wire, 4 MB as terms.
+        payload = b"\x83\x68\x03" + atom(b"info") + atom(b"callback") + nils(60 << 10)
+        answer, cpu, grown = self.costs(payload, then=frame_of(b"\x83" + call_of(b"echo", b"\x61\x01", b"echo")))
+        self.assertEqual(answer[1][0], bertd.Atom("protocol"), answer)
+        self.assertIn(b"bytes of memory to read", answer[1][3])
+        self.assert_cheap(payload, cpu, grown, "info of 60K NILs")
+
+    def test_a_list_form_info_over_64_kib_fails_the_request_after_it_not_itself(self):
+        # The Ruby client's [info, cache, Options], 4 MB of it: no answer of its own (that would
+        # shift every later answer by one), the call after it fails, the one after that is served.
+        payload = b"\x83\x6c\x00\x00\x00\x03" + atom(b"info") + atom(b"cache") + nils(4 << 20) + b"\x6a"
+        echo = lambda x: frame_of(b"\x83" + call_of(b"echo", b"\x61" + bytes([x]), b"echo"))
+        answer, cpu, grown = self.costs(payload, then=echo(1))
+        self.assertEqual(answer[1][0], bertd.Atom("protocol"), answer)
+        self.assertIn(b"an info of 4194", answer[1][3])
+        self.assert_cheap(payload, cpu, grown, "list-form info of 4M NILs")
+        with socket.create_connection(("127.0.0.1", self.s.port), timeout=10) as c:
+            c.sendall(frame_of(payload) + echo(1) + echo(2))
+            self.assertEqual(read_frame(c)[1][0], bertd.Atom("protocol"))
+            self.assertEqual(read_frame(c), (bertd.Atom("reply"), 2))
+
+
+def frame_of(payload):
+    return struct.pack(">I", len(payload)) + payload
+
+
+def cast_of(module, function, args):
+    return b"\x68\x04" + atom(b"cast") + atom(module) + atom(function) + args
+
+
+class CallbackResults(HostileTest):
+    def test_a_callbacks_result_of_many_elements_is_cast_on_unread(self):
+        service = CallbackService(raw=True)
+        self.addCleanup(service.close)
+        s = self.server(echo_config("callbacks: {allow: ['127.0.0.1:*'], timeout: 5s, retries: 0}", acceptors=1))
+        acceptor = acceptors(s)[0]
+        where = f"127.0.0.1:{service.port}".encode()
+        cb = bertd.encode((bertd.Atom("info"), bertd.Atom("callback"),
+                           [(bertd.Atom("service"), where), (bertd.Atom("mfa"), bertd.Atom("cron"), bertd.Atom("done"), [42])]))
+        n = 400_000  # within what the echo handler itself decodes (64 MiB)
+
+        def run(arg):
+            """Casts echo(arg) with the callback; (acceptor CPU, peak growth in KiB, what the service got)."""
+            before = len(service.got)
+            cpu0, rss0 = cpu_seconds(acceptor), rss_kb(acceptor)
+            with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
+                c.sendall(frame_of(cb) + frame_of(b"\x83" + cast_of(b"echo", b"echo", b"\x6c\x00\x00\x00\x01" + arg + b"\x6a")))
+                self.assertEqual(read_frame(c), (bertd.Atom("noreply"),))
+            wait_until(lambda: len(service.got) > before, timeout=10, what="the callback")
+            return cpu_seconds(acceptor) - cpu0, hwm_kb(acceptor) - rss0, service.got[-1]
+
+        blob = b"\x6d" + struct.pack(">I", n - 4) + b"p" * (n - 4)  # a plain result of the same size
+        base = min(run(blob)[0] for _ in range(2))
+        runs = [run(nils(n)) for _ in range(2)]
+        cpu, grown = min(r[0] for r in runs) - base, max(r[1] for r in runs)
+        got = runs[0][2]
+        self.assertTrue(got.endswith(b"\x6c\x00\x00\x00\x02\x61\x2a" + nils(n) + b"\x6a"),
+                        f"the service got {len(got)} bytes: {got[:300]!r}...")
+        print(f"\n    a callback's result of {n} NILs: acceptor CPU {cpu * 1000:+.0f} ms beyond a binary's "
+              f"{base * 1000:.0f} ms, peak +{grown} KiB", end=" ")
+        self.assertLess(cpu, 0.05)
+        self.assertLess(grown, 4 * n // 1024 + 4096)
 
 
 class CrossingAnswers(HostileTest):

@@ -322,6 +322,26 @@ class NativeInfos(unittest.TestCase):
                                                                    (Atom("expiration"), 60)]))
         self.assertEqual(w.frame(), (Atom("reply"), b"y"))
 
+    def test_a_native_results_elements_are_relayed_unread_after_its_infos(self):
+        svc = bertd.Service("127.0.0.1", self.server.port, timeout=10)
+        wait_until(lambda: self._try(svc), timeout=15, what="the native module")
+        n = 2_000_000  # 2 MB that would be 144 MB of terms
+        w = Wire(self.server.port)
+        self.addCleanup(w.close)
+        w.send(info("accept", [Atom("cache")]) + berp((Atom("call"), Atom("natinfo"), Atom("many"), [n])))
+        self.assertEqual(w.frame(), (Atom("info"), Atom("cache"), [(Atom("access"), Atom("private"))]))
+        reply, elements = w.raw_frame(), b"l" + struct.pack(">I", n) + b"j" * (n + 1)
+        self.assertTrue(reply.endswith(elements), reply[:40])
+        self.assertEqual(bertd.decode(reply[:-len(elements)] + b"j"), (Atom("reply"), []))
+
+    def test_native_infos_over_64_kib_are_a_clear_error(self):
+        svc = bertd.Service("127.0.0.1", self.server.port, timeout=10)
+        wait_until(lambda: self._try(svc), timeout=15, what="the native module")
+        with self.assertRaises(bertd.ServerError) as cm:
+            svc.call.natinfo.loud(10_000)
+        self.assertIn("a native function's infos: an info of", str(cm.exception.message))
+        self.assertEqual(svc.call.natinfo.loud(10), Atom("ok"))
+
     @staticmethod
     def _try(svc):
         try:
@@ -331,9 +351,11 @@ class NativeInfos(unittest.TestCase):
 
 
 class CallbackService:
-    """A BERT-RPC service on loopback that records what it is cast and answers {noreply}."""
+    """A BERT-RPC service on loopback that records what it is cast (decoded, or with `raw` the
+    frame's bytes unread) and answers {noreply}."""
 
-    def __init__(self):
+    def __init__(self, raw=False):
+        self.raw = raw
         self.listener = socket.socket()
         self.listener.bind(("127.0.0.1", 0))
         self.listener.listen(16)
@@ -348,15 +370,23 @@ class CallbackService:
             except OSError:
                 return
             with c:
-                c.settimeout(5)
+                c.settimeout(10 if self.raw else 5)
                 try:
-                    self.got.append(bertd.read_berp(c.makefile("rb")))
+                    f = c.makefile("rb")
+                    self.got.append(read_raw_berp(f) if self.raw else bertd.read_berp(f))
                     c.sendall(berp((Atom("noreply"),)))
                 except (OSError, EOFError, bertd.DecodeError):
                     pass
 
     def close(self):
         self.listener.close()
+
+
+def read_raw_berp(f):
+    head = f.read(4)
+    if len(head) < 4:
+        raise EOFError("no frame")
+    return f.read(struct.unpack(">I", head)[0])
 
 
 class Callbacks(InfoPacketTest):

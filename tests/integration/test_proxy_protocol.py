@@ -12,7 +12,7 @@ import struct
 import time
 import unittest
 
-from harness import Server, free_port, wait_until
+from harness import Server, free_port, read_frame, wait_until
 from loadrun import ECHO
 
 import bertd
@@ -48,20 +48,6 @@ def frame(term):
 
 def call(fn="echo", args=(b"x",), mod="echo"):
     return frame((A("call"), A(mod), A(fn), list(args)))
-
-
-def read_frame(sock):
-    """The next answer, decoded, or None when bertd closed the connection first."""
-    buf = b""
-    try:
-        while len(buf) < 4 or len(buf) < 4 + struct.unpack(">I", buf[:4])[0]:
-            chunk = sock.recv(65536)
-            if not chunk:
-                return None
-            buf += chunk
-    except OSError:
-        return None
-    return bertd.decode(buf[4:4 + struct.unpack(">I", buf[:4])[0]])
 
 
 def closed(sock, timeout=5):
