@@ -1,5 +1,6 @@
 %% bertd_client.erl: a BERT-RPC client for bertd (or any BERT-RPC 1.0 server) over gen_tcp with
-%% {packet, 4}: calls and casts, priority, timeouts, one-shot or persistent connections.
+%% {packet, 4}: calls and casts, priority, timeouts, one-shot or persistent connections, and
+%% BERT-RPC 1.0's infos (bertd_rpc10): streamed requests and answers, cache infos, callbacks.
 %% It never hands a caller an answer that belongs to another request: after a timeout or a broken
 %% answer the connection is closed, never reused.
 -module(bertd_client).
@@ -8,7 +9,10 @@
 -export([connect/2, connect/3, close/1, call/4, call/5, cast/4, cast/5, request_raw/2, request_raw/3]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
 
--export_type([conn/0, error_answer/0, reason/0]).
+-export_type([conn/0, error_answer/0, reason/0, answer/0]).
+
+%% At most this many infos may come before one answer (a server that sends nothing else is broken).
+-define(MAX_INFOS, 64).
 
 %% A persistent connection (a process owned by the caller that connected), or {Host, Port} or
 %% {Host, Port, [option()]} for one request on its own connection, as Ruby's bertrpc does.
@@ -19,15 +23,29 @@
                 | {connect_timeout, timeout_ms()}  % default: the timeout
                 | {priority, high | low}           % sends {info, priority, [P]} before each request
                 | {float_format, new | ernie}      % ernie: floats as FLOAT_EXT (minor_version 0)
+                | {chunk_size, pos_integer()}      % a streamed request's chunks; default 256 KiB
+                | {max_chunk, pos_integer()}       % longest streamed answer chunk read; default 64 MiB
+                | {max_stream, non_neg_integer()}  % most bytes a collected stream holds; default 64 MiB
                 | safe.                            % decode answers with binary_to_term(B, [safe])
 -type request_option() :: {timeout, timeout_ms()}
                         | {priority, high | low}
-                        | {info, atom(), list()}.  % any other {info, Command, Options} frame
+                        | {info, atom(), list()}   % any other {info, Command, Options} frame
+                        %% BERT-RPC 1.0 (bertd_rpc10):
+                        | {stream_in, bertd_rpc10:source()}   % streams the request
+                        | {stream_out, bertd_rpc10:sink()}    % where a streamed answer's chunks go
+                        | {accept, [stream | cache]}          % the result is {ok, answer()}
+                        | {validation, binary()}              % the result is {ok, answer()}
+                        | {callback, {Service :: binary() | string(), atom(), atom(), list()}}. % casts
+%% What a request with accept or validation gives: the reply's value (undefined for {noreply}),
+%% the cache info's options, whether the server said the token still holds, and the stream.
+-type answer() :: #{value := term(), cache := map() | undefined, valid := boolean(),
+                    streamed := boolean(), stream := term()}.
 %% What the server answered: {error, {Type, Code, Class, Detail, Backtrace}}.
 -type error_answer() :: {protocol | server | user | proxy | atom(), integer(), binary(), binary(), [binary()]}.
 %% What went wrong on the client's side.
 -type reason() :: timeout | closed | {connect, inet:posix() | timeout}
-                | {send, term()} | {invalid_answer, term()} | {badarg, term()}.
+                | {send, term()} | {invalid_answer, term()} | {badarg, term()}
+                | {max_stream, non_neg_integer()} | {stream_out, {atom(), term()}}.
 
 -record(opts, {timeout = infinity :: timeout_ms(),
                connect_timeout = default :: timeout_ms() | default,
@@ -35,7 +53,18 @@
                %% term_to_binary's options: [{minor_version, 0}] writes floats as FLOAT_EXT, the only
                %% form a handler on Ernie's Ruby library (ruby-bert) reads.
                encode = [] :: [{minor_version, 0}],
+               chunk_size = 256 * 1024 :: pos_integer(),
+               max_chunk = 64 * 1024 * 1024 :: pos_integer(),
+               max_stream = 64 * 1024 * 1024 :: non_neg_integer(),
                safe = false :: boolean()}).
+
+%% One request's plan: its info frames (encoded), timeout, stream in, sink, and whether the caller
+%% asked for an answer() (accept or validation).
+-record(req, {frames = [] :: [binary()],
+              timeout :: timeout_ms(),
+              stream_in = none :: none | term(),
+              sink = collect :: bertd_rpc10:sink(),
+              detailed = false :: boolean()}).
 
 -record(state, {owner_ref :: reference(),
                 host, port,
@@ -76,7 +105,7 @@ call(Conn, Module, Function, Args) ->
     call(Conn, Module, Function, Args, []).
 
 -spec call(conn(), atom(), atom(), list(), [request_option()]) ->
-          {ok, term()} | {error, error_answer() | reason()}.
+          {ok, term() | answer()} | {error, error_answer() | reason()}.
 call(Conn, Module, Function, Args, Options) ->
     request(Conn, call, Module, Function, Args, Options).
 
@@ -85,7 +114,8 @@ call(Conn, Module, Function, Args, Options) ->
 cast(Conn, Module, Function, Args) ->
     cast(Conn, Module, Function, Args, []).
 
--spec cast(conn(), atom(), atom(), list(), [request_option()]) -> ok | {error, error_answer() | reason()}.
+-spec cast(conn(), atom(), atom(), list(), [request_option()]) ->
+          ok | {ok, answer()} | {error, error_answer() | reason()}.
 cast(Conn, Module, Function, Args, Options) ->
     request(Conn, cast, Module, Function, Args, Options).
 
@@ -136,51 +166,189 @@ exchange({Host, Port, ConnOptions}, Kind, Request, Options) ->
 exchange(Conn, _Kind, _Request, _Options) ->
     {error, {badarg, Conn}}.
 
-%% Sends the infos and the request, reads one answer. {Result, Keep}: Keep is false when the
-%% stream may be out of step (the socket must then be closed).
+%% Sends the infos, the request and its stream, reads the answer. {Result, Keep}: Keep is false
+%% when the stream may be out of step (the socket must then be closed).
 exchange_on(Socket, Opts, Kind, Request, Options) ->
-    case request_frames(Opts, Options) of
-        {ok, Infos, Timeout} ->
-            Deadline = deadline(Timeout),
-            case send_all(Socket, Infos ++ [encode(Request, Opts)]) of
-                ok ->
-                    case gen_tcp:recv(Socket, 0, remaining(Deadline)) of
-                        {ok, Answer} -> {interpret(Kind, Answer, Opts#opts.safe), true};
-                        {error, timeout} -> {{error, timeout}, false};
-                        {error, closed} -> {{error, closed}, false};
-                        {error, Reason} -> {{error, {recv, Reason}}, false}
-                    end;
-                {error, closed} ->
-                    {{error, closed}, false};
-                {error, timeout} ->  % send_timeout: the server stopped reading
-                    {{error, timeout}, false};
-                {error, Reason} ->
-                    {{error, {send, Reason}}, false}
+    case plan(Kind, Opts, Options) of
+        {ok, R} ->
+            case send_all(Socket, R#req.frames ++ [encode(Request, Opts)]) of
+                ok -> after_request(Socket, Opts, Kind, R);
+                Error -> {send_error(Error), false}
             end;
         Error ->
             {Error, true}
     end.
 
+after_request(Socket, Opts, Kind, R = #req{stream_in = none, timeout = T}) ->
+    answer(Socket, Opts, Kind, R, deadline(T));
+after_request(Socket, Opts, Kind, R = #req{stream_in = Src, timeout = T}) ->
+    case send_stream(Socket, Src, Opts#opts.chunk_size) of
+        ok -> answer(Socket, Opts, Kind, R, deadline(T));
+        {error, {badarg, _}} = Bad -> {Bad, false};
+        Error -> {early_answer(Socket, Opts, Error), false}
+    end.
+
+send_error({error, closed}) -> {error, closed};
+send_error({error, timeout}) -> {error, timeout};  % send_timeout: the server stopped reading
+send_error({error, Reason}) -> {error, {send, Reason}}.
+
+%% A streamed request's chunks, then the zero-length end ({packet, 4} writes the headers).
+send_stream(Socket, Src, Size) ->
+    case bertd_rpc10:next_piece(Src, Size) of
+        {ok, Piece, Src1} ->
+            case gen_tcp:send(Socket, Piece) of
+                ok -> send_stream(Socket, Src1, Size);
+                Error -> Error
+            end;
+        eof -> gen_tcp:send(Socket, <<>>);
+        {error, _} = Bad -> Bad
+    end.
+
+%% The server stopped reading the stream (a limit, a refused stream): its error answer, if that is
+%% what it sent, is the caller's result. (The socket backend keeps what came before the server
+%% closed readable after the failed send; the inet driver's would have dropped it.)
+early_answer(Socket, Opts, SendError) ->
+    case gen_tcp:recv(Socket, 0, 2000) of
+        {ok, Bin} ->
+            case interpret(any, Bin, Opts#opts.safe) of
+                {error, {_, _, _, _, _}} = ServerError -> ServerError;
+                _ -> send_error(SendError)
+            end;
+        _ ->
+            send_error(SendError)
+    end.
+
+%% The infos before the answer, the answer, and the chunks of a streamed one.
+answer(Socket, Opts, Kind, R, Deadline) ->
+    Notes = #{cache => undefined, valid => false, streamed => false, stream => undefined},
+    case read_head(Socket, Opts#opts.safe, Deadline, 0, Notes) of
+        {{ok, Head, N = #{streamed := false}}, Keep} ->
+            {result(Kind, R, Head, N), Keep};
+        {{ok, {reply, _} = Head, N}, _} ->
+            case read_stream(Socket, Opts, R) of
+                {ok, Got} -> {result(Kind, R, Head, N#{stream := Got}), true};
+                Error -> {Error, false}
+            end;
+        {{ok, Head, _}, _} ->  % chunks may follow: out of step
+            {{error, {invalid_answer, {stream_head, Head}}}, false};
+        Other ->
+            Other
+    end.
+
+read_head(_Socket, _Safe, _Deadline, ?MAX_INFOS, _Notes) ->
+    {{error, {invalid_answer, too_many_infos}}, false};
+read_head(Socket, Safe, Deadline, N, Notes) ->
+    case recv(Socket, remaining(Deadline)) of
+        {ok, Bin} ->
+            case try {ok, decode(Bin, Safe)} catch error:badarg -> error end of
+                {ok, {info, Command, Options}} when is_atom(Command) ->
+                    case note_info(Command, Options, Notes) of
+                        {ok, Notes1} -> read_head(Socket, Safe, Deadline, N + 1, Notes1);
+                        Error -> {Error, true}
+                    end;
+                {ok, Term} -> {{ok, Term, Notes}, true};
+                error -> {{error, {invalid_answer, Bin}}, true}
+            end;
+        Error ->
+            {Error, false}
+    end.
+
+%% Infos this client does not know modify nothing it knows: ignored, as the specification says.
+note_info(stream, _, Notes) -> {ok, Notes#{streamed := true}};
+note_info(valid, _, Notes) -> {ok, Notes#{valid := true}};
+note_info(cache, Options, Notes) ->
+    case bertd_rpc10:read_cache_options(Options) of
+        {ok, Cache} -> {ok, Notes#{cache := Cache}};
+        error -> {error, {invalid_answer, {info, cache, Options}}}
+    end;
+note_info(_, _, Notes) -> {ok, Notes}.
+
+%% A streamed answer's chunks to the sink, each within the timeout, none over max_chunk (the
+%% socket refuses a longer one before reading it: {error, emsgsize}).
+read_stream(Socket, #opts{max_chunk = Max, max_stream = MaxStream}, #req{sink = Sink, timeout = T}) ->
+    {ok, State} = bertd_rpc10:sink(Sink, MaxStream),
+    ok = inet:setopts(Socket, [{packet_size, Max}]),
+    case read_chunks(Socket, T, State, Max) of
+        {ok, Got} ->
+            ok = inet:setopts(Socket, [{packet_size, 0}]),
+            {ok, Got};
+        Error ->
+            Error
+    end.
+
+read_chunks(Socket, T, State, Max) ->
+    case recv(Socket, T) of
+        {ok, <<>>} ->
+            {ok, bertd_rpc10:result(State)};
+        {ok, Chunk} ->
+            case bertd_rpc10:feed(Chunk, State) of
+                {ok, State1} -> read_chunks(Socket, T, State1, Max);
+                Error -> Error
+            end;
+        {error, {recv, emsgsize}} ->
+            {error, {invalid_answer, {chunk_over, Max}}};
+        Error ->
+            Error
+    end.
+
+recv(Socket, Timeout) ->
+    case gen_tcp:recv(Socket, 0, Timeout) of
+        {ok, Bin} -> {ok, Bin};
+        {error, timeout} -> {error, timeout};
+        {error, closed} -> {error, closed};
+        {error, Reason} -> {error, {recv, Reason}}
+    end.
+
+%% What the caller gets: an answer() when it asked for one, else the value (a stream it did not
+%% ask for, from a server that streams anyway, gathered as its bytes).
+result(_Kind, #req{detailed = true}, {reply, V}, Notes) -> {ok, Notes#{value => V}};
+result(_Kind, #req{detailed = true}, {noreply}, Notes) -> {ok, Notes#{value => undefined}};
+result(Kind, #req{detailed = true}, Head, _) -> interpret_term(Kind, Head);
+result(_Kind, #req{}, _Head, #{streamed := true, stream := Got}) -> {ok, Got};
+result(Kind, #req{}, Head, _) -> interpret_term(Kind, Head).
+
 encode({raw, Bytes}, _Opts) -> Bytes;
 encode({term, T}, #opts{encode = E}) -> term_to_binary(T, E).
 
-request_frames(Opts, Options) ->
-    request_frames(Options, Opts#opts.priority, [], Opts#opts.timeout, Opts).
+%% The request's options as a plan: priority first, then the other infos in order, then
+%% BERT-RPC 1.0's (bertd_rpc10:infos/2).
+plan(Kind, Opts, Options) ->
+    case plan(Options, Opts#opts.priority, [], #{}, #req{timeout = Opts#opts.timeout}) of
+        {ok, Priority, Infos, Rpc10, R} ->
+            case bertd_rpc10:infos(Kind, Rpc10) of
+                {ok, More} ->
+                    PriorityInfo = [{info, priority, [P]} || P <- [Priority], P =/= none],
+                    All = PriorityInfo ++ lists:reverse(Infos) ++ More,
+                    {ok, R#req{frames = [encode({term, I}, Opts) || I <- All],
+                               detailed = maps:is_key(accept, Rpc10) orelse maps:is_key(validation, Rpc10)}};
+                Error ->
+                    Error
+            end;
+        Error ->
+            Error
+    end.
 
-request_frames([], Priority, Infos, Timeout, Opts) ->
-    PriorityInfo = case Priority of
-                       none -> [];
-                       P -> [{term, {info, priority, [P]}}]
-                   end,
-    {ok, [encode(I, Opts) || I <- PriorityInfo ++ lists:reverse(Infos)], Timeout};
-request_frames([{priority, P} | Rest], _, Infos, Timeout, Opts) when P =:= high; P =:= low ->
-    request_frames(Rest, P, Infos, Timeout, Opts);
-request_frames([{timeout, T} | Rest], Priority, Infos, _, Opts) when T =:= infinity; is_integer(T), T >= 0 ->
-    request_frames(Rest, Priority, Infos, T, Opts);
-request_frames([{info, Command, IOpts} | Rest], Priority, Infos, Timeout, Opts)
-  when is_atom(Command), is_list(IOpts) ->
-    request_frames(Rest, Priority, [{term, {info, Command, IOpts}} | Infos], Timeout, Opts);
-request_frames([Bad | _], _, _, _, _) ->
+plan([], Priority, Infos, Rpc10, R) ->
+    {ok, Priority, Infos, Rpc10, R};
+plan([{priority, P} | Rest], _, Infos, Rpc10, R) when P =:= high; P =:= low ->
+    plan(Rest, P, Infos, Rpc10, R);
+plan([{timeout, T} | Rest], Priority, Infos, Rpc10, R) when T =:= infinity; is_integer(T), T >= 0 ->
+    plan(Rest, Priority, Infos, Rpc10, R#req{timeout = T});
+plan([{info, Command, IOpts} | Rest], Priority, Infos, Rpc10, R) when is_atom(Command), is_list(IOpts) ->
+    plan(Rest, Priority, [{info, Command, IOpts} | Infos], Rpc10, R);
+plan([{stream_in, Source} | Rest], Priority, Infos, Rpc10, R) ->
+    case bertd_rpc10:source(Source) of
+        {ok, Src} -> plan(Rest, Priority, Infos, Rpc10#{stream_in => true}, R#req{stream_in = Src});
+        Error -> Error
+    end;
+plan([{stream_out, Sink} | Rest], Priority, Infos, Rpc10, R) ->
+    case bertd_rpc10:sink(Sink, 0) of
+        {ok, _} -> plan(Rest, Priority, Infos, Rpc10, R#req{sink = Sink});
+        Error -> Error
+    end;
+plan([{Key, Value} | Rest], Priority, Infos, Rpc10, R) when Key =:= accept; Key =:= validation; Key =:= callback ->
+    plan(Rest, Priority, Infos, Rpc10#{Key => Value}, R);
+plan([Bad | _], _, _, _, _) ->
     {error, {badarg, Bad}}.
 
 send_all(_Socket, []) ->
@@ -193,6 +361,13 @@ send_all(Socket, [Frame | Rest]) ->
 
 interpret(Kind, Answer, Safe) ->
     try decode(Answer, Safe) of
+        Term -> interpret_term(Kind, Term)
+    catch
+        error:badarg -> {error, {invalid_answer, Answer}}
+    end.
+
+interpret_term(Kind, Term) ->
+    case Term of
         {reply, Reply} when Kind =/= cast -> {ok, Reply};
         {noreply} when Kind =:= cast -> ok;
         {noreply} when Kind =:= any -> noreply;
@@ -201,8 +376,6 @@ interpret(Kind, Answer, Safe) ->
         {error, {Type, Code, Detail}} when is_atom(Type), is_integer(Code) ->
             {error, {Type, Code, <<>>, text(Detail), []}};  % older servers
         Other -> {error, {invalid_answer, Other}}
-    catch
-        error:badarg -> {error, {invalid_answer, Answer}}
     end.
 
 decode(Bin, true) -> binary_to_term(Bin, [safe]);
@@ -227,7 +400,8 @@ remaining(Deadline) -> max(0, Deadline - erlang:monotonic_time(millisecond)).
 open(Host, Port, #opts{timeout = T, connect_timeout = CT}) ->
     Timeout = case CT of default -> T; _ -> CT end,
     SendTimeout = case T of infinity -> []; _ -> [{send_timeout, T}, {send_timeout_close, true}] end,
-    case gen_tcp:connect(Host, Port, [binary, {packet, 4}, {active, false}, {nodelay, true} | SendTimeout],
+    case gen_tcp:connect(Host, Port, [{inet_backend, socket}, binary, {packet, 4}, {active, false}, {nodelay, true}
+                                      | SendTimeout],
                          Timeout) of
         {ok, Socket} -> {ok, Socket};
         {error, Reason} -> {error, {connect, Reason}}
@@ -245,6 +419,12 @@ parse_options([{float_format, new} | Rest], Opts) ->
     parse_options(Rest, Opts#opts{encode = []});
 parse_options([{float_format, ernie} | Rest], Opts) ->
     parse_options(Rest, Opts#opts{encode = [{minor_version, 0}]});
+parse_options([{chunk_size, N} | Rest], Opts) when is_integer(N), N > 0 ->
+    parse_options(Rest, Opts#opts{chunk_size = N});
+parse_options([{max_chunk, N} | Rest], Opts) when is_integer(N), N > 0 ->
+    parse_options(Rest, Opts#opts{max_chunk = N});
+parse_options([{max_stream, N} | Rest], Opts) when is_integer(N), N >= 0 ->
+    parse_options(Rest, Opts#opts{max_stream = N});
 parse_options([safe | Rest], Opts) ->
     parse_options(Rest, Opts#opts{safe = true});
 parse_options([Bad | _], _Opts) ->

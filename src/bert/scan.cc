@@ -277,10 +277,14 @@ bool Scanner::walk_map(size_t& pos, size_t depth) {
     if (n > (in_.size() - pos) / 2)
         return fail_at("map size " + std::to_string(n) + " exceeds the remaining bytes", pos);
     if (n > 0 && !enter(depth, pos)) return false;
-    size_t first = pos, prev = 0, e1, e2;
+    size_t prev = 0, e1, e2;
     bool sorted = true;
+    // Where each key starts, found by this one walk: keys_unique() must not walk the pairs
+    // again, or nested maps would cost a walk per level (exponential in the depth).
+    std::vector<size_t> keys;
     for (size_t i = 0; i < n; ++i) {
         size_t key = pos;
+        if (check_keys) keys.push_back(key);
         if (!walk(pos, depth + 1) || !walk(pos, depth + 1)) return false;
         // Keys in order on the wire (as Erlang and encode() write small maps) are
         // unique; others are sorted once every pair is known to be sound.
@@ -288,21 +292,11 @@ bool Scanner::walk_map(size_t& pos, size_t depth) {
         if (!error.message.empty()) return false;
         prev = key;
     }
-    return !check_keys || sorted || keys_unique(at_map, first, n, depth);
+    return !check_keys || sorted || keys_unique(at_map, keys, depth);
 }
 
-bool Scanner::keys_unique(size_t at_map, size_t first, size_t n, size_t depth) {
-    std::string* saved = out_;
-    out_ = nullptr;
-    std::vector<size_t> keys;
-    keys.reserve(n);
-    size_t pos = first, e1, e2;
-    for (size_t i = 0; i < n; ++i) {
-        keys.push_back(pos);
-        walk(pos, depth + 1);
-        walk(pos, depth + 1);
-    }
-    out_ = saved;
+bool Scanner::keys_unique(size_t at_map, std::vector<size_t>& keys, size_t depth) {
+    size_t e1, e2;
     std::sort(keys.begin(), keys.end(),
               [&](size_t a, size_t b) { return compare(a, b, depth + 1, true, e1, e2) < 0; });
     for (size_t i = 1; i < keys.size(); ++i)

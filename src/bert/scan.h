@@ -11,6 +11,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "bert/codec.h"
 #include "bert/decoder.h"
@@ -135,7 +136,7 @@ private:
     bool walk_fun(size_t& pos, size_t depth);
     bool walk_float(size_t& pos);
     bool walk_leaf(size_t& pos);
-    bool keys_unique(size_t at, size_t first, size_t n, size_t depth);
+    bool keys_unique(size_t at, std::vector<size_t>& keys, size_t depth);
     bool leaf_head(size_t pos, Head& h);
     bool big_head(size_t pos, Head& h);
     bool container_head(size_t pos, Head& h);

@@ -6,8 +6,6 @@
 // is the rest compressed (tag 80), so that the fuzzer reaches inside compressed
 // terms. It aborts on any disagreement and never allocates beyond the limits it
 // sets (the smoke run caps RSS and mallocs).
-#include <zlib.h>
-
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -16,19 +14,9 @@
 
 #include "bert/codec.h"
 #include "bert/term.h"
+#include "fuzz_input.h"
 
 namespace {
-
-std::string compressed(std::string_view inner) {
-    uLongf n = compressBound(inner.size());
-    std::string z(n, '\0');
-    compress(reinterpret_cast<Bytef*>(z.data()), &n, reinterpret_cast<const Bytef*>(inner.data()),
-             inner.size());
-    z.resize(n);
-    std::string out = {char(131), char(80)};
-    for (int k = 3; k >= 0; --k) out.push_back(static_cast<char>(inner.size() >> (8 * k)));
-    return out + z;
-}
 
 bool same(const bert::DecodeError& a, const bert::DecodeError& b) {
     return a.message == b.message && a.offset == b.offset;
@@ -68,16 +56,9 @@ void check_failed_rewrite(std::string_view in, const bert::DecodeError& full, co
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-    std::string_view in(reinterpret_cast<const char*>(data), size);
-    std::string zipped;
-    if (!in.empty() && in[0] == 'Z') {
-        zipped = compressed(in.substr(1));
-        in = zipped;
-    }
-    bert::Limits limits;
-    limits.max_size = 1u << 20;  // compressed inputs may not inflate past this
-    limits.max_inflated = 1u << 20;
-    limits.memory_floor = 16u << 20;
+    fuzz::Input input(data, size);
+    std::string_view in = input.bytes();
+    bert::Limits limits = fuzz::limits();
     bert::Term t;
     bert::DecodeError e = bert::decode(in, t, limits);
     bert::Peek pk;

@@ -257,11 +257,9 @@ module BERTD
     def read_stream_chunk(socket)
       deadline = @timeout && (Process.clock_gettime(Process::CLOCK_MONOTONIC) + @timeout)
       cut = 'the streamed answer was cut short: the server closed the connection'
-      n = read_exactly(socket, 4, deadline, cut).unpack1('N')
-      return nil if n.zero?
-      raise InvalidReply, "a streamed answer's chunk of #{n} bytes is over max_chunk (#{@max_chunk})" if n > @max_chunk
-
-      read_exactly(socket, n, deadline, cut)
+      RPC10.read_chunk(->(n) { read_exactly(socket, n, deadline, cut) }, @max_chunk, limit_name: 'max_chunk')
+    rescue RPC10::StreamError => e
+      raise InvalidReply, "a streamed answer's chunk: #{e.message}"
     end
 
     def frames(terms)

@@ -96,14 +96,15 @@ module BERTD
     end
 
     # Reads one chunk with `read_exactly.call(n)` (fewer bytes only at end of input); nil for the
-    # zero header that ends the stream.
-    def read_chunk(read_exactly, max_chunk)
+    # zero header that ends the stream. The one chunk reader: the handler's request streams and the
+    # client's streamed answers both go through it. `limit_name` names `max_chunk` in the error.
+    def read_chunk(read_exactly, max_chunk, limit_name: 'the limit')
       head = read_exactly.call(4)
       raise StreamError, 'the stream was cut short: end of input before its zero-length end' if head.bytesize < 4
 
       n = head.unpack1('N')
       return nil if n.zero?
-      raise StreamError, "a stream chunk of #{n} bytes is over the limit of #{max_chunk}" if max_chunk && n > max_chunk
+      raise StreamError, "a stream chunk of #{n} bytes is over #{limit_name} (#{max_chunk})" if max_chunk && n > max_chunk
 
       data = read_exactly.call(n)
       raise StreamError, "the stream was cut short inside a chunk (#{data.bytesize} of #{n} bytes)" if data.bytesize < n
