@@ -4,6 +4,7 @@ the error log and the command line. Real processes throughout; every test cleans
 """
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -41,6 +42,7 @@ class OpsTest(unittest.TestCase):
     def setUp(self):
         import tempfile
         self.dir = tempfile.mkdtemp(prefix="bertd-ops-")
+        self.addCleanup(shutil.rmtree, self.dir, True)  # last: after the processes below are gone
         # Whatever a test started from its own directory goes when it ends, even if it failed
         # before it learnt the pid (a daemon whose start timed out, say). Acceptors share the
         # master's command line; workers exit once both are gone (end of file on fd 3).
