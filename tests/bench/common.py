@@ -273,14 +273,11 @@ def _runnable_threads(pid):
     return n
 
 
-class OutsideLoad:
-    """Samples, every `interval` seconds, the tasks runnable (or in uninterruptible sleep) on the
-    machine that are not the bench's: the system's count (/proc/loadavg, /proc/stat) minus the
-    bench's own threads in those states (this process and every descendant, servers in their own
-    sessions included). Its mean over a run is the load average the rest of the machine added."""
+class Sampling:
+    """A thread that calls self._run() (which waits on self._stop) from `with` to its end;
+    _finish() runs once the thread has stopped."""
 
-    def __init__(self, interval=1.0):
-        self.interval, self.samples = interval, []  # [(monotonic time, outside tasks)]
+    def __init__(self):
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -291,6 +288,21 @@ class OutsideLoad:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
+        self._finish()
+
+    def _finish(self):
+        pass
+
+
+class OutsideLoad(Sampling):
+    """Samples, every `interval` seconds, the tasks runnable (or in uninterruptible sleep) on the
+    machine that are not the bench's: the system's count (/proc/loadavg, /proc/stat) minus the
+    bench's own threads in those states (this process and every descendant, servers in their own
+    sessions included). Its mean over a run is the load average the rest of the machine added."""
+
+    def __init__(self, interval=1.0):
+        super().__init__()
+        self.interval, self.samples = interval, []  # [(monotonic time, outside tasks)]
 
     def _sample(self):
         with open("/proc/loadavg") as f:

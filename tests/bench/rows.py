@@ -10,7 +10,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 
 import common
 from common import BUILD, MIB, ROOT, Failed, Server, alternate, free_port, median, median_of, us
@@ -241,14 +240,13 @@ def report_cache(result):
 
 
 # --- streams ----------------------------------------------------------------------------------
-class RssPeaks:
+class RssPeaks(common.Sampling):
     """Samples the resident memory of every bertd process of a server every 20 ms while it runs;
     with each process's own high-water mark (VmHWM) read at the end, the higher counts."""
 
     def __init__(self, server):
+        super().__init__()
         self.server, self.peak_kb, self.anon_kb = server, {}, {}  # {pid: KiB}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _read(self, pid, field):
         try:
@@ -268,13 +266,7 @@ class RssPeaks:
             self._sample("VmRSS", self.peak_kb)
             self._sample("RssAnon", self.anon_kb)
 
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
+    def _finish(self):
         self._sample("VmHWM", self.peak_kb)
 
     def roles(self, which=None):
