@@ -29,6 +29,11 @@ constexpr size_t kStreamHighWater = 1u << 20;
 }  // namespace
 
 void Leases::read_answer(Lease& l) {
+    if (!l.req) {  // never armed without a request; were it, the bytes would belong to nobody
+        disarm(l);
+        fault(l.slot, "wrote into its socket with no request on it; the bytes are dropped");
+        return;
+    }
     std::string& buf = acc_.scratch();
     for (;;) {
         std::vector<int> fds;
@@ -124,6 +129,7 @@ bool Leases::stream_head(Lease& l, std::string_view reply, std::string rest) {
         head += stream_info_frame();
         head.append(reply);
         acc_.conns().send(*r.conn, std::move(head));
+        if (l.req != &r) return false;  // the send found the client gone: the lease is over
     } else {
         l.mode = r.conn ? Lease::Mode::Gather : Lease::Mode::Drop;
     }
@@ -194,6 +200,9 @@ bool Leases::chunks(Lease& l, std::string_view bytes) {
     Request& r = *l.req;
     if (l.mode == Lease::Mode::Relay && r.conn) {
         acc_.conns().flush(*r.conn);
+        // A client found gone closes its connection, which fails this lease (client_left):
+        // `r` is recycled by then and the worker's socket is no longer ours to read.
+        if (l.req != &r) return false;
         // A slow client slows the worker: nothing is read from it until the client has read.
         if (r.conn && r.conn->out.size() > kStreamHighWater) {
             l.paused = true;
@@ -207,6 +216,9 @@ bool Leases::chunks(Lease& l, std::string_view bytes) {
 void Leases::end_of_stream(Lease& l) {
     Request& r = *l.req;
     acc_.seg().header().stats.streams_out.fetch_add(1, std::memory_order_relaxed);
+    // The worker has said all of it: a client that turns out gone while the end goes out
+    // (client_left) costs the request its answer, not the worker its life.
+    l.in_chunks = false;
     switch (l.mode) {
         case Lease::Mode::Relay:
             if (r.conn) acc_.conns().send(*r.conn, std::string(kStreamEnd, sizeof kStreamEnd));

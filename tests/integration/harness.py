@@ -7,6 +7,7 @@ temporary directories go at interpreter exit (a test may still read a stopped se
 """
 import atexit
 import os
+import re
 import shutil
 import signal
 import socket
@@ -30,6 +31,9 @@ if PYTHON_LIB not in sys.path:
 import bertd  # noqa: E402 (from PYTHON_LIB)
 
 _live = set()
+# A crash of bertd's own processes as the master logs it (a test that kills one sends SIGKILL).
+_CRASHED = re.compile(r"(acceptor \d+|the Erlang link) killed by signal "
+                      r"(Segmentation fault|Aborted|Bus error|Floating point exception|Illegal instruction)")
 _dirs = []
 
 
@@ -171,9 +175,16 @@ class Server:
         self.proc = None
         # Under `make test SANITIZE=1` a report in a process that did not crash
         # only reaches its log: it must still fail the test.
+        log = self.log()
         for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
-            if marker in self.log():
-                raise AssertionError(f"sanitizer report in bertd's log ({self.log_path}):\n{self.log()[-4000:]}")
+            if marker in log:
+                raise AssertionError(f"sanitizer report in bertd's log ({self.log_path}):\n{log[-4000:]}")
+        # The master restarts a crashed acceptor or link and the clients of the moment see only a
+        # closed connection: a test that passed through such a crash must still fail.
+        crash = _CRASHED.search(log)
+        if crash:
+            raise AssertionError(f"a bertd process crashed ({crash.group(0)}); bertd's log ({self.log_path}):\n"
+                                 f"{log[-4000:]}")
 
     def __enter__(self):
         return self.start()

@@ -11,6 +11,7 @@ import os
 import resource
 import shutil
 import socket
+import struct
 import subprocess
 import tempfile
 import sys
@@ -277,6 +278,23 @@ class PythonHostileStreams(Rpc10Server):
         with self.assertRaises(StopIteration):
             next(answer)
         self.assertEqual(svc.call.lib.add(5, 5), 10)
+
+    # A client that resets its connection while bertd relays its stream: the send that finds it
+    # gone ends the lease from inside the relay, which must then stop (it once read on into the
+    # next chunk with no request left, and the acceptor died: the clients of the moment were cut off).
+    def test_clients_that_reset_inside_a_stream_never_cost_an_acceptor(self):
+        before = sorted(self.server.acceptor_pids())
+        for i in range(12):
+            conn = bertd.Connection("127.0.0.1", self.server.port, timeout=10)
+            conn.send((Atom("info"), Atom("accept"), [Atom("stream")]))
+            conn.send((Atom("call"), Atom("lib"), Atom("stream_out"), [64, MiB]))
+            self.assertEqual(conn.read(), (Atom("info"), Atom("stream"), []))
+            conn.sock.recv(256 * 1024)  # into the chunks
+            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()  # RST: bertd's next send fails
+            self.assertEqual(self.svc(timeout=10).call.lib.add(i, 1), i + 1)
+        self.assertEqual(sorted(self.server.acceptor_pids()), before)
+        self.assertNotIn("killed by signal", self.server.log())
 
     # A client that leaves while bertd has paused its streamed answer (more than 1 MiB waiting
     # for it) frees the worker: it is replaced, and the module has all its workers idle again.
