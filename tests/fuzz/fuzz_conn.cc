@@ -1,7 +1,7 @@
 // fuzz_conn.cc: libFuzzer target for the connection state machine. A real
 // Acceptor runs in-process on its libevent loop; the fuzzer plays the client
-// (bytes in chunks, half-close, reading), the handler worker (answers, garbage,
-// half answers, silence, death) and the master (reaping and restarting the slot).
+// (bytes in chunks, half-close, reading, going away unseen), the handler worker (answers,
+// garbage, half answers, silence, death, long streams) and the master (reaping and restarting the slot).
 // Half the clients connect over TCP to a proxy_protocol listener and go through the PROXY
 // gate first (with a valid header or whatever the fuzzer writes).
 // Invariants: nothing crashes, every answer frame bertd writes is well framed, and
@@ -205,8 +205,21 @@ const std::string& reply_frame() {
     return f;
 }
 
+// A streamed answer longer than the acceptor reads at once (its 64 KiB scratch): the relay
+// goes on within one read callback, past the moment a send finds the client gone.
+std::string long_stream(FuzzedDataProvider& fdp) {
+    std::string out = framed(bert::Term::tuple({bert::Term::atom("info"), bert::Term::atom("stream"), bert::Term::nil()}));
+    out += reply_frame();
+    for (int i = fdp.ConsumeIntegralInRange(17, 20); i > 0; --i)  // within the socket buffer
+        bert::append_frame(out, std::string(kMaxFrame, char('a' + i % 26)));
+    out.append(4, '\0');
+    return out;
+}
+
+enum class Worker { AsTheFuzzerSays, Obedient, Streams };
+
 // The worker: reads whole requests and answers each one as the fuzzer says.
-void play_worker(World& w, FuzzedDataProvider& fdp, std::string& requests, bool obedient) {
+void play_worker(World& w, FuzzedDataProvider& fdp, std::string& requests, Worker mode) {
     char buf[8192];
     for (;;) {
         ssize_t n = ::recv(w.worker, buf, sizeof buf, MSG_DONTWAIT);
@@ -217,7 +230,7 @@ void play_worker(World& w, FuzzedDataProvider& fdp, std::string& requests, bool 
         bert::FrameScan s = bert::scan_frame(requests, 1u << 30);
         if (s.state != bert::FrameScan::State::Complete) return;
         requests.erase(0, bert::kFrameHeader + s.length);
-        int how = obedient ? 0 : fdp.ConsumeIntegralInRange(0, 7);
+        int how = mode == Worker::Obedient ? 0 : mode == Worker::Streams ? 8 : fdp.ConsumeIntegralInRange(0, 7);
         std::string out;
         switch (how) {
             case 0: out = reply_frame(); break;
@@ -246,6 +259,7 @@ void play_worker(World& w, FuzzedDataProvider& fdp, std::string& requests, bool 
                                        bert::Term::tuple({bert::Term::atom("expiration"), bert::Term(60)})})}));
                 out += reply_frame();
                 break;
+            case 8: out = long_stream(fdp); break;
         }
         [[maybe_unused]] ssize_t m = ::send(w.worker, out.data(), out.size(), MSG_NOSIGNAL);
     }
@@ -275,7 +289,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::string requests;
     bool open = true;
     while (fdp.remaining_bytes() > 0 && open) {
-        switch (fdp.ConsumeIntegralInRange(0, 6)) {
+        switch (fdp.ConsumeIntegralInRange(0, 7)) {
             case 6: {  // the client writes something structured
                 std::string bytes = structured_client_bytes(fdp);
                 [[maybe_unused]] ssize_t n = ::send(client, bytes.data(), bytes.size(), MSG_NOSIGNAL);
@@ -287,20 +301,26 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                 [[maybe_unused]] ssize_t n = ::send(client, chunk.data(), chunk.size(), MSG_NOSIGNAL);
                 break;
             }
-            case 2: play_worker(w, fdp, requests, false); break;
+            case 2: play_worker(w, fdp, requests, Worker::AsTheFuzzerSays); break;
             case 3: read_client(client, answers); break;
             case 4: shutdown(client, SHUT_WR); break;
             case 5: open = false; break;  // the client goes away
+            case 7:  // ... and its worker streams before bertd has seen it go
+                ::close(client);
+                client = -1;
+                play_worker(w, fdp, requests, Worker::Streams);
+                open = false;
+                break;
         }
         pump(w);
     }
-    ::close(client);
+    if (client >= 0) ::close(client);
     // Wind down: the worker answers whatever it still holds; everything must be released.
     std::atomic<uint64_t>& active = w.rt.seg->header().stats.connections_active;  // the gate's count too
     for (int i = 0;
          i < 200 && (w.acc->open_connections() > 0 || w.acc->leases_held() > 0 || active.load() > 0); ++i) {
         pump(w);
-        play_worker(w, fdp, requests, true);
+        play_worker(w, fdp, requests, Worker::Obedient);
         if (w.acc->leases_held() > 0 && i > 100) {
             // A worker that said half an answer and then nothing: it dies, as the master would see.
             if (w.rt.seg->worker_died(0) == 0) wake_acceptor(w);
