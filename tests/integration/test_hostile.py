@@ -12,6 +12,7 @@ import threading
 import time
 import unittest
 
+import errno
 import json
 import shutil
 import signal
@@ -535,6 +536,16 @@ if task["do"] == "squat":
             pass
         s.close()
     out = {"bound": ok, "tries": tries}
+elif task["do"] == "join_listen_group":
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        s.bind(("127.0.0.1", task["port"]))
+        s.listen(8)
+        out["joined"] = True
+    except OSError as e:
+        out["joined"] = False
+        out["error"] = e.errno
 elif task["do"] == "talk":
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(3)
@@ -632,6 +643,14 @@ class LocalUsers(unittest.TestCase):
             return bertd.Service("127.0.0.1", s.port, timeout=5).call.nat.add(1, 2) == 3
         except bertd.BertdError:
             return False
+
+    # Each acceptor has a listen socket of its own on the port (SO_REUSEPORT); the kernel lets
+    # only sockets of the same user into that group, so another user gets no share of the
+    # clients. (A process of bertd's own user could join: bertd(8) SECURITY.)
+    def test_another_user_cannot_join_the_listen_group_and_take_clients(self):
+        got = as_nobody({"do": "join_listen_group", "port": self.server.port})
+        self.assertEqual(got, {"joined": False, "error": errno.EADDRINUSE})
+        self.assertEqual(bertd.Service("127.0.0.1", self.server.port, timeout=5).call.echo.echo(b"x"), b"x")
 
     def names(self):
         names = internal_sockets(self.server.proc.pid)
