@@ -96,8 +96,9 @@ void ProxyGate::step(Waiting& w) {
     pass(w, h.has_address ? h.source : w.peer);
 }
 
-void ProxyGate::pass(Waiting& w, const sockaddr_storage& client) {
+void ProxyGate::pass(Waiting& w, const sockaddr_storage& client_in) {
     int fd = w.fd.release();
+    sockaddr_storage client = client_in;  // it may be w.peer, which goes with w
     acc_.seg().header().stats.connections_active.fetch_sub(
         1, std::memory_order_relaxed);  // add() counts it again
     waiting_.erase(w.key);
