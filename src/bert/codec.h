@@ -142,7 +142,8 @@ struct Span {
 DecodeError tuple_elements(std::string_view payload, size_t at, std::vector<Span>& out,
                            const Limits& limits = {});
 
-// Whether the bytes at `s` of `payload` are the atom `name` (any of the four atom tags).
+// Whether the bytes at `s` of `payload` are exactly the atom `name` (any of the four atom
+// tags, its length field included). Never reads outside `payload`, whatever `s` says.
 bool is_atom_at(std::string_view payload, Span s, std::string_view name);
 
 // What the bytes of a fun say. Text is UTF-8.

@@ -407,12 +407,16 @@ DecodeError tuple_elements(std::string_view payload, size_t at, std::vector<Span
 }
 
 bool is_atom_at(std::string_view payload, Span s, std::string_view name) {
-    if (s.end > payload.size() || s.size() < 2) return false;
+    if (s.end > payload.size() || s.at > s.end || s.size() < 2) return false;
     auto tag = uint8_t(payload[s.at]);
     size_t head = tag == detail::kSmallAtom || tag == detail::kSmallAtomUtf8 ? 2
                   : tag == detail::kAtom || tag == detail::kAtomUtf8         ? 3
                                                                              : 0;
-    return head > 0 && s.size() == head + name.size() && payload.substr(s.at + head, name.size()) == name;
+    if (head == 0 || s.size() != head + name.size()) return false;
+    // The atom's own length must say so too: a span guessed from sizes may cut a longer atom.
+    size_t len = head == 2 ? uint8_t(payload[s.at + 1])
+                           : size_t(uint8_t(payload[s.at + 1])) << 8 | uint8_t(payload[s.at + 2]);
+    return len == name.size() && payload.substr(s.at + head, name.size()) == name;
 }
 
 }  // namespace bert

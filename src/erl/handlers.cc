@@ -37,6 +37,10 @@ bool pid_triple(const Term& t, bert::Pid& out) {
 }
 }  // namespace
 
+bert::Limits Link::term_limits() const {
+    return untrusted_limits(config_.limits.max_frame, config_.limits.max_inflated);
+}
+
 std::string Link::default_node() const {
     if (!id_.companion.empty()) return id_.companion;
     for (const auto& m : config_.modules)
@@ -55,11 +59,13 @@ void Link::handler_readable(HandlerConn& h) {
         if (fs.state != bert::FrameScan::State::Complete) return;
         std::string_view payload = buf.substr(bert::kFrameHeader, fs.length);
         Term req;
-        bert::DecodeError err = bert::decode(payload, req);
+        // Under term_limits(): a request built to cost more than its size is refused
+        // before it holds the memory, and answered an error like any other.
+        bert::DecodeError err = bert::decode(payload, req, term_limits());
         h.in_start += bert::kFrameHeader + fs.length;
         h.busy = true;
         if (err)
-            handler_error(h.id, "undecodable request: " + err.message);
+            handler_error(h.id, "undecodable request: " + unreadable(err));
         else
             handler_request(h, req);
     }
@@ -237,7 +243,7 @@ void Link::pid_found(Call& c, std::string_view result) {
     std::string bytes(1, char(bert::kVersion));
     bytes.append(result);
     Term t;
-    if (bert::decode(bytes, t) || t.kind() != Term::Kind::Pid) {
+    if (bert::decode(bytes, t, term_limits()) || t.kind() != Term::Kind::Pid) {
         handler_error(c.handler, "no such pid on " + c.node + " (" + bert::to_string(t, 200) + ")");
         return;
     }

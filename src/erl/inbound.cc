@@ -84,8 +84,8 @@ void Link::reply_message(std::string_view message) {
             std::string bytes(1, char(bert::kVersion));
             bytes.append(result);
             Term t;
-            if (auto e = bert::decode(bytes, t))
-                handler_error(c.handler, "undecodable answer: " + e.message);
+            if (auto e = bert::decode(bytes, t, term_limits()))
+                handler_error(c.handler, "undecodable answer from " + c.node + ": " + unreadable(e));
             else
                 handler_answer(c.handler, Term::tuple({Term::atom("reply"), std::move(t)}));
             return;

@@ -19,6 +19,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "bert/codec.h"
 #include "bert/term.h"
 #include "core/cli.h"
 #include "core/config.h"
@@ -280,6 +281,8 @@ private:
     void handler_answer(uint64_t handler, const bert::Term& answer);
     void handler_error(uint64_t handler, const std::string& detail);
     std::string default_node() const;
+    // What every term from a handler, a worker or a node is decoded under (terms.h).
+    bert::Limits term_limits() const;
 
     // processes.cc: bertd's node as a home of processes: worker pids and mailboxes,
     // registered names, message delivery, drops, and which worker a connection is

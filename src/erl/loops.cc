@@ -13,6 +13,7 @@
 #include "bert/frame.h"
 #include "erl/link.h"
 #include "erl/proto.h"
+#include "erl/terms.h"
 #include "io/unix.h"
 #include "log/log.h"
 
@@ -155,8 +156,9 @@ void Link::loop_readable(LoopConn& l) {
         bert::Term answer;
         auto call = std::move(l.call);
         l.busy = false;
-        if (auto e = bert::decode(payload, answer))
-            finish_ext(*call, nullptr, "undecodable answer: " + e.message);
+        // An answer costs what term_limits() allow, whatever the worker wrote.
+        if (auto e = bert::decode(payload, answer, term_limits()))
+            finish_ext(*call, nullptr, "undecodable answer from the handler: " + unreadable(e));
         else
             finish_ext(*call, &answer, "");
         ext_queues_.finished(call->key);

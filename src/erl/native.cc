@@ -11,6 +11,7 @@
 #include "bert/printer.h"
 #include "erl/link.h"
 #include "erl/proto.h"
+#include "erl/terms.h"
 #include "log/log.h"
 #include "net/answers.h"
 #include "shm/segment.h"
@@ -23,12 +24,27 @@ constexpr double kSetupTimeout = 10;
 // no shorter timeout: a companion VM boots in one to three seconds.
 constexpr int64_t kNodeWaitUs = 10'000'000;
 
-bert::Term decode_result(std::string_view result) {
+// A setup call's result (code:ensure_loaded, code:load_binary, bertd_native:exports),
+// decoded under `limits`; the atom undecodable when it cannot be.
+bert::Term decode_result(std::string_view result, const bert::Limits& limits) {
     std::string bytes(1, char(bert::kVersion));
     bytes.append(result);
     bert::Term t;
-    if (bert::decode(bytes, t)) return bert::Term::atom("undecodable");
+    if (bert::decode(bytes, t, limits)) return bert::Term::atom("undecodable");
     return t;
+}
+
+// What a native call's result that is no answer says, as ~p prints it, cut at
+// kShownResult bytes and read from the bytes only that far: an {badrpc, {'EXIT', R}} of
+// millions of elements costs what its first kShownResult bytes of text cost.
+constexpr size_t kShownResult = 1000;
+std::string shown_result(std::string_view result, const bert::Limits& limits) {
+    std::string bytes(1, char(bert::kVersion));
+    bytes.append(result);
+    std::string text;
+    if (bert::DecodeError e = bert::print_encoded(bytes, text, kShownResult, limits))
+        return "an unreadable result (" + unreadable(e) + ")";
+    return text;
 }
 
 // Atom bytes as UTF-8 (the peek returns a latin-1 atom's raw bytes).
@@ -200,13 +216,14 @@ void Link::native_reply(Call& c, std::string_view result) {
         answer_acceptor(c.acceptor, c.acc_tag, linkproto::Answer, bytes);
         return;
     }
-    bert::Term t = decode_result(result);
-    if (t.is_atom("fallback")) {
+    // Anything else is fallback or a failure, told apart and shown without decoding it.
+    if (bert::is_atom_at(result, bert::Span{0, result.size()}, "fallback")) {
         decline(c.acceptor, c.acc_tag, linkproto::NoFunction);  // the predicate said external
         return;
     }
-    answer_error(c.acceptor, c.acc_tag, 0,
-                 "native call '" + c.mf + "' failed on " + c.node + ": " + bert::to_string(t, 1000));
+    answer_error(
+        c.acceptor, c.acc_tag, 0,
+        "native call '" + c.mf + "' failed on " + c.node + ": " + shown_result(result, term_limits()));
 }
 
 // ---- the export lists ------------------------------------------------------------------------
@@ -253,7 +270,7 @@ void Link::send_exports_query(Node& n) {
 
 void Link::setup_reply(Call& c, std::string_view result) {
     Node& n = node(c.node);
-    bert::Term t = decode_result(result);
+    bert::Term t = decode_result(result, term_limits());
     bool loaded = t.is_tuple(2) && t[0].is_atom("module") && t[1].is_atom("bertd_native");
     switch (c.kind) {
         case Call::Kind::EnsureLoaded:

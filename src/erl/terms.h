@@ -1,8 +1,10 @@
 // terms.h: small term helpers the link's files share: a call from the Erlang side
-// as a BERP, how it is named in log lines, the server error it gets, and names
-// (nodes, modules, registered names) given as atoms, binaries or strings.
+// as a BERP, how it is named in log lines, the server error it gets, names (nodes,
+// modules, registered names) given as atoms, binaries or strings, and the limits under
+// which the link decodes what others send it. Nothing here decodes without limits.
 #pragma once
 
+#include <algorithm>
 #include <string>
 
 #include "bert/codec.h"
@@ -10,6 +12,30 @@
 #include "bert/term.h"
 
 namespace bertd::erl {
+
+// The limits of every term the link decodes from a party it does not trust (a handler's
+// request, an external worker's answer, a result or answer from an Erlang node): the
+// codec's nesting (1000 levels), at most max_frame bytes once inflated, inflating bounded
+// by max_inflated and the codec's expansion ratio (64x), and the Term it builds by the
+// codec's memory budget (max(64 MB, 4x the encoded size)). A term over them is refused
+// before it holds the memory, whatever its shape: the bound of what one costs the link.
+inline bert::Limits untrusted_limits(size_t max_frame, size_t max_inflated) {
+    bert::Limits l;
+    l.max_size = max_frame;
+    l.max_inflated = std::min(max_inflated, max_frame);
+    return l;
+}
+
+// A decode error in the words of bertd's config.
+inline std::string unreadable(const bert::DecodeError& e) {
+    const std::string& m = e.message;
+    if (m.find("bytes of memory") != std::string::npos)
+        return m.substr(0, m.find(" (Limits::")) + " (a term of too many elements)";
+    if (m.find("max_inflated") != std::string::npos) return m + " (limits.max_inflated)";
+    if (m.find("exceed max_size") != std::string::npos || m.find("above max_size") != std::string::npos)
+        return m + " (limits.max_frame)";
+    return m;
+}
 
 // "ext:add/2" for log lines.
 inline std::string describe(const bert::Term& m, const bert::Term& f, const bert::Term& a) {
