@@ -1,5 +1,6 @@
 """test_bench_tools.py: the C++ handler library (through the echo and cpp_errors handlers on a
-socketpair as fds 3/4) and the benchmark tools (relay + loadgen on a loopback port).
+socketpair as fds 3/4) and the benchmark tools (relay + loadgen on a loopback port, and the /metrics
+scraper of make bench's metrics row against a real bertd).
 Every process started here is stopped in tearDown, pass or fail.
 """
 import os
@@ -10,11 +11,13 @@ import subprocess
 import time
 import unittest
 
-from harness import BUILD, ECHO, read_frame
+from harness import BUILD, ECHO, Server, free_port, read_frame
 
 ERRS = os.path.join(BUILD, "tests/handlers/cpp_errors")
 RELAY = os.path.join(BUILD, "tests/bench/relay")
 LOADGEN = os.path.join(BUILD, "tests/bench/loadgen")
+
+import scrapes  # noqa: E402  (tests/bench/scrapes.py, on the path harness set: make bench's /metrics scraper)
 
 
 # --- just enough BERT to write these tests' requests (answers: harness.read_frame) ------
@@ -314,6 +317,47 @@ class BenchToolsTest(unittest.TestCase):
                 os.killpg(relay.pid, signal.SIGKILL)
             relay.wait()
             relay.stdout.close()
+
+
+class ScraperTest(unittest.TestCase):
+    """tests/bench/scrapes.py's scraper, against a real bertd with a metrics listener."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.mport = free_port()
+        cls.server = Server(f'listen: 127.0.0.1\nmetrics: {{listen: "127.0.0.1:{cls.mport}"}}\n'
+                            f"modules:\n  - {{name: echo, command: {ECHO}, count: 1}}\n")
+        cls.server.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.stop()
+
+    def test_a_scrape_reads_the_whole_exposition_and_its_status(self):
+        status, took, body = scrapes.scrape(self.mport)
+        self.assertEqual(status, 200)
+        self.assertGreater(took, 0)
+        self.assertIn(b"bertd_requests_total", body)
+        self.assertTrue(body.endswith(b"\n"), body[-80:])
+
+    def test_a_paced_scraper_keeps_its_rate_and_the_latency_of_each_scrape(self):
+        with scrapes.Scraper(self.mport, rate=10) as scraper:
+            time.sleep(0.55)  # scrapes at 0, 0.1, ... 0.5 s: six at the most
+        s = scraper.summary()
+        self.assertEqual(set(s["counts"]), {"200"}, s["first_error"])
+        self.assertGreaterEqual(s["scrapes"], 1)
+        self.assertLessEqual(s["scrapes"], 7)
+        self.assertEqual(len(s["latencies"]), s["scrapes"])
+        self.assertTrue(all(x > 0 for x in s["latencies"]))
+
+    def test_an_answer_that_is_not_the_exposition_is_counted_not_timed(self):
+        with scrapes.Scraper(self.server.port, rate=20) as scraper:  # the BERT-RPC port: no HTTP there
+            time.sleep(0.2)
+        s = scraper.summary()
+        self.assertGreaterEqual(s["scrapes"], 1)
+        self.assertNotIn("200", s["counts"])
+        self.assertEqual(s["latencies"], [])
+        self.assertIsNotNone(s["first_error"])
 
 
 if __name__ == "__main__":
