@@ -11,7 +11,7 @@ import subprocess
 import time
 import unittest
 
-from harness import BUILD, ECHO, Server, free_port, read_frame
+from harness import BUILD, ECHO, Server, echo_config, free_port, read_frame
 
 ERRS = os.path.join(BUILD, "tests/handlers/cpp_errors")
 RELAY = os.path.join(BUILD, "tests/bench/relay")
@@ -325,8 +325,7 @@ class ScraperTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.mport = free_port()
-        cls.server = Server(f'listen: 127.0.0.1\nmetrics: {{listen: "127.0.0.1:{cls.mport}"}}\n'
-                            f"modules:\n  - {{name: echo, command: {ECHO}, count: 1}}\n")
+        cls.server = Server(echo_config(f'metrics: {{listen: "127.0.0.1:{cls.mport}"}}', count=1, acceptors=None))
         cls.server.start()
 
     @classmethod
