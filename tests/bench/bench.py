@@ -6,9 +6,8 @@ arguments, the C++ and the Python echo handlers, native calls (beside an Erlang 
 the least a native call needs), an Erlang node's messages and rpc:calls into bertd (erlbench.py),
 bertd behind HAProxy, bertd's cache, 4 GiB streams, other clients' latency under hostile
 traffic and throughput while /metrics is scraped (rows.py, hostile.py, scrapes.py); then the memory
-idle connections cost. Writes
-BENCHMARKS.md and BENCHMARKS.png (throughput against concurrency, gnuplot) at the repository
-root, and build/bench/results.json. It never leaves a process behind.
+idle connections cost. Writes BENCHMARKS.md and BENCHMARKS.png (throughput against concurrency,
+gnuplot) at the repository root, and build/bench/results.json. It never leaves a process behind.
 
 Usage: tests/bench/bench.py [--duration S] [--warmup S] [--quick] [--only KIND] [--report PATH]
                             [--from-results JSON]

@@ -163,8 +163,9 @@ def report(result):
           "with 2 acceptors and `metrics: {listen: ...}`, while a scraper (tests/bench/scrapes.py, one "
           "connection a scrape, each read to its close) scrapes `GET /metrics`, and with no scraping, in "
           f"{result['rounds']} rounds of {result['run_s']:g} s that rotate the three runs; the medians count. "
-          "bertd accepts at most 20 scrapes a second per acceptor (bursts of 8), so a flood waits in the "
-          "backlog: its scrape latency includes that wait. Scrape latency: from connect to the last byte "
+          "bertd accepts at most 20 scrapes a second per acceptor in bursts of 8, so a flood waits in the "
+          "backlog (its scrape latency includes that wait), and each run's flood starts with a burst of up "
+          "to 16 (a short run's rate is above 40 a second). Scrape latency: from connect to the last byte "
           "of a full exposition, over every round. Goal (issue 17): scraping costs BERT-RPC at most 5% "
           "(ratio ≥ 0.95).", "",
           "| scraping | scrapes/s | scrape p50 | scrape p99 | req/s | p50 | p99 | failed requests | "
