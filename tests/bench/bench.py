@@ -4,17 +4,17 @@ hops, no protocol logic), both with the same handler and worker count, with test
 on loopback only: persistent and connect-per-request clients, 1 to 512 of them, small and 1 MiB
 arguments, the C++ and the Python echo handlers, native calls (beside an Erlang gen_tcp server doing
 the least a native call needs), an Erlang node's messages and rpc:calls into bertd (erlbench.py),
-bertd behind HAProxy, bertd's cache, 4 GiB streams and other clients' latency under hostile
-traffic (rows.py, hostile.py); then the memory idle connections cost. Writes
-BENCHMARKS.md and BENCHMARKS.png (throughput against concurrency, gnuplot) at the repository
-root, and build/bench/results.json. It never leaves a process behind.
+bertd behind HAProxy, bertd's cache, 4 GiB streams, other clients' latency under hostile
+traffic and throughput while /metrics is scraped (rows.py, hostile.py, scrapes.py); then the memory
+idle connections cost. Writes BENCHMARKS.md and BENCHMARKS.png (throughput against concurrency,
+gnuplot) at the repository root, and build/bench/results.json. It never leaves a process behind.
 
 Usage: tests/bench/bench.py [--duration S] [--warmup S] [--quick] [--only KIND] [--report PATH]
                             [--from-results JSON]
 --quick: one second per case and fewer cases, report in build/bench/ (a smoke run).
 --only: just one kind of case, no idle figure: cpp, python, erlang (with the native baseline),
         native-baseline (the erlang rows without the relay), nodes (the Erlang node rows), haproxy,
-        cache, stream, hostile.
+        cache, stream, hostile, metrics.
 A run during which the machine's load from outside the bench averaged over LOAD_LIMIT is discarded:
 its report goes to build/bench/BENCHMARKS.discarded.md, never BENCHMARKS.md, and it exits with 3.
 --from-results: no measuring; the report and plot from a results.json written earlier.
@@ -39,6 +39,7 @@ import common
 import erlbench
 import hostile
 import rows
+import scrapes
 from common import BUILD, MIB, ROOT, Failed, Server, free_port, loadavg, median_of, us
 
 WORKERS = 2
@@ -47,7 +48,7 @@ IDLE = 10_000  # idle connections for the memory figure
 STREAM_ROUNDS = 3  # 4 GiB each way and through cat per round
 LOAD_LIMIT = 2.5  # a run whose load from outside the bench averaged more is discarded
 NATIVE_ECHO = os.path.join(ROOT, "tests/bench/native_echo.escript")
-ROWS = ("haproxy", "cache", "stream", "hostile")  # the --only kinds of rows.py and hostile.py
+ROWS = ("haproxy", "cache", "stream", "hostile", "metrics")  # the --only kinds of rows.py, hostile.py, scrapes.py
 
 HANDLERS = {
     # name: (title, command: an executable path, as the relay runs it with no arguments)
@@ -371,6 +372,7 @@ def write_report(results, path, png_name, plot_note):
     L += rows.report_cache(results.get("cache"))
     L += rows.report_stream(results.get("stream"))
     L += hostile.report(results.get("hostile"))
+    L += scrapes.report(results.get("metrics"))
     # The fuzzing figures are kept by hand in tests/fuzz/RESULTS.md: long runs are not part of make bench.
     try:
         with open(os.path.join(ROOT, "tests", "fuzz", "RESULTS.md")) as f:
@@ -488,8 +490,10 @@ def measure(args, tmp, duration, warmup, rounds, cpu, results):
             r = rows.run_cache(tmp, duration, warmup, rounds, cpu, args.quick)
         elif kind == "stream":
             r = rows.run_stream(tmp, 1 if args.quick else STREAM_ROUNDS, args.quick)
-        else:
+        elif kind == "hostile":
             r = hostile.run(tmp, duration, warmup, rounds, cpu, args.quick)
+        else:
+            r = scrapes.run(tmp, duration, warmup, rounds, cpu, args.quick)
         r["outside_load"] = results["sampler"].mean(t0)
         results[kind] = r
         for n in r.get("notes", []) + ([r["note"]] if "note" in r else []):

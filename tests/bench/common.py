@@ -39,21 +39,43 @@ def free_port():
         return s.getsockname()[1]
 
 
+def _recv_exactly(sock, n):
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(min(n - len(buf), 1 << 20))
+        if not chunk:
+            break
+        buf += chunk
+    return bytes(buf)
+
+
+def read_frame(sock):
+    """The next frame's payload from `sock` (nothing after it read), or None when the connection
+    closed between two frames; a close inside a frame raises ConnectionError (an OSError, as the
+    socket's own errors and time-outs). tests/integration/harness.py reads frames with it too."""
+    head = _recv_exactly(sock, 4)
+    if not head:
+        return None
+    if len(head) < 4:
+        raise ConnectionError(f"closed inside a frame header ({head!r})")
+    (n,) = struct.unpack(">I", head)
+    body = _recv_exactly(sock, n)
+    if len(body) < n:
+        raise ConnectionError(f"closed inside a frame ({len(body)} of {n} bytes)")
+    return body
+
+
 def probe_port(port, module="echo"):
     """An echo call {call, Module, echo, [<<"hello">>]} on 127.0.0.1:port, which must answer {reply, _}."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
             req = probe_request(module)
             s.sendall(struct.pack(">I", len(req)) + req)
-            data = b""
-            while len(data) < 4 or len(data) < 4 + struct.unpack(">I", data[:4])[0]:
-                chunk = s.recv(65536)
-                if not chunk:
-                    raise Failed("closed the connection without answering")
-                data += chunk
+            answer = read_frame(s)
     except OSError as e:
         raise Failed(f"did not answer an echo call: {e}")
-    answer = data[4:]
+    if answer is None:
+        raise Failed("closed the connection without answering")
     if answer[:3] != bytes([131, 104, 2]) or not any(answer[3:].startswith(a) for a in REPLY_ATOMS):
         raise Failed(f"answered an echo call with something other than {{reply, _}}: {answer[:64]!r}")
 

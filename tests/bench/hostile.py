@@ -21,6 +21,8 @@ import threading
 import time
 import zlib
 
+import common
+
 NILS = 16 << 20
 SMALL_CALL = (bytes([131, 104, 4, 100, 0, 4]) + b"call" + bytes([100, 0, 4]) + b"echo" + bytes([100, 0, 4]) +
               b"echo" + bytes([108, 0, 0, 0, 1, 109, 0, 0, 0, 5]) + b"hello" + bytes([106]))
@@ -57,23 +59,6 @@ class Tally:
             self.counts[what] = self.counts.get(what, 0) + n
 
 
-def read_answer(sock):
-    """The first bytes of one answer frame (its kind), or None when the connection closed."""
-    head = b""
-    while len(head) < 4:
-        got = sock.recv(4 - len(head))
-        if not got:
-            return None
-        head += got
-    n, body = struct.unpack(">I", head)[0], b""
-    while len(body) < n:
-        got = sock.recv(min(65536, n - len(body)))
-        if not got:
-            return None
-        body += got
-    return body
-
-
 def sender(port, data, gap, until, tally):
     """Sends `data` on one connection every `gap` seconds, reading each answer; reconnects when
     bertd closes the connection."""
@@ -86,7 +71,7 @@ def sender(port, data, gap, until, tally):
                 tally.add("connections")
             sock.sendall(data)
             tally.add("frames")
-            body = read_answer(sock)
+            body = common.read_frame(sock)
             if body is None:
                 tally.add("closed")
                 sock.close()
@@ -164,7 +149,6 @@ def drive(port, kind, seconds):
 # --- the row (imported by bench.py) -----------------------------------------------------------
 def _run_one(server, kind, run_s, warmup, cpu, tmp):
     """One loadgen run with `kind`'s hostile traffic (None: quiet) going on through it."""
-    import common
     hostile = None
     if kind:
         hostile = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--port", str(server.port), "--kind",
@@ -195,7 +179,6 @@ def _run_one(server, kind, run_s, warmup, cpu, tmp):
 
 
 def run(tmp, duration, warmup, rounds, cpu, quick):
-    import common
     from rows import RssPeaks, _bertd, _row
     run_s = max(1.0, duration / rounds)
     result = {"run_s": run_s, "rounds": rounds, "notes": [], "kinds": {}}

@@ -11,7 +11,6 @@ import re
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -24,11 +23,15 @@ BERTD = os.path.join(BUILD, "bertd")
 PYTHON_LIB = os.path.join(ROOT, "modules", "python")
 RUBY_LIB = os.path.join(ROOT, "modules", "ruby", "lib")
 HANDLERS = os.path.join(ROOT, "tests", "handlers")
+ECHO = os.path.join(BUILD, "tests", "handlers", "echo")  # the C++ echo handler (tests/handlers/echo.cc)
 
 if PYTHON_LIB not in sys.path:
     sys.path.insert(0, PYTHON_LIB)
+if os.path.join(ROOT, "tests", "bench") not in sys.path:
+    sys.path.append(os.path.join(ROOT, "tests", "bench"))  # last: none of its modules hides another
 
 import bertd  # noqa: E402 (from PYTHON_LIB)
+import common as bench_common  # noqa: E402 (tests/bench/common.py: make bench's parts, read_frame)
 
 _live = set()
 # A crash of bertd's own processes as the master logs it (a test that kills one sends SIGKILL).
@@ -65,6 +68,18 @@ def ruby_handler():
     return f"ruby -I {RUBY_LIB} {os.path.join(ROOT, 'modules', 'ruby', 'examples', 'ext.rb')}"
 
 
+def echo_config(extra="", count=2, acceptors=2, listen="127.0.0.1", command=ECHO):
+    """A config, flush left, that serves one module, echo, with `count` workers of `command`:
+    `listen` (an address, or a list of listen entries in YAML), `acceptors` (None: bertd's
+    default), then the lines `extra`."""
+    if isinstance(listen, (list, tuple)):
+        head = "listen:\n" + "".join(f"  - {entry}\n" for entry in listen)
+    else:
+        head = f"listen: {listen}\n"
+    head += f"acceptors: {acceptors}\n" if acceptors is not None else ""
+    return f"{head}{extra}\nmodules:\n  - name: echo\n    command: {command}\n    count: {count}\n"
+
+
 def wait_until(predicate, timeout=5.0, interval=0.02, what="condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -75,19 +90,18 @@ def wait_until(predicate, timeout=5.0, interval=0.02, what="condition"):
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-def read_frame(sock):
-    """The next frame from `sock`, decoded, or None when the server closed the connection (or
-    the socket failed or timed out) first."""
-    buf = b""
+def read_frame(sock, strict=False):
+    """The next frame from `sock`, decoded (nothing of the frame after it read), or None when
+    the server closed the connection between two frames. A close inside a frame, a socket error
+    or a time-out is None as well (for a test that asks whether bertd answered at all), or with
+    `strict` raises (for a test that waits for an answer: no silence taken for a close)."""
     try:
-        while len(buf) < 4 or len(buf) < 4 + struct.unpack(">I", buf[:4])[0]:
-            chunk = sock.recv(65536)
-            if not chunk:
-                return None
-            buf += chunk
+        body = bench_common.read_frame(sock)
     except OSError:
+        if strict:
+            raise
         return None
-    return bertd.decode(buf[4:4 + struct.unpack(">I", buf[:4])[0]])
+    return None if body is None else bertd.decode(body)
 
 
 def alive(pid):

@@ -8,10 +8,9 @@ import signal
 import subprocess
 import time
 
-from harness import BUILD, BERTD, Server
+from harness import BUILD, BERTD, ECHO, Server  # noqa: F401  (ECHO: for the tests that import it from here)
 
 LOADGEN = os.path.join(BUILD, "tests", "bench", "loadgen")
-ECHO = os.path.join(BUILD, "tests", "handlers", "echo")
 
 # In the sanitizer build, AddressSanitizer keeps freed memory in a quarantine (256 MiB by default)
 # to catch use after free, so resident memory would measure the quarantine, not bertd. Servers

@@ -16,8 +16,8 @@ import threading
 import time
 import unittest
 
-from harness import wait_until
-from loadrun import (ECHO, Load, MeasuredServer, acceptors, bertd_processes, failures, fd_count, open_files_limit,
+from harness import echo_config, read_frame, wait_until
+from loadrun import (Load, MeasuredServer, acceptors, bertd_processes, failures, fd_count, open_files_limit,
                      rss_kb)
 
 import bertd
@@ -27,17 +27,7 @@ RATE_FACTOR = 3  # the good clients' rate during the abuse is at least 1/RATE_FA
 IDLE = 10_000
 
 
-def config(extra=""):
-    return f"""
-        listen: 127.0.0.1
-        acceptors: 2
-        limits: {{max_connections: {IDLE + 2000}, idle_timeout: 120s}}
-        {extra}
-        modules:
-          - name: echo
-            command: {ECHO}
-            count: 2
-        """
+LIMITS = f"limits: {{max_connections: {IDLE + 2000}, idle_timeout: 120s}}"
 
 
 def berp(term):
@@ -56,29 +46,9 @@ def framed(payload):
     return struct.pack(">I", len(payload)) + payload
 
 
-def read_frame(sock):
-    """The next answer's payload, or None when the server closed the connection."""
-    head = b""
-    while len(head) < 4:
-        chunk = sock.recv(4 - len(head))
-        if not chunk:
-            if head:
-                raise AssertionError(f"closed inside a frame header ({head!r})")
-            return None
-        head += chunk
-    (n,) = struct.unpack(">I", head)
-    body = bytearray()
-    while len(body) < n:
-        chunk = sock.recv(min(n - len(body), 1 << 20))
-        if not chunk:
-            raise AssertionError(f"closed inside a frame ({len(body)} of {n} bytes)")
-        body += chunk
-    return bytes(body)
-
-
 def read_answer(sock):
-    payload = read_frame(sock)
-    return None if payload is None else bertd.decode(payload)
+    """The next answer, decoded, or None when bertd closed the connection; a time-out raises."""
+    return read_frame(sock, strict=True)
 
 
 def answers_until_closed(sock):
@@ -292,7 +262,7 @@ def raise_open_files(at_least):
 
 class BadInputTest(unittest.TestCase):
     def server(self, text=None):
-        s = MeasuredServer(text or config())
+        s = MeasuredServer(text or echo_config(LIMITS))
         self.addCleanup(s.stop)
         return s.start()
 

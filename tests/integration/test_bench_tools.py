@@ -1,5 +1,6 @@
 """test_bench_tools.py: the C++ handler library (through the echo and cpp_errors handlers on a
-socketpair as fds 3/4) and the benchmark tools (relay + loadgen on a loopback port).
+socketpair as fds 3/4) and the benchmark tools (relay + loadgen on a loopback port, and the /metrics
+scraper of make bench's metrics row against a real bertd).
 Every process started here is stopped in tearDown, pass or fail.
 """
 import os
@@ -10,15 +11,16 @@ import subprocess
 import time
 import unittest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BUILD = os.path.join(ROOT, os.environ.get("BERTD_BUILD", "build/rel"))
-ECHO = os.path.join(BUILD, "tests/handlers/echo")
+from harness import BUILD, ECHO, Server, echo_config, free_port, read_frame
+
 ERRS = os.path.join(BUILD, "tests/handlers/cpp_errors")
 RELAY = os.path.join(BUILD, "tests/bench/relay")
 LOADGEN = os.path.join(BUILD, "tests/bench/loadgen")
 
+import scrapes  # noqa: E402  (tests/bench/scrapes.py, on the path harness set: make bench's /metrics scraper)
 
-# --- just enough BERT for these tests (the full library lives in modules/python) ---------
+
+# --- just enough BERT to write these tests' requests (answers: harness.read_frame) ------
 class Atom(str):
     pass
 
@@ -48,46 +50,6 @@ def encode(t):
     return bytes([131]) + enc(t)
 
 
-def dec(b, i):
-    tag = b[i]
-    if tag == 97:
-        return b[i + 1], i + 2
-    if tag == 98:
-        return struct.unpack(">i", b[i + 1:i + 5])[0], i + 5
-    if tag in (100, 118):
-        n = struct.unpack(">H", b[i + 1:i + 3])[0]
-        return Atom(b[i + 3:i + 3 + n].decode()), i + 3 + n
-    if tag in (115, 119):
-        n = b[i + 1]
-        return Atom(b[i + 2:i + 2 + n].decode()), i + 2 + n
-    if tag == 109:
-        n = struct.unpack(">I", b[i + 1:i + 5])[0]
-        return b[i + 5:i + 5 + n], i + 5 + n
-    if tag == 104:
-        items, i = [], i + 2
-        for _ in range(b[i - 1]):
-            x, i = dec(b, i)
-            items.append(x)
-        return tuple(items), i
-    if tag == 106:
-        return [], i + 1
-    if tag == 108:
-        n, items, i = struct.unpack(">I", b[i + 1:i + 5])[0], [], i + 5
-        for _ in range(n):
-            x, i = dec(b, i)
-            items.append(x)
-        assert b[i] == 106, "improper list"
-        return items, i + 1
-    raise ValueError(f"tag {tag} not handled by the test decoder")
-
-
-def decode(b):
-    assert b[0] == 131, b
-    t, end = dec(b, 1)
-    assert end == len(b), "trailing bytes"
-    return t
-
-
 def frame(payload):
     return struct.pack(">I", len(payload)) + payload
 
@@ -98,19 +60,6 @@ def call(m, f, args):
 
 def cast(m, f, args):
     return frame(encode((Atom("cast"), Atom(m), Atom(f), args)))
-
-
-def read_frame(sock):
-    def exactly(n):
-        b = b""
-        while len(b) < n:
-            chunk = sock.recv(n - len(b))
-            if not chunk:
-                raise EOFError("connection closed")
-            b += chunk
-        return b
-
-    return decode(exactly(struct.unpack(">I", exactly(4))[0]))
 
 
 def server_error(code, detail):
@@ -140,7 +89,7 @@ class HandlerProcess:
 
     def ask(self, data):
         self.sock.sendall(data)
-        return read_frame(self.sock)
+        return read_frame(self.sock, strict=True)
 
     def close(self):
         self.sock.close()
@@ -170,12 +119,12 @@ class HandlerLibraryTest(unittest.TestCase):
         for b in call("echo", "echo", [b"slow"]):
             self.h.sock.send(bytes([b]))
             time.sleep(0.001)
-        self.assertEqual(read_frame(self.h.sock), (Atom("reply"), b"slow"))
+        self.assertEqual(read_frame(self.h.sock, strict=True), (Atom("reply"), b"slow"))
 
     def test_two_requests_in_one_write_get_two_answers_in_order(self):
         self.h.sock.sendall(call("echo", "echo", [b"one"]) + call("echo", "echo", [b"two"]))
-        self.assertEqual(read_frame(self.h.sock), (Atom("reply"), b"one"))
-        self.assertEqual(read_frame(self.h.sock), (Atom("reply"), b"two"))
+        self.assertEqual(read_frame(self.h.sock, strict=True), (Atom("reply"), b"one"))
+        self.assertEqual(read_frame(self.h.sock, strict=True), (Atom("reply"), b"two"))
 
     def test_cast_runs_then_answers_noreply(self):
         t0 = time.monotonic()
@@ -368,6 +317,46 @@ class BenchToolsTest(unittest.TestCase):
                 os.killpg(relay.pid, signal.SIGKILL)
             relay.wait()
             relay.stdout.close()
+
+
+class ScraperTest(unittest.TestCase):
+    """tests/bench/scrapes.py's scraper, against a real bertd with a metrics listener."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.mport = free_port()
+        cls.server = Server(echo_config(f'metrics: {{listen: "127.0.0.1:{cls.mport}"}}', count=1, acceptors=None))
+        cls.server.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.stop()
+
+    def test_a_scrape_reads_the_whole_exposition_and_its_status(self):
+        status, took, body = scrapes.scrape(self.mport)
+        self.assertEqual(status, 200)
+        self.assertGreater(took, 0)
+        self.assertIn(b"bertd_requests_total", body)
+        self.assertTrue(body.endswith(b"\n"), body[-80:])
+
+    def test_a_paced_scraper_keeps_its_rate_and_the_latency_of_each_scrape(self):
+        with scrapes.Scraper(self.mport, rate=10) as scraper:
+            time.sleep(0.55)  # scrapes at 0, 0.1, ... 0.5 s: six at the most
+        s = scraper.summary()
+        self.assertEqual(set(s["counts"]), {"200"}, s["first_error"])
+        self.assertGreaterEqual(s["scrapes"], 1)
+        self.assertLessEqual(s["scrapes"], 7)
+        self.assertEqual(len(s["latencies"]), s["scrapes"])
+        self.assertTrue(all(x > 0 for x in s["latencies"]))
+
+    def test_an_answer_that_is_not_the_exposition_is_counted_not_timed(self):
+        with scrapes.Scraper(self.server.port, rate=20) as scraper:  # the BERT-RPC port: no HTTP there
+            time.sleep(0.2)
+        s = scraper.summary()
+        self.assertGreaterEqual(s["scrapes"], 1)
+        self.assertNotIn("200", s["counts"])
+        self.assertEqual(s["latencies"], [])
+        self.assertIsNotNone(s["first_error"])
 
 
 if __name__ == "__main__":

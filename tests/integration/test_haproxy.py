@@ -15,8 +15,8 @@ import tempfile
 import time
 import unittest
 
-from harness import ROOT, Server, free_port, wait_until
-from loadrun import ECHO, Load, failures
+from harness import ROOT, Server, echo_config, free_port, wait_until
+from loadrun import Load, failures
 
 import bertd
 
@@ -27,9 +27,8 @@ CONNECTIONS = 8
 
 
 def bertd_config(port, access_log):
-    return (f"listen:\n  - {{address: \"127.0.0.1:{port}\", proxy_protocol: true}}\n"
-            f"acceptors: 2\ndrain_timeout: 2s\naccess_log: {access_log}\naccess_log_format: extended\n"
-            f"modules:\n  - {{name: echo, command: {ECHO}, count: 2}}\n")
+    return echo_config(f"drain_timeout: 2s\naccess_log: {access_log}\naccess_log_format: extended",
+                       listen=[f'{{address: "127.0.0.1:{port}", proxy_protocol: true}}'])
 
 
 def raw_call(host, port, term, source=None):

@@ -11,8 +11,8 @@ import time
 import unittest
 
 from erlnode import test_cookie, unique_name
-from harness import Server, alive, free_port, wait_until
-from loadrun import ECHO, link_pid
+from harness import Server, alive, echo_config, free_port, wait_until
+from loadrun import link_pid
 
 import bertd
 
@@ -27,18 +27,6 @@ def echo(port, value=b"x"):
     return bertd.Service("127.0.0.1", port, timeout=5).call.echo.echo(value)
 
 
-def config(extra="", command=ECHO):
-    return f"""
-        listen: 127.0.0.1
-        acceptors: 2
-        {extra}
-        modules:
-          - name: echo
-            command: {command}
-            count: 2
-        """
-
-
 class Health(unittest.TestCase):
     def server(self, text, **kw):
         s = Server(text, **kw)
@@ -47,15 +35,15 @@ class Health(unittest.TestCase):
         return s.start()
 
     def test_health_is_ok_while_every_module_has_a_live_worker(self):
-        s = self.server(config())
+        s = self.server(echo_config())
         self.assertEqual(health(s.port), A("ok"))
 
     def test_health_is_degraded_when_a_module_has_no_live_worker(self):
-        s = self.server(config(command="sh -c 'exit 3'"), wait_workers=False)
+        s = self.server(echo_config(command="sh -c 'exit 3'"), wait_workers=False)
         wait_until(lambda: health(s.port) == A("degraded"), timeout=5, what="health to say degraded")
 
     def test_health_is_degraded_while_the_erlang_link_is_lost_and_ok_once_it_is_back(self):
-        s = self.server(config(), args=["--name", unique_name("health"), "--cookie", test_cookie()])
+        s = self.server(echo_config(), args=["--name", unique_name("health"), "--cookie", test_cookie()])
         wait_until(lambda: link_pid(s) and health(s.port) == A("ok"), timeout=15, what="the link to be up")
         # The link is restarted at once the first time, then with back-off (100 ms, 200 ms, ...):
         # killed again each time it comes back, it is soon down long enough to be seen so.
@@ -79,8 +67,8 @@ class Health(unittest.TestCase):
         self.addCleanup(shutil.rmtree, s.dir, True)
         self.addCleanup(s.stop)
         with open(s.config_path, "w") as f:
-            f.write(f"listen:\n  - 127.0.0.1:{port}\n  - {{address: \"127.0.0.1:{proxied}\", proxy_protocol: true}}\n"
-                    f"modules:\n  - {{name: echo, command: {ECHO}, count: 1}}\n")
+            f.write(echo_config(count=1, acceptors=None, listen=[
+                f"127.0.0.1:{port}", f'{{address: "127.0.0.1:{proxied}", proxy_protocol: true}}']))
         s.start()
         c = socket.create_connection(("127.0.0.1", proxied), timeout=5)
         self.addCleanup(c.close)
@@ -97,7 +85,7 @@ class Health(unittest.TestCase):
         self.assertEqual(answer, (A("reply"), A("ok")))
 
     def test_a_graceful_stop_with_drain_timeout_serves_while_health_says_draining(self):
-        s = self.server(config("drain_timeout: 2s"))
+        s = self.server(echo_config("drain_timeout: 2s"))
         self.assertEqual(health(s.port), A("ok"))
         os.kill(s.proc.pid, signal.SIGQUIT)  # the master only, as systemd or kill does
         started = time.monotonic()
@@ -112,7 +100,7 @@ class Health(unittest.TestCase):
         self.assertIn("draining for 2.0 s", s.log())
 
     def test_a_second_quit_ends_the_drain_at_once(self):
-        s = self.server(config("drain_timeout: 60s"))
+        s = self.server(echo_config("drain_timeout: 60s"))
         os.kill(s.proc.pid, signal.SIGQUIT)
         wait_until(lambda: health(s.port) == A("draining"), timeout=2, what="health to say draining")
         started = time.monotonic()
@@ -121,7 +109,7 @@ class Health(unittest.TestCase):
         self.assertLess(time.monotonic() - started, 10)
 
     def test_halt_drains_too(self):
-        s = self.server(config("drain_timeout: 1s"))
+        s = self.server(echo_config("drain_timeout: 1s"))
         s.service().call.__admin__.halt()
         wait_until(lambda: health(s.port) == A("draining"), timeout=2, what="health to say draining")
         s.proc.wait(10)

@@ -21,8 +21,8 @@ import sys
 import tempfile
 
 from erlnode import compile_erlang, test_cookie, unique_name
-from harness import ROOT, Server, py_handler, read_frame, wait_until
-from loadrun import ECHO, acceptors, link_pid, rss_kb
+from harness import ECHO, ROOT, Server, echo_config, py_handler, read_frame, wait_until
+from loadrun import acceptors, link_pid, rss_kb
 
 import bertd
 from test_info_packets import CallbackService  # noqa: E402  (not its tests)
@@ -35,18 +35,6 @@ def cpu_seconds(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def echo_config(extra="", count=2, acceptors=2):
-    return f"""
-        listen: 127.0.0.1
-        acceptors: {acceptors}
-        {extra}
-        modules:
-          - name: echo
-            command: {ECHO}
-            count: {count}
-        """
 
 
 class HostileTest(unittest.TestCase):

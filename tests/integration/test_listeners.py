@@ -11,8 +11,8 @@ import stat
 import struct
 import unittest
 
-from harness import Server, free_port, run_bertd, wait_until
-from loadrun import ECHO, Load
+from harness import Server, echo_config, free_port, read_frame, run_bertd, wait_until
+from loadrun import Load
 
 import bertd
 
@@ -22,21 +22,11 @@ def frame(term):
     return struct.pack(">I", len(body)) + body
 
 
-def read_frame(sock):
-    buf = b""
-    while len(buf) < 4 or len(buf) < 4 + struct.unpack(">I", buf[:4])[0]:
-        chunk = sock.recv(65536)
-        if not chunk:
-            return None
-        buf += chunk
-    return bertd.decode(buf[4:4 + struct.unpack(">I", buf[:4])[0]])
-
-
 def call_on(sock, value=b"x"):
     """echo:echo(value) on an open socket; the decoded answer."""
     A = bertd.Atom
     sock.sendall(frame((A("call"), A("echo"), A("echo"), [value])))
-    return read_frame(sock)
+    return read_frame(sock, strict=True)
 
 
 def connect(address):
@@ -56,11 +46,6 @@ def connect(address):
 def echo_on(address, value=b"x"):
     with connect(address) as s:
         return call_on(s, value)
-
-
-def config(listen, extra=""):
-    """A flush-left config (the harness dedents, and `listen` may span lines)."""
-    return f"{listen}\nacceptors: 2\n{extra}\nmodules:\n  - name: echo\n    command: {ECHO}\n    count: 2\n"
 
 
 def unstarted(test, port=None):
@@ -111,11 +96,8 @@ class Listeners(unittest.TestCase):
         port, port2, port6 = free_port(), free_port(), free_port()
         s = unstarted(self, port)
         sock = os.path.join(s.dir, "b.sock")
-        write(s, config(f"""listen:
-  - 127.0.0.1:{port}
-  - "127.0.0.1:{port2}"
-  - "[::1]:{port6}"
-  - {{address: "unix:{sock}", mode: "0600"}}"""))
+        write(s, echo_config(listen=[f"127.0.0.1:{port}", f'"127.0.0.1:{port2}"', f'"[::1]:{port6}"',
+                                 f'{{address: "unix:{sock}", mode: "0600"}}']))
         s.start()
         self.assertEqual(echo_on(("127.0.0.1", port)), (bertd.Atom("reply"), b"x"))
         self.assertEqual(echo_on(("127.0.0.1", port2)), (bertd.Atom("reply"), b"x"))
@@ -128,7 +110,7 @@ class Listeners(unittest.TestCase):
         self.assertFalse(os.path.exists(sock), "the unix socket file outlived the server")
 
     def test_ernies_listen_with_port_still_works(self):
-        s = self.server(config("listen: 127.0.0.1"))
+        s = self.server(echo_config())
         self.assertEqual(echo_on(("127.0.0.1", s.port)), (bertd.Atom("reply"), b"x"))
 
     def test_a_unix_socket_file_a_dead_server_left_is_replaced(self):
@@ -138,7 +120,7 @@ class Listeners(unittest.TestCase):
         left = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         left.bind(path)  # bound, never listening, then closed: as a killed server leaves it
         left.close()
-        write(s, config(f"listen:\n  - 127.0.0.1:{port}\n  - unix:{path}"))
+        write(s, echo_config(listen=[f"127.0.0.1:{port}", f"unix:{path}"]))
         s.start()
         self.assertEqual(echo_on("unix:" + path), (bertd.Atom("reply"), b"x"))
 
@@ -148,7 +130,7 @@ class Listeners(unittest.TestCase):
         path = os.path.join(s.dir, "data")
         with open(path, "w") as f:
             f.write("precious")
-        write(s, config(f"listen:\n  - 127.0.0.1:{port}\n  - unix:{path}"))
+        write(s, echo_config(listen=[f"127.0.0.1:{port}", f"unix:{path}"]))
         rc, out, err = run_bertd(["-c", s.config_path, "-p", str(port)])
         self.assertNotEqual(rc, 0)
         self.assertIn("not a socket", err)
@@ -159,11 +141,11 @@ class Listeners(unittest.TestCase):
         port, added = free_port(), free_port()
         s = unstarted(self, port)
         sock = os.path.join(s.dir, "b.sock")
-        write(s, config(f"listen:\n  - 127.0.0.1:{port}\n  - unix:{sock}"))
+        write(s, echo_config(listen=[f"127.0.0.1:{port}", f"unix:{sock}"]))
         s.start()
         kept = connect(("127.0.0.1", port))  # an open connection lives through the reload
         self.assertEqual(call_on(kept), (bertd.Atom("reply"), b"x"))
-        write(s, config(f"listen:\n  - 127.0.0.1:{port}\n  - 127.0.0.1:{added}"))
+        write(s, echo_config(listen=[f"127.0.0.1:{port}", f"127.0.0.1:{added}"]))
         os.kill(s.proc.pid, signal.SIGHUP)
         wait_until(lambda: "configuration reloaded" in s.log(), timeout=10, what="the reload")
         self.assertEqual(echo_on(("127.0.0.1", added)), (bertd.Atom("reply"), b"x"))
@@ -175,13 +157,13 @@ class Listeners(unittest.TestCase):
     def test_a_reload_onto_a_port_in_use_is_refused_and_the_old_listeners_stay(self):
         port = free_port()
         s = unstarted(self, port)
-        write(s, config(f"listen:\n  - 127.0.0.1:{port}"))
+        write(s, echo_config(listen=[f"127.0.0.1:{port}"]))
         s.start()
         busy = socket.socket()
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)
         self.addCleanup(busy.close)
-        write(s, config(f"listen:\n  - 127.0.0.1:{port}\n  - 127.0.0.1:{busy.getsockname()[1]}"))
+        write(s, echo_config(listen=[f"127.0.0.1:{port}", f"127.0.0.1:{busy.getsockname()[1]}"]))
         os.kill(s.proc.pid, signal.SIGHUP)
         wait_until(lambda: "reload refused" in s.log(), timeout=10, what="the refused reload")
         self.assertEqual(echo_on(("127.0.0.1", port)), (bertd.Atom("reply"), b"x"))
@@ -189,7 +171,7 @@ class Listeners(unittest.TestCase):
     def test_each_acceptor_accepts_on_its_own_socket_and_connections_reach_all_of_them(self):
         port = free_port()
         s = unstarted(self, port)
-        write(s, config(f"listen: 127.0.0.1:{port}").replace("acceptors: 2", "acceptors: 3"))
+        write(s, echo_config(acceptors=3, listen=f"127.0.0.1:{port}"))
         s.start()
         # One SO_REUSEPORT member per acceptor: the kernel gives each connection to one of them.
         self.assertEqual(len(tcp_sockets(port, "0A")), 3)
@@ -208,7 +190,7 @@ class Listeners(unittest.TestCase):
     def test_a_second_bertd_on_a_port_a_reuseport_group_holds_is_refused(self):
         port = free_port()
         s = unstarted(self, port)
-        write(s, config(f"listen: 127.0.0.1:{port}"))
+        write(s, echo_config(listen=f"127.0.0.1:{port}"))
         s.start()
         code, _, err = run_bertd(["-c", s.config_path, "-p", str(port)])
         self.assertNotEqual(code, 0)
@@ -218,11 +200,11 @@ class Listeners(unittest.TestCase):
     def test_reloads_that_change_the_acceptor_count_lose_no_connection(self):
         port = free_port()
         s = unstarted(self, port)
-        write(s, config(f"listen: 127.0.0.1:{port}"))
+        write(s, echo_config(listen=f"127.0.0.1:{port}"))
         s.start()
         load = Load(self, port, 5, connections=16, mode="connect")
         for n in (3, 1, 4, 2):
-            write(s, config(f"listen: 127.0.0.1:{port}").replace("acceptors: 2", f"acceptors: {n}"))
+            write(s, echo_config(acceptors=n, listen=f"127.0.0.1:{port}"))
             os.kill(s.proc.pid, signal.SIGHUP)
             wait_until(lambda: len(s.acceptor_pids()) == n, timeout=10, what=f"{n} acceptors")
         result = load.result()
@@ -234,7 +216,7 @@ class Listeners(unittest.TestCase):
 
     def test_a_bad_listen_entry_stops_the_start_with_file_and_line(self):
         s = unstarted(self)
-        write(s, config("listen:\n  - 127.0.0.1:1\n  - localhost:2"))
+        write(s, echo_config(listen=["127.0.0.1:1", "localhost:2"]))
         rc, out, err = run_bertd(["-t", "-c", s.config_path])
         self.assertNotEqual(rc, 0)
         self.assertIn("bertd.yaml:3", err)

@@ -9,19 +9,17 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 import unittest
 
 import harness
-from harness import BUILD, BERTD, ROOT, Server, py_handler, run_bertd, wait_until
+from harness import BERTD, BUILD, ECHO, ROOT, Server, echo_config, py_handler, run_bertd, wait_until
 
 import bertd
 from bertd import Atom
 
 LOADGEN = os.path.join(BUILD, "tests", "bench", "loadgen")
-ECHO = os.path.join(BUILD, "tests", "handlers", "echo")
 INIT = os.path.join(ROOT, "contrib", "init.d", "bertd")
 
 
@@ -87,18 +85,6 @@ class OpsTest(unittest.TestCase):
             except ProcessLookupError:
                 pass
         self.addCleanup(kill)
-
-
-def echo_config(count=2, extra=""):
-    return f"""
-        listen: 127.0.0.1
-        acceptors: 2
-        {extra}
-        modules:
-          - name: echo
-            command: {ECHO}
-            count: {count}
-        """
 
 
 class Daemon(OpsTest):
@@ -212,7 +198,7 @@ class Signals(OpsTest):
                 # Every reload changes something: the worker count, and a second module comes and goes.
                 extra_module = f"  - name: other\n    command: {py_handler()}\n    count: 1\n" if i % 2 == 0 else ""
                 with open(s.config_path, "w") as f:
-                    f.write(textwrap.dedent(echo_config(count=2 + i % 2)).rstrip() + "\n" + extra_module)
+                    f.write(echo_config(count=2 + i % 2) + extra_module)
                 os.kill(master, signal.SIGHUP)
                 time.sleep(0.5)
             out, _ = load.communicate(timeout=30)
@@ -428,7 +414,7 @@ class Admin(OpsTest):
 
     def test_admin_calls_are_refused_from_a_non_loopback_address(self):
         host, peer = self.netns()
-        s = self.server(echo_config().replace("listen: 127.0.0.1", "listen: 0.0.0.0"))
+        s = self.server(echo_config(listen="0.0.0.0"))
         out = self.call_from_netns(host, s.port, "__admin__.halt()")
         self.assertIn("ERROR server", out)
         self.assertIn("only from loopback", out)
@@ -438,7 +424,7 @@ class Admin(OpsTest):
 
     def test_admin_allow_lets_an_address_in(self):
         host, peer = self.netns()
-        s = self.server(echo_config(extra=f"admin_allow: [{peer}]").replace("listen: 127.0.0.1", "listen: 0.0.0.0"))
+        s = self.server(echo_config(f"admin_allow: [{peer}]", listen="0.0.0.0"))
         out = self.call_from_netns(host, s.port, "__admin__.stats()")
         self.assertIn("connections.total=", out)
 

@@ -12,8 +12,7 @@ import struct
 import time
 import unittest
 
-from harness import Server, free_port, read_frame, wait_until
-from loadrun import ECHO
+from harness import Server, echo_config, free_port, read_frame, wait_until
 
 import bertd
 
@@ -70,19 +69,10 @@ class ProxyProtocol(unittest.TestCase):
         s = Server("", port=cls.plain)
         cls.access = os.path.join(s.dir, "access.log")
         with open(s.config_path, "w") as f:
-            f.write(f"""listen:
-  - 127.0.0.1:{cls.plain}
-  - {{address: "127.0.0.1:{cls.proxied}", proxy_protocol: true}}
-acceptors: 2
-access_log: {cls.access}
-access_log_format: extended
-admin_allow: [192.0.2.200]
-limits: {{proxy_header_timeout: 1s}}
-modules:
-  - name: echo
-    command: {ECHO}
-    count: 2
-""")
+            f.write(echo_config(f"access_log: {cls.access}\naccess_log_format: extended\n"
+                                "admin_allow: [192.0.2.200]\nlimits: {proxy_header_timeout: 1s}",
+                                listen=[f"127.0.0.1:{cls.plain}",
+                                        f'{{address: "127.0.0.1:{cls.proxied}", proxy_protocol: true}}']))
         cls.server = s.start()
 
     @classmethod
@@ -256,14 +246,8 @@ class ProxyProtocolFrom(unittest.TestCase):
         self.addCleanup(shutil.rmtree, s.dir, True)
         self.addCleanup(s.stop)
         with open(s.config_path, "w") as f:
-            f.write(f"""listen:
-  - {{address: "127.0.0.1:{port}", proxy_protocol: true}}
-proxy_protocol_from: [10.0.0.0/8]
-modules:
-  - name: echo
-    command: {ECHO}
-    count: 1
-""")
+            f.write(echo_config("proxy_protocol_from: [10.0.0.0/8]", count=1, acceptors=None,
+                                listen=[f'{{address: "127.0.0.1:{port}", proxy_protocol: true}}']))
         s.wait_workers = False  # stats need a header too
         s.start()
         c = socket.create_connection(("127.0.0.1", port), timeout=10)

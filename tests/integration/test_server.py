@@ -12,7 +12,7 @@ import time
 import unittest
 
 import harness
-from harness import Server, py_handler, ruby_handler, run_bertd, wait_until
+from harness import Server, py_handler, read_frame, ruby_handler, run_bertd, wait_until
 
 import bertd
 from bertd import Atom
@@ -322,17 +322,7 @@ class BadInput(ServerTest):
         return sock
 
     def read_answer(self, sock):
-        head = b""
-        while len(head) < 4:
-            chunk = sock.recv(4 - len(head))
-            if not chunk:
-                return None
-            head += chunk
-        (n,) = struct.unpack(">I", head)
-        body = b""
-        while len(body) < n:
-            body += sock.recv(n - len(body))
-        return bertd.decode(body)
+        return read_frame(sock, strict=True)
 
     def assert_protocol_error(self, answer, code):
         self.assertEqual(answer[0], Atom("error"), answer)
