@@ -121,7 +121,6 @@ void ByteQueue::trim(size_t keep) {
 // ---- the table -------------------------------------------------------------------------
 
 Connections::Connections(Acceptor& a) : acc_(a) {
-    prefix_ = a.id_prefix();
     const Config& config = a.rt().config;
     budget_ = config.limits.max_buffered ? config.limits.max_buffered
                                          : default_budget(size_t(std::max(config.acceptors, 1)));
@@ -132,14 +131,21 @@ Connections::Connections(Acceptor& a) : acc_(a) {
 }
 
 Connections::~Connections() {
-    table_.clear();
+    slots_.clear();
     graveyard_.clear();
 }
 
 Conn& Connections::add(int fd, const sockaddr_storage& peer) {
     auto c = std::make_unique<Conn>();
     c->owner = &acc_;
-    c->id = prefix_ | (next_++ & 0xFFFFFFFF);
+    uint32_t slot = uint32_t(slots_.size());
+    if (!free_.empty()) {
+        slot = free_.back();
+        free_.pop_back();
+    } else {
+        slots_.emplace_back();
+    }
+    c->id = uint64_t(++added_) << 32 | slot;
     c->fd.reset(fd);
     c->in.charge_to(&buffered_);
     c->out.charge_to(&buffered_);
@@ -156,19 +162,21 @@ Conn& Connections::add(int fd, const sockaddr_storage& peer) {
     // Edge-triggered: a read that stops before EAGAIN (a short read drained the socket; any
     // other stop is kicked or waits for set_reading) and a write that blocked wait for the
     // next edge, and pausing either direction costs no system call.
-    c->io = make_event(acc_.base(), fd, EV_READ | EV_WRITE | EV_CLOSED | EV_PERSIST | EV_ET, on_io, c.get());
+    c->io.assign(acc_.base(), fd, EV_READ | EV_WRITE | EV_CLOSED | EV_PERSIST | EV_ET, on_io, c.get());
     event_add(c->io.get(), nullptr);
     acc_.seg().header().stats.connections_active.fetch_add(1, std::memory_order_relaxed);
     acc_.seg().acceptor(acc_.index()).connections.fetch_add(1, std::memory_order_relaxed);
     Conn& ref = *c;
-    table_.emplace(c->id, std::move(c));
+    slots_[slot] = std::move(c);
+    ++live_;
     set_reading(ref, true);
     return ref;
 }
 
 Conn* Connections::find(uint64_t id) {
-    auto it = table_.find(id);
-    return it == table_.end() || it->second->dead ? nullptr : it->second.get();
+    uint32_t slot = uint32_t(id);
+    Conn* c = slot < slots_.size() ? slots_[slot].get() : nullptr;
+    return c && c->id == id && !c->dead ? c : nullptr;
 }
 
 void Connections::on_io(evutil_socket_t, short what, void* arg) {
@@ -324,9 +332,10 @@ void Connections::close(Conn& c) {
         gs.connections_completed.fetch_add(1, std::memory_order_relaxed);
         acc_.seg().acceptor(acc_.index()).connections.fetch_sub(1, std::memory_order_relaxed);
     }
-    auto it = table_.find(c.id);
-    graveyard_.push_back(std::move(it->second));
-    table_.erase(it);
+    uint32_t slot = uint32_t(c.id);
+    graveyard_.push_back(std::move(slots_[slot]));
+    free_.push_back(slot);
+    --live_;
     event_active(reap_ev_.get(), EV_TIMEOUT, 0);
 }
 
@@ -342,8 +351,9 @@ void Connections::pause(Conn& c) {
 // gives memory back (complete frames are served and go by themselves).
 void Connections::relieve() {
     std::vector<Conn*> partial;
-    for (auto& [id, c] : table_)
-        if (!c->dead && c->idle() && c->partial_since_us) partial.push_back(c.get());
+    each([&](Conn& c) {
+        if (c.idle() && c.partial_since_us) partial.push_back(&c);
+    });
     std::sort(partial.begin(), partial.end(),
               [](const Conn* a, const Conn* b) { return a->partial_since_us < b->partial_since_us; });
     size_t target = resume_mark();
@@ -380,11 +390,11 @@ void Connections::resume_paused() {
 
 void Connections::sweep(int64_t now, int64_t idle_limit_us) {
     std::vector<Conn*> expired;
-    for (auto& [id, c] : table_) {
-        if (!c->idle()) continue;
-        if (idle_limit_us > 0 && now - c->last_active_us > idle_limit_us) expired.push_back(c.get());
-        if (now - c->last_active_us > kShrinkIdleUs) c->in.trim(kKeepBuffer);
-    }
+    each([&](Conn& c) {
+        if (!c.idle()) return;
+        if (idle_limit_us > 0 && now - c.last_active_us > idle_limit_us) expired.push_back(&c);
+        if (now - c.last_active_us > kShrinkIdleUs) c.in.trim(kKeepBuffer);
+    });
     for (Conn* c : expired) {
         if (c->partial_since_us)
             say(*c, true,

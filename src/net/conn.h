@@ -85,8 +85,9 @@ struct Conn {
     uint64_t id = 0;
     Fd fd;
     // One edge-triggered event for both directions, registered from accept to close: whether
-    // it is read or written is `reading` and `writing`, never an epoll_ctl (conn.cc).
-    EventPtr io;
+    // it is read or written is `reading` and `writing`, never an epoll_ctl (conn.cc). Kept in
+    // the Conn: an idle connection is one allocation.
+    InlineEvent io;
     bool writing = false;  // `out` waits for room in the socket
     bool hup = false;      // the client shut its side: read to the end, a short read is no edge
     ByteQueue in, out;
@@ -130,11 +131,11 @@ public:
 
     Conn& add(int fd, const sockaddr_storage& peer);
     Conn* find(uint64_t id);
-    size_t size() const { return table_.size(); }
+    size_t size() const { return live_; }
     template <class F>
     void each(F&& f) {
-        for (auto& [id, c] : table_)
-            if (!c->dead) f(*c);
+        for (size_t i = 0; i < slots_.size(); ++i)
+            if (Conn* c = slots_[i].get(); c && !c->dead) f(*c);
     }
 
     void read(Conn& c);  // reads what the socket holds, then serves what became whole
@@ -172,9 +173,13 @@ private:
     size_t resume_mark() const { return budget_ / 4 * 3; }
 
     Acceptor& acc_;
-    uint64_t prefix_ = 0;  // keeps ids unique across restarts of this acceptor
-    uint64_t next_ = 1;
-    std::unordered_map<uint64_t, std::unique_ptr<Conn>> table_;
+    // The table: a connection's id is its slot here (the low 32 bits) and the count of
+    // connections added before it (the high 32), so an id kept after its connection went
+    // (kicks_, paused_) never finds the one that took its slot. Ids never leave this object.
+    std::vector<std::unique_ptr<Conn>> slots_;
+    std::vector<uint32_t> free_;  // empty slots, the last freed taken first
+    uint32_t added_ = 0;
+    size_t live_ = 0;
     std::vector<std::unique_ptr<Conn>> graveyard_;
     EventPtr reap_ev_;
     EventPtr kick_ev_;
