@@ -25,9 +25,8 @@ namespace bertd {
 
 namespace {
 constexpr int kReadRounds = 16;  // at most 16 scratch buffers (1 MiB) from one connection per wake-up
-// Buffers above this size are freed once empty (a request's after a second of rest, so a
-// busy connection keeps its buffer), so idle connections hold no memory of their largest
-// request or answer.
+// An answer's buffer above this size is freed once sent, so a connection holds no memory of
+// its largest answer.
 constexpr size_t kKeepBuffer = 4096;
 // Past this much of one frame, the input buffer grows ahead of what arrives, to kGrowAhead
 // times what it holds (or the whole frame, when less): a big frame is copied three times, not
@@ -37,6 +36,8 @@ constexpr size_t kKeepBuffer = 4096;
 // room, uncounted).
 constexpr size_t kGrowWhole = 1u << 20;
 constexpr size_t kGrowAhead = 4;
+// After this much rest both queues are freed whole (ByteQueue::release): a busy connection
+// keeps its buffers, an idle one holds none.
 constexpr int64_t kShrinkIdleUs = 1'000'000;
 // A streamed request's chunks wait in the connection's queue for the worker to take them:
 // past this much, the client is not read until the worker has taken some (Leases::relay_some).
@@ -69,52 +70,57 @@ sockaddr_storage PeerAddress::get() const {
     return s;
 }
 
+// Made when it is needed (a log line) rather than kept by every idle connection.
+std::string Conn::client_text() const { return endpoint_text(client.get()); }
+
 // ---- ByteQueue -------------------------------------------------------------------------
 
 void ByteQueue::append(std::string&& s) {
     charge(s.size());
-    if (empty()) {
-        buf_ = std::move(s);
-        start_ = 0;
+    Block& b = block();
+    if (b.start == b.buf.size()) {
+        b.buf = std::move(s);
+        b.start = 0;
     } else {
-        buf_.append(s);
+        b.buf.append(s);
     }
 }
 
 void ByteQueue::consume(size_t n) {
     n = std::min(n, size());
+    if (n == 0) return;
     discharge(n);
-    start_ += n;
-    if (start_ >= buf_.size()) {
-        buf_.clear();
-        start_ = 0;
+    b_->start += n;
+    if (b_->start >= b_->buf.size()) {
+        b_->buf.clear();
+        b_->start = 0;
     }
 }
 
 void ByteQueue::clear() {
     discharge(size());
-    std::string().swap(buf_);
-    start_ = 0;
+    b_.reset();
 }
 
 Flush ByteQueue::flush_to(int fd) {
+    if (!b_) return Flush::Done;
     size_t before = size();
-    Flush f = flush_some(fd, buf_, start_);
+    Flush f = flush_some(fd, b_->buf, b_->start);
     discharge(before - size());
     return f;
 }
 
 void ByteQueue::compact() {
-    if (start_ > 0 && (start_ == buf_.size() || start_ > (1u << 20))) {
-        buf_.erase(0, start_);
-        start_ = 0;
+    if (b_ && b_->start > 0 && (b_->start == b_->buf.size() || b_->start > (1u << 20))) {
+        b_->buf.erase(0, b_->start);
+        b_->start = 0;
     }
 }
 
 void ByteQueue::trim(size_t keep) {
-    if (empty() && buf_.capacity() > keep) {
-        std::string().swap(buf_);
-        start_ = 0;
+    if (b_ && empty() && b_->buf.capacity() > keep) {
+        std::string().swap(b_->buf);
+        b_->start = 0;
     }
 }
 
@@ -150,14 +156,12 @@ Conn& Connections::add(int fd, const sockaddr_storage& peer) {
     c->in.charge_to(&buffered_);
     c->out.charge_to(&buffered_);
     c->client.set(peer);
-    c->client_text = endpoint_text(peer);
     c->admin_ok = is_loopback(peer) || is_unix(peer);  // a unix socket's file mode says who connects
     if (!c->admin_ok) {
         std::string p = address_text(peer);
         for (const auto& a : acc_.rt().config.admin_allow)
             if (a == p) c->admin_ok = true;
     }
-    c->accepted_wall_us = now_us();
     c->last_active_us = monotonic_us();
     // Edge-triggered: a read that stops before EAGAIN (a short read drained the socket; any
     // other stop is kicked or waits for set_reading) and a write that blocked wait for the
@@ -393,7 +397,10 @@ void Connections::sweep(int64_t now, int64_t idle_limit_us) {
     each([&](Conn& c) {
         if (!c.idle()) return;
         if (idle_limit_us > 0 && now - c.last_active_us > idle_limit_us) expired.push_back(&c);
-        if (now - c.last_active_us > kShrinkIdleUs) c.in.trim(kKeepBuffer);
+        if (now - c.last_active_us > kShrinkIdleUs) {
+            c.in.release();
+            c.out.release();
+        }
     });
     for (Conn* c : expired) {
         if (c->partial_since_us)
@@ -417,10 +424,11 @@ void Connections::say(const Conn& c, bool warning, const std::string& what) {
     ++said_;
     std::string more =
         unsaid_ ? " (" + std::to_string(std::exchange(unsaid_, 0)) + " such lines left out before)" : "";
+    std::string who = c.client_text();
     if (warning)
-        log::warn("client %s: %s%s", c.client_text.c_str(), what.c_str(), more.c_str());
+        log::warn("client %s: %s%s", who.c_str(), what.c_str(), more.c_str());
     else
-        log::info("client %s: %s%s", c.client_text.c_str(), what.c_str(), more.c_str());
+        log::info("client %s: %s%s", who.c_str(), what.c_str(), more.c_str());
 }
 
 }  // namespace bertd
