@@ -25,9 +25,8 @@ namespace bertd {
 
 namespace {
 constexpr int kReadRounds = 16;  // at most 16 scratch buffers (1 MiB) from one connection per wake-up
-// Buffers above this size are freed once empty (a request's after a second of rest, so a
-// busy connection keeps its buffer), so idle connections hold no memory of their largest
-// request or answer.
+// An answer's buffer above this size is freed once sent, so a connection holds no memory of
+// its largest answer.
 constexpr size_t kKeepBuffer = 4096;
 // Past this much of one frame, the input buffer grows ahead of what arrives, to kGrowAhead
 // times what it holds (or the whole frame, when less): a big frame is copied three times, not
@@ -37,6 +36,8 @@ constexpr size_t kKeepBuffer = 4096;
 // room, uncounted).
 constexpr size_t kGrowWhole = 1u << 20;
 constexpr size_t kGrowAhead = 4;
+// After this much rest both queues are freed whole (ByteQueue::release): a busy connection
+// keeps its buffers, an idle one holds none.
 constexpr int64_t kShrinkIdleUs = 1'000'000;
 // A streamed request's chunks wait in the connection's queue for the worker to take them:
 // past this much, the client is not read until the worker has taken some (Leases::relay_some).
@@ -69,59 +70,63 @@ sockaddr_storage PeerAddress::get() const {
     return s;
 }
 
+// Made when it is needed (a log line) rather than kept by every idle connection.
+std::string Conn::client_text() const { return endpoint_text(client.get()); }
+
 // ---- ByteQueue -------------------------------------------------------------------------
 
 void ByteQueue::append(std::string&& s) {
     charge(s.size());
-    if (empty()) {
-        buf_ = std::move(s);
-        start_ = 0;
+    Block& b = block();
+    if (b.start == b.buf.size()) {
+        b.buf = std::move(s);
+        b.start = 0;
     } else {
-        buf_.append(s);
+        b.buf.append(s);
     }
 }
 
 void ByteQueue::consume(size_t n) {
     n = std::min(n, size());
+    if (n == 0) return;
     discharge(n);
-    start_ += n;
-    if (start_ >= buf_.size()) {
-        buf_.clear();
-        start_ = 0;
+    b_->start += n;
+    if (b_->start >= b_->buf.size()) {
+        b_->buf.clear();
+        b_->start = 0;
     }
 }
 
 void ByteQueue::clear() {
     discharge(size());
-    std::string().swap(buf_);
-    start_ = 0;
+    b_.reset();
 }
 
 Flush ByteQueue::flush_to(int fd) {
+    if (!b_) return Flush::Done;
     size_t before = size();
-    Flush f = flush_some(fd, buf_, start_);
+    Flush f = flush_some(fd, b_->buf, b_->start);
     discharge(before - size());
     return f;
 }
 
 void ByteQueue::compact() {
-    if (start_ > 0 && (start_ == buf_.size() || start_ > (1u << 20))) {
-        buf_.erase(0, start_);
-        start_ = 0;
+    if (b_ && b_->start > 0 && (b_->start == b_->buf.size() || b_->start > (1u << 20))) {
+        b_->buf.erase(0, b_->start);
+        b_->start = 0;
     }
 }
 
 void ByteQueue::trim(size_t keep) {
-    if (empty() && buf_.capacity() > keep) {
-        std::string().swap(buf_);
-        start_ = 0;
+    if (b_ && empty() && b_->buf.capacity() > keep) {
+        std::string().swap(b_->buf);
+        b_->start = 0;
     }
 }
 
 // ---- the table -------------------------------------------------------------------------
 
 Connections::Connections(Acceptor& a) : acc_(a) {
-    prefix_ = a.id_prefix();
     const Config& config = a.rt().config;
     budget_ = config.limits.max_buffered ? config.limits.max_buffered
                                          : default_budget(size_t(std::max(config.acceptors, 1)));
@@ -132,43 +137,50 @@ Connections::Connections(Acceptor& a) : acc_(a) {
 }
 
 Connections::~Connections() {
-    table_.clear();
+    slots_.clear();
     graveyard_.clear();
 }
 
 Conn& Connections::add(int fd, const sockaddr_storage& peer) {
     auto c = std::make_unique<Conn>();
     c->owner = &acc_;
-    c->id = prefix_ | (next_++ & 0xFFFFFFFF);
+    uint32_t slot = uint32_t(slots_.size());
+    if (!free_.empty()) {
+        slot = free_.back();
+        free_.pop_back();
+    } else {
+        slots_.emplace_back();
+    }
+    c->id = uint64_t(++added_) << 32 | slot;
     c->fd.reset(fd);
     c->in.charge_to(&buffered_);
     c->out.charge_to(&buffered_);
     c->client.set(peer);
-    c->client_text = endpoint_text(peer);
     c->admin_ok = is_loopback(peer) || is_unix(peer);  // a unix socket's file mode says who connects
     if (!c->admin_ok) {
         std::string p = address_text(peer);
         for (const auto& a : acc_.rt().config.admin_allow)
             if (a == p) c->admin_ok = true;
     }
-    c->accepted_wall_us = now_us();
     c->last_active_us = monotonic_us();
     // Edge-triggered: a read that stops before EAGAIN (a short read drained the socket; any
     // other stop is kicked or waits for set_reading) and a write that blocked wait for the
     // next edge, and pausing either direction costs no system call.
-    c->io = make_event(acc_.base(), fd, EV_READ | EV_WRITE | EV_CLOSED | EV_PERSIST | EV_ET, on_io, c.get());
+    c->io.assign(acc_.base(), fd, EV_READ | EV_WRITE | EV_CLOSED | EV_PERSIST | EV_ET, on_io, c.get());
     event_add(c->io.get(), nullptr);
     acc_.seg().header().stats.connections_active.fetch_add(1, std::memory_order_relaxed);
     acc_.seg().acceptor(acc_.index()).connections.fetch_add(1, std::memory_order_relaxed);
     Conn& ref = *c;
-    table_.emplace(c->id, std::move(c));
+    slots_[slot] = std::move(c);
+    ++live_;
     set_reading(ref, true);
     return ref;
 }
 
 Conn* Connections::find(uint64_t id) {
-    auto it = table_.find(id);
-    return it == table_.end() || it->second->dead ? nullptr : it->second.get();
+    uint32_t slot = uint32_t(id);
+    Conn* c = slot < slots_.size() ? slots_[slot].get() : nullptr;
+    return c && c->id == id && !c->dead ? c : nullptr;
 }
 
 void Connections::on_io(evutil_socket_t, short what, void* arg) {
@@ -324,9 +336,10 @@ void Connections::close(Conn& c) {
         gs.connections_completed.fetch_add(1, std::memory_order_relaxed);
         acc_.seg().acceptor(acc_.index()).connections.fetch_sub(1, std::memory_order_relaxed);
     }
-    auto it = table_.find(c.id);
-    graveyard_.push_back(std::move(it->second));
-    table_.erase(it);
+    uint32_t slot = uint32_t(c.id);
+    graveyard_.push_back(std::move(slots_[slot]));
+    free_.push_back(slot);
+    --live_;
     event_active(reap_ev_.get(), EV_TIMEOUT, 0);
 }
 
@@ -342,8 +355,9 @@ void Connections::pause(Conn& c) {
 // gives memory back (complete frames are served and go by themselves).
 void Connections::relieve() {
     std::vector<Conn*> partial;
-    for (auto& [id, c] : table_)
-        if (!c->dead && c->idle() && c->partial_since_us) partial.push_back(c.get());
+    each([&](Conn& c) {
+        if (c.idle() && c.partial_since_us) partial.push_back(&c);
+    });
     std::sort(partial.begin(), partial.end(),
               [](const Conn* a, const Conn* b) { return a->partial_since_us < b->partial_since_us; });
     size_t target = resume_mark();
@@ -380,11 +394,14 @@ void Connections::resume_paused() {
 
 void Connections::sweep(int64_t now, int64_t idle_limit_us) {
     std::vector<Conn*> expired;
-    for (auto& [id, c] : table_) {
-        if (!c->idle()) continue;
-        if (idle_limit_us > 0 && now - c->last_active_us > idle_limit_us) expired.push_back(c.get());
-        if (now - c->last_active_us > kShrinkIdleUs) c->in.trim(kKeepBuffer);
-    }
+    each([&](Conn& c) {
+        if (!c.idle()) return;
+        if (idle_limit_us > 0 && now - c.last_active_us > idle_limit_us) expired.push_back(&c);
+        if (now - c.last_active_us > kShrinkIdleUs) {
+            c.in.release();
+            c.out.release();
+        }
+    });
     for (Conn* c : expired) {
         if (c->partial_since_us)
             say(*c, true,
@@ -407,10 +424,11 @@ void Connections::say(const Conn& c, bool warning, const std::string& what) {
     ++said_;
     std::string more =
         unsaid_ ? " (" + std::to_string(std::exchange(unsaid_, 0)) + " such lines left out before)" : "";
+    std::string who = c.client_text();
     if (warning)
-        log::warn("client %s: %s%s", c.client_text.c_str(), what.c_str(), more.c_str());
+        log::warn("client %s: %s%s", who.c_str(), what.c_str(), more.c_str());
     else
-        log::info("client %s: %s%s", c.client_text.c_str(), what.c_str(), more.c_str());
+        log::info("client %s: %s%s", who.c_str(), what.c_str(), more.c_str());
 }
 
 }  // namespace bertd

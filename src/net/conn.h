@@ -26,7 +26,9 @@ class Acceptor;
 struct Request;
 
 // Bytes with a read cursor: appended at the back, consumed from the front. What it holds
-// is charged to its acceptor's total (the memory budget), so the total cannot drift.
+// is charged to its acceptor's total (the memory budget), so the total cannot drift. The
+// buffer and its cursor are one allocation made by the first append and kept while the
+// connection is busy: an idle connection's queue is a null pointer (release()).
 class ByteQueue {
 public:
     ByteQueue() = default;
@@ -34,12 +36,14 @@ public:
     ByteQueue& operator=(const ByteQueue&) = delete;
     ~ByteQueue() { clear(); }
     void charge_to(size_t* total) { total_ = total; }
-    std::string_view view() const { return std::string_view(buf_).substr(start_); }
-    size_t size() const { return buf_.size() - start_; }
-    bool empty() const { return start_ == buf_.size(); }
-    size_t capacity() const { return buf_.capacity(); }
+    std::string_view view() const {
+        return b_ ? std::string_view(b_->buf).substr(b_->start) : std::string_view();
+    }
+    size_t size() const { return b_ ? b_->buf.size() - b_->start : 0; }
+    bool empty() const { return size() == 0; }
+    size_t capacity() const { return b_ ? b_->buf.capacity() : 0; }
     void append(std::string_view s) {
-        buf_.append(s);
+        block().buf.append(s);
         charge(s.size());
     }
     // Takes `s` whole, without a copy when the queue is empty.
@@ -50,15 +54,28 @@ public:
     // Room for `bytes` unread bytes in all, taken at once rather than by doubling (a big
     // frame is then copied and its memory touched once).
     void expect(size_t bytes) {
-        if (buf_.capacity() < start_ + bytes) buf_.reserve(start_ + bytes);
+        Block& b = block();
+        if (b.buf.capacity() < b.start + bytes) b.buf.reserve(b.start + bytes);
     }
     // Frees the buffer once it is empty and grew past `keep` bytes.
     void trim(size_t keep);
+    // Frees all of it once it is empty: a rested connection holds no memory for its queues.
+    void release() {
+        if (b_ && empty()) b_.reset();
+    }
     void clear();  // drops everything and frees the buffer
     // Sends from the front until it is all gone or the socket is full.
     Flush flush_to(int fd);
 
 private:
+    struct Block {
+        std::string buf;
+        size_t start = 0;
+    };
+    Block& block() {
+        if (!b_) b_ = std::make_unique<Block>();
+        return *b_;
+    }
     void charge(size_t n) {
         if (total_) *total_ += n;
     }
@@ -66,8 +83,7 @@ private:
         if (total_) *total_ -= n;
     }
 
-    std::string buf_;
-    size_t start_ = 0;
+    std::unique_ptr<Block> b_;
     size_t* total_ = nullptr;
 };
 
@@ -80,46 +96,61 @@ struct PeerAddress {
     sockaddr_storage get() const;
 };
 
+// Infos for the next request that carry more than a flag.
+struct PendingInfos {
+    std::string token;                   // {info, cache, [{validation, Token}]}
+    std::unique_ptr<Callback> callback;  // {info, callback, ...}
+    std::string error;                   // a malformed info: answered in place of the next request
+    int error_code = 0;                  // its protocol error code (2: it could not be read)
+};
+
+// Every idle connection is one of these and nothing else (no buffer, no other allocation), so
+// its size is what an idle connection costs: the flags are bits, rare state is behind
+// `pending`, and the event is inside it.
 struct Conn {
     Acceptor* owner = nullptr;
     uint64_t id = 0;
-    Fd fd;
+    Fd fd;  // declared before `io`: the event leaves the loop before the socket closes
     // One edge-triggered event for both directions, registered from accept to close: whether
     // it is read or written is `reading` and `writing`, never an epoll_ctl (conn.cc).
-    EventPtr io;
-    bool writing = false;  // `out` waits for room in the socket
-    bool hup = false;      // the client shut its side: read to the end, a short read is no edge
+    InlineEvent io;
     ByteQueue in, out;
     Request* request = nullptr;  // being served; its frame is at the front of `in` while it is attached
-    bool reading = false;
-    // What the client's infos said (doc/info-packets.md). For the whole connection:
-    bool accepts_stream = false, accepts_cache = false;  // {info, accept, [...]}
-    // For the next request only:
-    bool high_next = true;      // {info, priority, ...}
-    bool stream_next = false;   // {info, stream, []}: chunks follow the request
-    std::string token_next;     // {info, cache, [{validation, Token}]}
-    std::unique_ptr<Callback> callback_next;  // {info, callback, ...}
-    std::string info_error;     // a malformed info: answered in place of the next request
-    int info_error_code = 0;    // its protocol error code (2: it could not be read)
+    // What few clients send, allocated by the first info that needs it, gone with the request
+    // it goes to (RequestPath::take_infos): most connections never have one.
+    std::unique_ptr<PendingInfos> pending;
+    PendingInfos& pending_infos() {
+        if (!pending) pending = std::make_unique<PendingInfos>();
+        return *pending;
+    }
     // The chunks of a streamed request that was refused are read and dropped to its end.
-    bool discarding = false;
-    uint64_t discard_left = 0;  // of the current chunk
-    bool eof = false;          // the client will send nothing more
-    bool closing = false;      // close once `out` is flushed
-    bool out_paused = false;   // no request is served until the client has read its answers
-    bool serving = false;      // inside RequestPath::serve: a completion must not serve again
-    bool admin_ok = false;
-    bool dead = false;         // closed; freed at the end of this loop turn
-    bool handed_over = false;  // passed to the next generation, not closed
-    bool from_link = false;    // the Erlang link's: external modules only, never handed over
-    // Who the client is: the socket's peer, or the address a PROXY header gave (proxy_gate.h).
-    PeerAddress client;
-    std::string client_text;       // "192.0.2.7:56324", for logs
-    int64_t accepted_wall_us = 0;  // for the access log
+    uint64_t discard_left = 0;     // of the current chunk
     int64_t last_active_us = 0;    // monotonic, for the idle timeout
     int64_t partial_since_us = 0;  // monotonic: when the unfinished frame at the front began (0: none)
+    // Who the client is: the socket's peer, or the address a PROXY header gave (proxy_gate.h).
+    PeerAddress client;
+
+    bool writing : 1 = false;  // `out` waits for room in the socket
+    bool hup : 1 = false;      // the client shut its side: read to the end, a short read is no edge
+    bool reading : 1 = false;
+    // What the client's infos said (doc/info-packets.md). For the whole connection:
+    bool accepts_stream : 1 = false;  // {info, accept, [...]}
+    bool accepts_cache : 1 = false;
+    // For the next request only:
+    bool high_next : 1 = true;     // {info, priority, ...}
+    bool stream_next : 1 = false;  // {info, stream, []}: chunks follow the request
+    bool discarding : 1 = false;   // dropping a refused stream's chunks (discard_left)
+    bool eof : 1 = false;          // the client will send nothing more
+    bool closing : 1 = false;      // close once `out` is flushed
+    bool out_paused : 1 = false;   // no request is served until the client has read its answers
+    bool serving : 1 = false;      // inside RequestPath::serve: a completion must not serve again
+    bool admin_ok : 1 = false;
+    bool dead : 1 = false;         // closed; freed at the end of this loop turn
+    bool handed_over : 1 = false;  // passed to the next generation, not closed
+    bool from_link : 1 = false;    // the Erlang link's: external modules only, never handed over
 
     bool idle() const { return request == nullptr; }
+    std::string client_text() const;  // "192.0.2.7:56324", for logs
 };
 
 // The acceptor's connections: adding, reading, writing, closing and sweeping them.
@@ -130,11 +161,11 @@ public:
 
     Conn& add(int fd, const sockaddr_storage& peer);
     Conn* find(uint64_t id);
-    size_t size() const { return table_.size(); }
+    size_t size() const { return live_; }
     template <class F>
     void each(F&& f) {
-        for (auto& [id, c] : table_)
-            if (!c->dead) f(*c);
+        for (size_t i = 0; i < slots_.size(); ++i)
+            if (Conn* c = slots_[i].get(); c && !c->dead) f(*c);
     }
 
     void read(Conn& c);  // reads what the socket holds, then serves what became whole
@@ -172,9 +203,13 @@ private:
     size_t resume_mark() const { return budget_ / 4 * 3; }
 
     Acceptor& acc_;
-    uint64_t prefix_ = 0;  // keeps ids unique across restarts of this acceptor
-    uint64_t next_ = 1;
-    std::unordered_map<uint64_t, std::unique_ptr<Conn>> table_;
+    // The table: a connection's id is its slot here (the low 32 bits) and the count of
+    // connections added before it (the high 32), so an id kept after its connection went
+    // (kicks_, paused_) never finds the one that took its slot. Ids never leave this object.
+    std::vector<std::unique_ptr<Conn>> slots_;
+    std::vector<uint32_t> free_;  // empty slots, the last freed taken first
+    uint32_t added_ = 0;
+    size_t live_ = 0;
     std::vector<std::unique_ptr<Conn>> graveyard_;
     EventPtr reap_ev_;
     EventPtr kick_ev_;

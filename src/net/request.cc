@@ -185,17 +185,18 @@ void RequestPath::dispatch(Request& r) {
 bool RequestPath::take_infos(Request& r, Outcome& refused) {
     Conn& c = *r.conn;
     r.accepts_stream = c.accepts_stream;
-    r.accepts_cache = c.accepts_cache || !c.token_next.empty();
-    r.stream_in = std::exchange(c.stream_next, false);
+    std::unique_ptr<PendingInfos> pending = std::move(c.pending);
+    r.accepts_cache = c.accepts_cache || (pending && !pending->token.empty());
+    r.stream_in = c.stream_next;
+    c.stream_next = false;
     if (r.stream_in) r.in_stream = Request::InStream::Waiting;
-    r.token = std::move(c.token_next);
-    c.token_next.clear();
-    r.callback = std::move(c.callback_next);
-    std::string error = std::move(c.info_error);
-    c.info_error.clear();
-    if (!error.empty()) {
-        refused = Outcome::error(ErrorType::Protocol, std::exchange(c.info_error_code, 0), error);
-        return true;
+    if (pending) {
+        r.token = std::move(pending->token);
+        r.callback = std::move(pending->callback);
+        if (!pending->error.empty()) {
+            refused = Outcome::error(ErrorType::Protocol, pending->error_code, pending->error);
+            return true;
+        }
     }
     if (r.stream_in && r.route.to != Route::To::External) {
         refused = Outcome::error(ErrorType::Server, 0, "a streamed request goes to an external module only");
@@ -243,23 +244,24 @@ void RequestPath::take_info(Request& r) {
     bert::Term info;
     Conn& c = *r.conn;
     r.kind = Request::Kind::Info;
-    c.info_error = decode_info(r.payload(), info);
-    if (c.info_error.empty()) apply_info(c, info);
-    if (!c.info_error.empty()) {
-        c.info_error_code = 2;
+    std::string error = decode_info(r.payload(), info);
+    if (error.empty()) error = apply_info(c, info);
+    if (!error.empty()) {
+        PendingInfos& p = c.pending_infos();
+        p.error = std::move(error);
+        p.error_code = 2;
         acc_.seg().header().stats.protocol_errors.fetch_add(1, std::memory_order_relaxed);
-        acc_.conns().say(c, true, "a malformed info: " + c.info_error);
+        acc_.conns().say(c, true, "a malformed info: " + p.error);
+    } else if (c.pending) {
+        c.pending->error.clear();  // the last info decides: a good one clears a malformed one
     }
     complete(r, Outcome::nothing());
 }
 
-void RequestPath::apply_info(Conn& c, const bert::Term& info) {
+std::string RequestPath::apply_info(Conn& c, const bert::Term& info) {
     ClientInfo ci;
     read_client_info(info, ci);
-    if (!ci.error.empty()) {
-        c.info_error = ci.error;
-        return;
-    }
+    if (!ci.error.empty()) return ci.error;
     switch (ci.kind) {
         case ClientInfo::Kind::Priority: c.high_next = ci.high; break;
         case ClientInfo::Kind::Accept:
@@ -267,12 +269,13 @@ void RequestPath::apply_info(Conn& c, const bert::Term& info) {
             c.accepts_cache = ci.accept_cache;
             break;
         case ClientInfo::Kind::Stream: c.stream_next = true; break;
-        case ClientInfo::Kind::Validation: c.token_next = ci.token; break;
+        case ClientInfo::Kind::Validation: c.pending_infos().token = ci.token; break;
         case ClientInfo::Kind::Callback:
-            c.callback_next = std::make_unique<Callback>(Callback{ci.service, ci.mfa});
+            c.pending_infos().callback = std::make_unique<Callback>(Callback{ci.service, ci.mfa});
             break;
         case ClientInfo::Kind::Ignored: break;
     }
+    return {};
 }
 
 // The Ruby bertrpc client's [info, Command, Options]: known by its head (a list of three
@@ -507,7 +510,7 @@ void RequestPath::count(const Request& r, int error_type) {
 
 void RequestPath::take_log_text(Request& r) {
     if (!acc_.access_log().enabled()) return;
-    if (r.conn && r.client.empty() && acc_.rt().config.access_log_extended) r.client = r.conn->client_text;
+    if (r.conn && r.client.empty() && acc_.rt().config.access_log_extended) r.client = r.conn->client_text();
     if (!r.log_text.empty()) return;
     // The text of at most kLogRequestBytes, read from the bytes: a huge term costs no more.
     if (bert::print_encoded(r.payload(), r.log_text, kLogRequestBytes, limits_)) r.log_text = "<undecodable>";

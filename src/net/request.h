@@ -127,7 +127,7 @@ private:
     bool ernie_floats(const Request& r) const;  // the module has float_format: ernie
     void floats_to_ernie(Request& r);
     void info(Request& r, const bert::Peek& pk);
-    void apply_info(Conn& c, const bert::Term& info);
+    std::string apply_info(Conn& c, const bert::Term& info);  // what is wrong with it, if anything
     bool list_form_info(Request& r);
     void take_info(Request& r);
     bool take_infos(Request& r, Outcome& refused);

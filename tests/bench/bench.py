@@ -14,7 +14,7 @@ Usage: tests/bench/bench.py [--duration S] [--warmup S] [--quick] [--only KIND] 
 --quick: one second per case and fewer cases, report in build/bench/ (a smoke run).
 --only: just one kind of case, no idle figure: cpp, python, erlang (with the native baseline),
         native-baseline (the erlang rows without the relay), nodes (the Erlang node rows), haproxy,
-        cache, stream, hostile, metrics.
+        cache, stream, hostile, metrics; or idle: the idle figure alone.
 A run during which the machine's load from outside the bench averaged over LOAD_LIMIT is discarded:
 its report goes to build/bench/BENCHMARKS.discarded.md, never BENCHMARKS.md, and it exits with 3.
 --from-results: no measuring; the report and plot from a results.json written earlier.
@@ -149,20 +149,21 @@ def raise_open_files(n):
 
 
 def idle_memory(server, n):
-    """KiB of resident memory the server's own processes gain per 1,000 idle connections."""
-    before = server.rss_kb()
+    """KiB of resident memory (RSS and PSS) the server's own processes gain per 1,000 idle connections."""
+    before, pss_before = server.rss_kb(), server.pss_kb()
     socks = []
     try:
         for _ in range(n):
             socks.append(socket.create_connection(("127.0.0.1", server.port), timeout=10))
         time.sleep(1.0)  # every connection accepted and registered
         server.probe()  # and still serving
-        after = server.rss_kb()
+        after, pss_after = server.rss_kb(), server.pss_kb()
     finally:
         for s in socks:
             s.close()
     return {"connections": n, "rss_before_kb": before, "rss_after_kb": after,
-            "per_1000_kb": round((after - before) / (n / 1000), 1)}
+            "per_1000_kb": round((after - before) / (n / 1000), 1), "pss_before_kb": pss_before,
+            "pss_after_kb": pss_after, "pss_per_1000_kb": round((pss_after - pss_before) / (n / 1000), 1)}
 
 
 # --- the report -------------------------------------------------------------------------------
@@ -384,11 +385,13 @@ def write_report(results, path, png_name, plot_note):
         L += ["## Idle connections", "",
               f"Resident memory of the server's own processes (bertd: master and acceptors; baseline: the relay) "
               f"before and after opening {next(iter(idle.values()))['connections']:,} idle connections, "
-              "and what 1,000 of them cost:", "",
-              "| server | RSS before | RSS with the idle connections | per 1,000 idle connections |",
-              "|---|---:|---:|---:|"]
+              "and what 1,000 of them cost (RSS, and PSS: pages the processes share counted once):", "",
+              "| server | RSS before | RSS with the idle connections | per 1,000 idle connections | PSS per 1,000 |",
+              "|---|---:|---:|---:|---:|"]
         for name, v in idle.items():
-            L.append(f"| {name} | {v['rss_before_kb']:,} KiB | {v['rss_after_kb']:,} KiB | {v['per_1000_kb']:,} KiB |")
+            pss = f"{v['pss_per_1000_kb']:,} KiB" if "pss_per_1000_kb" in v else "-"
+            L.append(f"| {name} | {v['rss_before_kb']:,} KiB | {v['rss_after_kb']:,} KiB | {v['per_1000_kb']:,} KiB "
+                     f"| {pss} |")
         L.append("")
     L += soak_section()
     if results["notes"]:
@@ -457,8 +460,10 @@ def measure_idle(tmp, idle_n, results):
 def measure(args, tmp, duration, warmup, rounds, cpu, results):
     only = args.only
     idle_n = raise_open_files(IDLE)
-    if idle_n >= 1000 and not only:
+    if idle_n >= 1000 and only in (None, "idle"):
         measure_idle(tmp, idle_n, results)
+    if only == "idle":
+        return
     handler_of = {"native-baseline": "erlang"}
     todo = [c for c in cases(args.quick) if only in (None, c.handler) or handler_of.get(only) == c.handler]
     for handler in HANDLERS:
@@ -521,7 +526,7 @@ def main():
     ap.add_argument("--duration", type=float, default=None)
     ap.add_argument("--warmup", type=float, default=None)
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--only", choices=list(HANDLERS) + ["native-baseline", "nodes", *ROWS])
+    ap.add_argument("--only", choices=list(HANDLERS) + ["native-baseline", "nodes", *ROWS, "idle"])
     ap.add_argument("--report", default=None)
     ap.add_argument("--out", default=os.path.join(ROOT, "build/bench/results.json"))
     ap.add_argument("--from-results", metavar="JSON", help="write the report and plot from an earlier run's results")

@@ -196,6 +196,18 @@ class Server:
                 pass
         return total
 
+    def pss_kb(self):
+        """Proportional set size: pages shared between the processes (bertd's master and acceptors
+        share what was touched before the fork) counted once in all, not once per process."""
+        total = 0
+        for pid in self.pids():
+            try:
+                with open(f"/proc/{pid}/smaps_rollup") as f:
+                    total += next(int(line.split()[1]) for line in f if line.startswith("Pss:"))
+            except (OSError, StopIteration):
+                pass
+        return total
+
     def stop(self):
         if self.proc is None:
             return

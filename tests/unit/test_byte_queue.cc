@@ -1,0 +1,65 @@
+// test_byte_queue.cc: a connection's byte queue (net/conn.h): what it holds is charged to
+// its acceptor's total and discharged when it goes, and an idle queue holds no memory.
+// conn.h first: it brings standard containers that CppUTest's new/delete macros would break.
+#include "net/conn.h"
+
+#include <CppUTest/TestHarness.h>
+
+#include <string>
+
+using bertd::ByteQueue;
+
+TEST_GROUP(ByteQueue){};
+
+TEST(ByteQueue, a_queue_that_never_held_a_byte_holds_no_buffer) {
+    ByteQueue q;
+    CHECK_TRUE(q.empty());
+    LONGS_EQUAL(0, q.capacity());
+    CHECK_TRUE(q.view().empty());
+}
+
+TEST(ByteQueue, a_rested_empty_queue_gives_its_buffer_back) {
+    size_t total = 0;
+    ByteQueue q;
+    q.charge_to(&total);
+    q.append(std::string_view("a request of some bytes"));
+    LONGS_EQUAL(23, total);
+    q.consume(23);
+    LONGS_EQUAL(0, total);
+    CHECK_TRUE(q.capacity() > 0);  // a busy connection keeps its buffer for the next request
+    q.release();
+    LONGS_EQUAL(0, q.capacity());
+    q.append(std::string("again"));
+    STRCMP_EQUAL("again", std::string(q.view()).c_str());
+    LONGS_EQUAL(5, total);
+}
+
+TEST(ByteQueue, release_keeps_bytes_not_yet_read) {
+    size_t total = 0;
+    ByteQueue q;
+    q.charge_to(&total);
+    q.append(std::string_view("half a frame"));
+    q.consume(5);
+    q.release();
+    STRCMP_EQUAL("a frame", std::string(q.view()).c_str());
+    LONGS_EQUAL(7, total);
+    q.clear();
+    LONGS_EQUAL(0, total);
+    LONGS_EQUAL(0, q.capacity());
+}
+
+TEST(ByteQueue, an_answer_taken_whole_is_sent_from_the_front_and_charged_until_consumed) {
+    size_t total = 0;
+    ByteQueue q;
+    q.charge_to(&total);
+    q.append(std::string("first "));
+    q.append(std::string("second"));
+    LONGS_EQUAL(12, total);
+    q.consume(6);
+    STRCMP_EQUAL("second", std::string(q.view()).c_str());
+    q.compact();
+    STRCMP_EQUAL("second", std::string(q.view()).c_str());
+    q.consume(100);
+    LONGS_EQUAL(0, total);
+    CHECK_TRUE(q.empty());
+}
