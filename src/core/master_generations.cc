@@ -454,8 +454,11 @@ void Master::reload_config() {
     if (id_.enabled) erlang_reloaded(fresh.rt.config);
     notify::ready(status_line(fresh.rt));
     // The old acceptors stop accepting, finish what they hold, and pass each idle
-    // connection to the new generation, so a client never sees its connection drop.
-    old.rt.seg->header().successor = fresh.rt.generation;
+    // connection to the new generation, so a client never sees its connection drop. Every
+    // draining generation hands to the newest: one that is itself about to go would take
+    // connections it may exit before it reads.
+    for (auto& d : gens_)
+        if (d.get() != &fresh) d->rt.seg->header().successor = fresh.rt.generation;
     stop_generation(old, monotonic_us() + kDrainUs);
     for (Child* a : old.acceptors) Children::kill(*a, SIGQUIT);
 }

@@ -178,8 +178,12 @@ void Acceptor::maybe_exit() {
     }
     // Leases of casts outlive their connections: their workers are still working.
     if (conns_->size() == 0 && leases_->held() == 0 && !link_->busy() && callbacks_->in_flight() == 0 &&
-        listener_->pending() == 0)
-        event_base_loopbreak(base_);
+        listener_->pending() == 0) {
+        // Connections the generation before handed over and nobody read yet would close with
+        // this process (a client's request in one of them is then answered by a reset).
+        listener_->take_handovers();
+        if (conns_->size() == 0) event_base_loopbreak(base_);
+    }
 }
 
 }  // namespace bertd

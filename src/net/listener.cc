@@ -65,6 +65,10 @@ Listener::~Listener() = default;
 
 size_t Listener::pending() const { return gate_->pending(); }
 
+void Listener::take_handovers() {
+    if (acc_.rt().handover) on_handover(acc_.rt().handover.get(), EV_READ, this);
+}
+
 void Listener::stop_accepting() {
     for (auto& p : ports_) event_del(p->ev.get());
     if (metrics_) metrics_->stop();
@@ -201,6 +205,7 @@ void Listener::hand_over_idle() {
     Segment& seg = acc_.seg();
     uint64_t successor = seg.header().successor.load();
     if (successor == 0) return;
+    if (handover_to_ != successor) handover_out_.reset();  // a newer generation came since
     if (!handover_out_) {
         handover_out_.reset(connect_abstract(acc_.rt().ipc.handover(successor), SOCK_DGRAM));
         if (!handover_out_) {
@@ -208,6 +213,7 @@ void Listener::hand_over_idle() {
                       strerror(errno));
             return;
         }
+        handover_to_ = successor;
     }
     std::vector<Conn*> idle;
     acc_.conns().each([&](Conn& c) {

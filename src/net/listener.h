@@ -35,6 +35,8 @@ public:
     void hand_over_idle();
     // Connections still waiting for their PROXY header.
     size_t pending() const;
+    // Takes the connections handed over that wait unread (before this acceptor exits).
+    void take_handovers();
 
 private:
     // One listen socket (a member of rt.listeners[index]) and its event.
@@ -58,6 +60,7 @@ private:
     std::unique_ptr<MetricsHttp> metrics_;  // GET /metrics, when the config has `metrics`
     EventPtr handover_ev_, retry_ev_, resume_ev_;
     Fd handover_out_;
+    uint64_t handover_to_ = 0;  // the generation handover_out_ reaches
     Fd reserve_;               // a spare descriptor, given up to refuse one client when there are none
     int64_t pause_us_ = 0;     // the current pause; 0 while accepting works
     int64_t logged_at_us_ = 0;

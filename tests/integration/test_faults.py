@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import textwrap
+import threading
 import time
 import unittest
 
@@ -120,6 +121,31 @@ class AcceptorKilled(FaultTest):
 
 
 class Reloads(FaultTest):
+    # A connection busy in generation 1 through two quick reloads: by the time its request ends,
+    # generation 2 has drained and gone. It is handed to generation 3, the newest; handed to 2,
+    # it would die unread with that process and the client's next request would meet a reset.
+    def test_a_connection_busy_through_two_quick_reloads_goes_to_the_newest_generation(self):
+        s = self.server(config(ext_count=1))
+        svc = bertd.Service("127.0.0.1", s.port, timeout=10, persistent=True)
+        self.addCleanup(svc.close)
+        self.assertEqual(svc.call.ext.slow(1), 1)  # the connection exists, in generation 1
+        got = []
+        t = threading.Thread(target=lambda: got.append(svc.call.ext.slow(1500)))
+        t.start()
+        time.sleep(0.3)
+        for generation in ("2", "3"):
+            os.kill(s.proc.pid, signal.SIGHUP)
+            wait_until(lambda: s.stats()["generation"] == generation, what=f"generation {generation}")
+        wait_until(lambda: "generation 2 finished" in s.log(), timeout=5, what="generation 2 to have gone")
+        t.join(10)
+        self.assertEqual(got, [1500])
+        # Generation 1 had nothing left once it passed the connection on: it is gone, not
+        # retrying a generation that no longer reads until its drain deadline kills it.
+        wait_until(lambda: "generation 1 finished" in s.log(), timeout=5, what="generation 1 to have gone")
+        for i in range(3):  # the same connection, now in generation 3
+            self.assertEqual(svc.call.ext.slow(i), i)
+        self.assertNotIn("cannot reach generation", s.log())
+
     def test_five_reloads_and_a_reload_handlers_under_load_fail_nothing(self):
         s = self.server(config())
         persistent = Load(self, s.port, 4.5, connections=8,
