@@ -14,16 +14,11 @@
 #include "bert/parser.h"
 #include "bert/printer.h"
 #include "bert/term.h"
+#include "bytes.h"
 
 using bert::Term;
 
 namespace {
-
-std::string B(std::initializer_list<int> bytes) {
-    std::string s;
-    for (int b : bytes) s.push_back(static_cast<char>(b));
-    return s;
-}
 
 std::string be32s(uint32_t v) {
     return B({int(v >> 24) & 255, int(v >> 16) & 255, int(v >> 8) & 255, int(v) & 255});

@@ -15,16 +15,11 @@
 
 #include "bert/codec.h"
 #include "bert/term.h"
+#include "bytes.h"
 
 using bert::Term;
 
 namespace {
-
-std::string B(std::initializer_list<int> bytes) {
-    std::string s;
-    for (int b : bytes) s.push_back(static_cast<char>(b));
-    return s;
-}
 
 std::string hex(const std::string& s) {
     static const char* d = "0123456789abcdef";

@@ -9,17 +9,12 @@
 
 #include "bert/codec.h"
 #include "bert/term.h"
+#include "bytes.h"
 
 using bert::Span;
 using bert::Term;
 
 namespace {
-
-std::string B(std::initializer_list<int> bytes) {
-    std::string s;
-    for (int b : bytes) s.push_back(static_cast<char>(b));
-    return s;
-}
 
 std::string enc(const Term& t) { return bert::encode(t); }
 
