@@ -240,8 +240,7 @@ void Link::send_to_triple(DistConn& d, uint64_t handler, bert::Pid pid, const Te
 }
 
 void Link::pid_found(Call& c, std::string_view result) {
-    std::string bytes(1, char(bert::kVersion));
-    bytes.append(result);
+    std::string bytes = versioned(result);
     Term t;
     if (bert::decode(bytes, t, term_limits()) || t.kind() != Term::Kind::Pid) {
         handler_error(c.handler, "no such pid on " + c.node + " (" + bert::to_string(t, 200) + ")");

@@ -81,8 +81,7 @@ void Link::reply_message(std::string_view message) {
         case Call::Kind::Native: native_reply(c, result); return;
         case Call::Kind::PidLookup: pid_found(c, result); return;
         case Call::Kind::HandlerRpc: {
-            std::string bytes(1, char(bert::kVersion));
-            bytes.append(result);
+            std::string bytes = versioned(result);
             Term t;
             if (auto e = bert::decode(bytes, t, term_limits()))
                 handler_error(c.handler, "undecodable answer from " + c.node + ": " + unreadable(e));

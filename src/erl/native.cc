@@ -27,8 +27,7 @@ constexpr int64_t kNodeWaitUs = 10'000'000;
 // A setup call's result (code:ensure_loaded, code:load_binary, bertd_native:exports),
 // decoded under `limits`; the atom undecodable when it cannot be.
 bert::Term decode_result(std::string_view result, const bert::Limits& limits) {
-    std::string bytes(1, char(bert::kVersion));
-    bytes.append(result);
+    std::string bytes = versioned(result);
     bert::Term t;
     if (bert::decode(bytes, t, limits)) return bert::Term::atom("undecodable");
     return t;
@@ -39,8 +38,7 @@ bert::Term decode_result(std::string_view result, const bert::Limits& limits) {
 // millions of elements costs what its first kShownResult bytes of text cost.
 constexpr size_t kShownResult = 1000;
 std::string shown_result(std::string_view result, const bert::Limits& limits) {
-    std::string bytes(1, char(bert::kVersion));
-    bytes.append(result);
+    std::string bytes = versioned(result);
     std::string text;
     if (bert::DecodeError e = bert::print_encoded(bytes, text, kShownResult, limits))
         return "an unreadable result (" + unreadable(e) + ")";

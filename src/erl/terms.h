@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <string>
+#include <string_view>
 
 #include "bert/codec.h"
 #include "bert/frame.h"
@@ -27,6 +28,14 @@ inline bert::Limits untrusted_limits(size_t max_frame, size_t max_inflated) {
 }
 
 // A decode error in the words of bertd's config.
+// A result as rpc's answers carry it (the term's bytes without the version byte), as a
+// whole external term again.
+inline std::string versioned(std::string_view result) {
+    std::string bytes(1, char(bert::kVersion));
+    bytes.append(result);
+    return bytes;
+}
+
 inline std::string unreadable(const bert::DecodeError& e) {
     const std::string& m = e.message;
     if (m.find("bytes of memory") != std::string::npos)
