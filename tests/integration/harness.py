@@ -233,6 +233,19 @@ class Server:
             out[k] = v
         return out
 
+    def settled_stats(self, timeout=5.0):
+        """Stats once every earlier connection has been counted: the readiness probe's connection
+        may still wait in an acceptor's accept queue when the first stats call is answered by another
+        acceptor, so a baseline taken then is one short. Two reads apart by exactly this call's own
+        connection mean nothing else was pending."""
+        prev = self.stats()
+        deadline = time.monotonic() + timeout
+        while True:
+            cur = self.stats()
+            if int(cur["connections.total"]) - int(prev["connections.total"]) == 1 or time.monotonic() > deadline:
+                return cur
+            prev = cur
+
     def children(self):
         """Pids of the processes bertd forked directly (acceptors and handler shells)."""
         out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], stdout=subprocess.PIPE, text=True).stdout
