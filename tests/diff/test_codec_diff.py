@@ -45,12 +45,16 @@ class CodecDiffTest(unittest.TestCase):
 
     def erl(self, *args):
         # -run calls bert_diff_erl:F([Args]), which halts with the result; the
-        # working directory is the temp dir so a crash dump lands there.
+        # working directory is the temp dir so a crash dump lands there. erl writes
+        # a failure's terms in latin-1, so bytes that are not UTF-8 are escaped: the
+        # failure is reported with its seed instead of a UnicodeDecodeError.
         return subprocess.run(["erl", "-noshell", "-noinput", "-pa", self.tmp, "-run", "bert_diff_erl", *args],
-                              cwd=self.tmp, capture_output=True, text=True, timeout=TIMEOUT)
+                              cwd=self.tmp, capture_output=True, encoding="utf-8", errors="backslashreplace",
+                              timeout=TIMEOUT)
 
     def tool(self, *args):
-        return subprocess.run([TOOL, *args], cwd=self.tmp, capture_output=True, text=True, timeout=TIMEOUT)
+        return subprocess.run([TOOL, *args], cwd=self.tmp, capture_output=True, encoding="utf-8",
+                              errors="backslashreplace", timeout=TIMEOUT)
 
     def path(self, name):
         return os.path.join(self.tmp, name)

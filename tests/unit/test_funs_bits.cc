@@ -177,6 +177,31 @@ TEST(Funs, funs_order_as_in_erlang) {
     CHECK(bert::compare(decoded(smaller), g) < 0);
 }
 
+// kClosure with its index (bytes 23..26) or its old uniq (the INTEGER_EXT at 39..42) set.
+Term closure_with(size_t at, uint32_t v) {
+    std::string b = kClosure;
+    for (int k = 0; k < 4; ++k) b[at + k] = static_cast<char>(v >> (8 * (3 - k)));
+    return decoded(b);
+}
+
+TEST(Funs, closures_order_by_the_wrapping_difference_of_index_and_uniq_as_erlang_does) {
+    // Measured on OTP 25 with binary_to_term'd closures: A < B for 2147483647 vs
+    // -2147483648, not for -2000000000 vs 2000000000, yes for -1 vs 0 (the sign of
+    // the 32-bit difference, which wraps), for the index and for the old uniq alike.
+    CHECK_EQUAL(98, static_cast<unsigned char>(kClosure[38]));  // the old uniq is an INTEGER_EXT here
+    for (size_t at : {size_t(23), size_t(39)}) {
+        CHECK(bert::compare(closure_with(at, 0x7fffffffu), closure_with(at, 0x80000000u)) < 0);
+        CHECK(bert::compare(closure_with(at, uint32_t(-2000000000)), closure_with(at, 2000000000u)) > 0);
+        CHECK(bert::compare(closure_with(at, uint32_t(-1)), closure_with(at, 0)) < 0);
+        CHECK(bert::compare(closure_with(at, 1), closure_with(at, 2)) < 0);
+        CHECK(bert::compare(closure_with(at, 5), closure_with(at, 5)) == 0);
+    }
+    // And so a map keyed by two such closures is written in Erlang's order.
+    Term lo = closure_with(23, uint32_t(-611141826)), hi = closure_with(23, 494858500u);
+    std::string m = bert::encode(Term(bert::Map{{{hi, Term(1)}, {lo, Term(2)}}}));
+    CHECK(m.find(bert::encode(lo).substr(1)) < m.find(bert::encode(hi).substr(1)));
+}
+
 TEST(Funs, funs_print_as_erlang_shows_them) {
     STRCMP_EQUAL("fun lists:reverse/1", bert::to_string(bert::export_fun("lists", "reverse", 1)).c_str());
     STRCMP_EQUAL("#Fun<t1.0.13524882>", bert::to_string(decoded(kClosure)).c_str());
