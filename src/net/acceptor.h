@@ -57,6 +57,12 @@ public:
     // Unique across restarts of this acceptor: the top bits of its connection and request ids.
     uint64_t id_prefix() const { return id_prefix_; }
     std::string& scratch() { return scratch_; }  // a read buffer; holds nothing between calls
+    // The read buffer of streamed answers (bigger reads, fewer system calls per chunk), made
+    // at the first one; holds nothing between calls.
+    std::string& stream_scratch() {
+        if (stream_scratch_.empty()) stream_scratch_.resize(kStreamScratch);
+        return stream_scratch_;
+    }
     AccessLog& access_log() { return access_log_; }
     bool stopping() const { return stopping_; }
     Connections& conns() { return *conns_; }
@@ -84,6 +90,8 @@ private:
     uint64_t id_prefix_ = 0;
     bool stopping_ = false;
     std::string scratch_;
+    static constexpr size_t kStreamScratch = 256u << 10;
+    std::string stream_scratch_;
     AccessLog access_log_;
     // Destroyed before the base (members go in reverse order), events with their owners.
     std::unique_ptr<Connections> conns_;

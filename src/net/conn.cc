@@ -6,6 +6,7 @@
 #include "net/conn.h"
 
 #include <errno.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -42,6 +43,7 @@ constexpr int64_t kShrinkIdleUs = 1'000'000;
 // A streamed request's chunks wait in the connection's queue for the worker to take them:
 // past this much, the client is not read until the worker has taken some (Leases::relay_some).
 constexpr size_t kStreamInHighWater = 1u << 20;
+constexpr size_t kStreamRead = 256u << 10;  // one read of a streamed request's chunks
 constexpr uint32_t kClientLines = 32;  // error-log lines about clients, per 10 s and acceptor
 
 // limits.max_buffered when the config leaves it to the machine: a quarter of the RAM,
@@ -75,15 +77,33 @@ std::string Conn::client_text() const { return endpoint_text(client.get()); }
 
 // ---- ByteQueue -------------------------------------------------------------------------
 
+void ByteQueue::append(std::string_view s) {
+    Block& b = block();
+    if (b.buf.size() - b.end < s.size()) b.buf.resize(b.end);  // the room is too small: grow as a string does
+    if (b.buf.size() == b.end)
+        b.buf.append(s);
+    else
+        std::memcpy(b.buf.data() + b.end, s.data(), s.size());
+    b.end += s.size();
+    charge(s.size());
+}
+
 void ByteQueue::append(std::string&& s) {
+    if (!empty()) {
+        append(std::string_view(s));
+        return;
+    }
     charge(s.size());
     Block& b = block();
-    if (b.start == b.buf.size()) {
-        b.buf = std::move(s);
-        b.start = 0;
-    } else {
-        b.buf.append(s);
-    }
+    b.buf = std::move(s);
+    b.start = 0;
+    b.end = b.buf.size();
+}
+
+char* ByteQueue::tail(size_t n) {
+    Block& b = block();
+    if (b.buf.size() - b.end < n) b.buf.resize(b.end + n);  // cleared once; kept as room after
+    return b.buf.data() + b.end;
 }
 
 void ByteQueue::consume(size_t n) {
@@ -91,10 +111,7 @@ void ByteQueue::consume(size_t n) {
     if (n == 0) return;
     discharge(n);
     b_->start += n;
-    if (b_->start >= b_->buf.size()) {
-        b_->buf.clear();
-        b_->start = 0;
-    }
+    if (b_->start == b_->end) b_->start = b_->end = 0;
 }
 
 void ByteQueue::clear() {
@@ -103,16 +120,23 @@ void ByteQueue::clear() {
 }
 
 Flush ByteQueue::flush_to(int fd) {
-    if (!b_) return Flush::Done;
-    size_t before = size();
-    Flush f = flush_some(fd, b_->buf, b_->start);
-    discharge(before - size());
-    return f;
+    while (!empty()) {
+        ssize_t n = ::send(fd, b_->buf.data() + b_->start, size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n > 0) {
+            consume(size_t(n));
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && errno == EAGAIN) return Flush::Blocked;
+        return Flush::Failed;
+    }
+    return Flush::Done;
 }
 
 void ByteQueue::compact() {
-    if (b_ && b_->start > 0 && (b_->start == b_->buf.size() || b_->start > (1u << 20))) {
-        b_->buf.erase(0, b_->start);
+    if (b_ && b_->start > (1u << 20)) {  // (an empty queue starts at 0 already)
+        std::memmove(b_->buf.data(), b_->buf.data() + b_->start, b_->end - b_->start);
+        b_->end -= b_->start;
         b_->start = 0;
     }
 }
@@ -120,7 +144,7 @@ void ByteQueue::compact() {
 void ByteQueue::trim(size_t keep) {
     if (b_ && empty() && b_->buf.capacity() > keep) {
         std::string().swap(b_->buf);
-        b_->start = 0;
+        b_->start = b_->end = 0;
     }
 }
 
@@ -216,6 +240,29 @@ void Connections::set_reading(Conn& c, bool on) {
     if (on) kick(c);  // what arrived while it was off came with an edge that went unread
 }
 
+// One read from the client into c.in. A streamed request's chunks are read straight into the
+// queue the worker is written from (no copy between), in bigger reads; other bytes through the
+// acceptor's buffer, so that idle connections keep no room. `want`: what the read asked for.
+ssize_t Connections::receive(Conn& c, bool relaying, size_t& want) {
+    std::string& buf = acc_.scratch();
+    want = relaying ? kStreamRead : buf.size();
+    char* into = relaying ? c.in.tail(want) : buf.data();
+    ssize_t n = ::recv(c.fd.get(), into, want, 0);
+    if (n <= 0) return n;
+    if (relaying) {
+        c.in.commit(size_t(n));
+        return n;
+    }
+    c.in.append(std::string_view(buf.data(), size_t(n)));
+    // A frame that has come this far is really coming: room ahead for more of it.
+    if (c.in.size() >= kGrowWhole) {
+        bert::FrameScan fs = bert::scan_frame(c.in.view(), acc_.max_frame());
+        if (fs.state == bert::FrameScan::State::NeedMore)
+            c.in.expect(std::min<size_t>(bert::kFrameHeader + fs.length, kGrowAhead * c.in.size()));
+    }
+    return n;
+}
+
 void Connections::read(Conn& c) {
     if (over_budget()) {
         relieve();  // may refuse this very connection's unfinished frame
@@ -226,7 +273,6 @@ void Connections::read(Conn& c) {
         }
     }
     c.in.compact();  // requests find their frame from the queue's front, so moving it is safe
-    std::string& buf = acc_.scratch();
     bool relaying = c.request && (c.request->in_stream == Request::InStream::Waiting ||
                                   c.request->in_stream == Request::InStream::Relaying);
     size_t limit = relaying ? kStreamInHighWater : acc_.max_frame() + 2 * bert::kFrameHeader;
@@ -246,17 +292,11 @@ void Connections::read(Conn& c) {
             pause(c);
             break;
         }
-        ssize_t n = ::recv(c.fd.get(), buf.data(), buf.size(), 0);
+        size_t want = 0;
+        ssize_t n = receive(c, relaying, want);
         if (n > 0) {
-            c.in.append(std::string_view(buf.data(), size_t(n)));
             got = true;
-            // A frame that has come this far is really coming: room ahead for more of it.
-            if (!relaying && c.in.size() >= kGrowWhole) {
-                bert::FrameScan fs = bert::scan_frame(c.in.view(), acc_.max_frame());
-                if (fs.state == bert::FrameScan::State::NeedMore)
-                    c.in.expect(std::min<size_t>(bert::kFrameHeader + fs.length, kGrowAhead * c.in.size()));
-            }
-            if (size_t(n) < buf.size() && !c.hup) break;  // drained: the next bytes bring an edge
+            if (size_t(n) < want && !c.hup) break;  // drained: the next bytes bring an edge
             continue;
         }
         if (n < 0 && errno == EINTR) continue;
@@ -295,6 +335,45 @@ void Connections::send(Conn& c, std::string&& frame) {
     if (c.dead) return;
     c.out.append(std::move(frame));
     flush(c);
+}
+
+void Connections::relay(Conn& c, std::string_view a, std::string_view b) {
+    if (c.dead) return;
+    bool failed = false;
+    if (!c.writing) {  // else the socket is full: the next edge flushes the queue
+        std::string_view q = c.out.view();
+        iovec iov[3] = {{const_cast<char*>(q.data()), q.size()},
+                        {const_cast<char*>(a.data()), a.size()},
+                        {const_cast<char*>(b.data()), b.size()}};
+        msghdr m{};
+        m.msg_iov = iov;
+        m.msg_iovlen = 3;
+        while (iov[0].iov_len + iov[1].iov_len + iov[2].iov_len > 0) {
+            ssize_t n = ::sendmsg(c.fd.get(), &m, MSG_NOSIGNAL | MSG_DONTWAIT);
+            if (n < 0 && errno == EINTR) continue;
+            if (n < 0) {
+                c.writing = errno == EAGAIN;
+                failed = !c.writing;
+                break;
+            }
+            for (auto& v : iov) {
+                size_t take = std::min(size_t(n), v.iov_len);
+                v.iov_base = static_cast<char*>(v.iov_base) + take;
+                v.iov_len -= take;
+                n -= ssize_t(take);
+            }
+        }
+        c.out.consume(q.size() - iov[0].iov_len);
+        a = a.substr(a.size() - iov[1].iov_len);
+        b = b.substr(b.size() - iov[2].iov_len);
+    }
+    if (failed) {
+        close(c);  // the client is gone
+        return;
+    }
+    c.out.append(a);
+    c.out.append(b);
+    if (!c.writing) flush(c);  // all of it went: what a finished flush does (nothing is written)
 }
 
 void Connections::flush(Conn& c) {

@@ -27,8 +27,10 @@ struct Request;
 
 // Bytes with a read cursor: appended at the back, consumed from the front. What it holds
 // is charged to its acceptor's total (the memory budget), so the total cannot drift. The
-// buffer and its cursor are one allocation made by the first append and kept while the
-// connection is busy: an idle connection's queue is a null pointer (release()).
+// buffer and its cursors are one allocation made by the first append and kept while the
+// connection is busy: an idle connection's queue is a null pointer (release()). The buffer
+// may hold room past the bytes (a socket read straight into it, tail() and commit()), kept
+// with it so that reading into it again costs no clearing of its memory.
 class ByteQueue {
 public:
     ByteQueue() = default;
@@ -37,17 +39,20 @@ public:
     ~ByteQueue() { clear(); }
     void charge_to(size_t* total) { total_ = total; }
     std::string_view view() const {
-        return b_ ? std::string_view(b_->buf).substr(b_->start) : std::string_view();
+        return b_ ? std::string_view(b_->buf.data() + b_->start, b_->end - b_->start) : std::string_view();
     }
-    size_t size() const { return b_ ? b_->buf.size() - b_->start : 0; }
+    size_t size() const { return b_ ? b_->end - b_->start : 0; }
     bool empty() const { return size() == 0; }
     size_t capacity() const { return b_ ? b_->buf.capacity() : 0; }
-    void append(std::string_view s) {
-        block().buf.append(s);
-        charge(s.size());
-    }
+    void append(std::string_view s);
     // Takes `s` whole, without a copy when the queue is empty.
     void append(std::string&& s);
+    // Room for `n` bytes at the back, to be filled and then counted in with commit().
+    char* tail(size_t n);
+    void commit(size_t n) {
+        b_->end += n;
+        charge(n);
+    }
     void consume(size_t n);
     // Moves what is unread to the front once the consumed part is worth reclaiming.
     void compact();
@@ -69,8 +74,8 @@ public:
 
 private:
     struct Block {
-        std::string buf;
-        size_t start = 0;
+        std::string buf;  // the bytes are buf[start, end); buf[end, size) is room
+        size_t start = 0, end = 0;
     };
     Block& block() {
         if (!b_) b_ = std::make_unique<Block>();
@@ -171,6 +176,9 @@ public:
     void read(Conn& c);  // reads what the socket holds, then serves what became whole
     void set_reading(Conn& c, bool on);
     void send(Conn& c, std::string&& frame);  // queues and flushes
+    // A streamed answer's bytes, a then b, after what waits in `out`: written at once, straight
+    // from the caller's buffer, as far as the socket takes them; only the rest is queued.
+    void relay(Conn& c, std::string_view a, std::string_view b);
     void flush(Conn& c);
     void close(Conn& c);  // at once; the memory goes at the end of the loop turn
     // The connection may read its next request (its last one is finished).
@@ -196,6 +204,7 @@ private:
     static void on_reap(evutil_socket_t, short, void*);
     static void on_kick(evutil_socket_t, short, void*);
     void kick(Conn& c);  // reads it in a callback of its own: bytes may wait with no edge to come
+    ssize_t receive(Conn& c, bool relaying, size_t& want);
     void serve(Conn& c);  // hands whole frames to the request path; closes a finished client
     void pause(Conn& c);
     void relieve();        // over budget: refuses unfinished frames, oldest first

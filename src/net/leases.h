@@ -100,8 +100,8 @@ private:
     bool whole_answer(Lease& l, std::string_view answer, std::string_view rest);
     bool stream_head(Lease& l, std::string_view reply, std::string rest);
     bool head_frames(Lease& l);
-    enum class ChunkHead { Wait, Begun, Over };
-    ChunkHead chunk_head(Lease& l, std::string_view bytes, size_t& at);
+    enum class ChunkHead { Wait, Begun, End, Bad };
+    ChunkHead chunk_head(Lease& l, std::string_view bytes, size_t& at, std::string& why);
     void chunk_piece(Lease& l, std::string_view piece);
     bool chunks(Lease& l, std::string_view bytes);
     void end_of_stream(Lease& l);

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <sys/socket.h>
 
+#include <cstring>
 #include <vector>
 
 #include "bert/codec.h"
@@ -34,7 +35,7 @@ void Leases::read_answer(Lease& l) {
         fault(l.slot, "wrote into its socket with no request on it; the bytes are dropped");
         return;
     }
-    std::string& buf = acc_.scratch();
+    std::string& buf = l.in_chunks && l.mode == Lease::Mode::Relay ? acc_.stream_scratch() : acc_.scratch();
     for (;;) {
         std::vector<int> fds;
         PeerCred writer;
@@ -139,40 +140,29 @@ bool Leases::stream_head(Lease& l, std::string_view reply, std::string rest) {
 }
 
 // The next chunk's 4-byte header, from bytes[at...]: Wait while it is incomplete, Begun once
-// a chunk starts, Over when the stream ended or failed (the lease is done with).
-Leases::ChunkHead Leases::chunk_head(Lease& l, std::string_view bytes, size_t& at) {
+// a chunk starts, End at the zero header, Bad (with `why`) for a chunk over the limits.
+Leases::ChunkHead Leases::chunk_head(Lease& l, std::string_view bytes, size_t& at, std::string& why) {
     while (l.chunk_head_have < bert::kFrameHeader && at < bytes.size()) l.chunk_head[l.chunk_head_have++] = bytes[at++];
     if (l.chunk_head_have < bert::kFrameHeader) return ChunkHead::Wait;
     l.chunk_head_have = 0;
     uint32_t n = bert::scan_frame(std::string_view(l.chunk_head, 4), ~0u).length;
-    if (n == 0) {
-        if (at < bytes.size()) fail(l, "the handler sent bytes after the end of its streamed answer");
-        else end_of_stream(l);
-        return ChunkHead::Over;
-    }
-    if (n > acc_.max_frame()) {
-        fail(l, "the handler streamed a chunk of " + std::to_string(n) + " bytes, over limits.max_frame");
-        return ChunkHead::Over;
-    }
+    if (n == 0) return ChunkHead::End;
     uint64_t max_stream = acc_.rt().config.limits.max_stream;
-    if (max_stream && l.streamed + n > max_stream) {
-        fail(l, "the handler's streamed answer is over limits.max_stream (" + std::to_string(max_stream) + " bytes)");
-        return ChunkHead::Over;
-    }
+    if (n > acc_.max_frame())
+        why = "the handler streamed a chunk of " + std::to_string(n) + " bytes, over limits.max_frame";
+    else if (max_stream && l.streamed + n > max_stream)
+        why = "the handler's streamed answer is over limits.max_stream (" + std::to_string(max_stream) +
+              " bytes)";
+    if (!why.empty()) return ChunkHead::Bad;
     l.streamed += n;
     l.chunk_left = n;
-    Request& r = *l.req;
-    if (l.mode == Lease::Mode::Relay && r.conn) r.conn->out.append(std::string_view(l.chunk_head, 4));
     return ChunkHead::Begun;
 }
 
-// Part of a chunk: to the client, into the gathered reply (up to max_frame), or nowhere.
+// Part of a chunk: into the gathered reply (up to max_frame), or nowhere. (A relayed one
+// goes to the client with the bytes around it, chunks().)
 void Leases::chunk_piece(Lease& l, std::string_view piece) {
-    Request& r = *l.req;
-    if (l.mode == Lease::Mode::Relay && !r.conn) l.mode = Lease::Mode::Drop;  // the client left
-    if (l.mode == Lease::Mode::Relay) {
-        r.conn->out.append(piece);
-    } else if (l.mode == Lease::Mode::Gather) {
+    if (l.mode == Lease::Mode::Gather) {
         if (l.gathered.size() + piece.size() > acc_.max_frame()) {
             l.overflow = true;
             l.mode = Lease::Mode::Drop;
@@ -184,31 +174,58 @@ void Leases::chunk_piece(Lease& l, std::string_view piece) {
     l.chunk_left -= piece.size();
 }
 
+// What the worker sent of its chunks. Relayed, the bytes go to the client as they came
+// (headers and all, checked on the way), straight from the read buffer and in one write
+// for the whole read: a header split between two reads waits in l.chunk_head meanwhile.
 bool Leases::chunks(Lease& l, std::string_view bytes) {
-    size_t at = 0;
+    Request& r = *l.req;
+    if (l.mode == Lease::Mode::Relay && !r.conn) l.mode = Lease::Mode::Drop;  // the client left
+    size_t carried = l.chunk_left == 0 ? l.chunk_head_have : 0;  // a header begun in the last read
+    char carry[bert::kFrameHeader];
+    std::memcpy(carry, l.chunk_head, carried);
+    size_t at = 0, upto = bytes.size();  // bytes[0, upto) are relayed as they are
+    ChunkHead h = ChunkHead::Begun;
+    std::string why;
     while (at < bytes.size()) {
         if (l.chunk_left == 0) {
-            ChunkHead h = chunk_head(l, bytes, at);
-            if (h == ChunkHead::Over) return false;
-            if (h == ChunkHead::Wait) break;
+            size_t head_at = at;
+            h = chunk_head(l, bytes, at, why);
+            if (h != ChunkHead::Begun) {
+                upto = head_at;  // the header itself waits (Wait), is the client's end (End) or none
+                break;
+            }
         }
         size_t take = size_t(std::min<uint64_t>(l.chunk_left, bytes.size() - at));
         chunk_piece(l, bytes.substr(at, take));
         at += take;
     }
-    restart_deadline(l);
-    Request& r = *l.req;
-    if (l.mode == Lease::Mode::Relay && r.conn) {
-        acc_.conns().flush(*r.conn);
+    if (h == ChunkHead::End && at < bytes.size()) {
+        h = ChunkHead::Bad;
+        why = "the handler sent bytes after the end of its streamed answer";
+    }
+    // The worker has said all of it: a client found gone as it goes out (client_left) costs
+    // the request its answer, not the worker its life.
+    if (h == ChunkHead::End) l.in_chunks = false;
+    if (l.mode == Lease::Mode::Relay && upto > 0) {
+        acc_.conns().relay(*r.conn, std::string_view(carry, carried), bytes.substr(0, upto));
         // A client found gone closes its connection, which fails this lease (client_left):
         // `r` is recycled by then and the worker's socket is no longer ours to read.
         if (l.req != &r) return false;
-        // A slow client slows the worker: nothing is read from it until the client has read.
-        if (r.conn && r.conn->out.size() > kStreamHighWater) {
-            l.paused = true;
-            rearm(l);
-            return false;
-        }
+    }
+    if (h == ChunkHead::End) {
+        end_of_stream(l);
+        return false;
+    }
+    if (h == ChunkHead::Bad) {
+        fail(l, why);
+        return false;
+    }
+    restart_deadline(l);
+    // A slow client slows the worker: nothing is read from it until the client has read.
+    if (l.mode == Lease::Mode::Relay && r.conn && r.conn->out.size() > kStreamHighWater) {
+        l.paused = true;
+        rearm(l);
+        return false;
     }
     return true;
 }

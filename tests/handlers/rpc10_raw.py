@@ -3,6 +3,9 @@ library support), so the server side of streams, caching and callbacks is tested
 
   sum_stream()        a streamed request: answers {reply, [Chunks, Bytes, Checksum]}
   stream_out(N, Size) a streamed answer: {info, stream, []}, {reply, []}, N chunks of Size bytes
+  stream_split(Step)  a streamed answer of chunks of 1 to 9 bytes, all of it written Step bytes
+                      at a time with a pause between, so that bertd reads every header and chunk
+                      cut at every offset
   cached(X)           answers [X, Calls] after {info, cache, [{access, public}, {expiration, 60}]}
   private(X)          the same with {access, private}
   validated(X)        with the token <<"v1">> before it: {info, valid, []} then {noreply};
@@ -13,6 +16,7 @@ Each chunk of stream_out is Size bytes of one repeated letter (a, b, c, ...).
 import os
 import struct
 import sys
+import time
 import zlib
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "modules", "python"))
@@ -69,6 +73,15 @@ def answer(fn, args, streamed, token):
             letter = bytes([ord("a") + i % 26])
             os.write(OUT, struct.pack(">I", size) + letter * size)
         os.write(OUT, b"\0\0\0\0")
+    elif fn == "stream_split":
+        step = args[0]
+        data = bertd.encode_berp((Atom("info"), Atom("stream"), [])) + bertd.encode_berp((Atom("reply"), []))
+        for size in range(1, 10):
+            data += struct.pack(">I", size) + bytes([ord("a") + size]) * size
+        data += b"\0\0\0\0"
+        for at in range(0, len(data), step):
+            os.write(OUT, data[at:at + step])
+            time.sleep(0.002)
     elif fn in ("cached", "private"):
         access = Atom("public") if fn == "cached" else Atom("private")
         write((Atom("info"), Atom("cache"), [(Atom("access"), access), (Atom("expiration"), 60)]))

@@ -183,6 +183,20 @@ class StreamedAnswers(InfoPacketTest):
         w.send(call("add", 1, 1))
         self.assertEqual(w.frame(), (Atom("reply"), 2))
 
+    def test_a_streamed_answer_read_in_pieces_cut_at_every_offset_reaches_the_client_whole(self):
+        w = self.wire()
+        want = [bytes([ord("a") + n]) * n for n in range(1, 10)]
+        for step in (1, 2, 3, 5, 7):
+            w.send(info("accept", [Atom("stream")]) + call("stream_split", step))
+            self.assertEqual(w.frame(), (Atom("info"), Atom("stream"), []))
+            self.assertEqual(w.frame(), (Atom("reply"), []))
+            self.assertEqual(w.chunks(), want, f"written {step} bytes at a time")
+        w.send(call("add", 1, 1))
+        self.assertEqual(w.frame(), (Atom("reply"), 2))
+        # Gathered for a client that did not announce streams, from the same pieces.
+        got = bertd.Service("127.0.0.1", self.server.port).call.rpc.stream_split(1)
+        self.assertEqual(got, b"".join(want))
+
     def test_a_client_that_did_not_announce_streams_gets_one_reply(self):
         got = bertd.Service("127.0.0.1", self.server.port).call.rpc.stream_out(3, 10)
         self.assertEqual(got, b"a" * 10 + b"b" * 10 + b"c" * 10)
