@@ -32,17 +32,18 @@ bool read_fun(const Fun& f, FunInfo& info, std::vector<Term>* env) {
 int three_way_int(int64_t a, int64_t b) { return a < b ? -1 : (a > b ? 1 : 0); }
 
 // Erlang compares a closure's index and old uniq by the sign of their 32-bit
-// difference, which wraps: 2147483647 sorts before -2147483648, and -2000000000
-// after 2000000000 (measured on OTP 25). Within any window narrower than 2^31,
-// as real indexes and uniqs are, this is the plain order.
-int three_way_wrapped(uint32_t a, uint32_t b) {
-    auto d = static_cast<int32_t>(a - b);
-    return d < 0 ? -1 : (d > 0 ? 1 : 0);
-}
+// difference, which wraps (measured on OTP 25: 2147483647 sorts before
+// -2147483648). That is no order across the whole range: three closures can
+// form a cycle, and std::sort given a cycle may read past its range, so a
+// hostile map of closure keys could crash the decoder. Both are compared as
+// signed 32-bit numbers instead: a total order that agrees with Erlang whenever
+// the difference does not overflow, as for every closure a compiler makes
+// (small indexes, 27-bit uniqs).
+int three_way_int32(uint32_t a, uint32_t b) { return three_way_int(int32_t(a), int32_t(b)); }
 
 }  // namespace
 
-// Closures by module, index, old uniq (both wrapped), free variable count, then the variables;
+// Closures by module, index, old uniq (both signed), free variable count, then the variables;
 // exports by module, function and arity; every closure before every export.
 int compare_fun_infos(const FunInfo& a, const FunInfo& b) {
     if (a.exported != b.exported) return a.exported ? 1 : -1;
@@ -51,8 +52,8 @@ int compare_fun_infos(const FunInfo& a, const FunInfo& b) {
         if (int c = a.function.compare(b.function)) return c < 0 ? -1 : 1;
         return three_way_int(a.arity, b.arity);
     }
-    if (int c = three_way_wrapped(a.index, b.index)) return c;
-    if (int c = three_way_wrapped(static_cast<uint32_t>(a.old_uniq), static_cast<uint32_t>(b.old_uniq))) return c;
+    if (int c = three_way_int32(a.index, b.index)) return c;
+    if (int c = three_way_int(a.old_uniq, b.old_uniq)) return c;
     return three_way_int(a.free_vars, b.free_vars);
 }
 
