@@ -187,24 +187,12 @@ void Link::flush_dirty() {
 }
 
 void Link::flush(Stream& s) {
-    while (s.out_start < s.out.size()) {
-        ssize_t n =
-            ::send(s.fd, s.out.data() + s.out_start, s.out.size() - s.out_start, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (n > 0) {
-            s.out_start += size_t(n);
-            continue;
-        }
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0 && errno == EAGAIN) {
-            event_add(s.wev, nullptr);
-            return;
-        }
-        close_stream(s, strerror(errno));
-        return;
+    switch (flush_some(s.fd, s.out, s.out_start)) {
+        case Flush::Blocked: event_add(s.wev, nullptr); return;
+        case Flush::Failed: close_stream(s, strerror(errno)); return;
+        case Flush::Done: break;
     }
     event_del(s.wev);
-    s.out.clear();
-    s.out_start = 0;
     if (s.out.capacity() > (4u << 20)) std::string().swap(s.out);
 }
 

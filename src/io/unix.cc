@@ -122,7 +122,7 @@ ssize_t send_with_fds(int sock, std::string_view data, const int* fds, size_t nf
     return sendmsg(sock, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
 }
 
-ssize_t recv_with_fds(int sock, char* buf, size_t cap, std::vector<int>& fds, PeerCred* cred) {
+ssize_t recv_with_fds(int sock, char* buf, size_t cap, std::vector<int>& fds, PeerCred* cred, int flags) {
     iovec iov{buf, cap};
     alignas(cmsghdr) char ctrl[CMSG_SPACE(sizeof(int) * kMaxPassedFds) + CMSG_SPACE(sizeof(ucred))];
     msghdr msg{};
@@ -130,7 +130,7 @@ ssize_t recv_with_fds(int sock, char* buf, size_t cap, std::vector<int>& fds, Pe
     msg.msg_iovlen = 1;
     msg.msg_control = ctrl;
     msg.msg_controllen = sizeof ctrl;
-    ssize_t n = recvmsg(sock, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    ssize_t n = recvmsg(sock, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC | flags);
     if (n < 0) return n;
     if (cred) *cred = PeerCred{};
     for (cmsghdr* cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
@@ -151,17 +151,22 @@ ssize_t recv_with_fds(int sock, char* buf, size_t cap, std::vector<int>& fds, Pe
     return n;
 }
 
-Flush flush_some(int fd, std::string& out, size_t& start) {
-    while (start < out.size()) {
-        ssize_t n = ::send(fd, out.data() + start, out.size() - start, MSG_NOSIGNAL | MSG_DONTWAIT);
+Flush send_some(int fd, std::string_view bytes, size_t& sent) {
+    while (sent < bytes.size()) {
+        ssize_t n = ::send(fd, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n > 0) {
-            start += size_t(n);
+            sent += size_t(n);
             continue;
         }
         if (n < 0 && errno == EINTR) continue;
-        if (n < 0 && errno == EAGAIN) return Flush::Blocked;
-        return Flush::Failed;
+        return n < 0 && errno == EAGAIN ? Flush::Blocked : Flush::Failed;
     }
+    return Flush::Done;
+}
+
+Flush flush_some(int fd, std::string& out, size_t& start) {
+    Flush f = send_some(fd, out, start);
+    if (f != Flush::Done) return f;
     out.clear();
     start = 0;
     return Flush::Done;

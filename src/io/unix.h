@@ -50,12 +50,18 @@ ssize_t send_with_fds(int sock, std::string_view data, const int* fds, size_t nf
 
 // recvmsg into buf: descriptors that came along are appended to `fds` (close-on-exec;
 // the caller owns them), and with pass_credentials() on, `cred` (if non-null) gets the
-// sender's. Returns what recvmsg returns.
-ssize_t recv_with_fds(int sock, char* buf, size_t cap, std::vector<int>& fds, PeerCred* cred = nullptr);
+// sender's. `flags` go to recvmsg beside MSG_DONTWAIT (MSG_PEEK: the bytes stay, and
+// the credentials are those of the writer of the first of them). Returns what recvmsg returns.
+ssize_t recv_with_fds(int sock, char* buf, size_t cap, std::vector<int>& fds, PeerCred* cred = nullptr,
+                      int flags = 0);
 
-// Sends out[start...] until it is all gone or the socket is full. The caller keeps
-// `out` and `start`; on Done both are reset to empty.
+// Sends bytes[sent...] without blocking until it is all gone (Done), the socket is full
+// (Blocked) or the send fails (Failed, errno says why); `sent` advances by what went.
+// The one send loop: every writer on an event loop goes through it.
 enum class Flush { Done, Blocked, Failed };
+Flush send_some(int fd, std::string_view bytes, size_t& sent);
+
+// send_some on out[start...]; on Done both are reset to empty.
 Flush flush_some(int fd, std::string& out, size_t& start);
 
 }  // namespace bertd

@@ -120,17 +120,11 @@ void ByteQueue::clear() {
 }
 
 Flush ByteQueue::flush_to(int fd) {
-    while (!empty()) {
-        ssize_t n = ::send(fd, b_->buf.data() + b_->start, size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (n > 0) {
-            consume(size_t(n));
-            continue;
-        }
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0 && errno == EAGAIN) return Flush::Blocked;
-        return Flush::Failed;
-    }
-    return Flush::Done;
+    if (empty()) return Flush::Done;
+    size_t sent = 0;
+    Flush f = send_some(fd, {b_->buf.data() + b_->start, size()}, sent);
+    consume(sent);
+    return f;
 }
 
 void ByteQueue::compact() {
@@ -378,7 +372,11 @@ void Connections::relay(Conn& c, std::string_view a, std::string_view b) {
 
 void Connections::flush(Conn& c) {
     if (c.dead) return;
-    switch (c.out.flush_to(c.fd.get())) {
+    // A relayed answer's bytes in its lease's pipe go first: the rest was queued after them.
+    bool relaying = c.request && c.request->stage == Request::Stage::OnSlot;
+    Flush f = relaying ? acc_.leases().flush_pipe(*c.request) : Flush::Done;
+    if (f == Flush::Done) f = c.out.flush_to(c.fd.get());
+    switch (f) {
         case Flush::Blocked: c.writing = true; return;  // on at the next edge
         case Flush::Failed: close(c); return;           // the client is gone
         case Flush::Done: break;

@@ -253,17 +253,9 @@ void Leases::set_writing(Lease& l, bool on) {
 
 // Sends bytes[at...]; true once they are all gone. A dead worker shows on the read side.
 bool Leases::write_some(Lease& l, std::string_view bytes, size_t& at) {
-    while (at < bytes.size()) {
-        ssize_t n = ::send(l.fd, bytes.data() + at, bytes.size() - at, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (n > 0) {
-            at += size_t(n);
-            continue;
-        }
-        if (n < 0 && errno == EINTR) continue;
-        set_writing(l, n < 0 && errno == EAGAIN);
-        return false;
-    }
-    return true;
+    Flush f = send_some(l.fd, bytes, at);
+    if (f != Flush::Done) set_writing(l, f == Flush::Blocked);
+    return f == Flush::Done;
 }
 
 void Leases::write_more(Lease& l) {
@@ -385,6 +377,12 @@ void Leases::release(Lease& l, bool keep_event) {
     l.streamed = 0;
     l.chunk_head_have = 0;
     std::string().swap(l.gathered);
+    if (l.piped) {  // a stream cut off: what the pipe holds goes nowhere, with the pipe
+        l.pipe_r.reset();
+        l.pipe_w.reset();
+        l.piped = 0;
+    }
+    l.no_splice = false;
     l.cache_info.clear();
     l.answer_type = -1;
 }

@@ -17,11 +17,14 @@
 #include <vector>
 
 #include "io/event.h"
+#include "io/fd.h"
+#include "io/unix.h"
 #include "net/answers.h"
 
 namespace bertd {
 
 class Acceptor;
+struct Conn;
 struct Outcome;
 struct Request;
 
@@ -42,6 +45,9 @@ public:
     void relay(Request& r);
     // The client of a streamed answer has read what was waiting: the worker may go on.
     void drained(Request& r);
+    // Sends the client of a relayed answer what its lease's pipe holds for it; the client's
+    // other output waits behind that (Connections::flush).
+    Flush flush_pipe(Request& r);
     // The client of a request on a worker left. A streamed answer has nobody to go to and
     // could go on for ever: its worker is replaced.
     void client_left(Request& r);
@@ -72,6 +78,12 @@ private:
         char chunk_head[4];
         uint8_t chunk_head_have = 0;
         std::string gathered;
+        // A relayed answer's chunks go from the worker's socket through this pipe to the
+        // client's (splice(2): bertd copies none of their bytes); `piped` of them are in it,
+        // owed to the client before anything else it is sent. Made by the first relay.
+        Fd pipe_r, pipe_w;
+        uint32_t piped = 0;
+        bool no_splice = false;  // the sockets would not splice: copy for the rest of the stream
         std::string cache_info;  // the worker's {info, cache, ...} frame, for bertd's own cache
         bool overflow = false;
         int answer_type = -1;
@@ -96,6 +108,11 @@ private:
     void release(Lease& l, bool keep_event = false);
     // worker_answer.cc
     void read_answer(Lease& l);
+    bool by_writer(Lease& l, const std::vector<int>& fds, const PeerCred& writer);
+    enum class Spliced { Stop, Copy };
+    Spliced splice_chunks(Lease& l);
+    bool splice_in(Lease& l, const char* peeked, size_t have);
+    Flush drain_pipe(Lease& l, Conn& c);
     bool take(Lease& l, std::string_view bytes);
     bool whole_answer(Lease& l, std::string_view answer, std::string_view rest);
     bool stream_head(Lease& l, std::string_view reply, std::string rest);

@@ -10,6 +10,7 @@
 
 #include "admin/metrics.h"
 #include "io/clock.h"
+#include "io/unix.h"
 #include "net/acceptor.h"
 #include "net/link_client.h"
 
@@ -172,15 +173,10 @@ void MetricsHttp::answer(Scrape& s, const std::string& line) {
 }
 
 void MetricsHttp::write(Scrape& s) {
-    while (s.out_at < s.out.size()) {
-        ssize_t n = ::send(s.fd.get(), s.out.data() + s.out_at, s.out.size() - s.out_at, MSG_NOSIGNAL);
-        if (n > 0) {
-            s.out_at += size_t(n);
-            continue;
-        }
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0 && errno == EAGAIN) return arm(s, EV_WRITE);
-        return done(s);
+    switch (send_some(s.fd.get(), s.out, s.out_at)) {
+        case Flush::Blocked: return arm(s, EV_WRITE);
+        case Flush::Failed: return done(s);
+        case Flush::Done: break;
     }
     ::shutdown(s.fd.get(), SHUT_WR);
     done(s);

@@ -3,9 +3,12 @@
 // chunks and the zero header that ends them. Infos go on to clients that announced their
 // kind and are dropped for others; a streamed answer is relayed chunk by chunk to a client
 // that announced streams (the worker is read only as fast as the client reads), and gathered
-// into one {reply, Binary} for one that did not. Every chunk is checked to come from the
-// worker (leases.cc's from_worker); nothing a worker sends is decoded here.
+// into one {reply, Binary} for one that did not. A relayed chunk's bytes go from socket to
+// socket through a pipe (splice(2)), never through bertd's memory; only the headers are
+// looked at. Every chunk is checked to come from the worker (leases.cc's from_worker);
+// nothing a worker sends is decoded here.
 #include <errno.h>
+#include <fcntl.h>
 #include <sys/socket.h>
 
 #include <cstring>
@@ -27,6 +30,10 @@ namespace bertd {
 namespace {
 // A streamed answer pauses the worker once this much waits for the client.
 constexpr size_t kStreamHighWater = 1u << 20;
+// A relay pipe's room (F_SETPIPE_SZ; the kernel's pipe-max-size is 1 MiB unless lowered).
+constexpr size_t kPipeRoom = 1u << 20;
+// Pipe-fulls relayed in one turn before the loop serves the others (the event is level-triggered).
+constexpr int kSplicesPerTurn = 16;
 }  // namespace
 
 void Leases::read_answer(Lease& l) {
@@ -35,8 +42,9 @@ void Leases::read_answer(Lease& l) {
         fault(l.slot, "wrote into its socket with no request on it; the bytes are dropped");
         return;
     }
-    std::string& buf = l.in_chunks && l.mode == Lease::Mode::Relay ? acc_.stream_scratch() : acc_.scratch();
     for (;;) {
+        if (l.in_chunks && l.mode == Lease::Mode::Relay && splice_chunks(l) == Spliced::Stop) return;
+        std::string& buf = l.in_chunks && l.mode == Lease::Mode::Relay ? acc_.stream_scratch() : acc_.scratch();
         std::vector<int> fds;
         PeerCred writer;
         ssize_t n = recv_with_fds(l.fd, buf.data(), buf.size(), fds, &writer);
@@ -45,15 +53,122 @@ void Leases::read_answer(Lease& l) {
             fail(l, "lost the connection to the handler worker");
             return;
         }
-        for (int f : fds) ::close(f);
-        if (!fds.empty() || !from_worker(l.slot, writer.pid)) {
-            fail(l, "pid " + std::to_string(writer.pid) + ", not the worker, wrote into its socket (a process it " +
-                        "left behind?); the bytes are dropped");
-            return;
-        }
+        if (!by_writer(l, fds, writer)) return;
         if (!take(l, std::string_view(buf.data(), size_t(n)))) return;  // finished, failed or paused
         if (size_t(n) < buf.size()) return;
     }
+}
+
+// Closes what descriptors came; false (the lease failed) unless the worker wrote the bytes.
+bool Leases::by_writer(Lease& l, const std::vector<int>& fds, const PeerCred& writer) {
+    for (int f : fds) ::close(f);
+    if (fds.empty() && from_worker(l.slot, writer.pid)) return true;
+    fail(l, "pid " + std::to_string(writer.pid) + ", not the worker, wrote into its socket (a process it " +
+                "left behind?); the bytes are dropped");
+    return false;
+}
+
+// A relayed answer's chunks, spliced while the client keeps up: a peek (MSG_PEEK, with the
+// writer's credentials) reads the next header, or one byte of the body, and says who wrote it;
+// then one splice takes the header and what the socket holds of the body into the pipe (the
+// kernel never joins two writers' bytes in one read, so all of them are that writer's), and
+// another sends the pipe to the client. Copy: the copying path reads next (a header cut in
+// two, the zero header, a bad header, a client with bytes queued). Stop: wait for the worker
+// or the client, or the lease is over.
+Leases::Spliced Leases::splice_chunks(Lease& l) {
+    Request& r = *l.req;
+    for (int turn = 0; turn < kSplicesPerTurn; ++turn) {
+        Conn* c = r.conn;
+        if (!c || l.no_splice || l.chunk_head_have) return Spliced::Copy;
+        if (c->writing) {  // the client is full: flush() drains the pipe and drained() resumes
+            l.paused = true;
+            rearm(l);
+            return Spliced::Stop;
+        }
+        if (!c->out.empty()) return Spliced::Copy;
+        char peeked[bert::kFrameHeader];
+        std::vector<int> fds;
+        PeerCred writer;
+        ssize_t n = recv_with_fds(l.fd, peeked, l.chunk_left ? 1 : sizeof peeked, fds, &writer, MSG_PEEK);
+        if (n <= 0) {
+            if (n < 0 && (errno == EAGAIN || errno == EINTR)) return Spliced::Stop;
+            fail(l, "lost the connection to the handler worker");
+            return Spliced::Stop;
+        }
+        if (!by_writer(l, fds, writer)) return Spliced::Stop;
+        if (!splice_in(l, peeked, size_t(n))) return l.req == &r ? Spliced::Copy : Spliced::Stop;
+        restart_deadline(l);
+        Flush f = drain_pipe(l, *c);
+        if (f == Flush::Failed) {
+            acc_.conns().close(*c);  // the client is gone: its lease fails (client_left)
+            return Spliced::Stop;
+        }
+        if (f == Flush::Blocked) {
+            l.paused = true;
+            rearm(l);
+            return Spliced::Stop;
+        }
+    }
+    return Spliced::Stop;  // more next turn: the worker's event is level-triggered
+}
+
+// Moves the next chunk's header and body, or more of the body, into the (empty) pipe; false
+// when the copying path is to read them instead, or the lease failed.
+bool Leases::splice_in(Lease& l, const char* peeked, size_t have) {
+    if (!l.pipe_w) {
+        int p[2];
+        if (pipe2(p, O_NONBLOCK | O_CLOEXEC) != 0) return false;  // out of descriptors: copy
+        l.pipe_r.reset(p[0]);
+        l.pipe_w.reset(p[1]);
+        (void)fcntl(p[1], F_SETPIPE_SZ, int(kPipeRoom));  // else the default 64 KiB
+    }
+    size_t head = 0;
+    if (l.chunk_left == 0) {
+        if (have < bert::kFrameHeader || bert::scan_frame(std::string_view(peeked, have), ~0u).length == 0)
+            return false;  // a header cut in two, or the end: copied
+        size_t at = 0;
+        std::string why;
+        if (chunk_head(l, std::string_view(peeked, have), at, why) != ChunkHead::Begun) return false;  // Bad
+        head = bert::kFrameHeader;
+    }
+    size_t want = head + size_t(std::min<uint64_t>(l.chunk_left, kPipeRoom - head));
+    ssize_t m = ::splice(l.fd, nullptr, l.pipe_w.get(), nullptr, want, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    if (m <= 0) {  // never expected with bytes peeked and the pipe empty: copy from now on
+        l.no_splice = true;
+        if (head) l.streamed -= std::exchange(l.chunk_left, 0);  // the header is read again
+        return false;
+    }
+    if (size_t(m) < head) {  // as unexpected: part of a header went, and cannot be read again
+        fail(l, "the handler's streamed answer could not be relayed (a chunk header split by splice)");
+        return false;
+    }
+    l.piped = uint32_t(m);
+    l.chunk_left -= uint64_t(m) - head;
+    return true;
+}
+
+// Sends the client what the pipe holds; Blocked with the client marked as writing.
+Flush Leases::drain_pipe(Lease& l, Conn& c) {
+    while (l.piped) {
+        ssize_t n = ::splice(l.pipe_r.get(), nullptr, c.fd.get(), nullptr, l.piped, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (n > 0) {
+            l.piped -= uint32_t(n);
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && errno == EAGAIN) {
+            c.writing = true;  // its next edge flushes it (Connections::flush)
+            return Flush::Blocked;
+        }
+        return Flush::Failed;
+    }
+    return Flush::Done;
+}
+
+Flush Leases::flush_pipe(Request& r) {
+    Lease& l = *slots_[r.slot];
+    if (l.req != &r || !l.piped || !r.conn) return Flush::Done;
+    return drain_pipe(l, *r.conn);
 }
 
 // False once the lease is done with (finished, failed) or paused.

@@ -8,13 +8,18 @@ and out, cache infos, validation), module `lib`, for tests/integration/test_rpc1
   stream_forever(Size)  a generator that never ends (hostile)
   stream_then_fail(N)   N chunks, then an exception
   stream_fail_first()   raises before its first chunk; stream_not_bytes() yields an int
+  stream_with_intruder(Path, N, Size)
+                        N chunks of b"g", while a child it forks (pid in Path) writes chunks of b"X"
+                        into fd 4 (hostile: a process the worker left behind)
   cached(X)             [X, Calls] with cache(expiration=60, access="public")
   validated(X)          VALID for the token b"v1", else [X, Calls] with cache(validation=b"v1")
   bad_cache(How)        bertd.cache() with wrong options
   add(A, B), calls(), cache_outside()
 """
 import os
+import struct
 import sys
+import time
 import zlib
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "modules", "python"))
@@ -60,6 +65,25 @@ def head_stream(n):
 def stream_out(n, size):
     for i in range(n):
         yield bytes([ord("a") + i % 26]) * size
+
+
+@counted
+def stream_with_intruder(path, n, size):
+    yield b"g" * size  # the worker's own first chunk: bertd knows its writer from here on
+    pid = os.fork()
+    if pid == 0:
+        forged = struct.pack(">I", size) + b"X" * size
+        try:
+            for _ in range(n):
+                os.write(4, forged)
+                time.sleep(0.0002)
+        finally:
+            os._exit(0)
+    with open(path, "w") as f:
+        f.write(str(pid))
+    for _ in range(n - 1):
+        time.sleep(0.0002)
+        yield b"g" * size
 
 
 @counted
