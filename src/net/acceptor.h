@@ -14,6 +14,7 @@
 
 #include "core/runtime.h"
 #include "io/event.h"
+#include "io/spare_buffers.h"
 #include "log/access_log.h"
 
 namespace bertd {
@@ -57,6 +58,7 @@ public:
     // Unique across restarts of this acceptor: the top bits of its connection and request ids.
     uint64_t id_prefix() const { return id_prefix_; }
     std::string& scratch() { return scratch_; }  // a read buffer; holds nothing between calls
+    SpareBuffers& spares() { return spares_; }
     // The read buffer of streamed answers (bigger reads, fewer system calls per chunk), made
     // at the first one; holds nothing between calls.
     std::string& stream_scratch() {
@@ -90,6 +92,7 @@ private:
     uint64_t id_prefix_ = 0;
     bool stopping_ = false;
     std::string scratch_;
+    SpareBuffers spares_;
     static constexpr size_t kStreamScratch = 256u << 10;
     std::string stream_scratch_;
     AccessLog access_log_;

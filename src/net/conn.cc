@@ -135,11 +135,10 @@ void ByteQueue::compact() {
     }
 }
 
-void ByteQueue::trim(size_t keep) {
-    if (b_ && empty() && b_->buf.capacity() > keep) {
-        std::string().swap(b_->buf);
-        b_->start = b_->end = 0;
-    }
+std::string ByteQueue::shed(size_t keep) {
+    if (!b_ || !empty() || b_->buf.capacity() <= keep) return {};
+    b_->start = b_->end = 0;
+    return std::exchange(b_->buf, std::string());
 }
 
 // ---- the table -------------------------------------------------------------------------
@@ -382,7 +381,8 @@ void Connections::flush(Conn& c) {
         case Flush::Done: break;
     }
     c.writing = false;
-    c.out.trim(kKeepBuffer);  // do not keep a big answer's buffer
+    // A big answer's buffer goes to the spares, for the next big answer.
+    if (c.out.capacity() > kKeepBuffer) acc_.spares().give(c.out.shed(kKeepBuffer), monotonic_us());
     // A streamed answer waits for its client to read: it has.
     if (c.request && c.request->stage == Request::Stage::OnSlot) acc_.leases().drained(*c.request);
     if (c.dead) return;

@@ -62,8 +62,9 @@ public:
         Block& b = block();
         if (b.buf.capacity() < b.start + bytes) b.buf.reserve(b.start + bytes);
     }
-    // Frees the buffer once it is empty and grew past `keep` bytes.
-    void trim(size_t keep);
+    // Gives up the buffer once it is empty and grew past `keep` bytes: returned, for the
+    // acceptor's spares (an empty string otherwise).
+    std::string shed(size_t keep);
     // Frees all of it once it is empty: a rested connection holds no memory for its queues.
     void release() {
         if (b_ && empty()) b_.reset();

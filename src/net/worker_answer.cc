@@ -190,8 +190,8 @@ bool Leases::head_frames(Lease& l) {
             return false;
         }
         if (fs.state == bert::FrameScan::State::NeedMore) {
-            if (buf.size() >= bert::kFrameHeader && l.answer.capacity() < l.answer_at + bert::kFrameHeader + fs.length)
-                l.answer.reserve(l.answer_at + bert::kFrameHeader + fs.length);
+            if (buf.size() >= bert::kFrameHeader)  // a big answer's room from a buffer sent before
+                acc_.spares().reserve(l.answer, l.answer_at + bert::kFrameHeader + fs.length, monotonic_us());
             return true;
         }
         size_t total = bert::kFrameHeader + fs.length;
