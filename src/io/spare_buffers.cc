@@ -5,7 +5,7 @@
 
 namespace bertd {
 
-void SpareBuffers::reserve(std::string& s, size_t capacity, int64_t now_us) {
+void SpareBuffers::reserve(std::string& s, size_t capacity, int64_t now_us, bool only_spare) {
     if (s.capacity() >= capacity) return;
     size_t best = spares_.size();
     for (size_t i = 0; i < spares_.size(); ++i) {
@@ -13,7 +13,7 @@ void SpareBuffers::reserve(std::string& s, size_t capacity, int64_t now_us) {
         if (cap >= capacity && (best == spares_.size() || cap < spares_[best].buf.capacity())) best = i;
     }
     if (capacity < kBig || best == spares_.size()) {
-        s.reserve(capacity);
+        if (!only_spare) s.reserve(capacity);
         return;
     }
     std::string taken = std::move(spares_[best].buf);

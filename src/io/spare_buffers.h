@@ -22,8 +22,9 @@ public:
     static constexpr int64_t kKeepUs = 1'000'000;
 
     // Makes `s` hold at least `capacity` bytes, its contents kept: from the smallest spare
-    // that fits when the capacity is big (the old buffer then becomes a spare), else reserve().
-    void reserve(std::string& s, size_t capacity, int64_t now_us);
+    // that fits when the capacity is big (the old buffer then becomes a spare), else, unless
+    // `only_spare` (no new memory for bytes that may never come), with reserve().
+    void reserve(std::string& s, size_t capacity, int64_t now_us, bool only_spare = false);
     // Keeps a big buffer's memory for a next reserve(); anything else is just freed.
     void give(std::string&& s, int64_t now_us);
     // Frees the spares unused for kKeepUs.

@@ -119,6 +119,22 @@ void ByteQueue::clear() {
     b_.reset();
 }
 
+std::string ByteQueue::drop_all() {
+    discharge(size());
+    std::string buf = b_ ? std::move(b_->buf) : std::string();
+    b_.reset();
+    return buf;
+}
+
+void ByteQueue::expect(size_t bytes, SpareBuffers* spares, bool only_spare) {
+    Block& b = block();
+    if (b.buf.capacity() >= b.start + bytes) return;
+    if (spares)
+        spares->reserve(b.buf, b.start + bytes, monotonic_us(), only_spare);
+    else
+        b.buf.reserve(b.start + bytes);
+}
+
 Flush ByteQueue::flush_to(int fd) {
     if (empty()) return Flush::Done;
     size_t sent = 0;
@@ -247,11 +263,18 @@ ssize_t Connections::receive(Conn& c, bool relaying, size_t& want) {
         return n;
     }
     c.in.append(std::string_view(buf.data(), size_t(n)));
-    // A frame that has come this far is really coming: room ahead for more of it.
+    // A frame that has come this far is really coming: room ahead for more of it. Before
+    // that, a big frame's room comes from a spare buffer if there is one (no new memory for
+    // bytes a client may never send, and none of a fresh buffer's page faults).
+    if (c.in.size() >= bert::kFrameHeader && c.in.capacity() < SpareBuffers::kBig + bert::kFrameHeader) {
+        bert::FrameScan fs = bert::scan_frame(c.in.view(), acc_.max_frame());
+        if (fs.state == bert::FrameScan::State::NeedMore && fs.length >= SpareBuffers::kBig)
+            c.in.expect(bert::kFrameHeader + fs.length, &acc_.spares(), true);
+    }
     if (c.in.size() >= kGrowWhole) {
         bert::FrameScan fs = bert::scan_frame(c.in.view(), acc_.max_frame());
         if (fs.state == bert::FrameScan::State::NeedMore)
-            c.in.expect(std::min<size_t>(bert::kFrameHeader + fs.length, kGrowAhead * c.in.size()));
+            c.in.expect(std::min<size_t>(bert::kFrameHeader + fs.length, kGrowAhead * c.in.size()), &acc_.spares());
     }
     return n;
 }
@@ -405,8 +428,9 @@ void Connections::close(Conn& c) {
     }
     event_del(c.io.get());
     c.fd.reset();
-    c.in.clear();
-    c.out.clear();
+    int64_t now = monotonic_us();
+    acc_.spares().give(c.in.drop_all(), now);  // a big request's or answer's buffer, for the next
+    acc_.spares().give(c.out.drop_all(), now);
     if (!c.handed_over) {
         GlobalStats& gs = acc_.seg().header().stats;
         gs.connections_active.fetch_sub(1, std::memory_order_relaxed);

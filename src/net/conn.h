@@ -17,6 +17,7 @@
 
 #include "io/event.h"
 #include "io/fd.h"
+#include "io/spare_buffers.h"
 #include "io/unix.h"
 #include "net/infos.h"
 
@@ -58,10 +59,8 @@ public:
     void compact();
     // Room for `bytes` unread bytes in all, taken at once rather than by doubling (a big
     // frame is then copied and its memory touched once).
-    void expect(size_t bytes) {
-        Block& b = block();
-        if (b.buf.capacity() < b.start + bytes) b.buf.reserve(b.start + bytes);
-    }
+    // With `spares`, a big room comes from a spare buffer (only from one, if `only_spare`).
+    void expect(size_t bytes, SpareBuffers* spares = nullptr, bool only_spare = false);
     // Gives up the buffer once it is empty and grew past `keep` bytes: returned, for the
     // acceptor's spares (an empty string otherwise).
     std::string shed(size_t keep);
@@ -70,6 +69,7 @@ public:
         if (b_ && empty()) b_.reset();
     }
     void clear();  // drops everything and frees the buffer
+    std::string drop_all();  // drops everything; the buffer is returned (for the spares)
     // Sends from the front until it is all gone or the socket is full.
     Flush flush_to(int fd);
 

@@ -63,3 +63,22 @@ TEST(ByteQueue, an_answer_taken_whole_is_sent_from_the_front_and_charged_until_c
     LONGS_EQUAL(0, total);
     CHECK_TRUE(q.empty());
 }
+
+TEST(ByteQueue, a_big_frames_room_comes_from_a_spare_and_only_from_one_when_asked) {
+    bertd::SpareBuffers spares;
+    ByteQueue q;
+    q.append(std::string_view("head"));
+    q.expect(1u << 20, &spares, true);  // no spare: no new memory for bytes that may not come
+    CHECK_TRUE(q.capacity() < (1u << 20));
+    std::string spare;
+    spare.reserve(2u << 20);
+    const char* memory = spare.data();
+    spares.give(std::move(spare), 0);
+    q.expect(1u << 20, &spares, true);
+    CHECK_TRUE(q.capacity() >= (1u << 20));
+    POINTERS_EQUAL(memory, q.view().data());
+    CHECK_TRUE(q.view() == "head");
+    std::string back = q.drop_all();  // a closed connection's buffer, for the spares again
+    POINTERS_EQUAL(memory, back.data());
+    LONGS_EQUAL(0, q.capacity());
+}
