@@ -134,10 +134,16 @@ class HAProxy(unittest.TestCase):
         for i in range(6):
             self.assertEqual(self.through_haproxy(f"from-127.0.0.5-{i}".encode(), source="127.0.0.5"),
                              f"from-127.0.0.5-{i}".encode())
-        lines = []
-        for s in self.servers:
-            with open(s.access) as f:
-                lines += [line for line in f if "from-127.0.0.5" in line]
+        # bertd writes a request's line just after its answer: give the last one a moment.
+        def lines():
+            got = []
+            for s in self.servers:
+                with open(s.access) as f:
+                    got += [line for line in f if "from-127.0.0.5" in line]
+            return got
+        wait_until(lambda: len(lines()) >= 6, timeout=5, interval=0.05, what="six access log lines")
+        time.sleep(0.2)
+        lines = lines()
         self.assertEqual(len(lines), 6)
         for line in lines:
             self.assertRegex(line, r"^ACC \[[^]]+\] [0-9.]+ [0-9.]+ 127\.0\.0\.5:\d+ ")
