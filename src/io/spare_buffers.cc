@@ -5,8 +5,8 @@
 
 namespace bertd {
 
-void SpareBuffers::reserve(std::string& s, size_t capacity, int64_t now_us, bool only_spare) {
-    if (s.capacity() >= capacity) return;
+bool SpareBuffers::reserve(std::string& s, size_t capacity, int64_t now_us, bool only_spare) {
+    if (s.capacity() >= capacity) return false;
     size_t best = spares_.size();
     for (size_t i = 0; i < spares_.size(); ++i) {
         size_t cap = spares_[i].buf.capacity();
@@ -14,13 +14,19 @@ void SpareBuffers::reserve(std::string& s, size_t capacity, int64_t now_us, bool
     }
     if (capacity < kBig || best == spares_.size()) {
         if (!only_spare) s.reserve(capacity);
-        return;
+        return false;
     }
     std::string taken = std::move(spares_[best].buf);
     bytes_ -= taken.capacity();
     drop(best);
     taken.assign(s);  // within its capacity: no new memory
     give(std::exchange(s, std::move(taken)), now_us);
+    return true;
+}
+
+void SpareBuffers::clear() {
+    spares_.clear();
+    bytes_ = 0;
 }
 
 void SpareBuffers::give(std::string&& s, int64_t now_us) {

@@ -23,12 +23,14 @@ public:
 
     // Makes `s` hold at least `capacity` bytes, its contents kept: from the smallest spare
     // that fits when the capacity is big (the old buffer then becomes a spare), else, unless
-    // `only_spare` (no new memory for bytes that may never come), with reserve().
-    void reserve(std::string& s, size_t capacity, int64_t now_us, bool only_spare = false);
+    // `only_spare` (no new memory for bytes that may never come), with reserve(). True when
+    // `s` is now a spare: all of its room is memory in use (a fresh reserve's is not, yet).
+    bool reserve(std::string& s, size_t capacity, int64_t now_us, bool only_spare = false);
     // Keeps a big buffer's memory for a next reserve(); anything else is just freed.
     void give(std::string&& s, int64_t now_us);
     // Frees the spares unused for kKeepUs.
     void sweep(int64_t now_us);
+    void clear();  // frees them all (the acceptor is over its memory budget)
     size_t bytes() const { return bytes_; }
 
 private:

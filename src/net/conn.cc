@@ -80,12 +80,14 @@ std::string Conn::client_text() const { return endpoint_text(client.get()); }
 void ByteQueue::append(std::string_view s) {
     Block& b = block();
     if (b.buf.size() - b.end < s.size()) b.buf.resize(b.end);  // the room is too small: grow as a string does
-    if (b.buf.size() == b.end)
+    if (b.buf.size() == b.end) {
+        if (b.buf.capacity() - b.end < s.size()) drop_room();  // a new buffer: the spare's room goes
         b.buf.append(s);
-    else
+    } else {
         std::memcpy(b.buf.data() + b.end, s.data(), s.size());
+    }
     b.end += s.size();
-    charge(s.size());
+    filled(s.size());
 }
 
 void ByteQueue::append(std::string&& s) {
@@ -93,6 +95,7 @@ void ByteQueue::append(std::string&& s) {
         append(std::string_view(s));
         return;
     }
+    drop_room();
     charge(s.size());
     Block& b = block();
     b.buf = std::move(s);
@@ -102,6 +105,7 @@ void ByteQueue::append(std::string&& s) {
 
 char* ByteQueue::tail(size_t n) {
     Block& b = block();
+    if (b.buf.capacity() < b.end + n) drop_room();  // a new buffer: the spare's room goes
     if (b.buf.size() - b.end < n) b.buf.resize(b.end + n);  // cleared once; kept as room after
     return b.buf.data() + b.end;
 }
@@ -115,11 +119,13 @@ void ByteQueue::consume(size_t n) {
 }
 
 void ByteQueue::clear() {
+    drop_room();
     discharge(size());
     b_.reset();
 }
 
 std::string ByteQueue::drop_all() {
+    drop_room();
     discharge(size());
     std::string buf = b_ ? std::move(b_->buf) : std::string();
     b_.reset();
@@ -129,10 +135,18 @@ std::string ByteQueue::drop_all() {
 void ByteQueue::expect(size_t bytes, SpareBuffers* spares, bool only_spare) {
     Block& b = block();
     if (b.buf.capacity() >= b.start + bytes) return;
-    if (spares)
-        spares->reserve(b.buf, b.start + bytes, monotonic_us(), only_spare);
-    else
+    if (!spares) {
         b.buf.reserve(b.start + bytes);
+        return;
+    }
+    size_t before = b.buf.capacity();
+    if (spares->reserve(b.buf, b.start + bytes, monotonic_us(), only_spare)) {
+        drop_room();
+        b.room = b.buf.capacity() - b.end;
+        charge(b.room);
+    } else if (b.buf.capacity() != before) {
+        drop_room();  // a fresh buffer: its room is not memory in use until written
+    }
 }
 
 Flush ByteQueue::flush_to(int fd) {
@@ -153,6 +167,7 @@ void ByteQueue::compact() {
 
 std::string ByteQueue::shed(size_t keep) {
     if (!b_ || !empty() || b_->buf.capacity() <= keep) return {};
+    drop_room();
     b_->start = b_->end = 0;
     return std::exchange(b_->buf, std::string());
 }
@@ -206,7 +221,7 @@ Conn& Connections::add(int fd, const sockaddr_storage& peer) {
     Conn& ref = *c;
     slots_[slot] = std::move(c);
     ++live_;
-    set_reading(ref, true);
+    ref.reading = true;
     return ref;
 }
 
@@ -333,7 +348,7 @@ void Connections::read(Conn& c) {
 }
 
 void Connections::resume(Conn& c) {
-    if (!paused_.empty() && buffered_ < resume_mark()) resume_paused();
+    if (!paused_.empty() && held() < resume_mark()) resume_paused();
     if (c.dead) return;
     c.last_active_us = monotonic_us();
     if (c.serving) return;  // serve()'s own loop goes on
@@ -454,7 +469,14 @@ void Connections::pause(Conn& c) {
 
 // Unfinished frames can only grow: refusing the ones that have waited longest is what
 // gives memory back (complete frames are served and go by themselves).
+size_t Connections::held() const { return buffered_ + acc_.spares().bytes(); }
+
 void Connections::relieve() {
+    acc_.spares().clear();
+    if (held() < resume_mark()) {
+        resume_paused();
+        return;
+    }
     std::vector<Conn*> partial;
     each([&](Conn& c) {
         if (c.idle() && c.partial_since_us) partial.push_back(&c);
@@ -464,7 +486,7 @@ void Connections::relieve() {
     size_t target = resume_mark();
     uint64_t refused = 0;
     for (Conn* c : partial) {
-        if (buffered_ < target) break;
+        if (held() < target) break;
         size_t held = c->in.size();
         c->closing = true;
         set_reading(*c, false);
@@ -482,7 +504,7 @@ void Connections::relieve() {
         log::warn("over limits.max_buffered (%zu bytes): refused %llu unfinished frames", budget_,
                   (unsigned long long)refused);
     }
-    if (buffered_ < resume_mark()) resume_paused();
+    if (held() < resume_mark()) resume_paused();
 }
 
 void Connections::resume_paused() {

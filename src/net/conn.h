@@ -8,11 +8,13 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "io/event.h"
@@ -27,7 +29,9 @@ class Acceptor;
 struct Request;
 
 // Bytes with a read cursor: appended at the back, consumed from the front. What it holds
-// is charged to its acceptor's total (the memory budget), so the total cannot drift. The
+// is charged to its acceptor's total (the memory budget), so the total cannot drift, and so
+// is the room of a spare buffer it took (expect()): that memory is in use before the bytes
+// come, and a client announcing big frames must not hold it uncounted. The
 // buffer and its cursors are one allocation made by the first append and kept while the
 // connection is busy: an idle connection's queue is a null pointer (release()). The buffer
 // may hold room past the bytes (a socket read straight into it, tail() and commit()), kept
@@ -52,7 +56,7 @@ public:
     char* tail(size_t n);
     void commit(size_t n) {
         b_->end += n;
-        charge(n);
+        filled(n);
     }
     void consume(size_t n);
     // Moves what is unread to the front once the consumed part is worth reclaiming.
@@ -66,7 +70,9 @@ public:
     std::string shed(size_t keep);
     // Frees all of it once it is empty: a rested connection holds no memory for its queues.
     void release() {
-        if (b_ && empty()) b_.reset();
+        if (!b_ || !empty()) return;
+        drop_room();
+        b_.reset();
     }
     void clear();  // drops everything and frees the buffer
     std::string drop_all();  // drops everything; the buffer is returned (for the spares)
@@ -77,6 +83,7 @@ private:
     struct Block {
         std::string buf;  // the bytes are buf[start, end); buf[end, size) is room
         size_t start = 0, end = 0;
+        size_t room = 0;  // charged for room past `end` (a spare's), until bytes fill it
     };
     Block& block() {
         if (!b_) b_ = std::make_unique<Block>();
@@ -87,6 +94,15 @@ private:
     }
     void discharge(size_t n) {
         if (total_) *total_ -= n;
+    }
+    // n bytes came: charged, less the room charged for them already.
+    void filled(size_t n) {
+        size_t paid = std::min(n, b_->room);
+        b_->room -= paid;
+        charge(n - paid);
+    }
+    void drop_room() {  // the buffer goes, or is replaced
+        if (b_) discharge(std::exchange(b_->room, 0));
     }
 
     std::unique_ptr<Block> b_;
@@ -165,6 +181,8 @@ public:
     explicit Connections(Acceptor& a);
     ~Connections();
 
+    // A new connection, reading: the caller reads it at once (read()), which takes what came
+    // before its edge, so no kick is queued for it.
     Conn& add(int fd, const sockaddr_storage& peer);
     Conn* find(uint64_t id);
     size_t size() const { return live_; }
@@ -197,7 +215,9 @@ public:
     // unfinished frames are refused until it is back under.
     size_t& buffered() { return buffered_; }
     size_t buffered() const { return buffered_; }
-    bool over_budget() const { return buffered_ >= budget_; }
+    // The budget holds what the connections' queues are charged and the acceptor's spare
+    // buffers (io/spare_buffers.h), which relieve() frees first.
+    bool over_budget() const { return held() >= budget_; }
     size_t budget() const { return budget_; }
 
 private:
@@ -211,6 +231,7 @@ private:
     void relieve();        // over budget: refuses unfinished frames, oldest first
     void resume_paused();  // back under budget: reading goes on
     size_t resume_mark() const { return budget_ / 4 * 3; }
+    size_t held() const;
 
     Acceptor& acc_;
     // The table: a connection's id is its slot here (the low 32 bits) and the count of

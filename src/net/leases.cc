@@ -226,6 +226,13 @@ void Leases::restart_deadline(Lease& l) {
 
 void Leases::on_io(evutil_socket_t, short what, void* arg) {
     auto* l = static_cast<Lease*>(arg);
+    // An idle slot kept its registration (finish), and another acceptor leased it or its
+    // worker wrote while idle: the event goes (what the socket holds is not ours; a next
+    // request of ours probes it first, clean()).
+    if (!l->req) {
+        l->owner->disarm(*l);
+        return;
+    }
     if ((what & EV_WRITE) && l->writing) l->owner->write_more(*l);
     if ((what & EV_READ) && l->req && !l->paused) l->owner->read_answer(*l);
 }

@@ -36,12 +36,7 @@ constexpr size_t kPipeRoom = 1u << 20;
 constexpr int kSplicesPerTurn = 16;
 }  // namespace
 
-void Leases::read_answer(Lease& l) {
-    if (!l.req) {  // never armed without a request; were it, the bytes would belong to nobody
-        disarm(l);
-        fault(l.slot, "wrote into its socket with no request on it; the bytes are dropped");
-        return;
-    }
+void Leases::read_answer(Lease& l) {  // l.req is set (on_io)
     for (;;) {
         if (l.in_chunks && l.mode == Lease::Mode::Relay && splice_chunks(l) == Spliced::Stop) return;
         std::string& buf = l.in_chunks && l.mode == Lease::Mode::Relay ? acc_.stream_scratch() : acc_.scratch();
@@ -397,12 +392,14 @@ void Leases::finish(Lease& l, Outcome&& o) {
     release(l, true);
     l.just_answered = true;
     // The worker goes back (or to the next waiter) before the answer leaves, so the
-    // client's next request finds it free. A next request of ours takes its event as it is;
-    // otherwise the event goes now, before the slot's next answers (another acceptor's) come.
+    // client's next request finds it free. A next request of ours takes its event as it is,
+    // and so does an idle slot: this acceptor is offered it first (Segment::lease_or_enqueue).
+    // Held by another acceptor, the event goes now, before that one's answers come.
     give_back(slot);
     if (Lease* now = slots_[slot].get()) {  // begin() may have replaced it (a new worker)
         now->just_answered = false;
-        if (!now->req) disarm(*now);
+        if (!now->req && acc_.seg().slot(slot).state.load(std::memory_order_acquire) != uint32_t(SlotState::Idle))
+            disarm(*now);
     }
     acc_.requests().complete(r, std::move(o));
 }

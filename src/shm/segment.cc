@@ -147,6 +147,7 @@ std::unique_ptr<Segment> Segment::create(const std::string& name, uint32_t nmodu
     }
     for (uint32_t i = 0; i < nslots; ++i) {
         s->slots_[i].owner = -1;
+        s->slots_[i].last_owner = -1;
         s->slots_[i].state.store(uint32_t(SlotState::Reaping));  // no worker yet
     }
     h->magic = kMagic;
@@ -191,15 +192,24 @@ Segment::Grant Segment::lease_or_enqueue(uint32_t module, int32_t acceptor, uint
                                          int64_t now, uint32_t& slot_out, bool may_queue) {
     ModuleShared& m = modules_[module];
     LockGuard g(m.lock);
+    uint32_t idle = UINT32_MAX;
     for (uint32_t i = m.first_slot; i < m.first_slot + m.nslots; ++i) {
-        Slot& s = slots_[i];
-        if (s.state.load(std::memory_order_relaxed) == uint32_t(SlotState::Idle)) {
-            s.owner = acceptor;
-            s.request = request;
-            s.state.store(uint32_t(SlotState::Leased), std::memory_order_release);
-            slot_out = i;
-            return Grant::Leased;
+        const Slot& s = slots_[i];
+        if (s.state.load(std::memory_order_relaxed) != uint32_t(SlotState::Idle)) continue;
+        if (idle == UINT32_MAX) idle = i;
+        if (s.last_owner.load(std::memory_order_relaxed) == acceptor) {
+            idle = i;
+            break;
         }
+    }
+    if (idle != UINT32_MAX) {
+        Slot& s = slots_[idle];
+        s.owner = acceptor;
+        s.last_owner = acceptor;
+        s.request = request;
+        s.state.store(uint32_t(SlotState::Leased), std::memory_order_release);
+        slot_out = idle;
+        return Grant::Leased;
     }
     if (!may_queue) return Grant::NoIdle;
     Ring& r = high ? m.high : m.low;
@@ -249,6 +259,7 @@ int32_t Segment::pop_waiter(ModuleShared& m, uint32_t slot, int32_t prefer) {
         QueueEntry e = take_waiter(base, r, next_waiter(base, r, prefer));
         Slot& s = slots_[slot];
         s.owner = e.acceptor;
+        s.last_owner = e.acceptor;
         s.request = e.request;
         s.state.store(uint32_t(SlotState::Leased), std::memory_order_release);
         return e.acceptor;

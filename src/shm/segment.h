@@ -55,6 +55,9 @@ struct Slot {
     std::atomic<uint32_t> state;
     // Written under the module lock; read without it only as a hint.
     std::atomic<int32_t> owner;  // acceptor index holding the lease, -1 if none
+    // The acceptor that held it last: it is offered the slot first when idle, and may still
+    // have the slot's socket registered (no epoll_ctl for its next request, leases.cc).
+    std::atomic<int32_t> last_owner;
     std::atomic<uint64_t> request;  // the request (an acceptor's id) the lease was granted for
     std::atomic<int32_t> pid;
     uint32_t module;
@@ -210,8 +213,8 @@ public:
 
     // ---- The slot table and queues; every call takes the module's lock. ----
     enum class Grant { Leased, Queued, QueueFull, NoIdle };
-    // Leases an idle slot of `module` for (acceptor, request), or queues the request
-    // (unless `may_queue` is false: then NoIdle).
+    // Leases an idle slot of `module` for (acceptor, request), the one the acceptor held
+    // last if it is idle, or queues the request (unless `may_queue` is false: then NoIdle).
     Grant lease_or_enqueue(uint32_t module, int32_t acceptor, uint64_t request, bool high, int64_t now_us,
                            uint32_t& slot_out, bool may_queue = true);
     // Gives `slot` back after a request, or offers one the master just made ready (a

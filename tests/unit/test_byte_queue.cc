@@ -82,3 +82,49 @@ TEST(ByteQueue, a_big_frames_room_comes_from_a_spare_and_only_from_one_when_aske
     POINTERS_EQUAL(memory, back.data());
     LONGS_EQUAL(0, q.capacity());
 }
+
+// A spare's room is memory in use: it is charged from when the queue takes it, the bytes that
+// fill it cost nothing more, and the charge goes with the buffer. A fresh room is not charged.
+TEST(ByteQueue, a_spare_buffers_room_is_charged_until_the_buffer_goes) {
+    size_t total = 0;
+    bertd::SpareBuffers spares;
+    ByteQueue q;
+    q.charge_to(&total);
+    q.append(std::string_view("head"));
+    q.expect(1u << 20);  // a fresh reserve: only the bytes held are charged
+    LONGS_EQUAL(4, total);
+    std::string spare;
+    spare.reserve(4u << 20);
+    spares.give(std::move(spare), 0);
+    q.expect(3u << 20, &spares, true);
+    size_t cap = q.capacity();
+    CHECK_TRUE(cap >= (4u << 20));
+    LONGS_EQUAL(cap, total);  // the bytes held and all the room behind them
+    q.append(std::string(1000, 'x'));
+    char* room = q.tail(4096);
+    room[0] = 'y';
+    q.commit(4096);
+    LONGS_EQUAL(cap, total);  // filling the room costs nothing more
+    q.consume(4 + 1000 + 4096);
+    LONGS_EQUAL(cap - 5100, total);  // the room not yet filled is still the queue's
+    std::string back = q.drop_all();
+    LONGS_EQUAL(0, total);
+    CHECK_TRUE(back.capacity() >= (4u << 20));
+}
+
+TEST(ByteQueue, a_spares_room_is_uncharged_when_a_fresh_buffer_replaces_it) {
+    size_t total = 0;
+    bertd::SpareBuffers spares;
+    ByteQueue q;
+    q.charge_to(&total);
+    q.append(std::string_view("head"));
+    std::string spare;
+    spare.reserve(256u << 10);
+    spares.give(std::move(spare), 0);
+    q.expect(200u << 10, &spares, true);
+    CHECK_TRUE(total >= (256u << 10));
+    q.append(std::string(300u << 10, 'z'));  // past the spare's room: a new buffer
+    LONGS_EQUAL(4 + (300u << 10), total);
+    q.clear();
+    LONGS_EQUAL(0, total);
+}

@@ -47,6 +47,26 @@ TEST(Segment, idle_slots_are_leased_then_requests_queue) {
     CHECK_EQUAL(0u, seg->queue_length(0, false));
 }
 
+// An acceptor is offered the idle slot it held last (it may still be registered there), and
+// takes any other idle one when that one is busy.
+TEST(Segment, an_idle_slot_goes_back_to_the_acceptor_that_held_it_last) {
+    seg = make_segment(3, 8);
+    uint32_t a = 99, b = 99, again = 99, other = 99;
+    CHECK(seg->lease_or_enqueue(0, 0, 1, true, 0, a) == Segment::Grant::Leased);
+    CHECK(seg->lease_or_enqueue(0, 1, 2, true, 0, b) == Segment::Grant::Leased);
+    CHECK_EQUAL(-1, seg->release(a));
+    CHECK_EQUAL(-1, seg->release(b));
+    for (int round = 0; round < 3; ++round) {
+        CHECK(seg->lease_or_enqueue(0, 1, 3, true, 0, again) == Segment::Grant::Leased);
+        CHECK_EQUAL(b, again);  // not the lowest idle slot: acceptor 1's own
+        CHECK_EQUAL(-1, seg->release(again));
+    }
+    CHECK(seg->lease_or_enqueue(0, 1, 4, true, 0, again) == Segment::Grant::Leased);
+    CHECK(seg->lease_or_enqueue(0, 1, 5, true, 0, other) == Segment::Grant::Leased);
+    CHECK(other != b);  // its own slot is busy: another idle one
+    CHECK_EQUAL(1, seg->slot(other).last_owner.load());
+}
+
 TEST(Segment, high_priority_is_served_before_low) {
     seg = make_segment(1, 8);
     uint32_t s = 0, unused = 0;

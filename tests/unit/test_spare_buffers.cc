@@ -81,3 +81,20 @@ TEST(SpareBuffers, a_spare_unused_for_a_second_is_freed) {
     spares.sweep(2 * kSecond);
     LONGS_EQUAL(0, spares.bytes());
 }
+
+TEST(SpareBuffers, reserve_says_whether_a_spare_was_taken_and_clear_frees_them_all) {
+    SpareBuffers spares;
+    std::string s;
+    CHECK_FALSE(spares.reserve(s, kMiB, 0));  // none to take: a fresh reserve
+    CHECK_TRUE(s.capacity() >= kMiB);
+    spares.give(big(2 * kMiB), 0);
+    spares.give(big(2 * kMiB), 0);
+    std::string t;
+    CHECK_TRUE(spares.reserve(t, kMiB, 0));
+    LONGS_EQUAL(2 * kMiB, spares.bytes());
+    spares.clear();
+    LONGS_EQUAL(0, spares.bytes());
+    std::string u;
+    CHECK_FALSE(spares.reserve(u, kMiB, 0, true));  // only from a spare, and none is left
+    CHECK_TRUE(u.capacity() < kMiB);
+}
