@@ -64,8 +64,13 @@ DecodeError decode(std::string_view bytes, Term& out, const Limits& limits = {})
 // (message and offset) or none, except that the memory limits do not apply (check
 // builds nothing). Costs O(bytes) time and O(depth) memory, plus the inflated
 // bytes of a compressed term and, for a map whose keys are not in order on the
-// wire, one offset per key.
-DecodeError check(std::string_view bytes, const Limits& limits = {});
+// wire, one offset per key; but the search for duplicate map keys compares keys
+// over their bytes, and maps used as keys of maps have their keys sorted again at
+// each comparison: a hostile 7 KB term has cost seconds (tests/fuzz/RESULTS.md).
+// With `unique_keys` false that search is left out (as rewrite_floats() does) and
+// the cost is O(bytes) whatever the shape: for bytes bertd only passes on, whose
+// reader refuses duplicate keys itself.
+DecodeError check(std::string_view bytes, const Limits& limits = {}, bool unique_keys = true);
 
 // How floats go out: NEW_FLOAT_EXT (tag 70, 8 bytes of IEEE 754, what
 // term_to_binary/1 writes), or FLOAT_EXT (tag 99, 31 bytes of "%.20e" text, what
@@ -134,7 +139,8 @@ struct Span {
 // The elements of the tuple at offset `at` of `payload` (an encoded term, version
 // byte first, not compressed), which must end where `payload` ends: their spans,
 // in order, each walked with check()'s checks under `limits` (nesting counted from
-// the tuple, so up to `at`'s own depth deeper than decode() would allow). Builds
+// the tuple, so up to `at`'s own depth deeper than decode() would allow), but for
+// the search for duplicate map keys (see check()). Builds
 // no Term: O(payload) time, O(depth) memory beyond `out`, whatever the shape, so
 // the request path can take a handler's {reply, Result} or a native function's
 // {bert_rpc_info, Infos, Result} apart without decoding Result. On error `out`

@@ -356,10 +356,12 @@ DecodeError on_term(std::string_view bytes, const Limits& limits, std::string& i
 
 namespace bert {
 
-DecodeError check(std::string_view bytes, const Limits& limits) {
+DecodeError check(std::string_view bytes, const Limits& limits, bool unique_keys) {
     std::string inner;
-    return detail::on_term(bytes, limits, inner,
-                           [](detail::Scanner& s, size_t& pos) { return s.skip(pos, 0); });
+    return detail::on_term(bytes, limits, inner, [&](detail::Scanner& s, size_t& pos) {
+        s.check_keys = unique_keys;
+        return s.skip(pos, 0);
+    });
 }
 
 DecodeError rewrite_floats(std::string_view payload, FloatForm to, std::string& out, const Limits& limits,
@@ -393,6 +395,7 @@ DecodeError tuple_elements(std::string_view payload, size_t at, std::vector<Span
     if (declared > 0) return DecodeError{"a compressed term: inflate it first", 1};
     detail::Input in(payload);
     detail::Scanner s(in, limits);
+    s.check_keys = false;  // see codec.h: the spans' bytes are passed on, not read here
     detail::Head h;
     if (!s.head(at, 0, h)) return s.error;
     if (h.kind != detail::Head::Kind::Tuple) return DecodeError{"not a tuple", at};
