@@ -118,11 +118,7 @@ void ByteQueue::consume(size_t n) {
     if (b_->start == b_->end) b_->start = b_->end = 0;
 }
 
-void ByteQueue::clear() {
-    drop_room();
-    discharge(size());
-    b_.reset();
-}
+void ByteQueue::clear() { drop_all(); }
 
 std::string ByteQueue::drop_all() {
     drop_room();
@@ -135,18 +131,12 @@ std::string ByteQueue::drop_all() {
 void ByteQueue::expect(size_t bytes, SpareBuffers* spares, bool only_spare) {
     Block& b = block();
     if (b.buf.capacity() >= b.start + bytes) return;
-    if (!spares) {
-        b.buf.reserve(b.start + bytes);
-        return;
-    }
     size_t before = b.buf.capacity();
-    if (spares->reserve(b.buf, b.start + bytes, monotonic_us(), only_spare)) {
-        drop_room();
-        b.room = b.buf.capacity() - b.end;
-        charge(b.room);
-    } else if (b.buf.capacity() != before) {
-        drop_room();  // a fresh buffer: its room is not memory in use until written
-    }
+    bool spare = spares && spares->reserve(b.buf, b.start + bytes, monotonic_us(), only_spare);
+    if (!spares) b.buf.reserve(b.start + bytes);
+    if (b.buf.capacity() == before) return;
+    drop_room();  // a fresh buffer's room is not memory in use until written; a spare's is
+    if (spare) charge(b.room = b.buf.capacity() - b.end);
 }
 
 Flush ByteQueue::flush_to(int fd) {
@@ -467,10 +457,10 @@ void Connections::pause(Conn& c) {
     paused_.push_back(c.id);
 }
 
-// Unfinished frames can only grow: refusing the ones that have waited longest is what
-// gives memory back (complete frames are served and go by themselves).
 size_t Connections::held() const { return buffered_ + acc_.spares().bytes(); }
 
+// Unfinished frames can only grow: refusing the ones that have waited longest is what
+// gives memory back (complete frames are served and go by themselves). The spares go first.
 void Connections::relieve() {
     acc_.spares().clear();
     if (held() < resume_mark()) {

@@ -74,7 +74,7 @@ public:
         drop_room();
         b_.reset();
     }
-    void clear();  // drops everything and frees the buffer
+    void clear();  // drops everything and frees the buffer (drop_all())
     std::string drop_all();  // drops everything; the buffer is returned (for the spares)
     // Sends from the front until it is all gone or the socket is full.
     Flush flush_to(int fd);
