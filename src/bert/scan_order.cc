@@ -413,34 +413,41 @@ int Scanner::compare_lists(const Head& x, const Head& y, bool exact, size_t& end
 }
 
 // Sizes, then keys in compare_exact order, then values in key order. Each map's
-// pairs are found and, unless they are in order on the wire, sorted.
+// pairs are found and, unless they are in order on the wire, sorted, once per
+// Scanner: a map inside keys is compared many times while its outer map's keys
+// sort, and sorting it again each time cost a sort per comparison per level.
 int Scanner::compare_maps(const Head& x, const Head& y, bool exact, size_t& end_a, size_t& end_b) {
     if (x.count != y.count) return three_way(x.count, y.count);
-    using Pairs = std::vector<std::pair<size_t, size_t>>;
+    const MapOrder& ox = map_order(x);
+    const MapOrder& oy = map_order(y);
+    end_a = ox.end;
+    end_b = oy.end;
     size_t e1, e2;
-    auto pairs_of = [&](const Head& h, size_t& end) {
-        Pairs p;
-        p.reserve(h.count);
-        size_t pos = h.body;
-        for (size_t i = 0; i < h.count; ++i) {
-            size_t key = pos;
-            skip(pos, h.depth + 1);
-            p.emplace_back(key, pos);
-            skip(pos, h.depth + 1);
-        }
-        end = pos;
-        auto less = [&](const auto& u, const auto& v) {
-            return compare(u.first, v.first, h.depth + 1, true, e1, e2) < 0;
-        };
-        if (!std::is_sorted(p.begin(), p.end(), less)) std::sort(p.begin(), p.end(), less);
-        return p;
-    };
-    Pairs px = pairs_of(x, end_a), py = pairs_of(y, end_b);
-    for (size_t i = 0; i < px.size(); ++i)
-        if (int c = compare(px[i].first, py[i].first, x.depth + 1, true, e1, e2)) return c;
-    for (size_t i = 0; i < px.size(); ++i)
-        if (int c = compare(px[i].second, py[i].second, x.depth + 1, exact, e1, e2)) return c;
+    for (size_t i = 0; i < ox.pairs.size(); ++i)
+        if (int c = compare(ox.pairs[i].first, oy.pairs[i].first, x.depth + 1, true, e1, e2)) return c;
+    for (size_t i = 0; i < ox.pairs.size(); ++i)
+        if (int c = compare(ox.pairs[i].second, oy.pairs[i].second, x.depth + 1, exact, e1, e2)) return c;
     return 0;
+}
+
+const Scanner::MapOrder& Scanner::map_order(const Head& h) {
+    auto [it, fresh] = map_orders_.try_emplace(h.body);
+    MapOrder& o = it->second;
+    if (!fresh) return o;
+    o.pairs.reserve(h.count);
+    size_t pos = h.body, e1, e2;
+    for (size_t i = 0; i < h.count; ++i) {
+        size_t key = pos;
+        skip(pos, h.depth + 1);
+        o.pairs.emplace_back(key, pos);
+        skip(pos, h.depth + 1);
+    }
+    o.end = pos;
+    auto less = [&](const auto& u, const auto& v) { return compare(u.first, v.first, h.depth + 1, true, e1, e2) < 0; };
+    // The sort compares maps inside these keys, which may add to map_orders_: `o` is a
+    // node of an unordered_map, which does not move when others are added.
+    if (!std::is_sorted(o.pairs.begin(), o.pairs.end(), less)) std::sort(o.pairs.begin(), o.pairs.end(), less);
+    return o;
 }
 
 }  // namespace bert::detail

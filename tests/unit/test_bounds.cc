@@ -6,6 +6,7 @@
 #include <CppUTest/TestHarness.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <initializer_list>
 #include <string>
 #include <vector>
@@ -155,6 +156,50 @@ TEST(Check, check_gives_decodes_error_for_every_bad_input) {
         CHECK_EQUAL_TEXT(d.offset, c.offset, d.message.c_str());
     }
     CHECK(!bert::check(bert::encode(parsed("{a,[1,2|3],#{b=>1,a=>[]},<<5,1:3>>,fun m:f/2,\"s\",1.5}"))));
+}
+
+// A map's bytes with its pairs in the given order (no version byte).
+std::string map_of(const std::vector<std::pair<std::string, std::string>>& pairs) {
+    std::string out = B({116}) + be32s(uint32_t(pairs.size()));
+    for (const auto& [k, v] : pairs) out += k + v;
+    return out;
+}
+
+std::string small(int i) { return B({97, i}); }
+
+TEST(Check, maps_inside_keys_are_compared_by_value_whatever_their_wire_order) {
+    // The keys are maps of maps, each written in a different pair order: check() sorts
+    // each inner map's pairs once and reuses them for every comparison its outer sort
+    // makes; the answers must still be decode()'s, duplicate or not.
+    auto inner = [](int a, int b, bool flip) {
+        std::vector<std::pair<std::string, std::string>> p = {{small(a), small(10)}, {small(b), small(11)}};
+        if (flip) std::swap(p[0], p[1]);
+        return map_of(p);
+    };
+    auto key = [&](int a, int b, int last, bool flip) {
+        std::vector<std::pair<std::string, std::string>> p = {{inner(a, b, flip), small(1)},
+                                                               {inner(a + 1, b + 1, !flip), small(last)}};
+        if (flip) std::swap(p[0], p[1]);
+        return map_of(p);
+    };
+    std::vector<std::pair<std::string, std::string>> unique, dup;
+    for (int i = 0; i < 12; ++i) unique.push_back({key(i, i + 20, i, i % 2 == 1), small(i)});
+    std::reverse(unique.begin(), unique.end());
+    dup = unique;
+    dup.push_back({key(5, 25, 5, false), small(99)});  // the 6th key (written flipped there) unflipped
+    dup.push_back({key(5, 25, 6, false), small(98)});  // a different deepest value: not a duplicate
+    Term t;
+    std::string u = B({131}) + map_of(unique), d = B({131}) + map_of(dup);
+    STRCMP_EQUAL("", bert::decode(u, t).message.c_str());
+    STRCMP_EQUAL("", bert::check(u).message.c_str());
+    STRCMP_EQUAL("duplicate map key", bert::decode(d, t).message.c_str());
+    bert::DecodeError c = bert::check(d);
+    STRCMP_EQUAL("duplicate map key", c.message.c_str());
+    CHECK_EQUAL(bert::decode(d, t).offset, c.offset);
+    dup.erase(dup.end() - 2);  // the only duplicate gone
+    std::string n = B({131}) + map_of(dup);
+    STRCMP_EQUAL("", bert::check(n).message.c_str());
+    STRCMP_EQUAL("", bert::decode(n, t).message.c_str());
 }
 
 TEST_GROUP(RewriteFloats){};
