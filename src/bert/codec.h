@@ -64,12 +64,11 @@ DecodeError decode(std::string_view bytes, Term& out, const Limits& limits = {})
 // (message and offset) or none, except that the memory limits do not apply (check
 // builds nothing). Costs O(bytes) time and O(depth) memory, plus the inflated
 // bytes of a compressed term and, for a map whose keys are not in order on the
-// wire, one offset per key; but the search for duplicate map keys compares keys
-// over their bytes, and maps used as keys of maps have their keys sorted again at
-// each comparison: a hostile 7 KB term has cost seconds (tests/fuzz/RESULTS.md).
-// With `unique_keys` false that search is left out (as rewrite_floats() does) and
-// the cost is O(bytes) whatever the shape: for bytes bertd only passes on, whose
-// reader refuses duplicate keys itself.
+// wire, one offset per key; the search for duplicate map keys sorts them, comparing
+// keys over their bytes, and a map inside keys has its pairs sorted once and kept
+// (two offsets per pair) for every comparison after. With `unique_keys` false that
+// search is left out (as rewrite_floats() does) and the cost is O(bytes) whatever
+// the shape: for bytes bertd only passes on, whose reader refuses duplicate keys itself.
 DecodeError check(std::string_view bytes, const Limits& limits = {}, bool unique_keys = true);
 
 // How floats go out: NEW_FLOAT_EXT (tag 70, 8 bytes of IEEE 754, what
