@@ -8,9 +8,14 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
 import unittest
 
-from harness import HANDLERS, Server, alive, free_port, run_bertd, wait_until
+from harness import HANDLERS, Server, alive, echo_config, free_port, run_bertd, wait_until
+from loadrun import acceptors
+from test_hostile import cpu_seconds
+
+import bertd  # noqa: E402  (harness puts it on the path)
 
 PYEXT = os.path.join(HANDLERS, "pyext.py")
 
@@ -187,3 +192,53 @@ def stop_daemon(pid):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+def serving_acceptor(server, conn):
+    """The acceptor pid that holds `conn`'s server side: its socket inode, from /proc/net/tcp."""
+    port = conn.sock.getsockname()[1]
+    want = f"0100007F:{server.port:04X} 0100007F:{port:04X}"
+
+    def holder():
+        with open("/proc/net/tcp") as f:
+            inode = next(line.split()[9] for line in f if " ".join(line.split()[1:3]) == want)
+        for pid in acceptors(server):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                try:
+                    if os.readlink(f"/proc/{pid}/fd/{fd}") == f"socket:[{inode}]":
+                        return pid
+                except OSError:
+                    pass
+        return None  # still in the listen queue
+
+    return wait_until(holder, timeout=5, what=f"an acceptor to take the connection from port {port}")
+
+
+class SlotsSharedByAcceptors(WorkerTest):
+    def test_an_acceptor_whose_idle_slot_another_leased_does_not_wake_for_its_answers(self):
+        # One worker, two acceptors. A slot that goes idle stays registered with the acceptor
+        # that held it, to be leased again without an epoll_ctl. When the other acceptor
+        # leases it, the first one sees the worker's answers become readable: it must drop
+        # the event at the first one (and never read the answer), not wake for each.
+        s = self.server(echo_config(count=1, acceptors=2))
+        conns, by_acceptor = [], {}
+        self.addCleanup(lambda: [c.close() for c in conns])
+        while len(by_acceptor) < 2 and len(conns) < 64:
+            c = s.connection()
+            conns.append(c)
+            by_acceptor.setdefault(serving_acceptor(s, c), c)
+        self.assertEqual(len(by_acceptor), 2, "64 connections all went to one acceptor")
+        (idle, first), (busy, second) = by_acceptor.items()
+        call = (bertd.Atom("call"), bertd.Atom("echo"), bertd.Atom("echo"), [b"x"])
+        self.assertEqual(first.request(call), (bertd.Atom("reply"), b"x"))  # the slot idles at `idle`
+        cpu0 = cpu_seconds(idle)
+        served, t_end = 0, time.monotonic() + 2.0
+        while time.monotonic() < t_end:
+            self.assertEqual(second.request(call), (bertd.Atom("reply"), b"x"))
+            served += 1
+        used = cpu_seconds(idle) - cpu0
+        self.assertGreater(served, 200)
+        self.assertLess(used, 0.1, f"the acceptor whose slot the other leased used {used:.2f} s of CPU "
+                                    f"while the other served {served} calls in 2 s")
+        # And the first acceptor still serves with the slot it dropped.
+        self.assertEqual(first.request(call), (bertd.Atom("reply"), b"x"))
