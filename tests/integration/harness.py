@@ -233,11 +233,30 @@ class Server:
             out[k] = v
         return out
 
+    def queued_connections(self):
+        """Connections waiting in the accept queues of the listen sockets on this port (the
+        rx_queue column of a LISTEN socket in /proc/net/tcp is its accept backlog)."""
+        n = 0
+        for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+            try:
+                with open(path) as f:
+                    lines = f.readlines()[1:]
+            except OSError:
+                continue
+            for line in lines:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == self.port:
+                    n += int(fields[4].split(":")[1], 16)
+        return n
+
     def settled_stats(self, timeout=5.0):
         """Stats once every earlier connection has been counted: the readiness probe's connection
         may still wait in an acceptor's accept queue when the first stats call is answered by another
         acceptor, so a baseline taken then is one short. Two reads apart by exactly this call's own
-        connection mean nothing else was pending."""
+        connection mean nothing else was pending. An acceptor that has not started yet answers
+        nothing, so first the kernel's accept queues on the port must be empty."""
+        wait_until(lambda: self.queued_connections() == 0, timeout=timeout,
+                   what=f"the acceptors to take the connections queued on port {self.port}")
         prev = self.stats()
         deadline = time.monotonic() + timeout
         while True:
