@@ -15,8 +15,8 @@
 #include <zlib.h>
 
 #include <cstdlib>
-#include <memory>
 #include <iterator>
+#include <memory>
 #include <string>
 
 #include "bert/codec.h"

@@ -235,19 +235,8 @@ class Server:
 
     def queued_connections(self):
         """Connections waiting in the accept queues of the listen sockets on this port (the
-        rx_queue column of a LISTEN socket in /proc/net/tcp is its accept backlog)."""
-        n = 0
-        for path in ("/proc/net/tcp", "/proc/net/tcp6"):
-            try:
-                with open(path) as f:
-                    lines = f.readlines()[1:]
-            except OSError:
-                continue
-            for line in lines:
-                fields = line.split()
-                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == self.port:
-                    n += int(fields[4].split(":")[1], 16)
-        return n
+        rx_queue of a LISTEN socket in /proc/net/tcp is its accept backlog)."""
+        return sum(row["rx_queue"] for row in tcp_sockets() if row["state"] == "0A" and row["local_port"] == self.port)
 
     def settled_stats(self, timeout=5.0):
         """Stats once every earlier connection has been counted: the readiness probe's connection
@@ -279,6 +268,21 @@ class Server:
             except OSError:
                 pass
         return pids
+
+
+def tcp_sockets():
+    """The kernel's TCP sockets, from /proc/net/tcp and tcp6: per socket its ports, its state
+    (hex, 0A is LISTEN), its receive queue (a LISTEN socket's: its accept backlog) and inode."""
+    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(path) as f:
+                lines = f.readlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            yield {"local_port": int(fields[1].rsplit(":", 1)[1], 16), "remote_port": int(fields[2].rsplit(":", 1)[1], 16),
+                   "state": fields[3], "rx_queue": int(fields[4].split(":")[1], 16), "inode": fields[9]}
 
 
 def run_bertd(args, timeout=10):

@@ -11,7 +11,7 @@ import tempfile
 import time
 import unittest
 
-from harness import HANDLERS, Server, alive, echo_config, free_port, run_bertd, wait_until
+from harness import HANDLERS, Server, alive, echo_config, free_port, run_bertd, tcp_sockets, wait_until
 from loadrun import acceptors
 from test_hostile import cpu_seconds
 
@@ -195,14 +195,13 @@ if __name__ == "__main__":
 
 
 def serving_acceptor(server, conn):
-    """The acceptor pid that holds `conn`'s server side: its socket inode, from /proc/net/tcp."""
+    """The acceptor pid that holds `conn`'s server side (found by its socket's inode)."""
     port = conn.sock.getsockname()[1]
-    want = f"0100007F:{server.port:04X} 0100007F:{port:04X}"
 
     def holder():
-        with open("/proc/net/tcp") as f:
-            inode = next(line.split()[9] for line in f if " ".join(line.split()[1:3]) == want)
-        for pid in acceptors(server):
+        inode = next((row["inode"] for row in tcp_sockets()
+                      if row["local_port"] == server.port and row["remote_port"] == port), None)
+        for pid in acceptors(server) if inode else ():
             for fd in os.listdir(f"/proc/{pid}/fd"):
                 try:
                     if os.readlink(f"/proc/{pid}/fd/{fd}") == f"socket:[{inode}]":
