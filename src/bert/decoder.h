@@ -487,6 +487,7 @@ private:
 
     // Puts pairs in key order, as Erlang holds them; false on a repeated key.
     [[gnu::noinline]] static bool sort_keys(Map& m) {
+        MapsInKeyOrder in_order;  // the maps inside these keys were sorted when read
         auto less = [](const auto& x, const auto& y) { return compare_exact(x.first, y.first) < 0; };
         if (!std::is_sorted(m.pairs.begin(), m.pairs.end(), less))
             std::sort(m.pairs.begin(), m.pairs.end(), less);

@@ -110,4 +110,20 @@ int compare_bits(const BitsView& a, const BitsView& b);  // term.cc
 // pids 5, tuples 6, maps 7, nil 8, lists 9, bit strings 10 (term.cc).
 int rank_of(const Term& t);
 
+// While one is alive on this thread, compare() and compare_exact() take every
+// map's pairs to be in key order already, as decode() leaves them, and neither
+// sort nor check them (term.cc). The decoder holds one while it sorts a map's
+// keys: the maps inside those keys were sorted when they were read.
+class MapsInKeyOrder {
+public:
+    MapsInKeyOrder();
+    ~MapsInKeyOrder();
+    MapsInKeyOrder(const MapsInKeyOrder&) = delete;
+    MapsInKeyOrder& operator=(const MapsInKeyOrder&) = delete;
+    static bool held();
+
+private:
+    bool outer_;
+};
+
 }  // namespace bert::detail

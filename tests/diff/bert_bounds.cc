@@ -71,6 +71,42 @@ std::string unsorted_map(size_t n) {
     return s;
 }
 
+// A map of `width` pairs whose keys are maps built the same way, `depth` levels
+// down to small integers, each map's keys in descending order on the wire. Keys
+// that are maps are compared by value, so checking their uniqueness looks inside
+// them at every level (issue 11's slow fuzz unit had this shape).
+std::string nested_key_map(int depth, int width, uint32_t& next) {
+    std::string s(1, char(116));
+    put32(s, uint32_t(width));
+    std::vector<std::string> keys;
+    for (int i = 0; i < width; ++i) {
+        if (depth == 0) {
+            std::string k(1, char(98));
+            put32(k, next++);
+            keys.push_back(k);
+        } else {
+            keys.push_back(nested_key_map(depth - 1, width, next));
+        }
+    }
+    for (size_t i = keys.size(); i-- > 0;) s += keys[i] + char(106);
+    return s;
+}
+
+// The same shape made to cost most: sibling keys are equal but for their last key,
+// down to the last integer, so each comparison of two keys walks nearly all of both.
+std::string alike_key_map(int depth, int width, uint32_t v) {
+    if (depth < 0) {
+        std::string k(1, char(98));
+        put32(k, v);
+        return k;
+    }
+    std::string s(1, char(116));
+    put32(s, uint32_t(width));
+    for (int i = width; i-- > 0;)
+        s += alike_key_map(depth - 1, width, i == width - 1 ? uint32_t(i) + v : uint32_t(i)) + char(106);
+    return s;
+}
+
 // Runs `run` three times, each in a child of its own so that its peak memory is
 // its own (the allocator keeps what earlier runs freed); prints the fastest.
 void measure(const char* what, size_t input, const std::function<std::string()>& run) {
@@ -181,6 +217,22 @@ int main(int argc, char** argv) {
         std::string map = unsorted_map(3u << 20);  // 18 MB
         measure("3M keys out of order: print_encoded to 4 KiB", map.size(), [&] { return print_of(map); });
         measure("3M keys out of order: check", map.size(), [&] { return check_of(map); });
+    }
+    if (wanted("mapkeys")) {
+        for (int depth : {3, 5, 7}) {
+            uint32_t next = 0;
+            std::string keys = std::string(1, char(131)) + nested_key_map(depth, 4, next);
+            std::string what = "maps as keys, 4 wide, " + std::to_string(depth) + " deep: ";
+            measure((what + "decode").c_str(), keys.size(), [&] { return decode_of(keys); });
+            measure((what + "check").c_str(), keys.size(), [&] { return check_of(keys); });
+        }
+        for (auto [depth, width] : {std::pair{7, 4}, std::pair{12, 2}, std::pair{15, 2}}) {
+            std::string keys = std::string(1, char(131)) + alike_key_map(depth - 1, width, 0);
+            std::string what = "keys alike but the last, " + std::to_string(width) + " wide, " +
+                               std::to_string(depth) + " deep: ";
+            measure((what + "decode").c_str(), keys.size(), [&] { return decode_of(keys); });
+            measure((what + "check").c_str(), keys.size(), [&] { return check_of(keys); });
+        }
     }
     if (wanted("deep")) {
         std::string deep(1, char(131));

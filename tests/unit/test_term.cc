@@ -1,7 +1,9 @@
 // test_term.cc: the Term value, term order and BERT complex types.
 #include <CppUTest/TestHarness.h>
 
+#include "bert/codec.h"
 #include "bert/term.h"
+#include "bert/wire.h"
 
 using bert::Term;
 
@@ -138,4 +140,33 @@ TEST(Term, maps_compare_by_size_keys_then_values_and_equal_in_any_order) {
     CHECK(x == y);
     CHECK_EQUAL(0, bert::compare(x, y));
     CHECK_FALSE(x == map({{Term(1), Term::atom("a")}, {Term::atom("k"), Term(0)}}));
+}
+
+TEST(Term, maps_inside_maps_compare_by_value_in_any_order_at_every_level) {
+    auto map = [](std::vector<std::pair<Term, Term>> pairs) { return Term(bert::Map{std::move(pairs)}); };
+    auto inner = [&](const char* second, bool reversed) {
+        std::pair<Term, Term> one{Term(1), Term::atom("a")}, two{Term(2), Term::atom(second)};
+        return reversed ? map({two, one}) : map({one, two});
+    };
+    auto outer = [&](const char* second, bool reversed) {
+        std::pair<Term, Term> p{inner(second, reversed), Term(1)}, q{Term::atom("k"), inner("b", !reversed)};
+        return reversed ? map({q, p}) : map({p, q});
+    };
+    Term x = outer("b", false), y = outer("b", true), z = outer("c", true);
+    CHECK(x == y);
+    CHECK_EQUAL(0, bert::compare(x, y));
+    CHECK_EQUAL(0, bert::compare_exact(x, y));
+    CHECK_FALSE(x == z);
+    CHECK(bert::compare(x, z) < 0);  // the first key's map: b before c
+    CHECK(bert::compare(z, y) > 0);
+    // Decoded, every map is in key order, and the decoder's trusted comparison agrees.
+    Term dx, dy, dz;
+    CHECK_FALSE(bert::decode(bert::encode(x), dx));
+    CHECK_FALSE(bert::decode(bert::encode(y), dy));
+    CHECK_FALSE(bert::decode(bert::encode(z), dz));
+    CHECK(dx == y);
+    bert::detail::MapsInKeyOrder in_order;
+    CHECK_EQUAL(0, bert::compare_exact(dx, dy));
+    CHECK(bert::compare_exact(dx, dz) < 0);
+    CHECK(bert::compare_exact(dz, dx) > 0);
 }
