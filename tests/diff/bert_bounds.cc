@@ -232,6 +232,16 @@ int main(int argc, char** argv) {
                                std::to_string(depth) + " deep: ";
             measure((what + "decode").c_str(), keys.size(), [&] { return decode_of(keys); });
             measure((what + "check").c_str(), keys.size(), [&] { return check_of(keys); });
+            bert::Term t;
+            if (bert::decode(keys, t)) continue;
+            // What a decoded term costs again when it is written out or printed whole.
+            measure((what + "encode").c_str(), keys.size(),
+                    [&] { return std::to_string(bert::encode(t).size()) + " B"; });
+            measure((what + "print").c_str(), keys.size(), [&] {
+                std::string out;
+                bert::print(t, out);
+                return std::to_string(out.size()) + " chars";
+            });
         }
     }
     if (wanted("deep")) {
