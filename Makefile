@@ -47,7 +47,7 @@ ERL_BEAMS := $(patsubst modules/erlang/%.erl,$(BUILD)/ebin/%.beam,$(wildcard mod
 # Keep objects of stand-alone tools: they are intermediate files to make.
 .SECONDARY:
 
-.PHONY: all deps test unit run bench bench-quick soak fuzz fuzz-build install install-service uninstall deb \
+.PHONY: all deps test unit run bench bench-quick bench-ab soak fuzz fuzz-build install install-service uninstall deb \
 	clean distclean check-man
 all: config.mk $(PROGRAMS) $(TOOLS) $(ERL_BEAMS) bin
 
@@ -143,6 +143,12 @@ bench: deps config.mk all
 # One case per kind at 1 s each: a smoke run of the report, not figures to publish.
 bench-quick: deps config.mk all
 	@BERTD_BUILD=$(BUILD) python3 tests/bench/bench.py --quick
+
+# Two bertd builds side by side (BEFORE: a git revision, built once into build/ab/, or a bertd path):
+# requests/s and the server's CPU per request, interleaved rounds, for a change's before and after.
+bench-ab: deps config.mk all
+	@test -n "$(BEFORE)" || { echo "usage: make bench-ab BEFORE=<git revision or bertd path>" >&2; exit 2; }
+	@BERTD_BUILD=$(BUILD) python3 tests/bench/ab.py --before $(BEFORE)
 
 # One million mixed requests; memory, descriptors and processes compared before and after.
 SOAK_REQUESTS ?= 1000000

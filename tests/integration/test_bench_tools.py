@@ -3,11 +3,14 @@ socketpair as fds 3/4) and the benchmark tools (relay + loadgen on a loopback po
 scraper of make bench's metrics row against a real bertd).
 Every process started here is stopped in tearDown, pass or fail.
 """
+import json
 import os
 import signal
 import socket
 import struct
 import subprocess
+import sys
+import tempfile
 import time
 import unittest
 
@@ -15,6 +18,8 @@ from harness import BUILD, ECHO, Server, echo_config, free_port, read_frame
 
 ERRS = os.path.join(BUILD, "tests/handlers/cpp_errors")
 RELAY = os.path.join(BUILD, "tests/bench/relay")
+AB = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench", "ab.py")
+BERTD = os.path.join(BUILD, "bertd")
 LOADGEN = os.path.join(BUILD, "tests/bench/loadgen")
 
 import scrapes  # noqa: E402  (tests/bench/scrapes.py, on the path harness set: make bench's /metrics scraper)
@@ -357,6 +362,48 @@ class ScraperTest(unittest.TestCase):
         self.assertNotIn("200", s["counts"])
         self.assertEqual(s["latencies"], [])
         self.assertIsNotNone(s["first_error"])
+
+
+class ABTest(unittest.TestCase):
+    """tests/bench/ab.py: two real bertd servers, the same binary on both sides here."""
+
+    def bertd_pids(self):
+        out = set()
+        for name in os.listdir("/proc"):
+            try:
+                if name.isdigit() and os.readlink(f"/proc/{name}/exe") == os.path.realpath(BERTD):
+                    out.add(int(name))
+            except OSError:
+                pass
+        return out
+
+    def test_both_sides_are_measured_in_requests_and_server_cpu_and_stopped(self):
+        already = self.bertd_pids()
+        with tempfile.TemporaryDirectory(prefix="bertd-abtest-") as tmp:
+            out = os.path.join(tmp, "ab.json")
+            p = subprocess.run([sys.executable, AB, "--before", BERTD, "--after", BERTD, "--rounds", "2",
+                                "--duration", "0.3", "--warmup", "0.1", "--cases", "persistent/2,connect/1",
+                                "--out", out], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               timeout=120)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            with open(out) as f:
+                results = json.load(f)
+        self.assertEqual([c["case"] for c in results["cases"]], ["persistent/2", "connect/1"])
+        for c in results["cases"]:
+            for side in ("before", "after"):
+                self.assertEqual(len(c[side]["runs"]), 2, c)
+                self.assertGreater(c[side]["rps"], 0, c)
+                self.assertGreater(c[side]["cpu_us"], 0, c)
+                self.assertEqual(c[side]["errors"], 0, c)
+            self.assertIsNotNone(c["cpu_ratio"])
+        self.assertIn("server CPU/request", p.stdout)
+        self.assertEqual(self.bertd_pids() - already, set(), "ab.py left a bertd running")
+
+    def test_a_malformed_case_is_refused_before_anything_starts(self):
+        p = subprocess.run([sys.executable, AB, "--before", BERTD, "--cases", "persistent/x"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=30)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("bad case 'persistent/x'", p.stderr)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,168 @@
+#!/usr/bin/env python3
+"""ab.py: two bertd builds side by side, for a change's "before and after in the same conditions".
+`make bench` compares bertd with a baseline relay; its per-case ratio moves by up to 0.4 on a shared
+VM from run to run, far more than the few per cent a refactor must stay within. This compares two
+bertd binaries instead: the same config, the same C++ echo workers, the same loadgen on loopback,
+their runs interleaved round by round (the order rotating), so that whatever else the machine does
+falls on both alike. Besides throughput it reports the CPU time the server's own processes (master
+and acceptors, not the workers) spent per request, read from /proc: a figure that depends far less
+on what else runs than requests per second do.
+
+Usage: tests/bench/ab.py --before REV|PATH [--after PATH] [--rounds N] [--duration S] [--cases LIST]
+--before: a git revision (built once into build/ab/bertd-SHA from a temporary worktree) or the
+          path of a bertd binary. --after: a bertd binary (default: this build's bertd).
+--cases: comma-separated MODE/CLIENTS[/PAYLOAD] (default: persistent and connect at 1, 8 and 64
+         clients, and 1 MiB persistent at 1 and 8).
+Prints one line per case and writes build/ab/results.json (--out). It never leaves a process behind.
+"""
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+
+import common
+from common import BUILD, MIB, ROOT, Failed, Server, free_port, median
+
+WORKERS = 2
+DEFAULT_CASES = "persistent/1,persistent/8,persistent/64,connect/1,connect/8,connect/64,persistent/1/1MiB," \
+                "persistent/8/1MiB"
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def build_revision(rev):
+    """bertd as of `rev`, built once from a temporary worktree; the binary's path."""
+    sha = subprocess.run(["git", "rev-parse", "--verify", rev + "^{commit}"], cwd=ROOT, check=True, text=True,
+                         stdout=subprocess.PIPE).stdout.strip()
+    out = os.path.join(ROOT, "build", "ab", f"bertd-{sha[:12]}")
+    if os.access(out, os.X_OK):
+        return out
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    src = tempfile.mkdtemp(prefix="bertd-ab-src-")
+    try:
+        subprocess.run(["git", "worktree", "add", "--detach", "-f", src, sha], cwd=ROOT, check=True,
+                       stdout=subprocess.DEVNULL)
+        subprocess.run(["./configure"], cwd=src, check=True, stdout=subprocess.DEVNULL)
+        jobs = str(max(1, len(os.sched_getaffinity(0))))
+        subprocess.run(["make", "-j" + jobs, "build/rel/bertd"], cwd=src, check=True, stdout=subprocess.DEVNULL)
+        shutil.copy2(os.path.join(src, "build/rel/bertd"), out)
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", src], cwd=ROOT, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+        shutil.rmtree(src, ignore_errors=True)
+    return out
+
+
+def cpu_ticks(pids):
+    """utime + stime of these processes, in clock ticks."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def run_side(server, mode, clients, payload, duration, warmup, cpu):
+    """One loadgen run against `server`: (requests/s, server CPU µs per request, errors)."""
+    pids = server.pids()
+    before = cpu_ticks(pids)
+    r = common.run_loadgen(server.port, clients, mode, duration, warmup, cpu, payload=payload)
+    spent_us = (cpu_ticks(pids) - before) * 1e6 / TICK
+    # The warm-up's requests are not in r["requests"] but its CPU is in spent_us: scale it out.
+    in_window = duration / (duration + warmup)
+    return {"rps": r["rps"], "cpu_us": spent_us * in_window / r["requests"] if r["requests"] else None,
+            "errors": r["errors"]}
+
+
+def start(name, binary, tmp):
+    cfg = os.path.join(tmp, "ab.yaml")
+    if not os.path.exists(cfg):
+        with open(cfg, "w") as f:
+            f.write(f"listen: 127.0.0.1\nacceptors: 2\nmodules:\n  - name: echo\n"
+                    f"    command: {os.path.join(BUILD, 'tests/handlers/echo')}\n    count: {WORKERS}\n")
+    port = free_port()
+    s = Server(name, [binary, "-c", cfg, "-p", str(port)], port, tmp)
+    s.start()
+    return s
+
+
+def parse_case(text):
+    parts = text.split("/")
+    if len(parts) not in (2, 3) or parts[0] not in ("persistent", "connect") or not parts[1].isdigit():
+        raise SystemExit(f"ab: bad case '{text}': MODE/CLIENTS[/1MiB], MODE persistent or connect")
+    if len(parts) == 3 and parts[2] != "1MiB":
+        raise SystemExit(f"ab: bad payload in '{text}': only 1MiB")
+    return parts[0], int(parts[1]), MIB if len(parts) == 3 else None
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--before", required=True)
+    ap.add_argument("--after", default=os.path.join(BUILD, "bertd"))
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--duration", type=float, default=2.0)
+    ap.add_argument("--warmup", type=float, default=0.2)
+    ap.add_argument("--cases", default=DEFAULT_CASES)
+    ap.add_argument("--out", default=os.path.join(ROOT, "build", "ab", "results.json"))
+    args = ap.parse_args()
+    cases = [parse_case(c) for c in args.cases.split(",") if c]
+    before = args.before if os.path.sep in args.before and os.access(args.before, os.X_OK) \
+        else build_revision(args.before)
+    binaries = {"before": before, "after": args.after}
+    allowed = sorted(os.sched_getaffinity(0))
+    cpu = allowed[-1] if len(allowed) > 1 else None
+    print(f"ab: before {before}\nab: after  {args.after}\nab: {args.rounds} rounds of {args.duration:g}s per "
+          f"case and side, loadgen {'on CPU %d' % cpu if cpu is not None else 'unpinned'}, load {common.loadavg()}",
+          flush=True)
+    results = {"before": before, "after": args.after, "rounds": args.rounds, "duration_s": args.duration,
+               "load_before": common.loadavg(), "cases": []}
+    with tempfile.TemporaryDirectory(prefix="bertd-ab-") as tmp:
+        servers = {}
+        try:
+            for name, binary in binaries.items():
+                servers[name] = start(name, binary, tmp)
+            for i, (mode, clients, payload) in enumerate(cases):
+                runs, notes = common.alternate(
+                    {n: (lambda s=s: run_side(s, mode, clients, payload, args.duration, args.warmup, cpu))
+                     for n, s in servers.items()}, args.rounds, i)
+                row = {"case": f"{mode}/{clients}{'/1MiB' if payload else ''}", "notes": notes}
+                for n, rs in runs.items():
+                    row[n] = {"rps": median([r["rps"] for r in rs]), "cpu_us": median([r["cpu_us"] for r in rs]),
+                              "errors": sum(r["errors"] for r in rs), "runs": rs}
+                b, a = row["before"], row["after"]
+                row["rps_ratio"] = a["rps"] / b["rps"] if a["rps"] and b["rps"] else None
+                row["cpu_ratio"] = a["cpu_us"] / b["cpu_us"] if a["cpu_us"] and b["cpu_us"] else None
+                results["cases"].append(row)
+                print(f"  {row['case']:<20} req/s {b['rps']:>9,.0f} -> {a['rps']:>9,.0f} ({row['rps_ratio']:.3f})   "
+                      f"server CPU/request {b['cpu_us']:6.1f} -> {a['cpu_us']:6.1f} us ({row['cpu_ratio']:.3f})"
+                      f"{'   errors ' + str(b['errors'] + a['errors']) if b['errors'] + a['errors'] else ''}"
+                      f"{'   ' + '; '.join(notes) if notes else ''}", flush=True)
+        finally:
+            for s in servers.values():
+                s.stop()
+    results["load_after"] = common.loadavg()
+    out = args.out
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(results, f, indent=2)
+    print(f"ab: load {results['load_after']}; raw figures in {os.path.relpath(out, ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("ab: interrupted; every process it started has been stopped", file=sys.stderr)
+        sys.exit(130)
+    except (Failed, subprocess.CalledProcessError) as e:
+        print(f"ab: {e}", file=sys.stderr)
+        sys.exit(1)
