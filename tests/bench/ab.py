@@ -156,8 +156,12 @@ def main():
     return 0
 
 
+def on_term(signum, frame):
+    raise KeyboardInterrupt  # unwinds through the finally that stops both servers
+
+
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
+    signal.signal(signal.SIGTERM, on_term)
     try:
         sys.exit(main())
     except KeyboardInterrupt:
