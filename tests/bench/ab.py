@@ -9,8 +9,11 @@ and acceptors, not the workers) spent per request, read from /proc: a figure tha
 on what else runs than requests per second do.
 
 Usage: tests/bench/ab.py --before REV|PATH [--after PATH] [--rounds N] [--duration S] [--cases LIST]
+                         [--acceptors-before N|auto] [--acceptors-after N|auto]
 --before: a git revision (built once into build/ab/bertd-SHA from a temporary worktree) or the
           path of a bertd binary. --after: a bertd binary (default: this build's bertd).
+--acceptors-*: each side's `acceptors:` (default 2, as make bench); the same binary on both sides
+          with other counts compares the settings.
 --cases: comma-separated MODE/CLIENTS[/PAYLOAD] (default: persistent and connect at 1, 8 and 64
          clients, and 1 MiB persistent at 1 and 8).
 Prints one line per case and writes build/ab/results.json (--out). It never leaves a process behind.
@@ -81,12 +84,11 @@ def run_side(server, mode, clients, payload, duration, warmup, cpu):
             "errors": r["errors"]}
 
 
-def start(name, binary, tmp):
-    cfg = os.path.join(tmp, "ab.yaml")
-    if not os.path.exists(cfg):
-        with open(cfg, "w") as f:
-            f.write(f"listen: 127.0.0.1\nacceptors: 2\nmodules:\n  - name: echo\n"
-                    f"    command: {os.path.join(BUILD, 'tests/handlers/echo')}\n    count: {WORKERS}\n")
+def start(name, binary, acceptors, tmp):
+    cfg = os.path.join(tmp, f"{name}.yaml")
+    with open(cfg, "w") as f:
+        f.write(f"listen: 127.0.0.1\nacceptors: {acceptors}\nmodules:\n  - name: echo\n"
+                f"    command: {os.path.join(BUILD, 'tests/handlers/echo')}\n    count: {WORKERS}\n")
     port = free_port()
     s = Server(name, [binary, "-c", cfg, "-p", str(port)], port, tmp)
     s.start()
@@ -110,24 +112,28 @@ def main():
     ap.add_argument("--duration", type=float, default=2.0)
     ap.add_argument("--warmup", type=float, default=0.2)
     ap.add_argument("--cases", default=DEFAULT_CASES)
+    ap.add_argument("--acceptors-before", default="2")
+    ap.add_argument("--acceptors-after", default="2")
     ap.add_argument("--out", default=os.path.join(ROOT, "build", "ab", "results.json"))
     args = ap.parse_args()
     cases = [parse_case(c) for c in args.cases.split(",") if c]
     before = args.before if os.path.sep in args.before and os.access(args.before, os.X_OK) \
         else build_revision(args.before)
-    binaries = {"before": before, "after": args.after}
+    sides = {"before": (before, args.acceptors_before), "after": (args.after, args.acceptors_after)}
     allowed = sorted(os.sched_getaffinity(0))
     cpu = allowed[-1] if len(allowed) > 1 else None
-    print(f"ab: before {before}\nab: after  {args.after}\nab: {args.rounds} rounds of {args.duration:g}s per "
+    print(f"ab: before {before}, {args.acceptors_before} acceptors\nab: after  {args.after}, "
+          f"{args.acceptors_after} acceptors\nab: {args.rounds} rounds of {args.duration:g}s per "
           f"case and side, loadgen {'on CPU %d' % cpu if cpu is not None else 'unpinned'}, load {common.loadavg()}",
           flush=True)
-    results = {"before": before, "after": args.after, "rounds": args.rounds, "duration_s": args.duration,
+    results = {"before": before, "after": args.after, "acceptors": [args.acceptors_before, args.acceptors_after],
+               "rounds": args.rounds, "duration_s": args.duration,
                "load_before": common.loadavg(), "cases": []}
     with tempfile.TemporaryDirectory(prefix="bertd-ab-") as tmp:
         servers = {}
         try:
-            for name, binary in binaries.items():
-                servers[name] = start(name, binary, tmp)
+            for name, (binary, acceptors) in sides.items():
+                servers[name] = start(name, binary, acceptors, tmp)
             for i, (mode, clients, payload) in enumerate(cases):
                 runs, notes = common.alternate(
                     {n: (lambda s=s: run_side(s, mode, clients, payload, args.duration, args.warmup, cpu))

@@ -383,12 +383,14 @@ class ABTest(unittest.TestCase):
             out = os.path.join(tmp, "ab.json")
             p = subprocess.run([sys.executable, AB, "--before", BERTD, "--after", BERTD, "--rounds", "2",
                                 "--duration", "0.3", "--warmup", "0.1", "--cases", "persistent/2,connect/1",
-                                "--out", out], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                "--acceptors-after", "1", "--out", out], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                timeout=120)
             self.assertEqual(p.returncode, 0, p.stderr)
             with open(out) as f:
                 results = json.load(f)
         self.assertEqual([c["case"] for c in results["cases"]], ["persistent/2", "connect/1"])
+        self.assertEqual(results["acceptors"], ["2", "1"])
+        self.assertIn("1 acceptors", p.stdout)
         for c in results["cases"]:
             for side in ("before", "after"):
                 self.assertEqual(len(c[side]["runs"]), 2, c)
