@@ -8,12 +8,14 @@
 // once the client is gone and the worker has answered, no connection or lease is left.
 #include <fuzzer/FuzzedDataProvider.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <zlib.h>
 
+#include <cerrno>
 #include <cstdlib>
 #include <iterator>
 #include <memory>
@@ -86,6 +88,19 @@ World& world() {
         return w;
     }();
     return *w;
+}
+
+// A blocking connect to the proxy listener. libFuzzer's SIGALRM (every timeout/2 + 1 s) may
+// interrupt it: the handshake then goes on in the kernel, so wait for it rather than fail.
+bool connect_to(int fd, const sockaddr_in& to) {
+    if (connect(fd, reinterpret_cast<const sockaddr*>(&to), sizeof to) == 0) return true;
+    if (errno != EINTR) return false;
+    pollfd p{fd, POLLOUT, 0};
+    while (poll(&p, 1, -1) < 0)
+        if (errno != EINTR) return false;
+    int err = 0;
+    socklen_t len = sizeof err;
+    return getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0;
 }
 
 void wake_acceptor(World& w) {
@@ -286,7 +301,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     int client = -1;
     if (fdp.ConsumeBool()) {  // through the PROXY gate
         client = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (connect(client, reinterpret_cast<sockaddr*>(&w.proxied), sizeof w.proxied) != 0) abort();
+        if (!connect_to(client, w.proxied)) abort();
         bertd::set_nonblocking(client);
         if (fdp.ConsumeBool()) {
             static const char v1[] = "PROXY TCP4 192.0.2.7 127.0.0.1 56324 8000\r\n";
