@@ -4,7 +4,7 @@
 VM from run to run, far more than the few per cent a refactor must stay within. This compares two
 bertd binaries instead: the same config, the same C++ echo workers, the same loadgen on loopback,
 their runs interleaved round by round (the order rotating), so that whatever else the machine does
-falls on both alike. Besides throughput it reports the CPU time the server's own processes (master
+falls on both alike. Besides throughput (and p99 latency) it reports the CPU time the server's own processes (master
 and acceptors, not the workers) spent per request, read from /proc: a figure that depends far less
 on what else runs than requests per second do.
 
@@ -73,14 +73,14 @@ def cpu_ticks(pids):
 
 
 def run_side(server, mode, clients, payload, duration, warmup, cpu):
-    """One loadgen run against `server`: (requests/s, server CPU µs per request, errors)."""
+    """One loadgen run against `server`: requests/s, p99 latency, server CPU µs per request, errors."""
     pids = server.pids()
     before = cpu_ticks(pids)
     r = common.run_loadgen(server.port, clients, mode, duration, warmup, cpu, payload=payload)
     spent_us = (cpu_ticks(pids) - before) * 1e6 / TICK
     # The warm-up's requests are not in r["requests"] but its CPU is in spent_us: scale it out.
     in_window = duration / (duration + warmup)
-    return {"rps": r["rps"], "cpu_us": spent_us * in_window / r["requests"] if r["requests"] else None,
+    return {"rps": r["rps"], "p99_us": r["p99_us"], "cpu_us": spent_us * in_window / r["requests"] if r["requests"] else None,
             "errors": r["errors"]}
 
 
@@ -140,14 +140,16 @@ def main():
                      for n, s in servers.items()}, args.rounds, i)
                 row = {"case": f"{mode}/{clients}{'/1MiB' if payload else ''}", "notes": notes}
                 for n, rs in runs.items():
-                    row[n] = {"rps": median([r["rps"] for r in rs]), "cpu_us": median([r["cpu_us"] for r in rs]),
+                    row[n] = {"rps": median([r["rps"] for r in rs]), "p99_us": median([r["p99_us"] for r in rs]),
+                              "cpu_us": median([r["cpu_us"] for r in rs]),
                               "errors": sum(r["errors"] for r in rs), "runs": rs}
                 b, a = row["before"], row["after"]
                 row["rps_ratio"] = a["rps"] / b["rps"] if a["rps"] and b["rps"] else None
                 row["cpu_ratio"] = a["cpu_us"] / b["cpu_us"] if a["cpu_us"] and b["cpu_us"] else None
                 results["cases"].append(row)
                 print(f"  {row['case']:<20} req/s {b['rps']:>9,.0f} -> {a['rps']:>9,.0f} ({row['rps_ratio']:.3f})   "
-                      f"server CPU/request {b['cpu_us']:6.1f} -> {a['cpu_us']:6.1f} us ({row['cpu_ratio']:.3f})"
+                      f"server CPU/request {b['cpu_us']:6.1f} -> {a['cpu_us']:6.1f} us ({row['cpu_ratio']:.3f})   "
+                      f"p99 {common.us(b['p99_us'])} -> {common.us(a['p99_us'])}"
                       f"{'   errors ' + str(b['errors'] + a['errors']) if b['errors'] + a['errors'] else ''}"
                       f"{'   ' + '; '.join(notes) if notes else ''}", flush=True)
         finally:

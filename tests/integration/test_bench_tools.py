@@ -396,6 +396,7 @@ class ABTest(unittest.TestCase):
                 self.assertEqual(len(c[side]["runs"]), 2, c)
                 self.assertGreater(c[side]["rps"], 0, c)
                 self.assertGreater(c[side]["cpu_us"], 0, c)
+                self.assertGreater(c[side]["p99_us"], 0, c)
                 self.assertEqual(c[side]["errors"], 0, c)
             self.assertIsNotNone(c["cpu_ratio"])
         self.assertIn("server CPU/request", p.stdout)
