@@ -38,8 +38,11 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 def build_revision(rev):
     """bertd as of `rev`, built once from a temporary worktree; the binary's path."""
-    sha = subprocess.run(["git", "rev-parse", "--verify", rev + "^{commit}"], cwd=ROOT, check=True, text=True,
-                         stdout=subprocess.PIPE).stdout.strip()
+    p = subprocess.run(["git", "rev-parse", "--verify", "--quiet", rev + "^{commit}"], cwd=ROOT, text=True,
+                       stdout=subprocess.PIPE)
+    if p.returncode != 0:
+        raise SystemExit(f"ab: '{rev}' is neither a bertd binary nor a git revision")
+    sha = p.stdout.strip()
     out = os.path.join(ROOT, "build", "ab", f"bertd-{sha[:12]}")
     if os.access(out, os.X_OK):
         return out
@@ -80,8 +83,8 @@ def run_side(server, mode, clients, payload, duration, warmup, cpu):
     spent_us = (cpu_ticks(pids) - before) * 1e6 / TICK
     # The warm-up's requests are not in r["requests"] but its CPU is in spent_us: scale it out.
     in_window = duration / (duration + warmup)
-    return {"rps": r["rps"], "p99_us": r["p99_us"], "cpu_us": spent_us * in_window / r["requests"] if r["requests"] else None,
-            "errors": r["errors"]}
+    per_request = spent_us * in_window / r["requests"] if r["requests"] else None
+    return {"rps": r["rps"], "p99_us": r["p99_us"], "cpu_us": per_request, "errors": r["errors"]}
 
 
 def start(name, binary, acceptors, tmp):
@@ -117,8 +120,12 @@ def main():
     ap.add_argument("--out", default=os.path.join(ROOT, "build", "ab", "results.json"))
     args = ap.parse_args()
     cases = [parse_case(c) for c in args.cases.split(",") if c]
-    before = args.before if os.path.sep in args.before and os.access(args.before, os.X_OK) \
-        else build_revision(args.before)
+    if os.path.isfile(args.before):  # a binary; anything else names a git revision
+        if not os.access(args.before, os.X_OK):
+            raise SystemExit(f"ab: {args.before} is not executable")
+        before = args.before
+    else:
+        before = build_revision(args.before)
     sides = {"before": (before, args.acceptors_before), "after": (args.after, args.acceptors_after)}
     allowed = sorted(os.sched_getaffinity(0))
     cpu = allowed[-1] if len(allowed) > 1 else None

@@ -408,6 +408,12 @@ class ABTest(unittest.TestCase):
         self.assertNotEqual(p.returncode, 0)
         self.assertIn("bad case 'persistent/x'", p.stderr)
 
+    def test_a_before_that_is_neither_a_binary_nor_a_revision_is_named(self):
+        p = subprocess.run([sys.executable, AB, "--before", "no-such-revision"], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, timeout=30)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("'no-such-revision' is neither a bertd binary nor a git revision", p.stderr)
+
 
 if __name__ == "__main__":
     unittest.main()
