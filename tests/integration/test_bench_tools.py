@@ -408,6 +408,12 @@ class ABTest(unittest.TestCase):
         self.assertNotEqual(p.returncode, 0)
         self.assertIn("bad case 'persistent/x'", p.stderr)
 
+    def test_an_acceptor_count_that_is_not_one_is_refused(self):
+        p = subprocess.run([sys.executable, AB, "--before", BERTD, "--acceptors-after", "2\nmodules: []"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=30)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("acceptors must be 1 to 256 or auto", p.stderr)
+
     def test_a_before_that_is_neither_a_binary_nor_a_revision_is_named(self):
         p = subprocess.run([sys.executable, AB, "--before", "no-such-revision"], stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True, timeout=30)
