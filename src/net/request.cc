@@ -172,6 +172,7 @@ void RequestPath::dispatch(Request& r) {
     if (acc_.access_log().enabled()) r.arrived_wall_us = now_us();
     r.route = decide(pk, acc_.rt(), c.from_link);
     if (Outcome refused; take_infos(r, refused)) {
+        r.callback.reset();  // the refusal is the whole answer: nothing is cast, nothing counted
         complete(r, std::move(refused));
         return;
     }
