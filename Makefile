@@ -103,7 +103,12 @@ $(BUILD)/ebin/%.beam: modules/erlang/%.erl
 unit: config.mk $(BUILD)/unit-tests
 	$(BUILD)/unit-tests
 
-test: deps config.mk all $(BUILD)/unit-tests $(if $(FUZZ_CXX),fuzz-build)
+# `make test` and `make run` build on every core (JOBS) unless make was given -j itself.
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+PAR = $(if $(filter -j% --jobserver%,$(MAKEFLAGS)),,-j$(JOBS))
+
+test: deps config.mk
+	@$(MAKE) --no-print-directory $(PAR) all $(BUILD)/unit-tests $(if $(FUZZ_CXX),fuzz-build)
 	@BERTD_BUILD=$(BUILD) python3 tests/run.py
 
 # --- fuzzing (clang + libFuzzer; configure finds them) ---------------------
@@ -134,7 +139,8 @@ fuzz: config.mk fuzz-build
 	done
 
 # --- run and bench -----------------------------------------------------------
-run: deps config.mk all
+run: deps config.mk
+	@$(MAKE) --no-print-directory $(PAR) all
 	@sh contrib/run-demo
 
 bench: deps config.mk all
