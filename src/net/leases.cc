@@ -2,7 +2,8 @@
 // connection's queue as the socket takes it (no copy while the client waits); the
 // answer is read into a buffer that becomes the client's output as it is; the slot
 // goes back (or to the next waiter) before the answer leaves, so the client's next
-// request finds it free. Worker priority: these events run before new clients are read.
+// request finds it free; after the turn's client reads when it would go to another
+// acceptor (finish). Worker priority: these events run before new clients are read.
 #include "net/leases.h"
 
 #include <errno.h>
@@ -21,12 +22,16 @@
 
 namespace bertd {
 
-Leases::Leases(Acceptor& a) : acc_(a) { slots_.resize(a.seg().nslots()); }
+Leases::Leases(Acceptor& a) : acc_(a) {
+    slots_.resize(a.seg().nslots());
+    // At the clients' priority, activated after this turn's client events: it runs after them.
+    deferred_ev_ = make_event(a.base(), -1, 0, on_deferred, this);
+}
 
 Leases::~Leases() = default;
 
 size_t Leases::held() const {
-    size_t n = 0;
+    size_t n = deferred_.size();  // still leased: this acceptor must pass them on before it exits
     for (const auto& l : slots_) n += l && l->req;
     return n;
 }
@@ -230,6 +235,7 @@ void Leases::on_io(evutil_socket_t, short what, void* arg) {
     // worker wrote while idle: the event goes (what the socket holds is not ours; a next
     // request of ours probes it first, clean()).
     if (!l->req) {
+        l->just_answered = false;  // bytes came after the answer: a next request probes first
         l->owner->disarm(*l);
         return;
     }
@@ -451,6 +457,7 @@ void Leases::take_handoff(uint32_t slot) {
 }
 
 void Leases::scan() {
+    pass_deferred();  // they look like hand-offs to this acceptor below
     refuse_waiting_on_failing_modules();
     Segment& seg = acc_.seg();
     auto me = int32_t(acc_.index());

@@ -128,11 +128,18 @@ private:
     void refuse_waiting_on_failing_modules();
     void fail(Lease& l, const std::string& why, ErrorType type = ErrorType::Server);
     void give_back(uint32_t slot);
+    void pass_on(uint32_t slot);
+    static void on_deferred(evutil_socket_t, short, void*);
+    void pass_deferred();
     void take_handoff(uint32_t slot);
     void retry_handoff(uint32_t dead_slot);
 
     Acceptor& acc_;
     std::vector<std::unique_ptr<Lease>> slots_;  // by slot index, made on first use
+    // Slots whose answer was read while this loop turn still had clients to read, and whose
+    // next waiter was another acceptor's: they are passed on after those reads (finish).
+    std::vector<uint32_t> deferred_;
+    EventPtr deferred_ev_;
 };
 
 }  // namespace bertd

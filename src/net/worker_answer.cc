@@ -392,16 +392,43 @@ void Leases::finish(Lease& l, Outcome&& o) {
     release(l, true);
     l.just_answered = true;
     // The worker goes back (or to the next waiter) before the answer leaves, so the
-    // client's next request finds it free. A next request of ours takes its event as it is,
-    // and so does an idle slot: this acceptor is offered it first (Segment::lease_or_enqueue).
-    // Held by another acceptor, the event goes now, before that one's answers come.
+    // client's next request finds it free. Worker events run before the turn's client
+    // reads, so another acceptor's waiter could take it while requests of ours wait unread
+    // in the same turn: each answer would then cost two wakes and two epoll_ctl, the slot
+    // passing between acceptors on every request. It waits for those reads instead
+    // (pass_deferred), and the releasing acceptor's own waiter keeps it (next_waiter).
+    if (event_base_get_num_events(acc_.base(), EVENT_BASE_COUNT_ACTIVE) > 0 &&
+        acc_.seg().next_waiter_elsewhere(slot)) {
+        deferred_.push_back(slot);
+        if (deferred_.size() == 1) event_active(deferred_ev_.get(), EV_TIMEOUT, 1);
+    } else {
+        pass_on(slot);
+    }
+    acc_.requests().complete(r, std::move(o));
+}
+
+// A next request of ours takes the slot's event as it is, and so does an idle slot: this
+// acceptor is offered it first (Segment::lease_or_enqueue). Held by another acceptor, the
+// event goes now, before that one's answers come.
+void Leases::pass_on(uint32_t slot) {
     give_back(slot);
     if (Lease* now = slots_[slot].get()) {  // begin() may have replaced it (a new worker)
         now->just_answered = false;
         if (!now->req && acc_.seg().slot(slot).state.load(std::memory_order_acquire) != uint32_t(SlotState::Idle))
             disarm(*now);
     }
-    acc_.requests().complete(r, std::move(o));
+}
+
+void Leases::on_deferred(evutil_socket_t, short, void* arg) {
+    auto* self = static_cast<Leases*>(arg);
+    self->pass_deferred();
+    self->acc_.maybe_exit();
+}
+
+void Leases::pass_deferred() {
+    std::vector<uint32_t> slots;
+    slots.swap(deferred_);
+    for (uint32_t slot : slots) pass_on(slot);
 }
 
 }  // namespace bertd

@@ -284,6 +284,21 @@ int32_t Segment::release(uint32_t slot) {
     return -1;
 }
 
+bool Segment::next_waiter_elsewhere(uint32_t slot) {
+    Slot& s = slots_[slot];
+    ModuleShared& m = modules_[s.module];
+    LockGuard g(m.lock);
+    int32_t owner = s.owner.load(std::memory_order_relaxed);
+    uint32_t cap = header_->queue_capacity;
+    for (int pri = 0; pri < 2; ++pri) {
+        const Ring& r = pri == 0 ? m.high : m.low;
+        if (r.count == 0) continue;
+        const QueueEntry* base = queue_ + m.queue_base + (pri == 0 ? 0 : cap);
+        return base[(r.head + next_waiter(base, r, owner)) % cap].acceptor != owner;
+    }
+    return false;
+}
+
 bool Segment::owned_by(uint32_t slot, int32_t acceptor, uint64_t& request_out) {
     Slot& s = slots_[slot];
     LockGuard g(modules_[s.module].lock);

@@ -224,6 +224,8 @@ public:
     // the slot becomes idle. A slot marked `retire`, or Dead (its worker died after
     // answering), goes to Reaping instead (returns -2) so the master replaces its worker.
     int32_t release(uint32_t slot);
+    // Whether release() would now pass `slot` to a waiter of another acceptor than its owner.
+    bool next_waiter_elsewhere(uint32_t slot);
     uint32_t queue_length(uint32_t module, bool high);
     // Reads owner and request of a slot consistently (under the lock).
     bool owned_by(uint32_t slot, int32_t acceptor, uint64_t& request_out);

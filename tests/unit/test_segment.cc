@@ -219,3 +219,26 @@ TEST(Segment, the_oldest_waiter_is_never_passed_by_one_much_younger_or_of_lower_
     CHECK(seg->owned_by(s, 0, conn));
     CHECK_EQUAL(12u, conn);
 }
+
+// What an acceptor asks before it gives a slot back while requests of its own may be unread
+// (Leases::finish): would release() pass the slot to another acceptor? It changes nothing.
+TEST(Segment, whether_the_next_waiter_is_another_acceptors_is_told_without_passing_the_slot) {
+    seg = make_segment(1, 8);
+    uint32_t s = 0, unused = 0;
+    uint64_t conn = 0;
+    CHECK(seg->lease_or_enqueue(0, 0, 1, true, 0, s) == Segment::Grant::Leased);
+    CHECK_FALSE(seg->next_waiter_elsewhere(s));  // nobody waits
+    CHECK(seg->lease_or_enqueue(0, 1, 10, false, 1000, unused) == Segment::Grant::Queued);
+    CHECK(seg->next_waiter_elsewhere(s));  // acceptor 1's low one
+    CHECK(seg->owned_by(s, 0, conn));      // still acceptor 0's, for request 1
+    CHECK_EQUAL(1u, conn);
+    CHECK_EQUAL(1u, seg->queue_length(0, false));
+    CHECK(seg->lease_or_enqueue(0, 0, 11, false, 1100, unused) == Segment::Grant::Queued);
+    CHECK_FALSE(seg->next_waiter_elsewhere(s));  // its own, 100 us younger, would keep it
+    CHECK(seg->lease_or_enqueue(0, 1, 12, true, 1200, unused) == Segment::Grant::Queued);
+    CHECK(seg->next_waiter_elsewhere(s));  // a high one of acceptor 1 comes before any low
+    CHECK_EQUAL(1, seg->release(s));
+    CHECK(seg->owned_by(s, 1, conn));
+    CHECK_EQUAL(12u, conn);
+    CHECK_FALSE(seg->next_waiter_elsewhere(s));  // acceptor 1 holds it now: its own 10 is oldest
+}
