@@ -250,21 +250,25 @@ uint32_t Segment::next_waiter(const QueueEntry* base, const Ring& r, int32_t pre
     return 0;
 }
 
-int32_t Segment::pop_waiter(ModuleShared& m, uint32_t slot, int32_t prefer) {
+// The ring a slot given back serves (high, then low) and where its entries are; null when
+// nobody waits.
+Ring* Segment::first_waiting(ModuleShared& m, QueueEntry*& base) {
     uint32_t cap = header_->queue_capacity;
-    for (int pri = 0; pri < 2; ++pri) {
-        Ring& r = pri == 0 ? m.high : m.low;
-        if (r.count == 0) continue;
-        QueueEntry* base = queue_ + m.queue_base + (pri == 0 ? 0 : cap);
-        QueueEntry e = take_waiter(base, r, next_waiter(base, r, prefer));
-        Slot& s = slots_[slot];
-        s.owner = e.acceptor;
-        s.last_owner = e.acceptor;
-        s.request = e.request;
-        s.state.store(uint32_t(SlotState::Leased), std::memory_order_release);
-        return e.acceptor;
-    }
-    return -1;
+    base = queue_ + m.queue_base + (m.high.count ? 0 : cap);
+    return m.high.count ? &m.high : m.low.count ? &m.low : nullptr;
+}
+
+int32_t Segment::pop_waiter(ModuleShared& m, uint32_t slot, int32_t prefer) {
+    QueueEntry* base;
+    Ring* r = first_waiting(m, base);
+    if (!r) return -1;
+    QueueEntry e = take_waiter(base, *r, next_waiter(base, *r, prefer));
+    Slot& s = slots_[slot];
+    s.owner = e.acceptor;
+    s.last_owner = e.acceptor;
+    s.request = e.request;
+    s.state.store(uint32_t(SlotState::Leased), std::memory_order_release);
+    return e.acceptor;
 }
 
 int32_t Segment::release(uint32_t slot) {
@@ -289,14 +293,9 @@ bool Segment::next_waiter_elsewhere(uint32_t slot) {
     ModuleShared& m = modules_[s.module];
     LockGuard g(m.lock);
     int32_t owner = s.owner.load(std::memory_order_relaxed);
-    uint32_t cap = header_->queue_capacity;
-    for (int pri = 0; pri < 2; ++pri) {
-        const Ring& r = pri == 0 ? m.high : m.low;
-        if (r.count == 0) continue;
-        const QueueEntry* base = queue_ + m.queue_base + (pri == 0 ? 0 : cap);
-        return base[(r.head + next_waiter(base, r, owner)) % cap].acceptor != owner;
-    }
-    return false;
+    QueueEntry* base;
+    Ring* r = first_waiting(m, base);
+    return r && base[(r->head + next_waiter(base, *r, owner)) % header_->queue_capacity].acceptor != owner;
 }
 
 bool Segment::owned_by(uint32_t slot, int32_t acceptor, uint64_t& request_out) {

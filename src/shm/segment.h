@@ -245,6 +245,7 @@ public:
 private:
     Segment() = default;
     void layout(char* base);
+    Ring* first_waiting(ModuleShared& m, QueueEntry*& base);
     int32_t pop_waiter(ModuleShared& m, uint32_t slot, int32_t prefer);
     uint32_t next_waiter(const QueueEntry* base, const Ring& r, int32_t prefer) const;
     QueueEntry take_waiter(QueueEntry* base, Ring& r, uint32_t at);
